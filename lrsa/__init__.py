@@ -1,0 +1,13 @@
+"""lrsa: unified sparse + low-rank approximation of convolutional networks.
+
+Ma, Chen, Li, Shang, Yu, Cho and Yu, "A Unified Approximation Framework for Compressing and
+Accelerating Deep Neural Networks", ICTAI 2019.
+"""
+
+from .admm import he_yuan_correction
+from .prox import prox_l21, soft_threshold, svt
+from .solver import LayerSolution, layer_objective, solve_layer
+
+__all__ = ["prox_l21", "svt", "soft_threshold", "solve_layer", "LayerSolution",
+           "layer_objective", "he_yuan_correction"]
+__version__ = "0.1.0"

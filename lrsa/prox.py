@@ -1,0 +1,160 @@
+r"""Proximal operators: the leaves of the solver.
+
+One convention throughout lrsa:
+
+.. math::
+
+    \operatorname{prox}_{\tau f}(V) = \arg\min_X \; \tau f(X) + \tfrac12 \|X - V\|_F^2 .
+
+Every operator accepts a NumPy array or a torch tensor (any device) and returns the same
+kind, dtype and device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["prox_l21", "svt", "svt_factors", "soft_threshold"]
+
+
+def _to_tensor(V, name="V"):
+    """Return (tensor, was_numpy). Raise ValueError on non-float, NaN or Inf input."""
+    was_numpy = isinstance(V, np.ndarray)
+    if was_numpy:
+        if not np.issubdtype(V.dtype, np.floating):
+            raise ValueError(f"{name} must be a floating array, got dtype {V.dtype}")
+        T = torch.from_numpy(np.ascontiguousarray(V))
+    elif isinstance(V, torch.Tensor):
+        if not V.is_floating_point():
+            raise ValueError(f"{name} must be a floating tensor, got dtype {V.dtype}")
+        T = V
+    else:
+        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(V).__name__}")
+    if not bool(torch.isfinite(T).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return T, was_numpy
+
+
+def _check_tau(tau):
+    tau = float(tau)
+    if not np.isfinite(tau) or tau < 0:
+        raise ValueError(f"tau must be a finite number >= 0, got {tau}")
+    return tau
+
+
+def _back(T, was_numpy):
+    return T.numpy() if was_numpy else T
+
+
+def _check_matrix(T, name="V"):
+    if T.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D matrix, got shape {tuple(T.shape)}")
+
+
+def soft_threshold(V, tau):
+    r"""Elementwise soft thresholding, the prox of the :math:`\ell_1` norm.
+
+    .. math::
+
+        \operatorname{prox}_{\tau\|\cdot\|_1}(V)_{ij} = \operatorname{sign}(V_{ij})
+        \max(|V_{ij}| - \tau, 0).
+
+    Parameters
+    ----------
+    V : array or tensor of any shape
+    tau : float >= 0
+
+    Returns
+    -------
+    Same kind, shape, dtype and device as ``V``.
+    """
+    T, was_numpy = _to_tensor(V)
+    tau = _check_tau(tau)
+    return _back(torch.sign(T) * torch.clamp(T.abs() - tau, min=0), was_numpy)
+
+
+def prox_l21(V, tau):
+    r"""Column shrinkage, the prox of the :math:`\ell_{2,1}` norm (paper eq. 10).
+
+    :math:`\|X\|_{2,1} = \sum_j \|X_{:,j}\|_2` sums the Euclidean norms of the *columns*,
+    so whole columns (one input channel at one kernel position) become zero:
+
+    .. math::
+
+        \operatorname{prox}_{\tau\|\cdot\|_{2,1}}(V)_{:,j} =
+        \max\!\Big(1 - \frac{\tau}{\|V_{:,j}\|_2},\, 0\Big)\, V_{:,j},
+
+    with the zero column mapped to zero (no division by zero).
+
+    Parameters
+    ----------
+    V : (n, d) array or tensor
+    tau : float >= 0
+
+    Returns
+    -------
+    (n, d) array or tensor, same kind as ``V``.
+    """
+    T, was_numpy = _to_tensor(V)
+    _check_matrix(T)
+    tau = _check_tau(tau)
+    norms = torch.linalg.vector_norm(T, dim=0)
+    # clamp the denominator: a zero column has scale 0 anyway, so no NaN appears
+    scale = torch.clamp(1 - tau / torch.clamp(norms, min=torch.finfo(T.dtype).tiny), min=0)
+    return _back(T * scale, was_numpy)
+
+
+def svt_factors(V, tau):
+    r"""Singular value thresholding in factored form: ``(U, s, Vh)`` with
+    :math:`\operatorname{prox}_{\tau\|\cdot\|_*}(V) = U \operatorname{diag}(s) V_h`,
+    ``s`` the thresholded singular values :math:`(\sigma_i - \tau)_+ > 0` (descending).
+
+    For a wide (or tall) matrix the singular pairs come from the eigendecomposition of the
+    small Gram matrix :math:`VV^\top` (or :math:`V^\top V`), formed in float64: the cost is
+    :math:`O(\min(n,d)^2 \max(n,d))` instead of a full SVD, and only pairs with
+    :math:`\sigma_i > \tau` are kept, which are the well-conditioned ones.
+    """
+    T, _ = _to_tensor(V)
+    _check_matrix(T)
+    tau = _check_tau(tau)
+    wide = T.shape[0] <= T.shape[1]
+    T64 = T.to(torch.float64)
+    S = T64 if wide else T64.T  # S is wide: k x m, k <= m
+    evals, Q = torch.linalg.eigh(S @ S.T)
+    sigma = torch.sqrt(torch.clamp(evals, min=0)).flip(0)
+    Q = Q.flip(1)
+    keep = sigma > tau
+    sigma, Q = sigma[keep], Q[:, keep]
+    # right singular vectors of the kept pairs: Q^T S / sigma
+    R = (Q.T @ S) / sigma[:, None]
+    s = sigma - tau
+    U, Vh = (Q, R) if wide else (R.T, Q.T)
+    dt = T.dtype
+    return U.to(dt), s.to(dt), Vh.to(dt)
+
+
+def svt(V, tau):
+    r"""Singular value thresholding, the prox of the nuclear norm (paper eq. 12).
+
+    .. math::
+
+        \operatorname{prox}_{\tau\|\cdot\|_*}(V) = U \operatorname{diag}\big((\sigma_i -
+        \tau)_+\big) V_h, \qquad V = U \operatorname{diag}(\sigma) V_h .
+
+    Parameters
+    ----------
+    V : (n, d) array or tensor
+    tau : float >= 0
+
+    Returns
+    -------
+    (n, d) array or tensor of rank at most the number of singular values above ``tau``.
+    """
+    T, was_numpy = _to_tensor(V)
+    _check_matrix(T)
+    tau = _check_tau(tau)
+    U, s, Vh = svt_factors(T, tau)
+    if s.numel() == 0:
+        return _back(torch.zeros_like(T), was_numpy)
+    return _back((U * s) @ Vh, was_numpy)

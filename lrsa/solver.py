@@ -1,0 +1,332 @@
+r"""One layer: A + B from sampled inputs X and responses Y (paper Algorithm 1).
+
+The problem, per sample so that the lambdas do not change meaning with N:
+
+.. math::
+
+    \min_{A,B}\ F(A,B) = \frac{1}{2N}\|Y - r((A+B)X + b\mathbf 1^\top)\|_F^2
+    + \lambda_1\|A\|_{2,1} + \lambda_2\|B\|_*
+
+with :math:`X \in \mathbb R^{d\times N}` lowered inputs (d = c k^2, PyTorch's channel-major
+``weight.reshape(n, -1)`` order), :math:`Y\in\mathbb R^{n\times N}` target responses and
+:math:`r` the ReLU or the identity. Splitting :math:`A + B - M = 0` and writing
+:math:`f(M)` for the data term, each iteration predicts
+
+.. math::
+
+    \hat A = \operatorname{prox}_{\frac{\lambda_1}{t}\|\cdot\|_{2,1}}(M - B - \Lambda/t),\quad
+    \hat B = \operatorname{prox}_{\frac{\lambda_2}{t}\|\cdot\|_*}(M - \hat A - \Lambda/t),\quad
+    \hat M = \operatorname{prox}_{f/t}(\hat A + \hat B + \Lambda/t),
+
+:math:`\hat\Lambda = \Lambda + t(\hat A + \hat B - \hat M)`, then corrects
+:math:`(B, -M, \Lambda)` by :func:`lrsa.admm.he_yuan_correction`.
+
+The M-step. With :math:`G = XX^\top/N` and :math:`C = (Y - b\mathbf 1^\top)X^\top/N`:
+
+* linear: :math:`\hat M = (C + tV)(G + tI)^{-1}`, exact; :math:`(G+tI)` is factorized once.
+* ReLU: :math:`f` is not convex (see :func:`relu_nonconvexity_example`), so there is no
+  global guarantee. Since :math:`h(z) = \tfrac12(y - \max(z,0))^2` with :math:`y \ge 0` has
+  curvature at most 1 (its kink at 0 is concave), :math:`f(M') \le f(M) + \langle\nabla
+  f(M), M'-M\rangle + \tfrac12\operatorname{tr}((M'-M)G(M'-M)^\top)`. Minimizing this bound
+  plus :math:`\tfrac t2\|M'-V\|^2` gives the step
+  :math:`M' = M - (\nabla f(M) + t(M - V))(G+tI)^{-1}`, which never increases the
+  subproblem's objective and is exact in one step for the linear response. ``inner_iter``
+  such steps are taken per ADMM iteration, warm-started.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .admm import he_yuan_correction
+from .prox import _to_tensor, prox_l21, svt_factors
+
+__all__ = ["solve_layer", "LayerSolution", "layer_objective", "relu_nonconvexity_example"]
+
+RESPONSES = ("relu", "linear")
+
+
+@dataclass
+class LayerSolution:
+    """Result of :func:`solve_layer`. Arrays have the kind (numpy/torch) of the input X.
+
+    Attributes
+    ----------
+    A : (n, d) column-sparse component (whole zero columns).
+    B : (n, d) low-rank component, ``B == U @ V``.
+    U, V : (n, r) and (r, d) balanced factors of B (r = rank of B).
+    bias : (n,) the bias used in the response.
+    objective : F(A, B) at the returned A, B.
+    history : dict of per-iteration lists: ``objective`` (f(M) + penalties of the predicted
+        A, B; for ReLU f is taken at the M the iteration starts from), ``primal_residual``
+        ``||A+B-M|| / max(||A+B||, ||M||)``, ``dual_residual`` ``||M_new - M|| / ||M_new||``,
+        ``rank`` of B, ``nonzero_columns`` of A.
+    converged : both residuals fell below ``tol``.
+    iterations : iterations run.
+    message : why the solve stopped.
+    """
+
+    A: object
+    B: object
+    U: object
+    V: object
+    bias: object
+    objective: float
+    history: dict = field(repr=False)
+    converged: bool
+    iterations: int
+    message: str
+    response: str
+    lam1: float
+    lam2: float
+    t: float
+
+    @property
+    def W(self):
+        """The approximated weight A + B."""
+        return self.A + self.B
+
+    @property
+    def rank(self):
+        return int(self.U.shape[1])
+
+    @property
+    def nonzero_columns(self):
+        return int((abs(self.A).sum(0) > 0).sum())
+
+
+class _Data:
+    """X, Y, bias as tensors plus the statistics the solver needs (float64 accumulation)."""
+
+    def __init__(self, X, Y, bias, response, chunk=4096):
+        self.X, self.Y, self.bias, self.response = X, Y, bias, response
+        d, N = X.shape
+        self.N = N
+        G = torch.zeros(d, d, dtype=torch.float64, device=X.device)
+        C = torch.zeros(Y.shape[0], d, dtype=torch.float64, device=X.device)
+        yy = 0.0
+        for i in range(0, N, chunk):
+            Xc = X[:, i:i + chunk].double()
+            Rc = Y[:, i:i + chunk].double() - bias.double()[:, None]
+            G += Xc @ Xc.T
+            C += Rc @ Xc.T
+            yy += float((Rc * Rc).sum())
+        self.G64, self.C64, self.yy = G / N, C / N, yy / N
+        dt = X.dtype
+        self.G, self.C = self.G64.to(dt), self.C64.to(dt)
+
+    def f_and_grad(self, M, grad=True):
+        """Data term f(M) and its gradient (ReLU: the a.e. gradient)."""
+        if self.response == "linear":
+            MG = M @ self.G
+            f = 0.5 * self.yy - float((M * self.C).sum()) + 0.5 * float((MG * M).sum())
+            return f, (MG - self.C) if grad else None
+        Z = M @ self.X + self.bias[:, None]
+        R = self.Y - torch.clamp(Z, min=0)
+        f = 0.5 * float((R.double() ** 2).sum()) / self.N
+        if not grad:
+            return f, None
+        return f, -((R * (Z > 0)) @ self.X.T) / self.N
+
+
+def layer_objective(X, Y, A, B, lam1, lam2, *, response="relu", bias=None):
+    r"""Evaluate :math:`F(A,B)` directly (no solver state): the reference for tests."""
+    X, Y, bias, _ = _check_inputs(X, Y, bias)
+    A, B = _to_tensor(A, "A")[0].to(X), _to_tensor(B, "B")[0].to(X)
+    Z = (A + B) @ X + bias[:, None]
+    out = torch.clamp(Z, min=0) if response == "relu" else Z
+    data = 0.5 * float(((Y - out).double() ** 2).sum()) / X.shape[1]
+    return data + lam1 * _l21(A) + lam2 * _nuclear(B)
+
+
+def _l21(A):
+    return float(torch.linalg.vector_norm(A.double(), dim=0).sum())
+
+
+def _nuclear(B):
+    return float(torch.linalg.svdvals(B.double()).sum())
+
+
+def _check_inputs(X, Y, bias):
+    X, was_numpy = _to_tensor(X, "X")
+    Y, _ = _to_tensor(Y, "Y")
+    if X.ndim != 2 or Y.ndim != 2:
+        raise ValueError(f"X and Y must be 2-D (d x N and n x N); got shapes {tuple(X.shape)} "
+                         f"and {tuple(Y.shape)}")
+    if X.shape[1] != Y.shape[1]:
+        raise ValueError(f"X has {X.shape[1]} samples (columns) but Y has {Y.shape[1]}")
+    if X.shape[1] == 0:
+        raise ValueError("empty data: N = 0 samples")
+    dt = torch.promote_types(torch.promote_types(X.dtype, Y.dtype), torch.float32)
+    X, Y = X.to(dt), Y.to(dt).to(X.device)
+    n = Y.shape[0]
+    if bias is None:
+        bias = torch.zeros(n, dtype=dt, device=X.device)
+    else:
+        bias = _to_tensor(bias, "bias")[0].to(dtype=dt, device=X.device)
+        if bias.shape != (n,):
+            raise ValueError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
+    return X, Y, bias, was_numpy
+
+
+def _check_number(name, value, *, positive=False):
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                         f"got {value}")
+    return value
+
+
+def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="auto",
+                max_iter=300, tol=1e-4, correction=True, tau=0.5, alpha=0.75, inner_iter=2,
+                progress=False):
+    r"""Approximate one layer by A + B (paper Algorithm 1 with the He-Yuan correction).
+
+    Parameters
+    ----------
+    X : (d, N) lowered inputs (numpy or torch; the result has the same kind).
+    Y : (n, N) target responses; for ``response="relu"`` they must be >= 0.
+    lam1, lam2 : float >= 0, weights of :math:`\|A\|_{2,1}` and :math:`\|B\|_*`.
+    response : {"relu", "linear"}
+    W0 : (n, d) array, or a :class:`LayerSolution` to warm-start from (A and B taken from it).
+        An array starts the iteration at A = 0, B = M = W0. With ``W0=None`` the linear solve
+        starts from the ridge solution and the ReLU solve from the linear solution on the
+        same data.
+    bias : (n,) fixed bias b (default 0).
+    t : float > 0 or "auto"
+        ADMM penalty. "auto" takes the mean eigenvalue of :math:`G = XX^\top/N`.
+    max_iter, tol : stop when both relative residuals are below ``tol``.
+    correction : bool, apply the He-Yuan correction step (False gives the direct extension).
+    tau, alpha : correction parameters (paper: 1/2 and 3/4).
+    inner_iter : majorize-minimize steps per ReLU M-step.
+    progress : show a tqdm bar.
+
+    Returns
+    -------
+    LayerSolution
+    """
+    if response not in RESPONSES:
+        raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
+    X, Y, bias, was_numpy = _check_inputs(X, Y, bias)
+    lam1, lam2 = _check_number("lam1", lam1), _check_number("lam2", lam2)
+    tau, alpha = _check_number("tau", tau), _check_number("alpha", alpha, positive=True)
+    tol = _check_number("tol", tol, positive=True)
+    if int(max_iter) < 1 or int(inner_iter) < 1:
+        raise ValueError(f"max_iter and inner_iter must be >= 1, got {max_iter}, {inner_iter}")
+    if response == "relu" and bool((Y < 0).any()):
+        raise ValueError("response='relu' needs targets Y >= 0 (they are post-ReLU "
+                         "responses); pass the pre-activation with response='linear'")
+    data = _Data(X, Y, bias, response)
+    n, d = Y.shape[0], X.shape[0]
+    if t == "auto":
+        t = max(float(torch.trace(data.G64)) / d, 1e-12)
+    t = _check_number("t", t, positive=True)
+    dt, dev = X.dtype, X.device
+    eye = torch.eye(d, dtype=torch.float64, device=dev)
+    Hinv = torch.cholesky_inverse(torch.linalg.cholesky(data.G64 + t * eye)).to(dt)
+
+    if isinstance(W0, LayerSolution):
+        A, B = (_to_tensor(W0.A, "W0.A")[0].to(dt), _to_tensor(W0.B, "W0.B")[0].to(dt))
+    elif W0 is not None:
+        B = _to_tensor(W0, "W0")[0].to(dtype=dt, device=dev)
+        A = torch.zeros_like(B)
+    elif response == "relu":
+        lin = solve_layer(X, Y, lam1, lam2, response="linear", bias=bias, t=t,
+                          max_iter=max_iter, tol=tol, correction=correction, tau=tau,
+                          alpha=alpha)
+        A, B = lin.A, lin.B
+    else:
+        A = torch.zeros(n, d, dtype=dt, device=dev)
+        B = data.C @ Hinv
+    if A.shape != (n, d):
+        raise ValueError(f"W0 must have shape ({n}, {d}) = (outputs, lowered inputs), "
+                         f"got {tuple(A.shape)}")
+    M = A + B
+    Lam = data.f_and_grad(M)[1]  # at a solution the multiplier is the gradient of f at M
+
+    hist = {k: [] for k in ("objective", "primal_residual", "dual_residual", "rank",
+                            "nonzero_columns")}
+    converged, message = False, f"stopped after max_iter={max_iter} iterations"
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=int(max_iter), desc=f"solve_layer ({response})", leave=False)
+    k = 0
+    for k in range(1, int(max_iter) + 1):
+        A_hat = prox_l21(M - B - Lam / t, lam1 / t)
+        U, s, Vh = svt_factors(M - A_hat - Lam / t, lam2 / t)
+        B_hat = (U * s) @ Vh
+        V = A_hat + B_hat + Lam / t
+        if response == "linear":
+            M_hat = (data.C + t * V) @ Hinv
+            f_val = 0.5 * data.yy - float((M_hat * data.C).sum()) + 0.5 * float(
+                (M_hat * (data.C + t * (V - M_hat))).sum())  # uses M_hat G = C + tV - t M_hat
+        else:
+            M_hat = M
+            for j in range(int(inner_iter)):
+                f_j, grad = data.f_and_grad(M_hat)
+                f_val = f_j if j == 0 else f_val
+                M_hat = M_hat - (grad + t * (M_hat - V)) @ Hinv
+        W_hat = A_hat + B_hat
+        Lam_hat = Lam + t * (W_hat - M_hat)
+        scale = max(float(torch.linalg.norm(W_hat)), float(torch.linalg.norm(M_hat)), 1e-30)
+        r_rel = float(torch.linalg.norm(W_hat - M_hat)) / scale
+        s_rel = float(torch.linalg.norm(M_hat - M)) / max(float(torch.linalg.norm(M_hat)), 1e-30)
+        if correction:
+            B, negM, Lam = he_yuan_correction(B, B_hat, -M, -M_hat, Lam, Lam_hat, tau, alpha)
+            M = -negM
+        else:
+            B, M, Lam = B_hat, M_hat, Lam_hat
+        A = A_hat
+        hist["objective"].append(f_val + lam1 * _l21(A_hat) + lam2 * float(s.sum()))
+        hist["primal_residual"].append(r_rel)
+        hist["dual_residual"].append(s_rel)
+        hist["rank"].append(int(s.numel()))
+        hist["nonzero_columns"].append(int((torch.linalg.vector_norm(A_hat, dim=0) > 0).sum()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(r=f"{r_rel:.1e}", s=f"{s_rel:.1e}", rank=int(s.numel()))
+        if not (math.isfinite(r_rel) and math.isfinite(s_rel) and math.isfinite(f_val)):
+            message = f"diverged: non-finite values at iteration {k}"
+            break
+        if scale > 1e12 * (1 + float(torch.linalg.norm(data.C64))):
+            message = f"diverged: iterates grew without bound at iteration {k}"
+            break
+        if r_rel < tol and s_rel < tol:
+            converged, message = True, f"converged in {k} iterations"
+            break
+    if bar is not None:
+        bar.close()
+
+    B_out = (U * s) @ Vh
+    root = torch.sqrt(s)
+    U_f, V_f = U * root, root[:, None] * Vh
+    if math.isfinite(hist["objective"][-1]):
+        obj = layer_objective(X, Y, A_hat, B_out, lam1, lam2, response=response, bias=bias)
+    else:
+        obj = float("nan")
+    out = (lambda T: T.cpu().numpy()) if was_numpy else (lambda T: T)
+    return LayerSolution(A=out(A_hat), B=out(B_out), U=out(U_f), V=out(V_f), bias=out(bias),
+                         objective=obj, history=hist, converged=converged, iterations=k,
+                         message=message, response=response, lam1=lam1, lam2=lam2, t=t)
+
+
+def relu_nonconvexity_example():
+    r"""A one-dimensional witness that :math:`f(m) = (y - \max(mx, 0))^2` is not convex.
+
+    With :math:`x = 1, y = 1`: :math:`f(-1) = 1`, :math:`f(1) = 0` but the midpoint
+    :math:`f(0) = 1 > \tfrac12(f(-1) + f(1)) = \tfrac12`. So the paper's claim that problem
+    (3) is convex (and Theorem 1's premise) holds only for the linear response.
+
+    Returns
+    -------
+    dict with the three points and values.
+    """
+    f = lambda m: (1.0 - max(m * 1.0, 0.0)) ** 2  # noqa: E731
+    pts = (-1.0, 0.0, 1.0)
+    return {"m": pts, "f": tuple(f(m) for m in pts),
+            "midpoint_gap": f(0.0) - 0.5 * (f(-1.0) + f(1.0))}
