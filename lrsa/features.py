@@ -1,0 +1,727 @@
+r"""Features of a layer for the solver: BN folding, lowering, hooks and sampled positions.
+
+Conventions (one place for all of lrsa)
+---------------------------------------
+* A layer's lowered weight is ``W = weight.reshape(n, -1)``, n x d with d = c k_h k_w in
+  PyTorch's channel-major order: column ``ch * k_h * k_w + i * k_w + j`` holds input channel
+  ``ch`` at kernel position ``(i, j)``. This is the row order of
+  :func:`torch.nn.functional.unfold`.
+* Lowered inputs ``X`` are d x N, one column per sampled output position per image, and the
+  pre-activation responses ``Z`` are n x N with ``Z = W X + b`` column for column. Columns are
+  ordered image by image (batch after batch). For a ``Linear`` layer each input row is one
+  column (an input of shape ``(B, ..., d)`` gives ``prod(...)`` positions per image).
+* The solver's targets are ``Y = relu(Z)`` for the ReLU response and ``Y = Z`` for the linear
+  one (:meth:`LayerFeatures.targets`).
+* Models are run in eval mode under ``torch.no_grad()``; BatchNorm should be folded first
+  (:func:`fold_batchnorm`) so that the approximated layer owns the whole affine map.
+
+Strategies (paper Section V-A, Fig. 3)
+--------------------------------------
+*Symmetric*: X and Z both come from the original network. *Asymmetric* (``inputs_from=``):
+X comes from the network whose earlier layers are already approximated, Z from the original
+network, on the same images and at the same sampled positions.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GramStats", "LayerFeatures", "check_supported", "collect_features", "find_layers",
+           "fold_batchnorm", "lower_conv_input"]
+
+_CONV_BN = {nn.Conv1d: (nn.BatchNorm1d,), nn.Conv2d: (nn.BatchNorm2d,),
+            nn.Conv3d: (nn.BatchNorm3d,), nn.Linear: (nn.BatchNorm1d,)}
+_ALL_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+# --------------------------------------------------------------------------- BN folding
+
+def _bn_matches(layer, bn):
+    if type(layer) not in _CONV_BN:
+        return False
+    if not isinstance(bn, _CONV_BN[type(layer)] + (nn.SyncBatchNorm,)):
+        return False
+    out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    return bn.num_features == out
+
+
+def _registration_pairs(model):
+    """(parent, layer name, layer, bn name, bn) for consecutive children of any module."""
+    pairs = []
+    for parent in model.modules():
+        kids = list(parent.named_children())
+        for (ln, layer), (bn_name, bn) in itertools.pairwise(kids):
+            if _bn_matches(layer, bn):
+                pairs.append((parent, ln, layer, bn_name, bn))
+    return pairs
+
+
+def _traced_pairs(model, example_input):
+    """Pairs found on a forward pass: the BN's input is the very tensor the layer returned,
+    each is called once and no other module consumes that tensor."""
+    parents = {}
+    for parent in model.modules():
+        for cname, child in parent.named_children():
+            parents.setdefault(child, (parent, cname))
+    produced, consumed, calls = {}, {}, {}
+    alive = []  # every seen tensor stays referenced, so id() values are not reused
+    handles = []
+
+    def pre(mod, args, kwargs):
+        calls[mod] = calls.get(mod, 0) + 1
+        x = args[0] if args else next(iter(kwargs.values()), None)
+        if isinstance(x, torch.Tensor):
+            alive.append(x)
+            consumed.setdefault(id(x), []).append(mod)
+
+    def post(mod, args, out):
+        if isinstance(out, torch.Tensor):
+            produced[mod] = out
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    for m in leaves:
+        handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+        if type(m) in _CONV_BN:
+            handles.append(m.register_forward_hook(post))
+    try:
+        with _eval_no_grad(model):
+            _call(model, example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    pairs = []
+    for layer, out in produced.items():
+        users = consumed.get(id(out), [])
+        if len(users) != 1 or calls.get(layer) != 1:
+            continue
+        bn = users[0]
+        if calls.get(bn) != 1 or not _bn_matches(layer, bn):
+            continue
+        if layer not in parents or bn not in parents:
+            continue
+        lp, ln = parents[layer]
+        bp, bname = parents[bn]
+        pairs.append((lp, ln, layer, bname, bn, bp))
+    return pairs
+
+
+def fold_batchnorm(model, example_input=None):
+    r"""Return a deep copy of ``model`` with every BatchNorm that directly follows a
+    Conv1d/2d/3d or Linear folded into that layer, and the BatchNorm replaced by
+    ``nn.Identity``.
+
+    The fold uses eval-mode semantics (running statistics):
+    :math:`s = \gamma / \sqrt{\sigma^2 + \epsilon}`, :math:`W' = s W`,
+    :math:`b' = s (b - \mu) + \beta` (computed in float64, stored in the layer's dtype).
+    The folded model equals the original in eval mode up to float rounding. The copy keeps
+    the original's train/eval flags; BatchNorms without running statistics are left alone.
+
+    How pairs are found
+    -------------------
+    Without ``example_input`` (registration rule): inside any module, a Conv/Linear child
+    immediately followed, in registration order, by a BatchNorm child of the matching kind
+    whose ``num_features`` equals the layer's output channels. For ``nn.Sequential`` this is
+    exact. For other modules (torchvision's GoogLeNet ``BasicConv2d`` with ``conv``/``bn``,
+    ResNet blocks with ``conv1``/``bn1``) it *assumes* that ``forward`` applies the
+    BatchNorm to the layer's output and to nothing else; a module that registers ``conv``
+    before ``bn`` but computes ``conv(bn(x))`` would be folded wrongly.
+
+    With ``example_input`` (traced rule, exact): a forward pass is run and a pair is folded
+    only when the BatchNorm's input is the very tensor the layer returned, each is called
+    once, and no other module takes that tensor as input (use outside modules, such as a
+    ``torch.cat`` in ``forward``, cannot be seen). Pairs may then sit in different parents.
+    """
+    folded = copy.deepcopy(model)
+    if example_input is None:
+        pairs = [(p, ln, layer, bn_name, bn, p)
+                 for p, ln, layer, bn_name, bn in _registration_pairs(folded)]
+    else:
+        pairs = _traced_pairs(folded, example_input)
+    for _lp, _ln, layer, bn_name, bn, bp in pairs:
+        if bn.running_mean is None or bn.running_var is None:
+            warnings.warn(f"BatchNorm '{bn_name}' has no running statistics; not folded",
+                          stacklevel=2)
+            continue
+        _fold_into(layer, bn)
+        setattr(bp, bn_name, nn.Identity())
+    return folded
+
+
+@torch.no_grad()
+def _fold_into(layer, bn):
+    w = layer.weight
+    n = w.shape[0]
+    mean, var = bn.running_mean.double(), bn.running_var.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
+    s = gamma / torch.sqrt(var + bn.eps)
+    b = layer.bias.double() if layer.bias is not None else torch.zeros_like(mean)
+    new_w = (w.double() * s.view(n, *([1] * (w.dim() - 1)))).to(w.dtype)
+    new_b = (s * (b - mean) + beta).to(w.dtype)
+    layer.weight.copy_(new_w)
+    if layer.bias is None:
+        layer.bias = nn.Parameter(new_b.to(w.device))
+    else:
+        layer.bias.copy_(new_b)
+
+
+# --------------------------------------------------------------------------- lowering
+
+def check_supported(name, module):
+    """Raise ValueError unless ``module`` is an ``nn.Conv2d`` with groups=1 or ``nn.Linear``."""
+    if isinstance(module, nn.Linear):
+        return
+    if isinstance(module, nn.Conv2d):  # nn.ConvTranspose2d is not a subclass
+        if module.groups != 1:
+            raise ValueError(f"layer '{name}' ({type(module).__name__}) has groups="
+                             f"{module.groups}; only groups=1 convolutions can be lowered")
+        return
+    raise ValueError(f"layer '{name}' ({type(module).__name__}) is not supported: only "
+                     "nn.Conv2d with groups=1 and nn.Linear layers can be approximated")
+
+
+def _pads(conv):
+    """Explicit (top, bottom, left, right) zero/other padding of a Conv2d."""
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return (0, 0, 0, 0)
+        out = []
+        for d, k in zip(conv.dilation, conv.kernel_size):  # same rule as torch's 'same'
+            total = d * (k - 1)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
+    ph, pw = conv.padding
+    return (ph, ph, pw, pw)
+
+
+def _pad_input(x, conv):
+    top, bottom, left, right = _pads(conv)
+    if top == bottom == left == right == 0:
+        return x
+    mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+    return F.pad(x, (left, right, top, bottom), mode=mode)
+
+
+def lower_conv_input(x, conv, name=None):
+    """Lower the input ``x`` of ``conv`` into X (d x N), N = batch * output positions.
+
+    For ``nn.Conv2d`` (groups=1): the columns of :func:`torch.nn.functional.unfold` with the
+    conv's kernel_size, stride, padding (also ``'same'``/``'valid'`` and non-zero padding
+    modes) and dilation, ordered image by image, so that
+    ``conv.weight.reshape(n, -1) @ X + b`` equals the conv's output reshaped to
+    ``(n, batch * H_out * W_out)``. For ``nn.Linear``: X is the input with its leading
+    dimensions flattened, transposed (d x N).
+    """
+    name = name if name is not None else type(conv).__name__
+    check_supported(name, conv)
+    if isinstance(conv, nn.Linear):
+        return x.reshape(-1, x.shape[-1]).T
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if isinstance(conv.padding, tuple) and conv.padding_mode == "zeros":
+        cols = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=conv.padding,
+                        stride=conv.stride)
+    else:
+        cols = F.unfold(_pad_input(x, conv), conv.kernel_size, dilation=conv.dilation,
+                        padding=0, stride=conv.stride)
+    d = cols.shape[1]
+    return cols.permute(1, 0, 2).reshape(d, -1)
+
+
+def _lower_at(x, conv, b_idx, p_idx, w_out):
+    """Columns of lower_conv_input(x, conv) at images b_idx and flat output positions p_idx
+    (row-major over H_out x W_out), without building the whole unfolded tensor."""
+    if isinstance(conv, nn.Linear):
+        B = x.shape[0]
+        xf = x.reshape(B, -1, x.shape[-1])
+        return xf[b_idx, p_idx].T
+    xp = _pad_input(x, conv)
+    kh, kw = conv.kernel_size
+    sh, sw = conv.stride
+    dh, dw = conv.dilation
+    oh, ow = p_idx // w_out, p_idx % w_out
+    dev = x.device
+    rows = (oh * sh)[:, None] + torch.arange(kh, device=dev)[None, :] * dh  # (S, kh)
+    cols = (ow * sw)[:, None] + torch.arange(kw, device=dev)[None, :] * dw  # (S, kw)
+    patches = xp[b_idx[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (S,kh,kw,c)
+    S = b_idx.shape[0]
+    return patches.permute(3, 1, 2, 0).reshape(-1, S)
+
+
+# --------------------------------------------------------------------------- statistics
+
+class GramStats:
+    r"""Streaming second moments of one layer, accumulated in float64.
+
+    After :meth:`update` with column blocks of X (d x N_i) and Z (n x N_i):
+    ``G = X X^T / N``, ``C = Z X^T / N``, ``mean_x``, ``mean_z``, ``zz = sum ||z||^2 / N``
+    and ``N``. They are all the linear response needs: with a fixed bias b the solver's
+    cross term is ``(Z - b 1^T) X^T / N`` = :meth:`cross` (b). The ReLU response needs the
+    columns themselves (use :class:`LayerFeatures`).
+    """
+
+    def __init__(self, d, n, device=None):
+        self.d, self.n = int(d), int(n)
+        kw = {"dtype": torch.float64, "device": device}
+        self._G = torch.zeros(d, d, **kw)
+        self._C = torch.zeros(n, d, **kw)
+        self._xs = torch.zeros(d, **kw)
+        self._zs = torch.zeros(n, **kw)
+        self._zz = 0.0
+        self.N = 0
+
+    @torch.no_grad()
+    def update(self, X, Z):
+        if X.shape[0] != self.d or Z.shape[0] != self.n or X.shape[1] != Z.shape[1]:
+            raise ValueError(f"expected X ({self.d} x N) and Z ({self.n} x N), got "
+                             f"{tuple(X.shape)} and {tuple(Z.shape)}")
+        X = X.to(self._G.device, torch.float64)
+        Z = Z.to(self._G.device, torch.float64)
+        self._G += X @ X.T
+        self._C += Z @ X.T
+        self._xs += X.sum(1)
+        self._zs += Z.sum(1)
+        self._zz += float((Z * Z).sum())
+        self.N += int(X.shape[1])
+        return self
+
+    def merge(self, other):
+        """Add another accumulator's sums (same d, n) into this one."""
+        if (other.d, other.n) != (self.d, self.n):
+            raise ValueError("GramStats.merge: shapes differ")
+        self._G += other._G.to(self._G.device)
+        self._C += other._C.to(self._G.device)
+        self._xs += other._xs.to(self._G.device)
+        self._zs += other._zs.to(self._G.device)
+        self._zz += other._zz
+        self.N += other.N
+        return self
+
+    def _n(self):
+        if self.N == 0:
+            raise ValueError("GramStats: no samples accumulated")
+        return self.N
+
+    @property
+    def G(self):
+        return self._G / self._n()
+
+    @property
+    def C(self):
+        return self._C / self._n()
+
+    @property
+    def mean_x(self):
+        return self._xs / self._n()
+
+    @property
+    def mean_z(self):
+        return self._zs / self._n()
+
+    @property
+    def zz(self):
+        return self._zz / self._n()
+
+    def cross(self, bias=None):
+        """``(Z - b 1^T) X^T / N`` (float64)."""
+        if bias is None:
+            return self.C
+        b = torch.as_tensor(bias, dtype=torch.float64, device=self._G.device).reshape(-1)
+        return self.C - b[:, None] * self.mean_x[None, :]
+
+    def __repr__(self):
+        return f"GramStats(d={self.d}, n={self.n}, N={self.N})"
+
+
+@dataclass
+class LayerFeatures:
+    """Sampled features of one layer.
+
+    X : (d, N) float32 lowered inputs; Z : (n, N) float32 pre-activation responses, the
+    layer's output (``W X + b`` for the symmetric strategy); num_images : images seen.
+    """
+
+    X: torch.Tensor
+    Z: torch.Tensor
+    num_images: int
+
+    @property
+    def N(self):
+        return int(self.X.shape[1])
+
+    def targets(self, response="relu"):
+        """Y for the solver: ``relu(Z)`` or ``Z``."""
+        if response == "relu":
+            return torch.clamp(self.Z, min=0)
+        if response == "linear":
+            return self.Z
+        raise ValueError(f"response must be 'relu' or 'linear', got {response!r}")
+
+    def stats(self):
+        return GramStats(self.X.shape[0], self.Z.shape[0], self.X.device).update(self.X, self.Z)
+
+
+# --------------------------------------------------------------------------- helpers
+
+class _eval_no_grad:
+    """Context: models in eval mode (flags restored afterwards) and no_grad."""
+
+    def __init__(self, *models):
+        self.models = [m for m in models if m is not None]
+
+    def __enter__(self):
+        self.flags = [[(m, m.training) for m in model.modules()] for model in self.models]
+        for model in self.models:
+            model.eval()
+        self.ng = torch.no_grad()
+        self.ng.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.ng.__exit__(*exc)
+        for flags in self.flags:
+            for m, t in flags:
+                m.training = t
+        return False
+
+
+def _model_device(model):
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _call(model, x):
+    dev = _model_device(model)
+    if isinstance(x, torch.Tensor):
+        return model(x.to(dev))
+    if isinstance(x, (tuple, list)):
+        return model(*[t.to(dev) if isinstance(t, torch.Tensor) else t for t in x])
+    if isinstance(x, dict):
+        return model(**{k: v.to(dev) if isinstance(v, torch.Tensor) else v
+                        for k, v in x.items()})
+    return model(x)
+
+
+def _batch_input(batch):
+    """The model input of a batch: a tensor, or the first element of (inputs, labels, ...)."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        for key in ("input", "inputs", "x", "image", "images"):
+            if key in batch:
+                return batch[key]
+    raise ValueError("each batch must be a tensor or a (inputs, labels, ...) tuple/list, got "
+                     f"{type(batch).__name__}")
+
+
+def _first_arg(args, kwargs):
+    if args:
+        return args[0]
+    if kwargs:
+        return next(iter(kwargs.values()))
+    raise ValueError("layer called without an input")
+
+
+def _resolve_layers(model, layers):
+    """Normalize ``layers`` to an ordered dict name -> module of ``model``."""
+    named = dict(model.named_modules())
+    if isinstance(layers, str):
+        layers = [layers]
+    out = {}
+    if isinstance(layers, dict):
+        items = list(layers.items())
+    else:
+        items = []
+        for item in layers:
+            if isinstance(item, str):
+                items.append((item, None))
+            elif isinstance(item, (tuple, list)) and len(item) == 2:
+                items.append((item[0], item[1]))
+            else:
+                raise ValueError("layers must be names, (name, module) pairs or a dict "
+                                 f"name -> module; got an item of type {type(item).__name__}")
+    owned = {id(m) for m in named.values()}
+    for name, mod in items:
+        if mod is None:
+            if name not in named:
+                raise ValueError(f"no module named '{name}' in the model (see "
+                                 "model.named_modules() or find_layers)")
+            mod = named[name]
+        elif id(mod) not in owned:
+            raise ValueError(f"layer '{name}' is not a submodule of the model")
+        check_supported(name, mod)
+        out[name] = mod
+    if not out:
+        raise ValueError("no layers requested")
+    return out
+
+
+class _StopForward(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- collection
+
+class _Site:
+    """Per-layer state of collect_features."""
+
+    def __init__(self, name, module, seed, cap, spi, stats_only):
+        self.name, self.module = name, module
+        self.is_linear = isinstance(module, nn.Linear)
+        self.gen = torch.Generator().manual_seed(
+            (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2 ** 63))
+        self.cap, self.spi, self.stats_only = cap, spi, stats_only
+        self.count, self.images = 0, 0
+        self.Xs, self.Zs, self.stats = [], [], None
+        self.reset_batch()
+
+    def reset_batch(self):
+        self.sel = None  # (b_idx, p_idx, w_out, input shape) for this batch
+        self.Z = None
+        self.X = None
+        self.calls_model = 0
+        self.calls_inputs = 0
+
+    @property
+    def full(self):
+        return self.cap is not None and self.count >= self.cap
+
+    def sample(self, B, L, device):
+        m = L if self.spi is None else min(int(self.spi), L)
+        if m == L:
+            p = torch.arange(L).repeat(B)
+        else:
+            p = torch.rand(B, L, generator=self.gen).argsort(dim=1)[:, :m].reshape(-1)
+        b = torch.arange(B).repeat_interleave(m)
+        if self.cap is not None:
+            rest = self.cap - self.count
+            b, p = b[:rest], p[:rest]
+        return b.to(device), p.to(device)
+
+    def responses(self, z):
+        if self.is_linear:
+            B = z.shape[0]
+            return z.reshape(B, -1, z.shape[-1])
+        B, n = z.shape[:2]
+        return z.reshape(B, n, -1).transpose(1, 2)  # (B, L, n)
+
+    def on_output(self, x, z, also_inputs):
+        """Model hook: sample positions, take Z (and X in the symmetric strategy)."""
+        self.calls_model += 1
+        if self.calls_model > 1:
+            raise ValueError(f"layer '{self.name}' is called more than once in one forward "
+                             "pass; its features are ambiguous")
+        if self.full:
+            return
+        if not self.is_linear and x.dim() == 3:
+            x, z = x.unsqueeze(0), z.unsqueeze(0)
+        zr = self.responses(z)
+        B, L = zr.shape[:2]
+        b, p = self.sample(B, L, z.device)
+        w_out = 1 if self.is_linear else z.shape[-1]
+        self.sel = (b, p, w_out, tuple(x.shape))
+        self.Z = zr[b, p].T
+        if also_inputs:
+            self.X = _lower_at(x, self.module, b, p, w_out)
+
+    def on_input(self, x):
+        """inputs_from hook: X at the positions the model hook sampled."""
+        self.calls_inputs += 1
+        if self.calls_inputs > 1:
+            raise ValueError(f"layer '{self.name}' of inputs_from is called more than once "
+                             "in one forward pass")
+        if self.sel is None:
+            return
+        if not self.is_linear and x.dim() == 3:
+            x = x.unsqueeze(0)
+        b, p, w_out, shape = self.sel
+        if tuple(x.shape) != shape:
+            raise ValueError(f"layer '{self.name}': input shape {tuple(x.shape)} in inputs_from"
+                             f" differs from {shape} in the model")
+        self.X = _lower_at(x, self.module, b.to(x.device), p.to(x.device), w_out)
+
+    def commit(self):
+        if self.sel is None:
+            return
+        if self.X is None:
+            raise ValueError(f"layer '{self.name}' was not called in the forward pass of "
+                             "inputs_from")
+        X = self.X.float()
+        Z = self.Z.float().to(X.device)
+        b = self.sel[0]
+        self.images += int(torch.unique(b).numel())
+        self.count += int(X.shape[1])
+        if self.stats_only:
+            if self.stats is None:
+                self.stats = GramStats(X.shape[0], Z.shape[0], X.device)
+            self.stats.update(X, Z)
+        else:
+            self.Xs.append(X.contiguous())
+            self.Zs.append(Z.contiguous())
+
+
+def collect_features(model, layers, batches, *, samples_per_image=10, max_samples=None,
+                     seed=0, inputs_from=None, progress=False, stats_only=False,
+                     stop_early=True):
+    r"""Sample lowered inputs X and pre-activation responses Z of some layers.
+
+    Parameters
+    ----------
+    model : nn.Module, the (original) network; Z is its layers' output. Run in eval mode
+        under no_grad (train/eval flags restored afterwards). Fold BatchNorm first.
+    layers : names from ``model.named_modules()``, (name, module) pairs (as
+        :func:`find_layers` returns), or a dict name -> module. Each must be an
+        ``nn.Conv2d`` with groups=1 or an ``nn.Linear`` (ValueError naming it otherwise).
+    batches : iterable of input tensors or (inputs, labels, ...) tuples (a DataLoader).
+    samples_per_image : random output positions per image and layer (None: all). The same
+        positions give X and Z. For a Linear layer on (B, d) inputs there is one position.
+    max_samples : cap on the number of columns per layer (None: no cap). Batches stop being
+        read once every layer is full; the last batch is truncated.
+    seed : positions come from a generator per layer seeded from (seed, layer name), so a
+        layer's positions do not depend on which other layers are collected.
+    inputs_from : optional second network with the same layer names (the already
+        approximated one) for the asymmetric strategy: X is the lowered input of its layer of
+        that name, Z comes from ``model``; both forwards see the same batch and use the
+        positions sampled once per batch. Its layer of that name may be of any type (say a
+        :class:`lrsa.layers.SparseLowRankConv2d`): only its input is used, lowered with the
+        geometry of ``model``'s layer.
+    stats_only : return :class:`GramStats` per layer (streamed, no columns stored) instead.
+    stop_early : stop each forward once every requested layer has been seen.
+    progress : tqdm bar over batches.
+
+    Returns
+    -------
+    dict name -> :class:`LayerFeatures` (X: d x N, Z: n x N, float32, on the model's
+    device), or name -> :class:`GramStats` with ``stats_only=True``.
+    """
+    sites = _resolve_layers(model, layers)
+    if samples_per_image is not None and int(samples_per_image) < 1:
+        raise ValueError(f"samples_per_image must be >= 1 or None, got {samples_per_image}")
+    if max_samples is not None and int(max_samples) < 1:
+        raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
+    state = {name: _Site(name, mod, seed, None if max_samples is None else int(max_samples),
+                         samples_per_image, stats_only) for name, mod in sites.items()}
+    asym = inputs_from is not None
+    in_mods = {}
+    if asym:
+        named_in = dict(inputs_from.named_modules())
+        for name in sites:
+            if name not in named_in:
+                raise ValueError(f"inputs_from has no module named '{name}'")
+            in_mods[name] = named_in[name]
+
+    pending = {"model": set(), "inputs": set()}
+
+    def make_model_hook(site):
+        def hook(mod, args, kwargs, out):
+            site.on_output(_first_arg(args, kwargs), out, also_inputs=not asym)
+            pending["model"].discard(site.name)
+            if stop_early and not pending["model"]:
+                raise _StopForward
+        return hook
+
+    def make_input_hook(site):
+        def hook(mod, args, kwargs):
+            site.on_input(_first_arg(args, kwargs))
+            pending["inputs"].discard(site.name)
+            if stop_early and not pending["inputs"]:
+                raise _StopForward
+        return hook
+
+    handles = []
+    try:
+        for name, site in state.items():
+            handles.append(site.module.register_forward_hook(make_model_hook(site),
+                                                             with_kwargs=True))
+            if asym:
+                handles.append(in_mods[name].register_forward_pre_hook(
+                    make_input_hook(site), with_kwargs=True))
+        it = batches
+        if progress:
+            from tqdm.auto import tqdm
+            it = tqdm(batches, desc="collect_features", leave=False)
+        with _eval_no_grad(model, inputs_from):
+            for batch in it:
+                x = _batch_input(batch)
+                for s in state.values():
+                    s.reset_batch()
+                active = {n for n, s in state.items() if not s.full}
+                pending["model"] = set(active)
+                try:
+                    _call(model, x)
+                except _StopForward:
+                    pass
+                if asym:
+                    pending["inputs"] = {n for n in active if state[n].sel is not None}
+                    if pending["inputs"]:
+                        try:
+                            _call(inputs_from, x)
+                        except _StopForward:
+                            pass
+                for name in active:
+                    if state[name].calls_model == 0:
+                        raise ValueError(f"layer '{name}' was not called in the forward pass")
+                for s in state.values():
+                    s.commit()
+                if all(s.full for s in state.values()):
+                    break
+    finally:
+        for h in handles:
+            h.remove()
+
+    out = {}
+    for name, s in state.items():
+        if s.count == 0:
+            raise ValueError(f"no samples collected for layer '{name}' (empty batches?)")
+        if stats_only:
+            out[name] = s.stats
+        else:
+            out[name] = LayerFeatures(torch.cat(s.Xs, 1), torch.cat(s.Zs, 1), s.images)
+            s.Xs, s.Zs = [], []
+    return out
+
+
+def find_layers(model, example_input):
+    """Conv2d and Linear layers of ``model`` as an ordered list of (name, module), in the
+    order a forward pass on ``example_input`` calls them (so branching models such as
+    inception blocks are listed in execution order). Layers not called (say auxiliary heads
+    in eval mode) are omitted; grouped convolutions are listed too (collect_features rejects
+    them). A layer called more than once in the pass raises ValueError.
+    """
+    order, calls = [], {}
+    names = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            names.setdefault(m, name)
+
+    def hook(mod, args):
+        calls[mod] = calls.get(mod, 0) + 1
+        if calls[mod] == 1:
+            order.append(mod)
+
+    handles = [m.register_forward_pre_hook(hook) for m in names]
+    try:
+        with _eval_no_grad(model):
+            _call(model, example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    twice = [names[m] for m, c in calls.items() if c > 1]
+    if twice:
+        raise ValueError(f"layers called more than once in one forward pass: {twice}; "
+                         "they cannot be approximated layer by layer")
+    return [(names[m], m) for m in order]
+
