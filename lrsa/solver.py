@@ -48,6 +48,7 @@ from .prox import _to_tensor, prox_l21, svt_factors
 __all__ = ["solve_layer", "LayerSolution", "layer_objective", "relu_nonconvexity_example"]
 
 RESPONSES = ("relu", "linear")
+ADAPT_EVERY, ADAPT_UNTIL, ADAPT_MAX = 10, 200, 8
 
 
 @dataclass
@@ -198,7 +199,10 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
         same data.
     bias : (n,) fixed bias b (default 0).
     t : float > 0 or "auto"
-        ADMM penalty. "auto" takes the mean eigenvalue of :math:`G = XX^\top/N`.
+        ADMM penalty. A number is kept fixed (the setting of the convergence theory).
+        "auto" starts where lam/t matches the scale of W's columns and singular values and
+        balances the residuals (t times or divided by 3, at most 8 times, only in the first
+        200 iterations, refactorizing G + tI each time), then keeps t fixed.
     max_iter, tol : stop when both relative residuals are below ``tol``.
     correction : bool, apply the He-Yuan correction step (False gives the direct extension).
     tau, alpha : correction parameters (paper: 1/2 and 3/4).
@@ -222,12 +226,14 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
                          "responses); pass the pre-activation with response='linear'")
     data = _Data(X, Y, bias, response)
     n, d = Y.shape[0], X.shape[0]
-    if t == "auto":
-        t = max(float(torch.trace(data.G64)) / d, 1e-12)
-    t = _check_number("t", t, positive=True)
+    adaptive = isinstance(t, str) and t == "auto"
+    if not adaptive:
+        t = _check_number("t", t, positive=True)
     dt, dev = X.dtype, X.device
     eye = torch.eye(d, dtype=torch.float64, device=dev)
-    Hinv = torch.cholesky_inverse(torch.linalg.cholesky(data.G64 + t * eye)).to(dt)
+
+    def factor(t):  # (G + tI)^{-1}, once per penalty value
+        return torch.cholesky_inverse(torch.linalg.cholesky(data.G64 + t * eye)).to(dt)
 
     if isinstance(W0, LayerSolution):
         A, B = (_to_tensor(W0.A, "W0.A")[0].to(dt), _to_tensor(W0.B, "W0.B")[0].to(dt))
@@ -241,12 +247,16 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
         A, B = lin.A, lin.B
     else:
         A = torch.zeros(n, d, dtype=dt, device=dev)
-        B = data.C @ Hinv
+        B = data.C @ factor(float(torch.trace(data.G64)) / d + 1e-12)
     if A.shape != (n, d):
         raise ValueError(f"W0 must have shape ({n}, {d}) = (outputs, lowered inputs), "
                          f"got {tuple(A.shape)}")
     M = A + B
     Lam = data.f_and_grad(M)[1]  # at a solution the multiplier is the gradient of f at M
+    if adaptive:
+        t = _initial_penalty(M, lam1, lam2, float(torch.trace(data.G64)) / d)
+    Hinv = factor(t)
+    t_changes = 0
 
     hist = {k: [] for k in ("objective", "primal_residual", "dual_residual", "rank",
                             "nonzero_columns")}
@@ -276,6 +286,13 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
         scale = max(float(torch.linalg.norm(W_hat)), float(torch.linalg.norm(M_hat)), 1e-30)
         r_rel = float(torch.linalg.norm(W_hat - M_hat)) / scale
         s_rel = float(torch.linalg.norm(M_hat - M)) / max(float(torch.linalg.norm(M_hat)), 1e-30)
+        if adaptive and k % ADAPT_EVERY == 0 and k <= ADAPT_UNTIL and t_changes < ADAPT_MAX:
+            # residual balancing (Boyd et al. 2011, 3.4.1); frozen later so the theory applies
+            s_dual = t * float(torch.linalg.norm(M_hat - M)) / max(
+                float(torch.linalg.norm(Lam_hat)), 1e-30)
+            if r_rel > 10 * s_dual or s_dual > 10 * r_rel:
+                t *= 3.0 if r_rel > s_dual else 1 / 3.0
+                Hinv, t_changes = factor(t), t_changes + 1
         if correction:
             B, negM, Lam = he_yuan_correction(B, B_hat, -M, -M_hat, Lam, Lam_hat, tau, alpha)
             M = -negM
@@ -313,6 +330,16 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
     return LayerSolution(A=out(A_hat), B=out(B_out), U=out(U_f), V=out(V_f), bias=out(bias),
                          objective=obj, history=hist, converged=converged, iterations=k,
                          message=message, response=response, lam1=lam1, lam2=lam2, t=t)
+
+
+def _initial_penalty(W, lam1, lam2, mean_eig):
+    """A penalty t whose thresholds lam/t are comparable to W's column norms and singular
+    values, so both proximal steps act from the first iteration."""
+    n, d = W.shape
+    col = float(torch.linalg.vector_norm(W, dim=0).mean())
+    sing = float(torch.linalg.norm(W)) / math.sqrt(min(n, d))
+    t = max(lam1 / max(col, 1e-30), lam2 / max(sing, 1e-30))
+    return t if t > 0 else mean_eig
 
 
 def relu_nonconvexity_example():

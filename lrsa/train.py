@@ -1,0 +1,219 @@
+"""Training and evaluation loops: SGD + per-step cosine schedule, optional bf16 autocast.
+
+``train`` takes a generic ``param_hook(model)`` called after every optimizer step, which is
+how fine-tuning keeps a compressed structure (e.g. zero columns of a sparse component) intact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TrainHistory", "cosine_lr", "evaluate", "train"]
+
+
+@dataclass
+class TrainHistory:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    loss : list of float
+        Mean training loss per epoch.
+    acc : list of float
+        Training top-1 accuracy (%) per epoch, on the augmented batches.
+    lr : list of float
+        Learning rate used at every step.
+    optimizer : torch.optim.Optimizer
+        The optimizer, left at the schedule's final learning rate (0 for cosine).
+    """
+
+    loss: list = field(default_factory=list)
+    acc: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    optimizer: torch.optim.Optimizer | None = None
+
+
+def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0) -> float:
+    """Learning rate at ``step`` (0-based): linear warm-up to ``base_lr``, then cosine to 0.
+
+    During warm-up, step ``s`` uses ``base_lr * (s + 1) / warmup_steps``; afterwards
+    ``base_lr * (1 + cos(pi * (s - warmup_steps) / (total_steps - warmup_steps))) / 2``, which
+    is 0 at ``step == total_steps``.
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    t = min(step - warmup_steps, span) / span
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * t))
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _logits(out):
+    return out[0] if isinstance(out, tuple) else out  # e.g. GoogLeNet's aux outputs
+
+
+def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: float = 0.9,
+          nesterov: bool = True, weight_decay: float = 5e-4, warmup_epochs: float = 0,
+          bf16: bool = False, progress: bool = False, seed: int = 0,
+          on_epoch_end: Callable | None = None,
+          param_hook: Callable[[nn.Module], None] | None = None) -> TrainHistory:
+    """Train with SGD and a per-step cosine schedule (optional linear warm-up).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Trained in place (on the device of its parameters).
+    train_loader : iterable with ``len()``
+        Yields ``(inputs, integer labels)`` batches, e.g. :func:`lrsa.data.make_loader`.
+    epochs : int
+        Passes over ``train_loader``.
+    lr : float
+        Peak learning rate.
+    momentum, nesterov, weight_decay : float, bool, float
+        SGD settings (weight decay on every trainable parameter).
+    warmup_epochs : float
+        Linear warm-up length in epochs (may be fractional); 0 for none.
+    bf16 : bool
+        Forward in ``torch.autocast(device, dtype=torch.bfloat16)``; the loss and the weights
+        stay float32.
+    progress : bool
+        tqdm bar per epoch.
+    seed : int
+        Seeds dropout and other global-RNG ops inside the loop; the caller's RNG state is
+        restored afterwards. (The loader has its own seed.)
+    on_epoch_end : callable or None
+        ``on_epoch_end(epoch, stats)`` with ``stats = {"epoch", "loss", "acc", "lr"}``
+        after each epoch; returning ``True`` stops training.
+    param_hook : callable or None
+        ``param_hook(model)`` after every optimizer step, under ``torch.no_grad()`` (e.g. to
+        re-apply masks).
+
+    Returns
+    -------
+    TrainHistory
+
+    Raises
+    ------
+    ValueError
+        On bad arguments, an empty loader, or a non-finite loss.
+    """
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    if not 0 <= warmup_epochs <= epochs:
+        raise ValueError(f"warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
+    try:
+        steps_per_epoch = len(train_loader)
+    except TypeError:
+        raise ValueError("train_loader must have a len() (batches per epoch) for the "
+                         "schedule") from None
+    if steps_per_epoch < 1:
+        raise ValueError("train_loader yields no batches")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    total, warm = int(epochs) * steps_per_epoch, round(warmup_epochs * steps_per_epoch)
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                          weight_decay=weight_decay)
+    dev = _device(model)
+    hist, step = TrainHistory(optimizer=opt), 0
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model.train()
+        for epoch in range(int(epochs)):
+            it = train_loader
+            if progress:
+                from tqdm.auto import tqdm
+                it = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}")
+            loss_sum, correct, seen = 0.0, 0, 0
+            for x, y in it:
+                if step >= total:  # loader longer than its len()
+                    break
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                cur = cosine_lr(step, total, lr, warm)
+                for g in opt.param_groups:
+                    g["lr"] = cur
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    out = _logits(model(x))
+                loss = F.cross_entropy(out.float(), y)
+                if not torch.isfinite(loss):
+                    raise ValueError(f"loss became non-finite ({loss.item()}) at epoch "
+                                     f"{epoch + 1}, step {step}; try a lower lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if param_hook is not None:
+                    with torch.no_grad():
+                        param_hook(model)
+                hist.lr.append(cur)
+                step += 1
+                loss_sum += loss.item() * y.shape[0]
+                correct += (out.argmax(1) == y).sum().item()
+                seen += y.shape[0]
+            hist.loss.append(loss_sum / max(seen, 1))
+            hist.acc.append(100.0 * correct / max(seen, 1))
+            end_lr = cosine_lr(step, total, lr, warm)
+            for g in opt.param_groups:
+                g["lr"] = end_lr
+            if on_epoch_end is not None:
+                stats = {"epoch": epoch, "loss": hist.loss[-1], "acc": hist.acc[-1], "lr": end_lr}
+                if on_epoch_end(epoch, stats) is True:
+                    break
+    return hist
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, topk=(1,), bf16: bool = False) -> dict:
+    """Top-k accuracies (%) of ``model`` over ``loader``, in eval mode.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Evaluated in ``eval()`` mode; its previous mode is restored.
+    loader : iterable
+        Yields ``(inputs, integer labels)``.
+    topk : sequence of int
+        Which k to report.
+    bf16 : bool
+        Forward under bf16 autocast.
+
+    Returns
+    -------
+    dict
+        ``{"top1": ..., "top5": ...}`` (one entry per k), in percent.
+    """
+    ks = sorted({int(k) for k in topk})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"topk must hold positive ints, got {topk}")
+    dev, was_training = _device(model), model.training
+    model.eval()
+    hits, n = dict.fromkeys(ks, 0), 0
+    try:
+        for x, y in loader:
+            x, y = x.to(dev), y.to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                out = _logits(model(x)).float()
+            if ks[-1] > out.shape[1]:
+                raise ValueError(f"top-{ks[-1]} asked but the model has {out.shape[1]} outputs")
+            pred = out.topk(ks[-1], dim=1).indices
+            match = pred == y[:, None]
+            for k in ks:
+                hits[k] += match[:, :k].any(1).sum().item()
+            n += y.shape[0]
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("loader yielded no samples")
+    return {f"top{k}": 100.0 * hits[k] / n for k in ks}

@@ -1,0 +1,48 @@
+"""The correction step: the Chen-He-Ye-Yuan counterexample, in the coordinates that matter."""
+
+import numpy as np
+import pytest
+
+import lrsa.solver
+from lrsa.admm import chen_he_ye_yuan_iterates, chen_he_ye_yuan_spectral_radius
+
+
+def test_direct_extension_diverges_with_the_published_rate():
+    rho = chen_he_ye_yuan_spectral_radius(correction=False)
+    assert rho == pytest.approx(1.0278, abs=1e-4)  # Chen, He, Ye, Yuan (2016)
+    norms = chen_he_ye_yuan_iterates(600, correction=False)
+    assert norms[-1] > 1e4 * norms[0]
+
+
+def test_corrected_scheme_converges():
+    assert chen_he_ye_yuan_spectral_radius(correction=True) < 0.98
+    norms = chen_he_ye_yuan_iterates(600, correction=True)
+    assert norms[-1] < 1e-5 * norms[0]
+
+
+def test_correction_in_raw_coordinates_diverges():
+    # eq. (13) applied to (B, M) instead of (B, -M) when the constraint is A + B - M = 0
+    assert chen_he_ye_yuan_spectral_radius(correction=True, coordinates="raw") > 1.05
+    norms = chen_he_ye_yuan_iterates(400, correction=True, coordinates="raw")
+    assert norms[-1] > 1e6 * norms[0]
+
+
+def test_solve_layer_uses_the_same_correction(monkeypatch):
+    calls = []
+    original = lrsa.solver.he_yuan_correction
+
+    def spy(*args):
+        calls.append(args[-2:])  # (tau, alpha)
+        return original(*args)
+
+    monkeypatch.setattr(lrsa.solver, "he_yuan_correction", spy)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 50))
+    lrsa.solver.solve_layer(X, rng.standard_normal((3, 6)) @ X, 0.01, 0.02,
+                            response="linear", max_iter=5)
+    assert len(calls) == 5 and calls[0] == (0.5, 0.75)
+
+
+def test_bad_coordinates():
+    with pytest.raises(ValueError, match="coordinates"):
+        chen_he_ye_yuan_iterates(3, coordinates="whatever")

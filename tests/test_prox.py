@@ -1,0 +1,160 @@
+"""Proximal operators against closed forms, the Moreau identity, cvxpy and random properties."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from lrsa import prox_l21, soft_threshold, svt
+
+cvxpy = pytest.importorskip("cvxpy")
+from lrsa import reference  # noqa: E402
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+TOL = {np.float32: 1e-5, np.float64: 1e-12}  # relative, against a float64 closed form
+
+
+def closed_l21(V, tau):
+    out = np.zeros_like(V)
+    for j in range(V.shape[1]):
+        c = np.linalg.norm(V[:, j])
+        if c > tau:
+            out[:, j] = (1 - tau / c) * V[:, j]
+    return out
+
+
+def closed_svt(V, tau):
+    U, s, Vh = np.linalg.svd(V, full_matrices=False)
+    return (U * np.maximum(s - tau, 0)) @ Vh
+
+
+def closed_soft(V, tau):
+    return np.sign(V) * np.maximum(np.abs(V) - tau, 0)
+
+
+OPS = [(prox_l21, closed_l21), (svt, closed_svt), (soft_threshold, closed_soft)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 9), (9, 5), (64, 576)])
+@pytest.mark.parametrize("op,closed", OPS)
+def test_matches_closed_form(op, closed, shape, dtype):
+    rng = np.random.default_rng(0)
+    V = rng.standard_normal(shape).astype(dtype)
+    tau = 0.5 * np.median(np.linalg.norm(V, axis=0))  # some columns/values survive, some die
+    got = op(V, tau)
+    ref = closed(V.astype(np.float64), tau)
+    assert got.dtype == dtype and got.shape == V.shape
+    assert np.linalg.norm(got - ref) <= TOL[dtype] * 10 * max(np.linalg.norm(ref), 1)
+
+
+def test_svt_wide_conv_shape_rank_deficient():
+    # a 512 x 4608 matrix of rank 40: the conv5 shape of VGG-16
+    rng = np.random.default_rng(1)
+    V = rng.standard_normal((512, 40)) @ rng.standard_normal((40, 4608))
+    tau = np.linalg.svd(V, compute_uv=False)[20]
+    got = svt(V, tau)
+    ref = closed_svt(V, tau)
+    assert np.linalg.matrix_rank(got, tol=1e-8 * np.abs(got).max()) == 20
+    assert np.linalg.norm(got - ref) <= 1e-9 * np.linalg.norm(ref)
+
+
+def test_zero_columns_and_zero_matrix_give_no_nan():
+    V = np.zeros((4, 6))
+    V[:, 2] = [3.0, 4.0, 0.0, 0.0]
+    for op, _ in OPS:
+        assert np.isfinite(op(V, 1.0)).all()
+        assert np.isfinite(op(np.zeros((4, 6)), 1.0)).all()
+    np.testing.assert_allclose(prox_l21(V, 1.0)[:, 2], [2.4, 3.2, 0, 0])
+
+
+@pytest.mark.parametrize("op,closed", OPS)
+def test_tau_zero_is_identity_and_large_tau_is_zero(op, closed):
+    V = np.random.default_rng(2).standard_normal((6, 8))
+    np.testing.assert_allclose(op(V, 0.0), V, atol=1e-12)
+    assert np.abs(op(V, 1e3)).max() == 0
+
+
+def _project_dual_ball(V, tau, op):
+    """Projection onto tau * (unit ball of the dual norm), computed independently."""
+    if op is prox_l21:  # dual of l2,1 is the max column norm
+        return V * np.minimum(1, tau / np.maximum(np.linalg.norm(V, axis=0), 1e-300))
+    if op is svt:  # dual of nuclear is the spectral norm
+        U, s, Vh = np.linalg.svd(V, full_matrices=False)
+        return (U * np.minimum(s, tau)) @ Vh
+    return np.clip(V, -tau, tau)  # dual of l1 is l_inf
+
+
+@pytest.mark.parametrize("op,closed", OPS)
+def test_moreau_identity(op, closed):
+    # prox_{tau f}(v) + tau prox_{f*/tau}(v/tau) = v, with f* the indicator of the dual ball
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        V = rng.standard_normal((7, 11)) * rng.uniform(0.1, 10)
+        tau = rng.uniform(0.05, 3)
+        np.testing.assert_allclose(op(V, tau) + _project_dual_ball(V, tau, op), V, atol=1e-10)
+
+
+matrices = arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)),
+                  elements=st.floats(-100, 100, allow_nan=False))
+
+
+@settings(max_examples=60, deadline=None)
+@given(U=matrices, data=st.data(), tau=st.floats(0, 50))
+def test_nonexpansive_and_optimal(U, data, tau):
+    W = data.draw(arrays(np.float64, U.shape, elements=st.floats(-100, 100)))
+    for op, closed in OPS:
+        pu, pw = op(U, tau), op(W, tau)
+        assert np.linalg.norm(pu - pw) <= np.linalg.norm(U - W) * (1 + 1e-9) + 1e-9
+        np.testing.assert_allclose(pu, closed(U, tau), atol=1e-8 * (1 + np.abs(U).max()))
+
+
+CVX = [(prox_l21, reference.prox_l21_cvxpy), (svt, reference.svt_cvxpy),
+       (soft_threshold, reference.soft_threshold_cvxpy)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op,cvx", CVX)
+def test_against_cvxpy(op, cvx, dtype):
+    """Clarabel solves to ~1e-8; we ask 1e-5 (float64) / 1e-4 (float32) max abs error."""
+    rng = np.random.default_rng(4)
+    for shape in [(4, 7), (8, 5)]:
+        V = rng.standard_normal(shape)
+        tau = 0.8
+        ref = cvx(V, tau)
+        got = op(V.astype(dtype), tau)
+        assert np.abs(got - ref).max() < (1e-5 if dtype == np.float64 else 1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("op,closed", OPS)
+def test_torch_in_torch_out(op, closed, device, dtype):
+    V = torch.randn(6, 10, dtype=dtype, device=device, generator=torch.Generator().manual_seed(0)
+                    ) if device == "cpu" else torch.randn(6, 10, dtype=dtype, device=device)
+    got = op(V, 0.7)
+    assert isinstance(got, torch.Tensor) and got.dtype == dtype and got.device == V.device
+    ref = closed(V.cpu().double().numpy(), 0.7)
+    tol = 1e-5 if dtype == torch.float32 else 1e-11
+    assert np.abs(got.cpu().double().numpy() - ref).max() < tol * 10
+
+
+@pytest.mark.parametrize("op", [prox_l21, svt, soft_threshold])
+def test_bad_input(op):
+    V = np.ones((3, 4))
+    with pytest.raises(ValueError, match="tau"):
+        op(V, -1.0)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        op(np.array([[1.0, np.nan]]), 1.0)
+    with pytest.raises(ValueError, match="floating"):
+        op(np.ones((3, 4), dtype=int), 1.0)
+    with pytest.raises(ValueError, match="numpy array or torch tensor"):
+        op([[1.0, 2.0]], 1.0)
+
+
+@pytest.mark.parametrize("op", [prox_l21, svt])
+def test_matrix_ops_need_2d(op):
+    with pytest.raises(ValueError, match="2-D"):
+        op(np.ones(5), 1.0)
