@@ -23,8 +23,8 @@ The correction lives in the coordinates :math:`A_2x_2` and :math:`A_3x_3`, not i
 :math:`x_2, x_3`. For the layer problem the constraint is :math:`A + B - M = 0`, so
 :math:`A_3 = -I` and the second coordinate is :math:`-M`: applying eq. (13) to the raw pair
 :math:`(B, M)` flips the sign of the off-diagonal blocks and loses the symmetric metric that
-the convergence proof needs. :func:`chen_he_ye_yuan_iterates` and :func:`chen_he_ye_yuan_spectral_radius` show both on the classic
-counterexample.
+the convergence proof needs. :func:`chen_he_ye_yuan_iterates` and
+:func:`chen_he_ye_yuan_spectral_radius` show both on the classic counterexample.
 """
 
 from __future__ import annotations

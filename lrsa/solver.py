@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from .admm import he_yuan_correction
@@ -258,6 +257,20 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
     Hinv = factor(t)
     t_changes = 0
 
+    def m_step(V, M, Hinv, t):
+        """prox_{f/t}(V): exact for the linear response, majorize-minimize steps for ReLU."""
+        if response == "linear":
+            M_hat = (data.C + t * V) @ Hinv
+            # f(M_hat) without another n x d x d product, from M_hat G = C + tV - t M_hat
+            f_val = 0.5 * data.yy - 0.5 * float((M_hat * (data.C - t * (V - M_hat))).sum())
+            return M_hat, f_val
+        f_val = None
+        for _ in range(int(inner_iter)):
+            f_j, grad = data.f_and_grad(M)
+            f_val = f_j if f_val is None else f_val
+            M = M - (grad + t * (M - V)) @ Hinv
+        return M, f_val
+
     hist = {k: [] for k in ("objective", "primal_residual", "dual_residual", "rank",
                             "nonzero_columns")}
     converged, message = False, f"stopped after max_iter={max_iter} iterations"
@@ -265,31 +278,28 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=int(max_iter), desc=f"solve_layer ({response})", leave=False)
+    last = (A, *svt_factors(B, 0.0))  # the last finite prediction, returned on divergence
     k = 0
     for k in range(1, int(max_iter) + 1):
         A_hat = prox_l21(M - B - Lam / t, lam1 / t)
+        if not _finite(A_hat):
+            message = f"diverged: non-finite values at iteration {k}"
+            break
         U, s, Vh = svt_factors(M - A_hat - Lam / t, lam2 / t)
         B_hat = (U * s) @ Vh
-        V = A_hat + B_hat + Lam / t
-        if response == "linear":
-            M_hat = (data.C + t * V) @ Hinv
-            f_val = 0.5 * data.yy - float((M_hat * data.C).sum()) + 0.5 * float(
-                (M_hat * (data.C + t * (V - M_hat))).sum())  # uses M_hat G = C + tV - t M_hat
-        else:
-            M_hat = M
-            for j in range(int(inner_iter)):
-                f_j, grad = data.f_and_grad(M_hat)
-                f_val = f_j if j == 0 else f_val
-                M_hat = M_hat - (grad + t * (M_hat - V)) @ Hinv
+        M_hat, f_val = m_step(A_hat + B_hat + Lam / t, M, Hinv, t)
+        if not (_finite(M_hat) and math.isfinite(f_val)):
+            message = f"diverged: non-finite values at iteration {k}"
+            break
+        last = (A_hat, U, s, Vh)
         W_hat = A_hat + B_hat
         Lam_hat = Lam + t * (W_hat - M_hat)
-        scale = max(float(torch.linalg.norm(W_hat)), float(torch.linalg.norm(M_hat)), 1e-30)
-        r_rel = float(torch.linalg.norm(W_hat - M_hat)) / scale
-        s_rel = float(torch.linalg.norm(M_hat - M)) / max(float(torch.linalg.norm(M_hat)), 1e-30)
+        norm_W, norm_M = float(torch.linalg.norm(W_hat)), float(torch.linalg.norm(M_hat))
+        r_rel = float(torch.linalg.norm(W_hat - M_hat)) / max(norm_W, norm_M, 1e-30)
+        s_rel = float(torch.linalg.norm(M_hat - M)) / max(norm_M, 1e-30)
         if adaptive and k % ADAPT_EVERY == 0 and k <= ADAPT_UNTIL and t_changes < ADAPT_MAX:
             # residual balancing (Boyd et al. 2011, 3.4.1); frozen later so the theory applies
-            s_dual = t * float(torch.linalg.norm(M_hat - M)) / max(
-                float(torch.linalg.norm(Lam_hat)), 1e-30)
+            s_dual = t * s_rel * norm_M / max(float(torch.linalg.norm(Lam_hat)), 1e-30)
             if r_rel > 10 * s_dual or s_dual > 10 * r_rel:
                 t *= 3.0 if r_rel > s_dual else 1 / 3.0
                 Hinv, t_changes = factor(t), t_changes + 1
@@ -298,7 +308,6 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
             M = -negM
         else:
             B, M, Lam = B_hat, M_hat, Lam_hat
-        A = A_hat
         hist["objective"].append(f_val + lam1 * _l21(A_hat) + lam2 * float(s.sum()))
         hist["primal_residual"].append(r_rel)
         hist["dual_residual"].append(s_rel)
@@ -307,10 +316,7 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
         if bar is not None:
             bar.update(1)
             bar.set_postfix(r=f"{r_rel:.1e}", s=f"{s_rel:.1e}", rank=int(s.numel()))
-        if not (math.isfinite(r_rel) and math.isfinite(s_rel) and math.isfinite(f_val)):
-            message = f"diverged: non-finite values at iteration {k}"
-            break
-        if scale > 1e12 * (1 + float(torch.linalg.norm(data.C64))):
+        if max(norm_W, norm_M) > 1e12 * (1 + float(torch.linalg.norm(data.C64))):
             message = f"diverged: iterates grew without bound at iteration {k}"
             break
         if r_rel < tol and s_rel < tol:
@@ -319,17 +325,19 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
     if bar is not None:
         bar.close()
 
+    A_out, U, s, Vh = last
     B_out = (U * s) @ Vh
     root = torch.sqrt(s)
     U_f, V_f = U * root, root[:, None] * Vh
-    if math.isfinite(hist["objective"][-1]):
-        obj = layer_objective(X, Y, A_hat, B_out, lam1, lam2, response=response, bias=bias)
-    else:
-        obj = float("nan")
+    obj = layer_objective(X, Y, A_out, B_out, lam1, lam2, response=response, bias=bias)
     out = (lambda T: T.cpu().numpy()) if was_numpy else (lambda T: T)
-    return LayerSolution(A=out(A_hat), B=out(B_out), U=out(U_f), V=out(V_f), bias=out(bias),
+    return LayerSolution(A=out(A_out), B=out(B_out), U=out(U_f), V=out(V_f), bias=out(bias),
                          objective=obj, history=hist, converged=converged, iterations=k,
                          message=message, response=response, lam1=lam1, lam2=lam2, t=t)
+
+
+def _finite(T):
+    return bool(torch.isfinite(T).all())
 
 
 def _initial_penalty(W, lam1, lam2, mean_eig):
