@@ -249,3 +249,20 @@ def test_asymmetric_inputs_from_compressed_network():
     torch.testing.assert_close(f.X, own.X)  # inputs: the approximated network's
     sym = collect_features(net, ["2"], batches, samples_per_image=5)["2"]
     torch.testing.assert_close(f.Z, sym.Z)  # targets: the original network's
+
+
+def test_features_solver_layer_end_to_end():
+    from lrsa.features import fold_batchnorm
+    from lrsa.solver import solve_layer
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                        nn.Conv2d(6, 6, 3, padding=1), nn.ReLU()).eval()
+    net = fold_batchnorm(net)
+    f = collect_features(net, ["3"], [torch.randn(2, 3, 6, 6)], samples_per_image=30)["3"]
+    sol = solve_layer(f.X, f.targets("linear"), 0.01, 0.03, response="linear",
+                      bias=net[3].bias.detach(), max_iter=20)
+    m = SparseLowRankConv2d.from_factors(net[3], sol.A, sol.U, sol.V, sol.bias)
+    x = torch.randn(2, 6, 6, 6)
+    with torch.no_grad():
+        _close(m(x), F.conv2d(x, sol.W.reshape(6, 6, 3, 3), sol.bias, padding=1))
