@@ -1,0 +1,103 @@
+"""Tests of lrsa.train on the embedded digits (seconds on 2 cores)."""
+
+import math
+
+import pytest
+import torch
+
+from lrsa.data import load_digits_images, make_loader
+from lrsa.models import small_cnn
+from lrsa.train import cosine_lr, evaluate, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small models on a shared 2-core machine: one intra-op thread avoids OpenMP contention."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_images()
+
+
+def _loaders(s, n_train=800, batch_size=32):
+    tr = make_loader(s.x_train[:n_train], s.y_train[:n_train], batch_size, train=True,
+                     mean=None, std=None, seed=0, pad=1, flip=False)
+    te = make_loader(s.x_test, s.y_test, 256, train=False, mean=None, std=None)
+    return tr, te
+
+
+def test_cosine_lr_schedule():
+    assert cosine_lr(0, 100, 0.1, warmup_steps=10) == pytest.approx(0.01)
+    assert cosine_lr(9, 100, 0.1, warmup_steps=10) == pytest.approx(0.1)
+    assert cosine_lr(10, 100, 0.1, warmup_steps=10) == pytest.approx(0.1)
+    assert cosine_lr(55, 100, 0.1, warmup_steps=10) == pytest.approx(0.05)
+    assert cosine_lr(100, 100, 0.1, warmup_steps=10) == pytest.approx(0.0, abs=1e-12)
+    lrs = [cosine_lr(s, 100, 0.1, 10) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_small_cnn_learns_digits(digits):
+    tr, te = _loaders(digits)
+    torch.manual_seed(0)
+    model = small_cnn()
+    calls, epochs_seen = [], []
+    col = (slice(None), 0, 1, 1)  # keep one column (input channel 0, centre tap) at zero
+
+    def hook(m):
+        calls.append(1)
+        m.features[0].weight[col] = 0
+
+    hist = train(model, tr, epochs=2, lr=0.1, param_hook=hook, seed=0,
+                 on_epoch_end=lambda e, st: epochs_seen.append((e, st["lr"])))
+    assert len(calls) == 2 * len(tr) == len(hist.lr)
+    assert hist.loss[1] < hist.loss[0]
+    assert hist.lr[0] == pytest.approx(0.1) and hist.lr[-1] < 1e-3
+    assert hist.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert [e for e, _ in epochs_seen] == [0, 1] and epochs_seen[-1][1] == pytest.approx(0.0)
+    assert torch.count_nonzero(model.features[0].weight[col]) == 0
+    acc = evaluate(model, te, topk=(1, 5))
+    assert set(acc) == {"top1", "top5"}
+    assert acc["top1"] > 60 and acc["top5"] >= acc["top1"]
+    assert model.training  # evaluate restores the mode
+
+
+def test_warmup_bf16_early_stop_and_determinism(digits):
+    tr, _ = _loaders(digits, n_train=128, batch_size=32)
+
+    def run():
+        torch.manual_seed(1)
+        m = small_cnn()
+        h = train(m, tr, epochs=2, lr=0.05, warmup_epochs=1, bf16=True, seed=3,
+                  on_epoch_end=lambda e, st: True)  # stop after the first epoch
+        return m, h
+
+    m1, h1 = run()
+    assert len(h1.loss) == 1 and math.isfinite(h1.loss[0])
+    assert h1.lr == pytest.approx([0.05 * (s + 1) / 4 for s in range(4)])
+    tr.generator.manual_seed(0)
+    m2, h2 = run()
+    assert h1.loss == h2.loss
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(),
+                                                  m2.state_dict().values(), strict=True))
+
+
+def test_bad_arguments(digits):
+    tr, te = _loaders(digits, n_train=64)
+    m = small_cnn()
+    with pytest.raises(ValueError, match="epochs"):
+        train(m, tr, epochs=0, lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        train(m, tr, epochs=1, lr=0.0)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        train(m, tr, epochs=1, lr=0.1, warmup_epochs=2)
+    with pytest.raises(ValueError, match="len"):
+        train(m, iter(tr), epochs=1, lr=0.1)
+    with pytest.raises(ValueError, match="non-finite"):
+        train(m, tr, epochs=1, lr=1e30)
+    with pytest.raises(ValueError, match="top-11"):
+        evaluate(small_cnn(), te, topk=(11,))
