@@ -183,7 +183,7 @@ def _check_number(name, value, *, positive=False):
 
 def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="auto",
                 max_iter=300, tol=1e-4, correction=True, tau=0.5, alpha=0.75, inner_iter=2,
-                progress=False):
+                debias=False, progress=False):
     r"""Approximate one layer by A + B (paper Algorithm 1 with the He-Yuan correction).
 
     Parameters
@@ -206,6 +206,10 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
     correction : bool, apply the He-Yuan correction step (False gives the direct extension).
     tau, alpha : correction parameters (paper: 1/2 and 3/4).
     inner_iter : majorize-minimize steps per ReLU M-step.
+    debias : bool
+        After the ADMM, refit the data term on the structure it found (the nonzero columns
+        of A and the row space of B), without penalties: removes the shrinkage bias of the
+        convex relaxation. The result then no longer minimizes F; the pipeline uses it.
     progress : show a tqdm bar.
 
     Returns
@@ -326,6 +330,8 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
         bar.close()
 
     A_out, U, s, Vh = last
+    if debias:
+        A_out, U, s, Vh = _refit(data, A_out, Vh, 10 * int(inner_iter), U * s)
     B_out = (U * s) @ Vh
     root = torch.sqrt(s)
     U_f, V_f = U * root, root[:, None] * Vh
@@ -334,6 +340,35 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
     return LayerSolution(A=out(A_out), B=out(B_out), U=out(U_f), V=out(V_f), bias=out(bias),
                          objective=obj, history=hist, converged=converged, iterations=k,
                          message=message, response=response, lam1=lam1, lam2=lam2, t=t)
+
+
+def _refit(data, A, Vh, steps, UB):
+    """Least-squares refit of W = A[:, S] E_S + U Vh on fixed support S and row space Vh.
+
+    Linear response: one solve with the projected Gram matrix. ReLU: majorize-minimize steps
+    (as in the M-step) on the coefficients, started at the ADMM solution.
+    """
+    n, d = A.shape
+    S = torch.nonzero(torch.linalg.vector_norm(A, dim=0) > 0).flatten()
+    P = torch.cat([torch.eye(d, dtype=A.dtype, device=A.device)[S], Vh])  # k x d basis
+    if P.shape[0] == 0:
+        return A, UB[:, :0], UB.new_zeros(0), Vh
+    P64 = P.double()
+    G_P = P64 @ data.G64 @ P64.T
+    G_P += 1e-10 * float(torch.trace(G_P)) / P.shape[0] * torch.eye(P.shape[0], dtype=G_P.dtype,
+                                                                     device=G_P.device)
+    G_inv = torch.linalg.inv(G_P).to(A.dtype)
+    if data.response == "linear":
+        coef = (data.C @ P.T) @ G_inv
+    else:
+        coef = torch.cat([A[:, S], UB], dim=1)
+        for _ in range(steps):
+            coef = coef - (data.f_and_grad(coef @ P)[1] @ P.T) @ G_inv
+    A = torch.zeros_like(A)
+    A[:, S] = coef[:, :S.numel()]
+    U, s, Wh = torch.linalg.svd(coef[:, S.numel():], full_matrices=False)
+    keep = s > 0
+    return A, U[:, keep], s[keep], Wh[keep] @ Vh
 
 
 def _finite(T):
