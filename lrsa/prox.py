@@ -38,8 +38,8 @@ def _to_tensor(V, name="V"):
 
 def _check_tau(tau):
     tau = float(tau)
-    if not np.isfinite(tau) or tau < 0:
-        raise ValueError(f"tau must be a finite number >= 0, got {tau}")
+    if np.isnan(tau) or tau < 0:  # tau = inf is allowed: the prox is then 0
+        raise ValueError(f"tau must be a number >= 0, got {tau}")
     return tau
 
 

@@ -173,16 +173,17 @@ def _check_inputs(X, Y, bias):
     return X, Y, bias, was_numpy
 
 
-def _check_number(name, value, *, positive=False):
+def _check_number(name, value, *, positive=False, allow_inf=False):
     value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+    if math.isnan(value) or (math.isinf(value) and not allow_inf) or value < 0 or (
+            positive and value == 0):
         raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
                          f"got {value}")
     return value
 
 
 def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="auto",
-                max_iter=300, tol=1e-4, correction=True, tau=0.5, alpha=0.75, inner_iter=2,
+                max_iter=300, tol=1e-4, correction=True, tau=0.5, alpha=0.75, inner_iter=1,
                 debias=False, progress=False):
     r"""Approximate one layer by A + B (paper Algorithm 1 with the He-Yuan correction).
 
@@ -219,7 +220,8 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
     if response not in RESPONSES:
         raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
     X, Y, bias, was_numpy = _check_inputs(X, Y, bias)
-    lam1, lam2 = _check_number("lam1", lam1), _check_number("lam2", lam2)
+    lam1 = _check_number("lam1", lam1, allow_inf=True)
+    lam2 = _check_number("lam2", lam2, allow_inf=True)
     tau, alpha = _check_number("tau", tau), _check_number("alpha", alpha, positive=True)
     tol = _check_number("tol", tol, positive=True)
     if int(max_iter) < 1 or int(inner_iter) < 1:
@@ -235,8 +237,16 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
     dt, dev = X.dtype, X.device
     eye = torch.eye(d, dtype=torch.float64, device=dev)
 
-    def factor(t):  # (G + tI)^{-1}, once per penalty value
-        return torch.cholesky_inverse(torch.linalg.cholesky(data.G64 + t * eye)).to(dt)
+    def factor(t):
+        """(G + tI)^{-1}, once per penalty value: Cholesky, one triangular solve, one
+        product (faster than cholesky_inverse here), in the working precision unless that
+        is not positive definite numerically."""
+        for prec in (dt, torch.float64):
+            L, info = torch.linalg.cholesky_ex((data.G64 + t * eye).to(prec))
+            if int(info) == 0:
+                Linv = torch.linalg.solve_triangular(L, eye.to(prec), upper=False)
+                return (Linv.T @ Linv).to(dt)
+        raise ValueError(f"G + tI is not positive definite for t={t:g}")
 
     if isinstance(W0, LayerSolution):
         A, B = (_to_tensor(W0.A, "W0.A")[0].to(dt), _to_tensor(W0.B, "W0.B")[0].to(dt))
@@ -312,7 +322,8 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
             M = -negM
         else:
             B, M, Lam = B_hat, M_hat, Lam_hat
-        hist["objective"].append(f_val + lam1 * _l21(A_hat) + lam2 * float(s.sum()))
+        hist["objective"].append(f_val + _penalty(lam1, _l21(A_hat)) + _penalty(
+            lam2, float(s.sum())))
         hist["primal_residual"].append(r_rel)
         hist["dual_residual"].append(s_rel)
         hist["rank"].append(int(s.numel()))
@@ -335,7 +346,9 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
     B_out = (U * s) @ Vh
     root = torch.sqrt(s)
     U_f, V_f = U * root, root[:, None] * Vh
-    obj = layer_objective(X, Y, A_out, B_out, lam1, lam2, response=response, bias=bias)
+    out_resp = B_out + A_out
+    obj = data.f_and_grad(out_resp, grad=False)[0] + _penalty(lam1, _l21(A_out)) + _penalty(
+        lam2, float(s.sum()))
     out = (lambda T: T.cpu().numpy()) if was_numpy else (lambda T: T)
     return LayerSolution(A=out(A_out), B=out(B_out), U=out(U_f), V=out(V_f), bias=out(bias),
                          objective=obj, history=hist, converged=converged, iterations=k,
@@ -371,6 +384,10 @@ def _refit(data, A, Vh, steps, UB):
     return A, U[:, keep], s[keep], Wh[keep] @ Vh
 
 
+def _penalty(lam, norm):
+    return lam * norm if norm > 0 else 0.0  # lam may be inf: "this part must be zero"
+
+
 def _finite(T):
     return bool(torch.isfinite(T).all())
 
@@ -381,7 +398,9 @@ def _initial_penalty(W, lam1, lam2, mean_eig):
     n, d = W.shape
     col = float(torch.linalg.vector_norm(W, dim=0).mean())
     sing = float(torch.linalg.norm(W)) / math.sqrt(min(n, d))
-    t = max(lam1 / max(col, 1e-30), lam2 / max(sing, 1e-30))
+    cands = [lam / max(scale, 1e-30) for lam, scale in ((lam1, col), (lam2, sing))
+             if math.isfinite(lam)]  # an infinite lambda only zeroes its part
+    t = max(cands, default=0.0)
     return t if t > 0 else mean_eig
 
 

@@ -136,7 +136,7 @@ def test_fixed_penalty_is_kept():
     (dict(X=np.ones((4, 0)), Y=np.ones((3, 0))), "N = 0"),
     (dict(X=np.full((4, 10), np.nan)), "NaN"),
     (dict(lam1=-1), "lam1"),
-    (dict(lam2=np.inf), "lam2"),
+    (dict(lam2=np.nan), "lam2"),
     (dict(t=0.0), "t must"),
     (dict(t=-2.0), "t must"),
     (dict(response="tanh"), "response"),
@@ -166,3 +166,30 @@ def test_nan_during_iterations_stops_with_message(monkeypatch):
     X, Y, b = problem(4, 6, 60, seed=6)
     sol = solve_layer(X, Y, 0.1, 0.2, response="linear", bias=b)
     assert not sol.converged and "diverged" in sol.message and sol.iterations == 3
+
+
+def test_infinite_lambda_removes_that_part():
+    X, Y, b = problem(5, 8, 90, seed=7)
+    sparse_only = solve_layer(X, Y, 0.05, np.inf, response="linear", bias=b)
+    assert sparse_only.rank == 0 and sparse_only.nonzero_columns > 0
+    low_rank_only = solve_layer(X, Y, np.inf, 0.05, response="linear", bias=b)
+    assert low_rank_only.nonzero_columns == 0 and low_rank_only.rank > 0
+    assert np.isfinite(sparse_only.objective) and np.isfinite(low_rank_only.objective)
+
+
+def test_debias_refits_on_the_same_structure_and_fits_better():
+    X, Y, b = problem(6, 10, 200, seed=8)
+    plain = solve_layer(X, Y, 0.1, 0.2, response="linear", bias=b)
+    refit = solve_layer(X, Y, 0.1, 0.2, response="linear", bias=b, debias=True)
+    assert refit.rank == plain.rank and refit.nonzero_columns == plain.nonzero_columns
+    assert np.array_equal(np.abs(refit.A).sum(0) > 0, np.abs(plain.A).sum(0) > 0)
+
+    def fit(W):
+        return np.linalg.norm(Y - W @ X - b[:, None])
+
+    assert fit(refit.W) < fit(plain.W)
+    # the refit is the least-squares optimum on that structure: the residual is orthogonal
+    # to the columns it may use (kept input rows and the row space of B)
+    R = (Y - refit.W @ X - b[:, None]) @ X.T
+    kept = np.abs(refit.A).sum(0) > 0
+    assert np.abs(R[:, kept]).max() < 1e-8 * np.abs(Y @ X.T).max()
