@@ -1,0 +1,36 @@
+"""Shared pieces of the benchmarks: where the reference data and weights are."""
+
+import os
+from pathlib import Path
+
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CHECKPOINT = SHARED / "models" / "vgg16_bn_cifar10.pt"
+
+
+def cifar_root():
+    """The official cifar-10-batches-py folder if one is at hand, else None."""
+    for root in [os.environ.get("LRSA_DATA"), Path(__file__).resolve().parents[2] / "data"]:
+        if root and (Path(root) / "cifar-10-batches-py").is_dir() or (
+                root and Path(root).name == "cifar-10-batches-py" and Path(root).is_dir()):
+            return Path(root)
+    return None
+
+
+def table(rows, columns):
+    """Format a list of dicts as a markdown table."""
+    head = "| " + " | ".join(columns) + " |"
+    sep = "|" + "|".join("---:" for _ in columns) + "|"
+    body = ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+
+def threads():
+    return torch.get_num_threads()
