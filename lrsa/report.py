@@ -1,0 +1,374 @@
+"""Network-level reporting: parameters, MACs, latency, accuracy and a Table-I-like summary.
+
+CR follows the paper's eq. (15): approximated size / original size (x 100 %), and the
+reduction factor is its inverse (the paper's "4.44x reduction of model size" for VGG-16).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .layers import SparseLowRankConv2d, SparseLowRankLinear, estimate_macs
+
+__all__ = ["PAPER_TABLE_I", "PAPER_VGG16", "VGG16_LAYER_NAMES", "accuracy", "compare_latency",
+           "count_macs", "count_parameters", "markdown_table", "measure_latency",
+           "network_summary", "write_report"]
+
+_SLR = (SparseLowRankConv2d, SparseLowRankLinear)
+
+#: Paper Table I (VGG-16, CIFAR-10): layer -> (CR(A) %, CR(B) %, CR(A+B) %), verbatim.
+#: Note: the paper's conv4-3 row does not add up (4.0 + 16.3 != 24.3); kept as printed.
+PAPER_TABLE_I = {
+    "conv1-1": (0.0, 100.0, 100.0), "conv1-2": (5.4, 52.1, 57.5),
+    "conv2-1": (5.4, 38.2, 43.6), "conv2-2": (2.2, 28.6, 30.8),
+    "conv3-1": (2.8, 47.7, 50.5), "conv3-2": (4.0, 54.3, 58.3),
+    "conv3-3": (10.0, 59.0, 69.0), "conv4-1": (2.0, 16.0, 18.0),
+    "conv4-2": (2.0, 22.4, 24.4), "conv4-3": (4.0, 16.3, 24.3),
+    "conv5-1": (2.0, 9.8, 11.8), "conv5-2": (2.0, 8.7, 10.7),
+    "conv5-3": (2.0, 6.7, 8.7), "fc1": (44.2, 0.0, 44.2),
+    "fc2": (36.2, 0.0, 36.2), "fc3": (24.0, 0.0, 24.0),
+}
+#: Paper whole-network VGG-16 results (Tables I and III): size reduction, speed-up, top-1 drop (%).
+PAPER_VGG16 = {"params_ratio": 4.44, "speedup": 2.2, "accuracy_drop": 0.40}
+
+_CONV_IDX = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)
+_CONV_NAMES = [f"conv{s}-{i}" for s, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+               for i in range(1, n + 1)]
+#: Our VGG-16 module names -> the paper's layer names.
+VGG16_LAYER_NAMES = {
+    **{f"features.{i}": nm for i, nm in zip(_CONV_IDX, _CONV_NAMES)},
+    "classifier.0": "fc1", "classifier.3": "fc2", "classifier.6": "fc3",
+}
+
+
+def _ref(model):
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device, (t.dtype if t.is_floating_point() else torch.float32)
+    return torch.device("cpu"), torch.float32
+
+
+@contextmanager
+def _eval(model):
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def count_parameters(model):
+    """Number of parameters of ``model``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    int
+        All parameters (shared ones once); a SparseLowRank module counts what it stores.
+    """
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model, input_shape):
+    """Multiply-accumulates of one forward pass, from a traced forward.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    input_shape : tuple of int
+        Full input shape, batch first (e.g. ``(1, 3, 32, 32)``).
+
+    Returns
+    -------
+    int
+        Sum of :func:`lrsa.layers.estimate_macs` over every nn.Conv2d, nn.Linear,
+        SparseLowRankConv2d and SparseLowRankLinear called (modules inside a SparseLowRank
+        module are not counted again). Other operations (BN, pooling, ...) are ignored.
+    """
+    inner = {id(c) for m in model.modules() if isinstance(m, _SLR)
+             for c in m.modules() if c is not m}
+    total, handles = [0], []
+
+    def hook(mod, args):
+        total[0] += int(estimate_macs(mod, tuple(args[0].shape)))
+
+    for m in model.modules():
+        if isinstance(m, (*_SLR, nn.Conv2d, nn.Linear)) and id(m) not in inner:
+            handles.append(m.register_forward_pre_hook(hook))
+    dev, dt = _ref(model)
+    try:
+        with _eval(model), torch.inference_mode():
+            model(torch.zeros(*input_shape, device=dev, dtype=dt))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _timed(model, x, dev):
+    _sync(dev)
+    t0 = time.perf_counter()
+    model(x)
+    _sync(dev)
+    return time.perf_counter() - t0
+
+
+def _prepare(model, input_shape, channels_last):
+    dev, dt = _ref(model)
+    x = torch.randn(*input_shape, device=dev, dtype=dt)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, dev
+
+
+@contextmanager
+def _timing(models, channels_last, threads):
+    """Eval mode, inference mode, optional channels_last and thread count, all restored."""
+    old_threads = torch.get_num_threads()
+    states = [(m, m.training, [p.data for p in m.parameters()]) for m in models]
+    try:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        for m in models:
+            m.eval()
+            if channels_last:
+                for p in m.parameters():
+                    if p.dim() == 4:
+                        p.data = p.data.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            yield
+    finally:
+        for m, was, data in states:
+            for p, d in zip(m.parameters(), data):
+                p.data = d
+            m.train(was)
+        torch.set_num_threads(old_threads)
+
+
+def measure_latency(model, input_shape, *, repeats=10, warmup=2, channels_last=False,
+                    threads=None):
+    """Wall-clock time of one forward pass on a random input.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Timed in eval mode under ``torch.inference_mode``; its mode is restored.
+    input_shape : tuple of int
+        Input shape, batch first.
+    repeats, warmup : int
+        Timed and untimed forward passes.
+    channels_last : bool
+        Use channels_last memory format for the input and 4-D weights (restored after).
+    threads : int, optional
+        ``torch.set_num_threads`` for the measurement (restored after).
+
+    Returns
+    -------
+    dict
+        ``median_s``, ``min_s`` (seconds) and ``repeats``.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    with _timing([model], channels_last, threads):
+        x, dev = _prepare(model, input_shape, channels_last)
+        for _ in range(warmup):
+            model(x)
+        times = [_timed(model, x, dev) for _ in range(repeats)]
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+
+
+def compare_latency(original, compressed, input_shape, *, repeats=10, channels_last=False,
+                    warmup=2, threads=None):
+    """Latency of two models measured interleaved (A, B, A, B, ...) in the same run.
+
+    Parameters
+    ----------
+    original, compressed : torch.nn.Module
+    input_shape : tuple of int
+        Input shape, batch first.
+    repeats : int
+        Timed passes per model; each repeat runs both models (order alternates too).
+    channels_last : bool
+        As in :func:`measure_latency`.
+    warmup : int
+        Untimed passes per model.
+    threads : int, optional
+        As in :func:`measure_latency`.
+
+    Returns
+    -------
+    dict
+        ``original_median_s``, ``compressed_median_s``, ``original_min_s``,
+        ``compressed_min_s``, ``repeats`` and ``speedup`` = original / compressed median.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    models = (original, compressed)
+    with _timing(models, channels_last, threads):
+        x, dev = _prepare(original, input_shape, channels_last)
+        for _ in range(warmup):
+            for m in models:
+                m(x)
+        times = ([], [])
+        for i in range(repeats):
+            order = (0, 1) if i % 2 == 0 else (1, 0)
+            for j in order:
+                times[j].append(_timed(models[j], x, dev))
+    med = [statistics.median(t) for t in times]
+    return {"original_median_s": med[0], "compressed_median_s": med[1],
+            "original_min_s": min(times[0]), "compressed_min_s": min(times[1]),
+            "repeats": repeats, "speedup": med[0] / med[1] if med[1] > 0 else float("inf")}
+
+
+def accuracy(model, loader, topk=(1,)):
+    """Top-k accuracies in percent; see :func:`lrsa.train.evaluate`."""
+    from .train import evaluate
+    return evaluate(model, loader, topk=topk)
+
+
+def network_summary(original, compressed, input_shape, *, latency_batches=(1, 128), repeats=5):
+    """Parameters, MACs and interleaved latency of an original / compressed pair.
+
+    Parameters
+    ----------
+    original, compressed : torch.nn.Module
+    input_shape : tuple of int
+        Input shape; its batch dimension (first) is replaced by each latency batch size and
+        by 1 for the MAC count.
+    latency_batches : sequence of int
+        Batch sizes timed (empty: no timing).
+    repeats : int
+        Timed passes per model and batch size.
+
+    Returns
+    -------
+    dict
+        ``params_original``, ``params_compressed``, ``params_ratio`` (original / compressed),
+        ``macs_original``, ``macs_compressed``, ``macs_ratio`` (per sample) and ``latency``:
+        ``{"b1": compare_latency(...), "b128": ...}``.
+    """
+    sample = tuple(input_shape[1:])
+    po, pc = count_parameters(original), count_parameters(compressed)
+    mo, mc = count_macs(original, (1, *sample)), count_macs(compressed, (1, *sample))
+    lat = {f"b{b}": compare_latency(original, compressed, (int(b), *sample), repeats=repeats)
+           for b in latency_batches}
+    return {"params_original": po, "params_compressed": pc,
+            "params_ratio": po / pc if pc else float("inf"),
+            "macs_original": mo, "macs_compressed": mc,
+            "macs_ratio": mo / mc if mc else float("inf"), "latency": lat}
+
+
+def _pct(v):
+    return f"{v:.1f}"
+
+
+def markdown_table(rows, paper=None, names=None, paper_ratio=None):
+    """A Table-I-like markdown table of per-layer compression rates.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :attr:`lrsa.compress.CompressionReport.layers` rows (``name``, ``cr_a``, ``cr_b``,
+        ``cr`` as fractions, ``params_original``, ``params_compressed``).
+    paper : dict, optional
+        Paper name -> (CR(A) %, CR(B) %, CR(A+B) %), e.g. :data:`PAPER_TABLE_I`; adds
+        three columns beside ours.
+    names : dict, optional
+        Our module name -> paper name, e.g. :data:`VGG16_LAYER_NAMES`.
+    paper_ratio : float, optional
+        The paper's whole-network reduction factor (e.g. 4.44) for the last row.
+
+    Returns
+    -------
+    str
+        The table; its last row is the whole-network CR (sum of compressed / sum of
+        original parameters) with the reduction factor.
+    """
+    names = names or {}
+    head = "| layer | CR(A) % | CR(B) % | CR(A+B) % |"
+    sep = "|---|---:|---:|---:|"
+    if paper is not None:
+        head += " paper CR(A) % | paper CR(B) % | paper CR(A+B) % |"
+        sep += "---:|---:|---:|"
+    lines = [head, sep]
+    for r in rows:
+        label = names.get(r["name"], r["name"])
+        line = f"| {label} | {_pct(100 * r['cr_a'])} | {_pct(100 * r['cr_b'])} | " \
+               f"{_pct(100 * r['cr'])} |"
+        if paper is not None:
+            p = paper.get(label)
+            line += " " + (" | ".join(_pct(v) for v in p) if p else "- | - | -") + " |"
+        lines.append(line)
+    po = sum(r["params_original"] for r in rows)
+    pc = sum(r["params_compressed"] for r in rows)
+    cr = pc / po if po else float("nan")
+    factor = f"{1 / cr:.2f}x" if cr > 0 else "inf"
+    line = f"| **network** | | | {_pct(100 * cr)} ({factor} reduction) |"
+    if paper is not None:
+        tail = f"{_pct(100 / paper_ratio)} ({paper_ratio:.2f}x reduction)" if paper_ratio \
+            else "-"
+        line += f" | | {tail} |"
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def _json_default(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def write_report(path_stem, data):
+    """Write ``path_stem.json`` atomically and ``path_stem.md`` if ``data["markdown"]``.
+
+    Parameters
+    ----------
+    path_stem : str or os.PathLike
+        Output path without extension; its folder is created if needed.
+    data : dict
+        JSON-serializable (tensors and numpy scalars/arrays are converted).
+
+    Returns
+    -------
+    tuple of str
+        Paths written (json first).
+    """
+    stem = os.fspath(path_stem)
+    folder = os.path.dirname(os.path.abspath(stem))
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    payloads = [(stem + ".json", json.dumps(data, indent=2, default=_json_default) + "\n")]
+    if data.get("markdown"):
+        payloads.append((stem + ".md", str(data["markdown"]).rstrip("\n") + "\n"))
+    for path, text in payloads:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        written.append(path)
+    return tuple(written)
