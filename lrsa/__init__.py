@@ -6,8 +6,10 @@ Accelerating Deep Neural Networks", ICTAI 2019.
 
 from .admm import he_yuan_correction
 from .prox import prox_l21, soft_threshold, svt
+from .pipeline import compress, finetune, load_compressed, save_compressed
 from .solver import LayerSolution, layer_objective, solve_layer
 
 __all__ = ["prox_l21", "svt", "soft_threshold", "solve_layer", "LayerSolution",
-           "layer_objective", "he_yuan_correction"]
+           "layer_objective", "he_yuan_correction", "compress", "finetune", "save_compressed",
+           "load_compressed"]
 __version__ = "0.1.0"

@@ -1,0 +1,269 @@
+"""Command line: ``lrsa demo | train | compress | evaluate | report`` (also ``python -m lrsa``).
+
+Every command prints what it did and where it wrote it; ``lrsa COMMAND --help`` explains
+the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+EPILOG = """examples:
+  lrsa demo                                  # offline: digits, small CNN, ~1-2 min on a CPU
+  lrsa train --model vgg16_bn --data ~/cifar --epochs 30 --out vgg.pt --bf16
+  lrsa compress --model vgg16_bn --checkpoint vgg.pt --data ~/cifar --out runs/vgg
+  lrsa evaluate --checkpoint runs/vgg/compressed.pt --data ~/cifar
+  lrsa report runs/vgg/report.json
+CIFAR-10 folders use the official cifar-10-batches-py layout (LRSA_DATA is the default)."""
+
+
+def _cifar(args, train):
+    from .data import load_cifar10
+    return load_cifar10(args.data, train=train)
+
+
+def _loaders(args, batch_size=128):
+    """(train loader, test loader, calibration batches, input shape, model kwargs)."""
+    from .data import load_digits_images, make_loader
+    if args.model == "small_cnn":
+        d = load_digits_images()
+        kw = dict(mean=None, std=None)
+        train = make_loader(d.x_train, d.y_train, 64, train=True, pad=1, seed=args.seed, **kw)
+        test = make_loader(d.x_test, d.y_test, 256, **kw)
+        calib = [d.x_train[i:i + 128] for i in range(0, min(args.calib_images, 1347), 128)]
+        return train, test, calib, (1, 1, 8, 8)
+    xtr, ytr = _cifar(args, True)
+    xte, yte = _cifar(args, False)
+    train = make_loader(xtr, ytr, batch_size, train=True, seed=args.seed)
+    test = make_loader(xte, yte, 500)
+    g = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(xtr), generator=g)[:args.calib_images]
+    calib = [x for x, _ in make_loader(xtr[idx], ytr[idx], 250)]
+    return train, test, calib, (1, 3, 32, 32)
+
+
+def _model(name):
+    from .models import get_model
+    return get_model(name)
+
+
+def _load_any(path, model_name):
+    """A compressed file from lrsa compress, or original weights for ``model_name``."""
+    from .pipeline import load_compressed
+    from .models import load_checkpoint
+    obj = torch.load(path, weights_only=True, map_location="cpu")
+    if isinstance(obj, dict) and obj.get("format") == "lrsa-compressed-1":
+        return load_compressed(path)[0]
+    model = _model(model_name)
+    load_checkpoint(model, path)
+    return model
+
+
+def cmd_train(args):
+    from .train import evaluate, train
+    model = _model(args.model)
+    train_loader, test_loader, _, _ = _loaders(args)
+    t0 = time.perf_counter()
+    train(model, train_loader, epochs=args.epochs, lr=args.lr, bf16=args.bf16,
+          warmup_epochs=min(2, args.epochs - 1), progress=True, seed=args.seed)
+    acc = evaluate(model, test_loader)["top1"]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    torch.save({"arch": model.arch, "state_dict": model.state_dict(), "test_acc": acc / 100,
+                "epochs": args.epochs, "recipe": f"lrsa train lr={args.lr} bf16={args.bf16}"},
+               tmp)
+    tmp.replace(out)
+    print(f"trained {args.model} for {args.epochs} epochs in {time.perf_counter() - t0:.0f} s: "
+          f"test top-1 {acc:.2f}% -> {out}")
+
+
+def _compress_args(args):
+    return dict(frac=args.frac, ratio=args.ratio, target_cr=args.target_cr,
+                network_cr=args.network_cr, response=args.response, strategy=args.strategy,
+                samples_per_image=args.samples_per_image, max_samples=args.max_samples,
+                workdir=Path(args.out) / "work", seed=args.seed)
+
+
+def run_compress(args, model):
+    """compress -> evaluate -> fine-tune -> evaluate -> report; returns the report dict."""
+    from .pipeline import compress, finetune, save_compressed
+    from .report import network_summary, write_report
+    from .train import evaluate
+    train_loader, test_loader, calib, in_shape = _loaders(args)
+    out = Path(args.out)
+    top1_base = evaluate(model, test_loader)["top1"]
+    compressed, rep = compress(model, calib, **_compress_args(args))
+    top1_comp = evaluate(compressed, test_loader)["top1"]
+    t0 = time.perf_counter()
+    if args.finetune_epochs:
+        finetune(compressed, train_loader, epochs=args.finetune_epochs, lr=args.finetune_lr,
+                 bf16=args.bf16, progress=True, seed=args.seed)
+    ft_seconds = time.perf_counter() - t0
+    top1_ft = evaluate(compressed, test_loader)["top1"]
+    save_compressed(compressed, out / "compressed.pt", arch=args.model, report=rep)
+    summary = network_summary(model.eval(), compressed.eval(), in_shape,
+                              latency_batches=(1, args.latency_batch), repeats=args.repeats)
+    data = {"model": args.model, **summary, "top1_baseline": top1_base,
+            "top1_compressed": top1_comp, "top1_finetuned": top1_ft,
+            "approx_seconds": rep.seconds, "finetune_epochs": args.finetune_epochs,
+            "finetune_seconds": ft_seconds, "settings": {k: str(v) for k, v in
+                                                         _compress_args(args).items()},
+            "layers": rep.layers}
+    data["markdown"] = _markdown(data, rep)
+    write_report(out / "report", data)
+    return data
+
+
+def _markdown(data, rep):
+    from .report import PAPER_TABLE_I, PAPER_VGG16, VGG16_LAYER_NAMES, markdown_table
+    vgg = data["model"] == "vgg16_bn"
+    table = markdown_table(rep.layers, paper=PAPER_TABLE_I if vgg else None,
+                           names=VGG16_LAYER_NAMES if vgg else None,
+                           paper_ratio=PAPER_VGG16["params_ratio"] if vgg else None)
+    lat = "; ".join(f"batch {k[1:]}: {v['original_median_s'] * 1e3:.1f} ms -> "
+                    f"{v['compressed_median_s'] * 1e3:.1f} ms ({v['speedup']:.2f}x)"
+                    for k, v in data["latency"].items())
+    lines = [table, "",
+             f"- parameters: {data['params_original']:,} -> {data['params_compressed']:,} "
+             f"({data['params_ratio']:.2f}x fewer)",
+             f"- MACs: {data['macs_ratio']:.2f}x fewer",
+             f"- top-1: baseline {data['top1_baseline']:.2f}%, compressed "
+             f"{data['top1_compressed']:.2f}%, fine-tuned ({data['finetune_epochs']} epochs) "
+             f"{data['top1_finetuned']:.2f}%",
+             f"- approximation time: {data['approx_seconds']:.0f} s",
+             f"- CPU latency (median, interleaved runs): {lat}"]
+    return "\n".join(lines)
+
+
+def cmd_compress(args):
+    model = _model(args.model)
+    if args.checkpoint:
+        from .models import load_checkpoint
+        load_checkpoint(model, args.checkpoint)
+    data = run_compress(args, model)
+    print(data["markdown"])
+    print(f"\nwrote {Path(args.out) / 'compressed.pt'} and {Path(args.out) / 'report.json'}")
+
+
+def cmd_demo(args):
+    """Train the small CNN on the bundled digits (cached), then compress it."""
+    from .train import evaluate, train
+    args.model = "small_cnn"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = out / "small_cnn.pt"
+    torch.manual_seed(args.seed)
+    model = _model("small_cnn")
+    train_loader, test_loader, _, _ = _loaders(args)
+    if base.exists():
+        from .models import load_checkpoint
+        load_checkpoint(model, base)
+        print(f"baseline from {base}")
+    else:
+        train(model, train_loader, epochs=args.epochs, lr=0.05, seed=args.seed)
+        torch.save({"arch": model.arch, "state_dict": model.state_dict()}, base)
+        print(f"trained the baseline ({args.epochs} epochs): "
+              f"top-1 {evaluate(model, test_loader)['top1']:.2f}%")
+    data = run_compress(args, model)
+    print(data["markdown"])
+    print(f"\nwrote {out / 'report.json'}, {out / 'report.md'}, {out / 'compressed.pt'}")
+
+
+def cmd_evaluate(args):
+    from .train import evaluate
+    model = _load_any(args.checkpoint, args.model)
+    _, test_loader, _, _ = _loaders(args)
+    print(json.dumps(evaluate(model, test_loader, topk=(1, 5))))
+
+
+def cmd_report(args):
+    data = json.loads(Path(args.report).read_text())
+    print(data.get("markdown") or json.dumps(data, indent=1))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="lrsa", description="Unified sparse + low-rank "
+                                "approximation of CNNs (Ma et al., ICTAI 2019).",
+                                epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, model_default="vgg16_bn"):
+        sp.add_argument("--model", default=model_default,
+                        help="vgg16_bn | small_cnn | nin (CIFAR-10 / digits)")
+        sp.add_argument("--data", default=None, help="CIFAR-10 folder (default: $LRSA_DATA)")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--calib-images", type=int, default=1000,
+                        help="calibration images (paper: 1000)")
+
+    def compress_opts(sp):
+        sp.add_argument("--out", default="runs/compress", help="output folder (resumable)")
+        sp.add_argument("--frac", type=float, default=0.03,
+                        help="lam1 relative to each layer's gradient scale")
+        sp.add_argument("--ratio", type=float, default=3.0, help="lam2 / lam1 (paper 2.5-3)")
+        sp.add_argument("--target-cr", type=float, default=None,
+                        help="per-layer CR(A+B) target in (0, 1]; lambdas are searched")
+        sp.add_argument("--network-cr", type=float, default=None,
+                        help="whole-network CR target in (0, 1]")
+        sp.add_argument("--response", choices=["relu", "linear"], default="relu")
+        sp.add_argument("--strategy", choices=["asymmetric", "symmetric"],
+                        default="asymmetric")
+        sp.add_argument("--samples-per-image", type=int, default=10)
+        sp.add_argument("--max-samples", type=int, default=10_000)
+        sp.add_argument("--finetune-epochs", type=int, default=2)
+        sp.add_argument("--finetune-lr", type=float, default=1e-3,
+                        help="peak lr (cosine); BN is folded, so keep it small")
+        sp.add_argument("--bf16", action="store_true", help="bf16 autocast when fine-tuning")
+        sp.add_argument("--latency-batch", type=int, default=128)
+        sp.add_argument("--repeats", type=int, default=5, help="latency repeats")
+
+    sp = sub.add_parser("demo", help="offline demo on scikit-learn's bundled 8x8 digits")
+    common(sp, "small_cnn")
+    compress_opts(sp)
+    sp.add_argument("--epochs", type=int, default=6, help="baseline training epochs")
+    sp.set_defaults(func=cmd_demo, out="runs/demo", calib_images=512, network_cr=0.5,
+                    finetune_epochs=2, latency_batch=64)
+
+    sp = sub.add_parser("train", help="train a baseline (SGD, cosine, crop+flip)")
+    common(sp)
+    sp.add_argument("--epochs", type=int, default=30)
+    sp.add_argument("--lr", type=float, default=0.1)
+    sp.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU")
+    sp.add_argument("--out", required=True, help="checkpoint path")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("compress", help="approximate layer by layer, fine-tune, report")
+    common(sp)
+    sp.add_argument("--checkpoint", default=None, help="baseline weights (weights_only load)")
+    compress_opts(sp)
+    sp.set_defaults(func=cmd_compress)
+
+    sp = sub.add_parser("evaluate", help="top-1/top-5 of original or compressed weights")
+    common(sp)
+    sp.add_argument("--checkpoint", required=True)
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("report", help="print a report.json as markdown")
+    sp.add_argument("report")
+    sp.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"lrsa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
