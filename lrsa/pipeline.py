@@ -36,7 +36,7 @@ from torch import nn
 
 from .features import collect_features, find_layers, fold_batchnorm
 from .layers import SparseLowRankConv2d, SparseLowRankLinear, choose_implementation
-from .solver import solve_layer
+from .solver import LayerProblem
 
 __all__ = ["CompressionReport", "LayerPlan", "compress", "default_plan", "finetune",
            "load_compressed", "save_compressed"]
@@ -123,46 +123,49 @@ def _cr(sol, n, d):
 def _solve(X, Z, W, b, p, response, debias, max_iter, tol):
     """Solve one layer for its plan; returns (solution, frac used)."""
     n, d = W.shape
-    scale = float(torch.linalg.vector_norm((Z - b[:, None]) @ X.T / X.shape[1], dim=0).mean())
-    scale = max(scale, 1e-12)
-    Y = torch.relu(Z) if response == "relu" else Z
+    lin_problem = LayerProblem(X, Z, b, "linear")
+    scale = max(float(torch.linalg.vector_norm(lin_problem.C, dim=0).mean()), 1e-12)
 
-    def run(frac, resp, W0, **kw):
+    def lams(frac, resp):
         lam1 = frac * scale
         lam2 = math.inf if math.isinf(p.ratio) else p.ratio * lam1
         if resp == "relu":  # its data term has about half the curvature of the linear one
             lam1, lam2 = lam1 / 2, lam2 / 2
-        return solve_layer(X, Y if resp == "relu" else Z, lam1, lam2, response=resp, W0=W0,
-                           bias=b, max_iter=max_iter, tol=tol, **kw)
+        return lam1, lam2
 
     if p.target_cr is None:
-        lin = run(p.frac, "linear", W, debias=debias and response == "linear")
+        lin = lin_problem.solve(*lams(p.frac, "linear"), W0=W, max_iter=max_iter, tol=tol,
+                                debias=debias and response == "linear")
         if response == "linear":
             return lin, p.frac
-        return run(p.frac, "relu", lin, debias=debias), p.frac
-    # bisection on log(frac) for CR(A+B) <= target with the convex linear solve
-    lo, hi, best = 1e-4, 10.0, None
-    for _ in range(12):
+        relu = LayerProblem(X, torch.relu(Z), b, "relu")
+        return relu.solve(*lams(p.frac, "relu"), W0=lin, max_iter=max_iter, tol=tol,
+                          debias=debias), p.frac
+    # bisection on log(frac) for CR(A+B) <= target with the convex linear solve, warm-started
+    # and loosely converged while searching; the structure, not the last digit, is sought
+    lo, hi, best, W0 = 1e-3, 3.0, None, W
+    for _ in range(8):
         mid = math.sqrt(lo * hi)
-        sol = run(mid, "linear", W, debias=True)
-        if sum(_cr(sol, n, d)) <= p.target_cr:
-            hi, best = mid, (sol, mid)
+        sol = lin_problem.solve(*lams(mid, "linear"), W0=W0, max_iter=60, tol=1e-2)
+        cr = sum(_cr(sol, n, d))
+        if cr <= p.target_cr:
+            hi, best, W0 = mid, mid, sol
+            if cr >= 0.9 * p.target_cr:
+                break
         else:
             lo = mid
-        if hi / lo < 1.15:
-            break
-    if best is None:
-        best = (run(hi, "linear", W, debias=True), hi)
-    sol, frac = best
+    frac = best if best is not None else hi
+    sol = lin_problem.solve(*lams(frac, "linear"), W0=W0, max_iter=max_iter, tol=tol,
+                            debias=True)
     if response == "relu":  # nonlinear refit on the structure the linear search found
-        sol = _relu_refit(X, Y, b, sol)
+        sol = _relu_refit(X, torch.relu(Z), b, sol)
     return sol, frac
 
 
 def _relu_refit(X, Y, b, sol):
     """Refit the ReLU response on a fixed structure (support of A, row space of B)."""
-    from .solver import _Data, _refit
-    data = _Data(X, Y, b, "relu")
+    from .solver import _refit
+    data = LayerProblem(X, Y, b, "relu")
     Q = torch.linalg.qr(sol.V.T).Q.T  # orthonormal rows spanning the row space of B
     A, U, s, Vh = _refit(data, sol.A, Q, 20, sol.U @ (sol.V @ Q.T))
     root = torch.sqrt(s)
@@ -351,19 +354,34 @@ def _input_shapes(model, x):
 
 
 def _spread_network_target(plan, layers, network_cr):
+    """Per-layer targets CR_l = min(1, k sqrt(P_max / P_l)) meeting the network target.
+
+    Small (early) layers keep more of their weights, big (deep) ones less, the pattern of the
+    paper's Table I; k is found by bisection.
+    """
     if not 0 < network_cr <= 1:
         raise ValueError(f"network_cr must be in (0, 1], got {network_cr}")
     sizes = {name: _weight(m).numel() for name, m in layers}
     total = sum(sizes.values())
     kept = sum(sizes[n] for n in sizes if plan[n].skip)
-    free = total - kept
-    if free == 0 or network_cr * total <= kept:
+    free = {n: p for n, p in sizes.items() if not plan[n].skip}
+    if not free or network_cr * total <= kept:
         raise ValueError(f"network_cr={network_cr} is out of reach: the skipped layers alone "
                          f"hold {kept / total:.1%} of the weights")
-    each = (network_cr * total - kept) / free
-    for name in sizes:
-        if not plan[name].skip:
-            plan[name].target_cr = min(each, 1.0)
+    p_max = max(free.values())
+
+    def crs(k):
+        return {n: min(1.0, k * math.sqrt(p_max / p)) for n, p in free.items()}
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        k = (lo + hi) / 2
+        if sum(c * free[n] for n, c in crs(k).items()) + kept > network_cr * total:
+            hi = k
+        else:
+            lo = k
+    for name, cr in crs(lo).items():
+        plan[name].target_cr = cr
 
 
 def finetune(model, loader, *, epochs, lr=1e-3, bf16=False, progress=False, seed=0):

@@ -36,6 +36,7 @@ The M-step. With :math:`G = XX^\top/N` and :math:`C = (Y - b\mathbf 1^\top)X^\to
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -99,10 +100,22 @@ class LayerSolution:
         return int((abs(self.A).sum(0) > 0).sum())
 
 
-class _Data:
-    """X, Y, bias as tensors plus the statistics the solver needs (float64 accumulation)."""
+class LayerProblem:
+    r"""One layer's data, checked once, with the statistics every solve needs.
 
-    def __init__(self, X, Y, bias, response, chunk=4096):
+    Holds X, Y, the bias, :math:`G = XX^\top/N`, :math:`C = (Y - b\mathbf 1^\top)X^\top/N`
+    (accumulated in float64) and the factorizations of :math:`G + tI` already made, so that
+    several solves on the same layer (a lambda search, a warm-started ReLU solve) share them.
+    :func:`solve_layer` is ``LayerProblem(X, Y, bias, response).solve(lam1, lam2, ...)``.
+    """
+
+    def __init__(self, X, Y, bias=None, response="relu", chunk=4096):
+        if response not in RESPONSES:
+            raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
+        X, Y, bias, self.was_numpy = _check_inputs(X, Y, bias)
+        if response == "relu" and bool((Y < 0).any()):
+            raise ValueError("response='relu' needs targets Y >= 0 (they are post-ReLU "
+                             "responses); pass the pre-activation with response='linear'")
         self.X, self.Y, self.bias, self.response = X, Y, bias, response
         d, N = X.shape
         self.N = N
@@ -118,6 +131,158 @@ class _Data:
         self.G64, self.C64, self.yy = G / N, C / N, yy / N
         dt = X.dtype
         self.G, self.C = self.G64.to(dt), self.C64.to(dt)
+        self.mean_eig = max(float(torch.trace(self.G64)) / d, 1e-12)
+        self._factors = {}
+
+    def with_response(self, response):
+        """The same data and statistics for the other response (targets must suit it)."""
+        other = copy.copy(self)
+        if response == "relu" and bool((self.Y < 0).any()):
+            raise ValueError("response='relu' needs targets Y >= 0")
+        other.response = response
+        return other
+
+    def factor(self, t):
+        """(G + tI)^{-1}, once per penalty value (the last few are kept): Cholesky, one
+        triangular solve, one product (faster than cholesky_inverse here), in the working
+        precision unless that is not positive definite numerically."""
+        if t in self._factors:
+            return self._factors[t]
+        dt, d = self.X.dtype, self.X.shape[0]
+        eye = torch.eye(d, dtype=torch.float64, device=self.X.device)
+        for prec in (dt, torch.float64):
+            L, info = torch.linalg.cholesky_ex((self.G64 + t * eye).to(prec))
+            if int(info) == 0:
+                Linv = torch.linalg.solve_triangular(L, eye.to(prec), upper=False)
+                if len(self._factors) >= 4:
+                    self._factors.pop(next(iter(self._factors)))
+                self._factors[t] = (Linv.T @ Linv).to(dt)
+                return self._factors[t]
+        raise ValueError(f"G + tI is not positive definite for t={t:g}")
+
+    def solve(self, lam1, lam2, *, W0=None, t="auto", max_iter=300, tol=1e-4,
+              correction=True, tau=0.5, alpha=0.75, inner_iter=1, debias=False,
+              progress=False):
+        """Solve for A + B; the parameters are those of :func:`solve_layer`."""
+        data, response = self, self.response
+        X, Y, bias, was_numpy = self.X, self.Y, self.bias, self.was_numpy
+        lam1 = _check_number("lam1", lam1, allow_inf=True)
+        lam2 = _check_number("lam2", lam2, allow_inf=True)
+        tau, alpha = _check_number("tau", tau), _check_number("alpha", alpha, positive=True)
+        tol = _check_number("tol", tol, positive=True)
+        if int(max_iter) < 1 or int(inner_iter) < 1:
+            raise ValueError(f"max_iter and inner_iter must be >= 1, got {max_iter}, {inner_iter}")
+        n, d = Y.shape[0], X.shape[0]
+        adaptive = isinstance(t, str) and t == "auto"
+        if not adaptive:
+            t = _check_number("t", t, positive=True)
+        dt, dev = X.dtype, X.device
+        factor = self.factor
+
+        if W0 is None and response == "relu":  # warm start: the linear solve on this data
+            W0 = self.with_response("linear").solve(
+                lam1, lam2, t=t, max_iter=max_iter, tol=tol, correction=correction, tau=tau,
+                alpha=alpha)
+        if isinstance(W0, LayerSolution):
+            A, B = (_to_tensor(W0.A, "W0.A")[0].to(X), _to_tensor(W0.B, "W0.B")[0].to(X))
+        elif W0 is not None:
+            B = _to_tensor(W0, "W0")[0].to(X)
+            A = torch.zeros_like(B)
+        else:
+            A = torch.zeros(n, d, dtype=dt, device=dev)
+            B = data.C @ factor(self.mean_eig)
+        if A.shape != (n, d):
+            raise ValueError(f"W0 must have shape ({n}, {d}) = (outputs, lowered inputs), "
+                             f"got {tuple(A.shape)}")
+        M = A + B
+        Lam = data.f_and_grad(M)[1]  # at a solution the multiplier is the gradient of f at M
+        if adaptive:
+            t = _initial_penalty(M, lam1, lam2, self.mean_eig)
+        Hinv = factor(t)
+        t_changes = 0
+
+        def m_step(V, M, Hinv, t):
+            """prox_{f/t}(V): exact for the linear response, majorize-minimize steps for ReLU."""
+            if response == "linear":
+                M_hat = (data.C + t * V) @ Hinv
+                # f(M_hat) without another n x d x d product, from M_hat G = C + tV - t M_hat
+                f_val = 0.5 * data.yy - 0.5 * float((M_hat * (data.C - t * (V - M_hat))).sum())
+                return M_hat, f_val
+            f_val = None
+            for _ in range(int(inner_iter)):
+                f_j, grad = data.f_and_grad(M)
+                f_val = f_j if f_val is None else f_val
+                M = M - (grad + t * (M - V)) @ Hinv
+            return M, f_val
+
+        hist = {k: [] for k in ("objective", "primal_residual", "dual_residual", "rank",
+                                "nonzero_columns")}
+        converged, message = False, f"stopped after max_iter={max_iter} iterations"
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=int(max_iter), desc=f"solve_layer ({response})", leave=False)
+        last = (A, *svt_factors(B, 0.0))  # the last finite prediction, returned on divergence
+        k = 0
+        for k in range(1, int(max_iter) + 1):
+            A_hat = prox_l21(M - B - Lam / t, lam1 / t)
+            if not _finite(A_hat):
+                message = f"diverged: non-finite values at iteration {k}"
+                break
+            U, s, Vh = svt_factors(M - A_hat - Lam / t, lam2 / t)
+            B_hat = (U * s) @ Vh
+            M_hat, f_val = m_step(A_hat + B_hat + Lam / t, M, Hinv, t)
+            if not (_finite(M_hat) and math.isfinite(f_val)):
+                message = f"diverged: non-finite values at iteration {k}"
+                break
+            last = (A_hat, U, s, Vh)
+            W_hat = A_hat + B_hat
+            Lam_hat = Lam + t * (W_hat - M_hat)
+            norm_W, norm_M = float(torch.linalg.norm(W_hat)), float(torch.linalg.norm(M_hat))
+            r_rel = float(torch.linalg.norm(W_hat - M_hat)) / max(norm_W, norm_M, 1e-30)
+            s_rel = float(torch.linalg.norm(M_hat - M)) / max(norm_M, 1e-30)
+            if adaptive and k % ADAPT_EVERY == 0 and k <= ADAPT_UNTIL and t_changes < ADAPT_MAX:
+                # residual balancing (Boyd et al. 2011, 3.4.1); frozen later so the theory applies
+                s_dual = t * s_rel * norm_M / max(float(torch.linalg.norm(Lam_hat)), 1e-30)
+                if r_rel > 10 * s_dual or s_dual > 10 * r_rel:
+                    t *= 3.0 if r_rel > s_dual else 1 / 3.0
+                    Hinv, t_changes = factor(t), t_changes + 1
+            if correction:
+                B, negM, Lam = he_yuan_correction(B, B_hat, -M, -M_hat, Lam, Lam_hat, tau, alpha)
+                M = -negM
+            else:
+                B, M, Lam = B_hat, M_hat, Lam_hat
+            hist["objective"].append(f_val + _penalty(lam1, _l21(A_hat)) + _penalty(
+                lam2, float(s.sum())))
+            hist["primal_residual"].append(r_rel)
+            hist["dual_residual"].append(s_rel)
+            hist["rank"].append(int(s.numel()))
+            hist["nonzero_columns"].append(int((torch.linalg.vector_norm(A_hat, dim=0) > 0).sum()))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(r=f"{r_rel:.1e}", s=f"{s_rel:.1e}", rank=int(s.numel()))
+            if max(norm_W, norm_M) > 1e12 * (1 + float(torch.linalg.norm(data.C64))):
+                message = f"diverged: iterates grew without bound at iteration {k}"
+                break
+            if r_rel < tol and s_rel < tol:
+                converged, message = True, f"converged in {k} iterations"
+                break
+        if bar is not None:
+            bar.close()
+
+        A_out, U, s, Vh = last
+        if debias:
+            A_out, U, s, Vh = _refit(data, A_out, Vh, 10 * int(inner_iter), U * s)
+        B_out = (U * s) @ Vh
+        root = torch.sqrt(s)
+        U_f, V_f = U * root, root[:, None] * Vh
+        out_resp = B_out + A_out
+        obj = data.f_and_grad(out_resp, grad=False)[0] + _penalty(lam1, _l21(A_out)) + _penalty(
+            lam2, float(s.sum()))
+        out = (lambda T: T.cpu().numpy()) if was_numpy else (lambda T: T)
+        return LayerSolution(A=out(A_out), B=out(B_out), U=out(U_f), V=out(V_f), bias=out(bias),
+                             objective=obj, history=hist, converged=converged, iterations=k,
+                             message=message, response=response, lam1=lam1, lam2=lam2, t=t)
 
     def f_and_grad(self, M, grad=True):
         """Data term f(M) and its gradient (ReLU: the a.e. gradient)."""
@@ -217,142 +382,10 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
     -------
     LayerSolution
     """
-    if response not in RESPONSES:
-        raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
-    X, Y, bias, was_numpy = _check_inputs(X, Y, bias)
-    lam1 = _check_number("lam1", lam1, allow_inf=True)
-    lam2 = _check_number("lam2", lam2, allow_inf=True)
-    tau, alpha = _check_number("tau", tau), _check_number("alpha", alpha, positive=True)
-    tol = _check_number("tol", tol, positive=True)
-    if int(max_iter) < 1 or int(inner_iter) < 1:
-        raise ValueError(f"max_iter and inner_iter must be >= 1, got {max_iter}, {inner_iter}")
-    if response == "relu" and bool((Y < 0).any()):
-        raise ValueError("response='relu' needs targets Y >= 0 (they are post-ReLU "
-                         "responses); pass the pre-activation with response='linear'")
-    data = _Data(X, Y, bias, response)
-    n, d = Y.shape[0], X.shape[0]
-    adaptive = isinstance(t, str) and t == "auto"
-    if not adaptive:
-        t = _check_number("t", t, positive=True)
-    dt, dev = X.dtype, X.device
-    eye = torch.eye(d, dtype=torch.float64, device=dev)
-
-    def factor(t):
-        """(G + tI)^{-1}, once per penalty value: Cholesky, one triangular solve, one
-        product (faster than cholesky_inverse here), in the working precision unless that
-        is not positive definite numerically."""
-        for prec in (dt, torch.float64):
-            L, info = torch.linalg.cholesky_ex((data.G64 + t * eye).to(prec))
-            if int(info) == 0:
-                Linv = torch.linalg.solve_triangular(L, eye.to(prec), upper=False)
-                return (Linv.T @ Linv).to(dt)
-        raise ValueError(f"G + tI is not positive definite for t={t:g}")
-
-    if isinstance(W0, LayerSolution):
-        A, B = (_to_tensor(W0.A, "W0.A")[0].to(dt), _to_tensor(W0.B, "W0.B")[0].to(dt))
-    elif W0 is not None:
-        B = _to_tensor(W0, "W0")[0].to(dtype=dt, device=dev)
-        A = torch.zeros_like(B)
-    elif response == "relu":
-        lin = solve_layer(X, Y, lam1, lam2, response="linear", bias=bias, t=t,
-                          max_iter=max_iter, tol=tol, correction=correction, tau=tau,
-                          alpha=alpha)
-        A, B = lin.A, lin.B
-    else:
-        A = torch.zeros(n, d, dtype=dt, device=dev)
-        B = data.C @ factor(float(torch.trace(data.G64)) / d + 1e-12)
-    if A.shape != (n, d):
-        raise ValueError(f"W0 must have shape ({n}, {d}) = (outputs, lowered inputs), "
-                         f"got {tuple(A.shape)}")
-    M = A + B
-    Lam = data.f_and_grad(M)[1]  # at a solution the multiplier is the gradient of f at M
-    if adaptive:
-        t = _initial_penalty(M, lam1, lam2, float(torch.trace(data.G64)) / d)
-    Hinv = factor(t)
-    t_changes = 0
-
-    def m_step(V, M, Hinv, t):
-        """prox_{f/t}(V): exact for the linear response, majorize-minimize steps for ReLU."""
-        if response == "linear":
-            M_hat = (data.C + t * V) @ Hinv
-            # f(M_hat) without another n x d x d product, from M_hat G = C + tV - t M_hat
-            f_val = 0.5 * data.yy - 0.5 * float((M_hat * (data.C - t * (V - M_hat))).sum())
-            return M_hat, f_val
-        f_val = None
-        for _ in range(int(inner_iter)):
-            f_j, grad = data.f_and_grad(M)
-            f_val = f_j if f_val is None else f_val
-            M = M - (grad + t * (M - V)) @ Hinv
-        return M, f_val
-
-    hist = {k: [] for k in ("objective", "primal_residual", "dual_residual", "rank",
-                            "nonzero_columns")}
-    converged, message = False, f"stopped after max_iter={max_iter} iterations"
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=int(max_iter), desc=f"solve_layer ({response})", leave=False)
-    last = (A, *svt_factors(B, 0.0))  # the last finite prediction, returned on divergence
-    k = 0
-    for k in range(1, int(max_iter) + 1):
-        A_hat = prox_l21(M - B - Lam / t, lam1 / t)
-        if not _finite(A_hat):
-            message = f"diverged: non-finite values at iteration {k}"
-            break
-        U, s, Vh = svt_factors(M - A_hat - Lam / t, lam2 / t)
-        B_hat = (U * s) @ Vh
-        M_hat, f_val = m_step(A_hat + B_hat + Lam / t, M, Hinv, t)
-        if not (_finite(M_hat) and math.isfinite(f_val)):
-            message = f"diverged: non-finite values at iteration {k}"
-            break
-        last = (A_hat, U, s, Vh)
-        W_hat = A_hat + B_hat
-        Lam_hat = Lam + t * (W_hat - M_hat)
-        norm_W, norm_M = float(torch.linalg.norm(W_hat)), float(torch.linalg.norm(M_hat))
-        r_rel = float(torch.linalg.norm(W_hat - M_hat)) / max(norm_W, norm_M, 1e-30)
-        s_rel = float(torch.linalg.norm(M_hat - M)) / max(norm_M, 1e-30)
-        if adaptive and k % ADAPT_EVERY == 0 and k <= ADAPT_UNTIL and t_changes < ADAPT_MAX:
-            # residual balancing (Boyd et al. 2011, 3.4.1); frozen later so the theory applies
-            s_dual = t * s_rel * norm_M / max(float(torch.linalg.norm(Lam_hat)), 1e-30)
-            if r_rel > 10 * s_dual or s_dual > 10 * r_rel:
-                t *= 3.0 if r_rel > s_dual else 1 / 3.0
-                Hinv, t_changes = factor(t), t_changes + 1
-        if correction:
-            B, negM, Lam = he_yuan_correction(B, B_hat, -M, -M_hat, Lam, Lam_hat, tau, alpha)
-            M = -negM
-        else:
-            B, M, Lam = B_hat, M_hat, Lam_hat
-        hist["objective"].append(f_val + _penalty(lam1, _l21(A_hat)) + _penalty(
-            lam2, float(s.sum())))
-        hist["primal_residual"].append(r_rel)
-        hist["dual_residual"].append(s_rel)
-        hist["rank"].append(int(s.numel()))
-        hist["nonzero_columns"].append(int((torch.linalg.vector_norm(A_hat, dim=0) > 0).sum()))
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(r=f"{r_rel:.1e}", s=f"{s_rel:.1e}", rank=int(s.numel()))
-        if max(norm_W, norm_M) > 1e12 * (1 + float(torch.linalg.norm(data.C64))):
-            message = f"diverged: iterates grew without bound at iteration {k}"
-            break
-        if r_rel < tol and s_rel < tol:
-            converged, message = True, f"converged in {k} iterations"
-            break
-    if bar is not None:
-        bar.close()
-
-    A_out, U, s, Vh = last
-    if debias:
-        A_out, U, s, Vh = _refit(data, A_out, Vh, 10 * int(inner_iter), U * s)
-    B_out = (U * s) @ Vh
-    root = torch.sqrt(s)
-    U_f, V_f = U * root, root[:, None] * Vh
-    out_resp = B_out + A_out
-    obj = data.f_and_grad(out_resp, grad=False)[0] + _penalty(lam1, _l21(A_out)) + _penalty(
-        lam2, float(s.sum()))
-    out = (lambda T: T.cpu().numpy()) if was_numpy else (lambda T: T)
-    return LayerSolution(A=out(A_out), B=out(B_out), U=out(U_f), V=out(V_f), bias=out(bias),
-                         objective=obj, history=hist, converged=converged, iterations=k,
-                         message=message, response=response, lam1=lam1, lam2=lam2, t=t)
+    problem = LayerProblem(X, Y, bias, response)
+    return problem.solve(lam1, lam2, W0=W0, t=t, max_iter=max_iter, tol=tol,
+                         correction=correction, tau=tau, alpha=alpha, inner_iter=inner_iter,
+                         debias=debias, progress=progress)
 
 
 def _refit(data, A, Vh, steps, UB):
@@ -401,7 +434,9 @@ def _initial_penalty(W, lam1, lam2, mean_eig):
     cands = [lam / max(scale, 1e-30) for lam, scale in ((lam1, col), (lam2, sing))
              if math.isfinite(lam)]  # an infinite lambda only zeroes its part
     t = max(cands, default=0.0)
-    return t if t > 0 else mean_eig
+    t = t if t > 0 else mean_eig
+    # snap to powers of 3 (the adaptation's step): nearby lambdas share factorizations
+    return 3.0 ** round(math.log(t, 3))
 
 
 def relu_nonconvexity_example():
