@@ -1,0 +1,161 @@
+"""End to end on the embedded default (scikit-learn's digits): compress, agree with A + B,
+resume after a crash, save/load, CLI."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import lrsa.pipeline
+from lrsa.data import load_digits_images, make_loader
+from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
+from lrsa.models import small_cnn
+from lrsa.pipeline import compress, load_compressed, save_compressed
+from lrsa.report import count_parameters
+from lrsa.train import evaluate, train
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    d = load_digits_images()
+    model = small_cnn()
+    loader = make_loader(d.x_train, d.y_train, 64, train=True, mean=None, std=None, pad=1)
+    train(model, loader, epochs=4, lr=0.05)
+    test = make_loader(d.x_test, d.y_test, 256, mean=None, std=None)
+    calib = [d.x_train[i:i + 128] for i in range(0, 384, 128)]
+    return model.eval(), calib, test
+
+
+def test_compressed_is_smaller_and_matches_dense_a_plus_b(trained, tmp_path):
+    model, calib, test = trained
+    comp, rep = compress(model, calib, network_cr=0.5, workdir=tmp_path, progress=False,
+                         fallback=None)
+    assert count_parameters(comp) < 0.75 * count_parameters(model)
+    assert rep.params_compressed <= 0.55 * rep.params_original
+    x = torch.cat(calib)[:64]
+    # replace each factored module by a dense layer with the solver's A + U V
+    dense = lrsa.pipeline.fold_batchnorm(model)
+    files = sorted(tmp_path.glob("layer_*.pt"))
+    names = [r["name"] for r in rep.layers]
+    assert files, "each finished layer is written to the workdir"
+    for f in files:
+        saved = torch.load(f, weights_only=True)
+        name = saved["row"]["name"]
+        assert name in names
+        mod = dense.get_submodule(name)
+        W = saved["A"] + saved["U"] @ saved["V"]
+        with torch.no_grad():
+            mod.weight.copy_(W.reshape(mod.weight.shape))
+            mod.bias.copy_(saved["bias"])
+        assert isinstance(comp.get_submodule(name), (SparseLowRankConv2d, SparseLowRankLinear))
+    with torch.no_grad():
+        torch.testing.assert_close(comp(x), dense(x), rtol=1e-4, atol=1e-4)
+    base, ours = evaluate(model, test)["top1"], evaluate(comp, test)["top1"]
+    assert ours >= base - 10, (base, ours)
+
+
+def test_resume_after_crash_gives_the_same_model(trained, tmp_path, monkeypatch):
+    model, calib, _ = trained
+    ref, ref_rep = compress(model, calib, frac=0.05, workdir=tmp_path / "ref", progress=False)
+    calls = {"n": 0}
+    original = lrsa.pipeline._solve
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lrsa.pipeline, "_solve", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        compress(model, calib, frac=0.05, workdir=tmp_path / "run", progress=False)
+    assert len(list((tmp_path / "run").glob("layer_*.pt"))) == 2
+    monkeypatch.setattr(lrsa.pipeline, "_solve", original)
+    calls["n"] = 0
+    resumed, rep = compress(model, calib, frac=0.05, workdir=tmp_path / "run", progress=False)
+    x = torch.cat(calib)[:32]
+    with torch.no_grad():
+        torch.testing.assert_close(resumed(x), ref(x), rtol=1e-5, atol=1e-5)
+    assert [r["cr"] for r in rep.layers] == pytest.approx([r["cr"] for r in ref_rep.layers])
+    # other settings in the same folder are refused, not mixed in
+    with pytest.raises(ValueError, match="other settings"):
+        compress(model, calib, frac=0.2, workdir=tmp_path / "run", progress=False)
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    model, calib, _ = trained
+    comp, rep = compress(model, calib, frac=0.05, progress=False)
+    save_compressed(comp, tmp_path / "c.pt", arch="small_cnn", report=rep)
+    loaded, report = load_compressed(tmp_path / "c.pt")
+    x = torch.cat(calib)[:16]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), comp(x))
+    assert report["layers"][1]["name"] == rep.layers[1]["name"]
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="not a compressed model"):
+        load_compressed(tmp_path / "plain.pt")
+
+
+def test_symmetric_and_linear_options_run_and_differ(trained):
+    model, calib, _ = trained
+    a, _ = compress(model, calib, frac=0.05, strategy="symmetric", response="linear",
+                    progress=False)
+    b, _ = compress(model, calib, frac=0.05, progress=False)
+    x = torch.cat(calib)[:16]
+    with torch.no_grad():
+        assert not torch.allclose(a(x), b(x))
+
+
+class Grouped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 3, padding=1)
+        self.g = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+
+    def forward(self, x):
+        return self.g(self.a(x)).mean((2, 3))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"strategy": "sideways"}, "strategy"),
+    ({"response": "tanh"}, "response"),
+    ({"network_cr": 1.5}, "network_cr"),
+    ({"plan": {"nope": lrsa.pipeline.LayerPlan()}}, "nope"),
+])
+def test_bad_arguments(trained, kwargs, match):
+    model, calib, _ = trained
+    with pytest.raises(ValueError, match=match):
+        compress(model, calib, progress=False, **kwargs)
+
+
+def test_unsupported_layer_is_named():
+    with pytest.raises(ValueError, match="g"):
+        compress(Grouped(), [torch.randn(4, 1, 8, 8)], progress=False)
+
+
+def test_empty_calibration_data(trained):
+    with pytest.raises(ValueError, match="empty"):
+        compress(trained[0], [], progress=False)
+
+
+def test_cli_demo_writes_a_report(tmp_path):
+    from lrsa.cli import main
+    rc = main(["demo", "--out", str(tmp_path), "--epochs", "2", "--finetune-epochs", "1",
+               "--repeats", "2"])
+    assert rc == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["params_ratio"] > 1.5
+    assert {"top1_baseline", "top1_compressed", "top1_finetuned", "approx_seconds"} <= set(data)
+    assert (tmp_path / "compressed.pt").exists() and (tmp_path / "report.md").exists()
+
+
+def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
+    from lrsa.cli import main
+    bad = tmp_path / "bad.pt"
+    torch.save({"arch": "small_cnn", "state_dict": small_cnn().state_dict()}, bad)
+    rc = main(["evaluate", "--model", "vgg16_bn", "--checkpoint", str(bad), "--data",
+               str(tmp_path)])
+    assert rc == 2
+    assert "error" in capsys.readouterr().err
