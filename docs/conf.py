@@ -81,7 +81,7 @@ suppress_warnings: list[str] = []
 # "Parameters" section (the fix), so this list can simply be emptied afterwards.
 #   lrsa.layers.choose_implementation: a parameter list without a "Parameters" header whose
 #       continuation lines are indented ("Unexpected indentation").
-VERBATIM_DOCSTRINGS = {"lrsa.layers.choose_implementation"}
+VERBATIM_DOCSTRINGS: set = set()
 
 
 def _verbatim_docstring(app, what, name, obj, options, lines):

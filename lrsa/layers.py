@@ -570,13 +570,21 @@ def choose_implementation(layer, A, U, V, x_shape, *, bias=None, method="macs", 
     """Dense fall-back decision: realize ``A + U V`` as a SparseLowRank module or, when that
     is not faster, as a dense layer of the original type with the weight ``A + U V``.
 
-    layer : the original nn.Conv2d (groups=1) or nn.Linear (geometry, dtype, device).
-    x_shape : the input shape the layer will see (batch included).
-    method : "macs" (estimated multiply-accumulates; ties go to dense) or "time" (median
-        wall time of ``repeats`` forwards on random input after 2 warm-up runs, no_grad,
-        on the layer's device).
+    Parameters
+    ----------
+    layer : nn.Conv2d or nn.Linear
+        The original layer (groups=1): geometry, dtype, device.
+    A, U, V : the factors (see :meth:`SparseLowRankConv2d.from_factors`).
+    x_shape : tuple
+        The input shape the layer will see (batch included).
+    method : {"macs", "time"}
+        Estimated multiply-accumulates (ties go to dense), or the median wall time of
+        ``repeats`` forwards on random input after 2 warm-up runs (no_grad, on the layer's
+        device).
 
-    Returns an :class:`ImplementationChoice`.
+    Returns
+    -------
+    ImplementationChoice
     """
     cls = SparseLowRankLinear if isinstance(layer, nn.Linear) else SparseLowRankConv2d
     factored = cls.from_factors(layer, A, U, V, bias, tol=tol)
