@@ -34,7 +34,7 @@ RESULTS = Path(__file__).parent / "results"
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--network-cr", type=float, default=0.18)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--calib-images", type=int, default=1000)
     p.add_argument("--work", default=str(RESULTS / "vgg16_work"))
@@ -102,6 +102,8 @@ def main():
     summary = network_summary(fold_batchnorm(copy.deepcopy(model).eval()), finetuned.eval(),
                               (1, 3, 32, 32), latency_batches=(1, 128), repeats=10)
     reference = max(state["top1_baseline"], state.get("top1_baseline_finetuned", 0.0))
+    # a resumed run times only its own part: the layers' own times add up to the whole
+    state["approx_seconds"] = sum(r["seconds"] for r in state["layers"])
     data = {**state, **summary, "finetune_epochs": a.epochs, "finetune_lr": a.lr,
             "network_cr_target": a.network_cr, "calib_images": a.calib_images,
             "speedup_b1": summary["latency"]["b1"]["speedup"],

@@ -120,7 +120,7 @@ def _cr(sol, n, d):
     return cr_a, cr_b
 
 
-def _solve(X, Z, W, b, p, response, debias, max_iter, tol):
+def _solve(X, Z, W, b, p, response, debias, max_iter, tol, hint=None):
     """Solve one layer for its plan; returns (solution, frac used)."""
     n, d = W.shape
     lin_problem = LayerProblem(X, Z, b, "linear")
@@ -142,11 +142,13 @@ def _solve(X, Z, W, b, p, response, debias, max_iter, tol):
         return relu.solve(*lams(p.frac, "relu"), W0=lin, max_iter=max_iter, tol=tol,
                           debias=debias), p.frac
     # bisection on log(frac) for CR(A+B) <= target with the convex linear solve, warm-started
-    # and loosely converged while searching; the structure, not the last digit, is sought
-    lo, hi, best, W0 = 1e-3, 3.0, None, W
-    for _ in range(8):
+    # and loosely converged while searching (the structure, not the last digit, is sought);
+    # the bracket starts around the previous layer's answer, widened when it misses
+    guess = p.frac if hint is None else hint
+    lo, hi, best, W0 = guess / 4, guess * 4, None, W
+    for _ in range(10):
         mid = math.sqrt(lo * hi)
-        sol = lin_problem.solve(*lams(mid, "linear"), W0=W0, max_iter=60, tol=1e-2)
+        sol = lin_problem.solve(*lams(mid, "linear"), W0=W0, max_iter=40, tol=1e-2)
         cr = sum(_cr(sol, n, d))
         if cr <= p.target_cr:
             hi, best, W0 = mid, mid, sol
@@ -154,6 +156,10 @@ def _solve(X, Z, W, b, p, response, debias, max_iter, tol):
                 break
         else:
             lo = mid
+        if hi / lo < 1.15:
+            if best is not None:
+                break
+            hi *= 4  # the target is not met inside the bracket: look at larger lambdas
     frac = best if best is not None else hi
     sol = lin_problem.solve(*lams(frac, "linear"), W0=W0, max_iter=max_iter, tol=tol,
                             debias=True)
@@ -268,6 +274,7 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(layers), desc="compress", unit="layer")
+    hint = None  # the last layer's frac: where the next CR search starts
     for idx, (name, mod) in enumerate(layers):
         p = plan.get(name, LayerPlan(skip=True))
         n, d = _weight(mod).shape
@@ -281,6 +288,7 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
         elif done is not None and done.exists():
             saved = torch.load(done, weights_only=True, map_location="cpu")
             row = saved["row"]
+            hint = row.get("frac") or hint  # as an uninterrupted run would have it
             new = _build(mod, saved["A"], saved["U"], saved["V"], saved["bias"],
                          in_shapes[name], fallback)
             _set_module(compressed, name, new)
@@ -291,7 +299,8 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
                 max_samples=max_samples, seed=seed,
                 inputs_from=compressed if strategy == "asymmetric" else None)[name]
             W, b = _weight(mod).to(feats.X), _bias(mod).to(feats.X)
-            sol, used = _solve(feats.X, feats.Z, W, b, p, response, debias, max_iter, tol)
+            sol, used = _solve(feats.X, feats.Z, W, b, p, response, debias, max_iter, tol, hint)
+            hint = used
             new = _build(mod, sol.A, sol.U, sol.V, b, in_shapes[name], fallback)
             _set_module(compressed, name, new)
             cr_a, cr_b = _cr(sol, n, d)

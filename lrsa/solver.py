@@ -401,15 +401,19 @@ def _refit(data, A, Vh, steps, UB):
         return A, UB[:, :0], UB.new_zeros(0), Vh
     P64 = P.double()
     G_P = P64 @ data.G64 @ P64.T
-    G_P += 1e-10 * float(torch.trace(G_P)) / P.shape[0] * torch.eye(P.shape[0], dtype=G_P.dtype,
-                                                                     device=G_P.device)
+    # a small ridge: with fewer samples than basis rows G_P is singular
+    G_P += 1e-6 * float(torch.trace(G_P)) / P.shape[0] * torch.eye(P.shape[0], dtype=G_P.dtype,
+                                                                    device=G_P.device)
     G_inv = torch.linalg.inv(G_P).to(A.dtype)
+    start = torch.cat([A[:, S], UB], dim=1)
     if data.response == "linear":
         coef = (data.C @ P.T) @ G_inv
     else:
-        coef = torch.cat([A[:, S], UB], dim=1)
+        coef = start
         for _ in range(steps):
             coef = coef - (data.f_and_grad(coef @ P)[1] @ P.T) @ G_inv
+    if not _finite(coef):  # keep the ADMM's answer rather than return garbage
+        coef = start
     A = torch.zeros_like(A)
     A[:, S] = coef[:, :S.numel()]
     U, s, Wh = torch.linalg.svd(coef[:, S.numel():], full_matrices=False)

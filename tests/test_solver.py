@@ -189,7 +189,8 @@ def test_debias_refits_on_the_same_structure_and_fits_better():
 
     assert fit(refit.W) < fit(plain.W)
     # the refit is the least-squares optimum on that structure: the residual is orthogonal
-    # to the columns it may use (kept input rows and the row space of B)
+    # to the columns it may use (kept input rows and the row space of B), up to the 1e-6
+    # relative ridge the refit adds
     R = (Y - refit.W @ X - b[:, None]) @ X.T
     kept = np.abs(refit.A).sum(0) > 0
-    assert np.abs(R[:, kept]).max() < 1e-8 * np.abs(Y @ X.T).max()
+    assert np.abs(R[:, kept]).max() < 1e-5 * np.abs(Y @ X.T).max()
