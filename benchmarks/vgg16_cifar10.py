@@ -39,6 +39,8 @@ def main():
     p.add_argument("--calib-images", type=int, default=1000)
     p.add_argument("--work", default=str(RESULTS / "vgg16_work"))
     p.add_argument("--skip-control", action="store_true")
+    p.add_argument("--control-only", action="store_true",
+                   help="run only the control (to run it beside the main run)")
     a = p.parse_args()
     if not CHECKPOINT.exists() or cifar_root() is None:
         raise SystemExit("needs ../shared/models/vgg16_bn_cifar10.pt and CIFAR-10 "
@@ -68,6 +70,21 @@ def main():
         save_state()
     print("baseline", state["top1_baseline"], flush=True)
 
+    control_path = work / "control.json"
+    if a.control_only or (not a.skip_control and not control_path.exists()):
+        control = fold_batchnorm(copy.deepcopy(model).eval())
+        t0 = time.perf_counter()
+        finetune(control, train, epochs=a.epochs, lr=a.lr, progress=True)
+        tmp = control_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"control_seconds": time.perf_counter() - t0,
+                                   "top1_baseline_finetuned": evaluate(control, test)["top1"]}))
+        tmp.replace(control_path)
+        if a.control_only:
+            return
+    if control_path.exists():
+        state.update(json.loads(control_path.read_text()))
+    print("control", state.get("top1_baseline_finetuned"), flush=True)
+
     comp_path = work / "compressed.pt"
     if "approx_seconds" not in state:
         compressed, rep = compress(model, calib, network_cr=a.network_cr, response="relu",
@@ -89,14 +106,6 @@ def main():
         save_state()
     print("fine-tuned", state["top1_finetuned"], flush=True)
 
-    if "top1_baseline_finetuned" not in state and not a.skip_control:
-        control = fold_batchnorm(copy.deepcopy(model).eval())
-        t0 = time.perf_counter()
-        finetune(control, train, epochs=a.epochs, lr=a.lr, progress=True)
-        state["control_seconds"] = time.perf_counter() - t0
-        state["top1_baseline_finetuned"] = evaluate(control, test)["top1"]
-        save_state()
-    print("control", state.get("top1_baseline_finetuned"), flush=True)
 
     finetuned, _ = load_compressed(ft_path)
     summary = network_summary(fold_batchnorm(copy.deepcopy(model).eval()), finetuned.eval(),

@@ -1,7 +1,6 @@
 """The pipeline on the paper's other architectures, random weights, tiny synthetic images
 (no ImageNet and no network here): it must find, order, approximate and rebuild them."""
 
-import pytest
 import torch
 from torch import nn
 
