@@ -1,6 +1,6 @@
 """Full VGG-16 on CIFAR-10: compress, fine-tune, measure; beside the paper's Table I/III.
 
-    python benchmarks/vgg16_cifar10.py [--network-cr 0.18] [--epochs 2] [--out DIR]
+    python benchmarks/vgg16_cifar10.py [--network-cr 0.18] [--epochs 1] [--train-images 50000]
 
 Needs the shared baseline (../shared/models/vgg16_bn_cifar10.pt) and CIFAR-10 in the
 official layout (LRSA_DATA or ../data). Asymmetric strategy, ReLU response, 1000
@@ -37,6 +37,8 @@ def main():
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--calib-images", type=int, default=1000)
+    p.add_argument("--train-images", type=int, default=50_000,
+                   help="fine-tune on a random subset of this size (an epoch = one pass)")
     p.add_argument("--work", default=str(RESULTS / "vgg16_work"))
     p.add_argument("--skip-control", action="store_true")
     p.add_argument("--control-only", action="store_true",
@@ -61,8 +63,9 @@ def main():
     xtr, ytr = load_cifar10(cifar_root(), train=True)
     xte, yte = load_cifar10(cifar_root(), train=False)
     test = make_loader(xte, yte, 500)
-    train = make_loader(xtr, ytr, 128, train=True, seed=0)
     idx = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))
+    sub = idx[-a.train_images:]  # disjoint from the calibration images when it can be
+    train = make_loader(xtr[sub], ytr[sub], 128, train=True, seed=0)
     calib = [x for x, _ in make_loader(xtr[idx[:a.calib_images]], ytr[idx[:a.calib_images]],
                                        250)]
     if "top1_baseline" not in state:
@@ -113,7 +116,9 @@ def main():
     reference = max(state["top1_baseline"], state.get("top1_baseline_finetuned", 0.0))
     # a resumed run times only its own part: the layers' own times add up to the whole
     state["approx_seconds"] = sum(r["seconds"] for r in state["layers"])
-    data = {**state, **summary, "finetune_epochs": a.epochs, "finetune_lr": a.lr,
+    epochs = a.epochs * a.train_images / len(xtr)  # in passes over the 50k training images
+    data = {**state, **summary, "finetune_epochs": epochs, "finetune_lr": a.lr,
+            "finetune_images": a.train_images,
             "network_cr_target": a.network_cr, "calib_images": a.calib_images,
             "speedup_b1": summary["latency"]["b1"]["speedup"],
             "speedup_b128": summary["latency"]["b128"]["speedup"],
@@ -132,7 +137,7 @@ def main():
         f"{state['top1_baseline']:.2f}% / {state.get('top1_baseline_finetuned', float('nan')):.2f}%"
         f" | 92.05% |",
         f"| top-1 compressed, before fine-tuning | {state['top1_compressed']:.2f}% | - |",
-        f"| top-1 compressed, fine-tuned ({a.epochs} epochs) | {state['top1_finetuned']:.2f}% "
+        f"| top-1 compressed, fine-tuned ({epochs:.2g} epochs) | {state['top1_finetuned']:.2f}% "
         f"| - |",
         f"| top-1 drop vs the better reference | {data['top1_drop']:.2f} pt | 0.40 pt |",
         f"| approximation time (all layers) | {state['approx_seconds'] / 60:.1f} min | "
