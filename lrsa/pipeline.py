@@ -268,7 +268,7 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
         meta.write_text(json.dumps({"key": key, "settings": settings}))
     compressed = copy.deepcopy(original)
     report = CompressionReport(strategy=strategy, response=response)
-    in_shapes = _input_shapes(original, first[:1])
+    in_shapes, relu_after = _trace(original, first[:1])
 
     bar = None
     if progress:
@@ -299,18 +299,20 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
                 max_samples=max_samples, seed=seed,
                 inputs_from=compressed if strategy == "asymmetric" else None)[name]
             W, b = _weight(mod).to(feats.X), _bias(mod).to(feats.X)
-            sol, used = _solve(feats.X, feats.Z, W, b, p, response, debias, max_iter, tol, hint)
+            # the ReLU response only where a ReLU follows (not for the logits layer)
+            resp = response if name in relu_after else "linear"
+            sol, used = _solve(feats.X, feats.Z, W, b, p, resp, debias, max_iter, tol, hint)
             hint = used
             new = _build(mod, sol.A, sol.U, sol.V, b, in_shapes[name], fallback)
             _set_module(compressed, name, new)
             cr_a, cr_b = _cr(sol, n, d)
-            Y = feats.targets(response)
+            Y = feats.targets(resp)
             out = sol.W @ feats.X + b[:, None]
-            out = torch.relu(out) if response == "relu" else out
+            out = torch.relu(out) if resp == "relu" else out
             rel = float(torch.linalg.norm(Y - out) / max(float(torch.linalg.norm(Y)), 1e-30))
             kind = _kind(new)
-            row.update(kind=kind, cr_a=cr_a, cr_b=cr_b, cr=cr_a + cr_b, rank=sol.rank,
-                       nonzero_columns=sol.nonzero_columns, rel_error=rel,
+            row.update(kind=kind, response=resp, cr_a=cr_a, cr_b=cr_b, cr=cr_a + cr_b,
+                       rank=sol.rank, nonzero_columns=sol.nonzero_columns, rel_error=rel,
                        seconds=time.perf_counter() - t0, frac=used, converged=bool(sol.converged),
                        params_compressed=round((cr_a + cr_b) * n * d) if kind == "factored"
                        else n * d)
@@ -341,25 +343,35 @@ def _build(mod, A, U, V, b, x_shape, fallback):
     return new
 
 
-def _input_shapes(model, x):
-    """Input shape (batch 1) of every Conv2d/Linear, from one traced forward."""
-    shapes, hooks = {}, []
+def _trace(model, x):
+    """One traced forward: the input shape (batch 1) of every Conv2d/Linear, and the names
+    of those whose output goes straight into an ``nn.ReLU`` module (through Identity
+    modules, e.g. folded BatchNorms). A functional ``F.relu`` is not seen: such layers get
+    the linear response, the safe choice."""
+    shapes, outputs, relu_inputs, hooks = {}, {}, set(), []
 
     def record(name):
-        def hook(mod, args):
+        def pre(mod, args):
             shapes.setdefault(name, tuple(args[0].shape))  # returns None: inputs unchanged
-        return hook
+
+        def post(mod, args, out):
+            outputs[name] = out  # kept alive, so no later tensor reuses its memory
+        return pre, post
 
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            hooks.append(m.register_forward_pre_hook(record(name)))
+            pre, post = record(name)
+            hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+        elif isinstance(m, nn.ReLU):
+            hooks.append(m.register_forward_pre_hook(
+                lambda mod, args: relu_inputs.add(args[0].data_ptr()) and None))
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in hooks:
             h.remove()
-    return shapes
+    return shapes, {name for name, out in outputs.items() if out.data_ptr() in relu_inputs}
 
 
 def _spread_network_target(plan, layers, network_cr):

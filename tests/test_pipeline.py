@@ -52,6 +52,9 @@ def test_compressed_is_smaller_and_matches_dense_a_plus_b(trained, tmp_path):
         assert isinstance(comp.get_submodule(name), (SparseLowRankConv2d, SparseLowRankLinear))
     with torch.no_grad():
         torch.testing.assert_close(comp(x), dense(x), rtol=1e-4, atol=1e-4)
+    # the logits layer has no ReLU after it: it is fitted on the linear response
+    responses = {r["name"]: r.get("response") for r in rep.layers}
+    assert responses["classifier.2"] == "linear" and responses["features.3"] == "relu"
     base, ours = evaluate(model, test)["top1"], evaluate(comp, test)["top1"]
     assert ours >= base - 10, (base, ours)
 
