@@ -405,13 +405,28 @@ def _spread_network_target(plan, layers, network_cr):
         plan[name].target_cr = cr
 
 
-def finetune(model, loader, *, epochs, lr=1e-3, bf16=False, progress=False, seed=0):
+def finetune(model, loader, *, epochs, lr=1e-3, bf16=False, dropout=False, progress=False,
+             seed=0):
     """Fine-tune a compressed model keeping its structure: zero columns stay zero (masks
-    re-applied after every step), factors stay factors (they are separate modules)."""
+    re-applied after every step), factors stay factors (they are separate modules).
+
+    ``dropout=False`` (default) switches the model's nn.Dropout off while training: the
+    refit layers keep fewer inputs with larger weights, and dropout's noise on them blows
+    up the logits (measured on VGG-16 at CR 16%: training-mode loss 27 against 0.38 in eval
+    mode, and fine-tuning collapsed to 18% top-1). The Dropout modules are restored after.
+    """
     from .layers import keep_structure_hook
     from .train import train
-    return train(model, loader, epochs=epochs, lr=lr, bf16=bf16, progress=progress, seed=seed,
-                 param_hook=keep_structure_hook(model))
+    saved = {m: m.p for m in model.modules() if isinstance(m, nn.Dropout)} if not dropout \
+        else {}
+    for m in saved:
+        m.p = 0.0
+    try:
+        return train(model, loader, epochs=epochs, lr=lr, bf16=bf16, progress=progress,
+                     seed=seed, param_hook=keep_structure_hook(model))
+    finally:
+        for m, p in saved.items():
+            m.p = p
 
 
 def save_compressed(model, path, *, arch, model_kwargs=None, report=None):

@@ -162,3 +162,15 @@ def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
                str(tmp_path)])
     assert rc == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_finetune_switches_dropout_off_and_restores_it():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Linear(16, 10))
+    seen = []
+    model[3].register_forward_pre_hook(lambda m, args: seen.append(m.p))
+    loader = [(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)))]
+    lrsa.pipeline.finetune(model, loader, epochs=1, lr=1e-3)
+    assert seen == [0.0] and model[3].p == 0.5
+    lrsa.pipeline.finetune(model, loader, epochs=1, lr=1e-3, dropout=True)
+    assert seen[-1] == 0.5
