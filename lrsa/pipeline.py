@@ -138,7 +138,7 @@ def _solve(X, Z, W, b, p, response, debias, max_iter, tol, hint=None):
                                 debias=debias and response == "linear")
         if response == "linear":
             return lin, p.frac
-        relu = LayerProblem(X, torch.relu(Z), b, "relu")
+        relu = lin_problem.retarget(torch.relu(Z), "relu")
         return relu.solve(*lams(p.frac, "relu"), W0=lin, max_iter=max_iter, tol=tol,
                           debias=debias), p.frac
     # bisection on log(frac) for CR(A+B) <= target with the convex linear solve, warm-started
@@ -164,14 +164,13 @@ def _solve(X, Z, W, b, p, response, debias, max_iter, tol, hint=None):
     sol = lin_problem.solve(*lams(frac, "linear"), W0=W0, max_iter=max_iter, tol=tol,
                             debias=True)
     if response == "relu":  # nonlinear refit on the structure the linear search found
-        sol = _relu_refit(X, torch.relu(Z), b, sol)
+        sol = _relu_refit(lin_problem.retarget(torch.relu(Z), "relu"), sol)
     return sol, frac
 
 
-def _relu_refit(X, Y, b, sol):
+def _relu_refit(data, sol):
     """Refit the ReLU response on a fixed structure (support of A, row space of B)."""
     from .solver import _refit
-    data = LayerProblem(X, Y, b, "relu")
     Q = torch.linalg.qr(sol.V.T).Q.T  # orthonormal rows spanning the row space of B
     A, U, s, Vh = _refit(data, sol.A, Q, 20, sol.U @ (sol.V @ Q.T))
     root = torch.sqrt(s)

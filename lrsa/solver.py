@@ -116,23 +116,44 @@ class LayerProblem:
         if response == "relu" and bool((Y < 0).any()):
             raise ValueError("response='relu' needs targets Y >= 0 (they are post-ReLU "
                              "responses); pass the pre-activation with response='linear'")
-        self.X, self.Y, self.bias, self.response = X, Y, bias, response
+        self.X, self.bias, self.response = X, bias, response
         d, N = X.shape
         self.N = N
         G = torch.zeros(d, d, dtype=torch.float64, device=X.device)
-        C = torch.zeros(Y.shape[0], d, dtype=torch.float64, device=X.device)
-        yy = 0.0
         for i in range(0, N, chunk):
             Xc = X[:, i:i + chunk].double()
-            Rc = Y[:, i:i + chunk].double() - bias.double()[:, None]
             G += Xc @ Xc.T
-            C += Rc @ Xc.T
-            yy += float((Rc * Rc).sum())
-        self.G64, self.C64, self.yy = G / N, C / N, yy / N
-        dt = X.dtype
-        self.G, self.C = self.G64.to(dt), self.C64.to(dt)
+        self.G64 = G / N
+        self.G = self.G64.to(X.dtype)
         self.mean_eig = max(float(torch.trace(self.G64)) / d, 1e-12)
         self._factors = {}
+        self._set_targets(Y, chunk)
+
+    def _set_targets(self, Y, chunk=4096):
+        """Y and the statistics that depend on it: C and ||Y - b||^2 / N."""
+        X, bias, N = self.X, self.bias, self.N
+        C = torch.zeros(Y.shape[0], X.shape[0], dtype=torch.float64, device=X.device)
+        yy = 0.0
+        for i in range(0, N, chunk):
+            Rc = Y[:, i:i + chunk].double() - bias.double()[:, None]
+            C += Rc @ X[:, i:i + chunk].double().T
+            yy += float((Rc * Rc).sum())
+        self.Y, self.C64, self.yy = Y, C / N, yy / N
+        self.C = self.C64.to(X.dtype)
+
+    def retarget(self, Y, response):
+        """The same inputs with other targets: shares X, G and the factorizations of
+        G + tI (the expensive parts), recomputes only C. E.g. post-ReLU targets for the
+        ReLU stage after a linear solve on the pre-activation."""
+        if response not in RESPONSES:
+            raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
+        _, Y, _, _ = _check_inputs(self.X, Y, self.bias)
+        if response == "relu" and bool((Y < 0).any()):
+            raise ValueError("response='relu' needs targets Y >= 0")
+        other = copy.copy(self)
+        other.response = response
+        other._set_targets(Y)
+        return other
 
     def with_response(self, response):
         """The same data and statistics for the other response (targets must suit it)."""

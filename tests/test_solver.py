@@ -194,3 +194,19 @@ def test_debias_refits_on_the_same_structure_and_fits_better():
     R = (Y - refit.W @ X - b[:, None]) @ X.T
     kept = np.abs(refit.A).sum(0) > 0
     assert np.abs(R[:, kept]).max() < 1e-5 * np.abs(Y @ X.T).max()
+
+
+def test_retarget_shares_G_and_matches_a_fresh_problem():
+    X, Y, b = problem(5, 8, 90, seed=9)
+    lin = lrsa.solver.LayerProblem(X, Y, b, "linear")
+    lin.factor(0.5)
+    relu = lin.retarget(np.maximum(Y, 0), "relu")
+    fresh = lrsa.solver.LayerProblem(X, np.maximum(Y, 0), b, "relu")
+    assert relu.G64 is lin.G64 and 0.5 in relu._factors
+    torch.testing.assert_close(relu.C64, fresh.C64)
+    assert relu.yy == pytest.approx(fresh.yy, rel=1e-12)
+    a = relu.solve(0.05, 0.1, max_iter=50)
+    f = fresh.solve(0.05, 0.1, max_iter=50)
+    assert a.objective == pytest.approx(f.objective, rel=1e-8)
+    with pytest.raises(ValueError, match="Y >= 0"):
+        lin.retarget(Y, "relu")
