@@ -102,6 +102,13 @@ def _nonzero_columns(A, tol):
 class _Base(nn.Module):
     """Shared parts: branch layout, bias placement, parameter counts, state."""
 
+    @classmethod
+    def from_structure(cls, structure, *, device=None, dtype=None):
+        """An untrained module of the described shapes (from :meth:`structure`), ready for
+        ``load_state_dict``."""
+        s = {k: v for k, v in structure.items() if k != "type"}
+        return cls(**s, device=device, dtype=dtype)
+
     def _bias_module(self):
         if self.lowrank_u is not None:
             return self.lowrank_u
@@ -264,12 +271,6 @@ class SparseLowRankConv2d(_Base):
                 "kept_channels": self.kept_index.tolist(), "rank": self.rank,
                 "bias": self.has_bias}
 
-    @classmethod
-    def from_structure(cls, structure, *, device=None, dtype=None):
-        """An untrained module of the described shapes, ready for ``load_state_dict``."""
-        s = {k: v for k, v in structure.items() if k != "type"}
-        return cls(**s, device=device, dtype=dtype)
-
     # ------------------------------------------------------------------ compute
     def forward(self, x):
         out = None
@@ -397,11 +398,6 @@ class SparseLowRankLinear(_Base):
                 "out_features": self.out_features,
                 "kept_features": self.kept_index.tolist(), "rank": self.rank,
                 "bias": self.has_bias}
-
-    @classmethod
-    def from_structure(cls, structure, *, device=None, dtype=None):
-        s = {k: v for k, v in structure.items() if k != "type"}
-        return cls(**s, device=device, dtype=dtype)
 
     def forward(self, x):
         out = None
