@@ -68,20 +68,35 @@ def _load_any(path, model_name):
 def cmd_train(args):
     from .train import evaluate, train
     model = _model(args.model)
-    train_loader, test_loader, _, _ = _loaders(args)
-    t0 = time.perf_counter()
-    train(model, train_loader, epochs=args.epochs, lr=args.lr, bf16=args.bf16,
-          warmup_epochs=min(2, args.epochs - 1), progress=True, seed=args.seed)
-    acc = evaluate(model, test_loader)["top1"]
+    train_loader, test_loader, _, _ = _loaders(args, batch_size=args.batch_size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    state = out.with_name(out.name + ".state")  # per-epoch, resumable: rerun to continue
+    warmup = min(2, args.epochs - 1) if args.warmup_epochs is None else args.warmup_epochs
+    if state.exists():
+        print(f"resuming from {state}")
+    t0 = time.perf_counter()
+
+    def report(epoch, stats):
+        print(f"epoch {epoch + 1}/{args.epochs}: loss {stats['loss']:.4f}, train top-1 "
+              f"{stats['acc']:.2f}% ({time.perf_counter() - t0:.0f} s this run)", flush=True)
+
+    hist = train(model, train_loader, epochs=args.epochs, lr=args.lr, bf16=args.bf16,
+                 warmup_epochs=warmup, progress=True, seed=args.seed, checkpoint=state,
+                 on_epoch_end=report)
+    acc = evaluate(model, test_loader)["top1"]
+    recipe = (f"lrsa train --model {args.model} --epochs {args.epochs} --lr {args.lr} "
+              f"--batch-size {args.batch_size} --warmup-epochs {warmup} --seed {args.seed}"
+              + (" --bf16" if args.bf16 else "") + "; SGD Nesterov 0.9, weight decay 5e-4, "
+              "cosine per step, random crop (pad 4) + flip")
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save({"arch": model.arch, "state_dict": model.state_dict(), "test_acc": acc / 100,
-                "epochs": args.epochs, "recipe": f"lrsa train lr={args.lr} bf16={args.bf16}"},
-               tmp)
+                "epochs": args.epochs, "recipe": recipe, "train_loss": hist.loss,
+                "train_acc": hist.acc}, tmp)
     tmp.replace(out)
-    print(f"trained {args.model} for {args.epochs} epochs in {time.perf_counter() - t0:.0f} s: "
-          f"test top-1 {acc:.2f}% -> {out}")
+    state.unlink()
+    print(f"trained {args.model} for {args.epochs} epochs ({time.perf_counter() - t0:.0f} s "
+          f"in this run): test top-1 {acc:.2f}% -> {out}")
 
 
 def _compress_args(args):
@@ -234,8 +249,13 @@ def build_parser():
     common(sp)
     sp.add_argument("--epochs", type=int, default=30)
     sp.add_argument("--lr", type=float, default=0.1)
+    sp.add_argument("--batch-size", type=int, default=128)
+    sp.add_argument("--warmup-epochs", type=float, default=None,
+                    help="linear warm-up (default: min(2, epochs - 1))")
     sp.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU")
-    sp.add_argument("--out", required=True, help="checkpoint path")
+    sp.add_argument("--out", required=True,
+                    help="checkpoint path; OUT.state is written after every epoch and a "
+                         "rerun with the same arguments resumes from it")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("compress", help="approximate layer by layer, fine-tune, report")

@@ -7,6 +7,7 @@ how fine-tuning keeps a compressed structure (e.g. zero columns of a sparse comp
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -66,7 +67,8 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
           nesterov: bool = True, weight_decay: float = 5e-4, warmup_epochs: float = 0,
           bf16: bool = False, progress: bool = False, seed: int = 0,
           on_epoch_end: Callable | None = None,
-          param_hook: Callable[[nn.Module], None] | None = None) -> TrainHistory:
+          param_hook: Callable[[nn.Module], None] | None = None,
+          checkpoint=None) -> TrainHistory:
     """Train with SGD and a per-step cosine schedule (optional linear warm-up).
 
     Parameters
@@ -97,6 +99,13 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
     param_hook : callable or None
         ``param_hook(model)`` after every optimizer step, under ``torch.no_grad()`` (e.g. to
         re-apply masks).
+    checkpoint : path or None
+        Resumable training: after every epoch the model, the optimizer, the history, the
+        random states (global and the loader's ``generator``, if it has one) and the epoch
+        are written to this file atomically (``torch.save`` to a temporary file, then
+        rename). If the file exists when ``train`` starts, training resumes after its last
+        finished epoch and ends exactly as an uninterrupted run would; a file written with
+        other ``epochs``, ``lr`` or batches per epoch is refused.
 
     Returns
     -------
@@ -127,12 +136,17 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
                           weight_decay=weight_decay)
     dev = _device(model)
-    hist, step = TrainHistory(optimizer=opt), 0
+    hist, step, first = TrainHistory(optimizer=opt), 0, 0
+    run = {"epochs": int(epochs), "lr": float(lr), "steps_per_epoch": steps_per_epoch,
+           "warmup_steps": warm, "seed": int(seed)}
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
+        if checkpoint is not None and os.path.exists(checkpoint):
+            first = _resume(checkpoint, run, model, opt, hist, train_loader)
+            step = first * steps_per_epoch
         model.train()
-        for epoch in range(int(epochs)):
+        for epoch in range(first, int(epochs)):
             it = train_loader
             if progress:
                 from tqdm.auto import tqdm
@@ -162,16 +176,50 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
                 loss_sum += loss.item() * y.shape[0]
                 correct += (out.argmax(1) == y).sum().item()
                 seen += y.shape[0]
+                if progress and step % 20 == 0:
+                    it.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
             hist.loss.append(loss_sum / max(seen, 1))
             hist.acc.append(100.0 * correct / max(seen, 1))
             end_lr = cosine_lr(step, total, lr, warm)
             for g in opt.param_groups:
                 g["lr"] = end_lr
+            if checkpoint is not None:
+                _save_state(checkpoint, run, epoch + 1, model, opt, hist, train_loader)
             if on_epoch_end is not None:
                 stats = {"epoch": epoch, "loss": hist.loss[-1], "acc": hist.acc[-1], "lr": end_lr}
                 if on_epoch_end(epoch, stats) is True:
                     break
     return hist
+
+
+def _save_state(path, run, epochs_done, model, opt, hist, loader):
+    gen = getattr(loader, "generator", None)
+    state = {"format": "lrsa-train-state-1", "run": run, "epochs_done": epochs_done,
+             "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "history": {"loss": hist.loss, "acc": hist.acc, "lr": hist.lr},
+             "rng": torch.get_rng_state(),
+             "loader_rng": gen.get_state() if gen is not None else None}
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path, run, model, opt, hist, loader):
+    """Restore a :func:`_save_state` file; returns the number of finished epochs."""
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    if not isinstance(state, dict) or state.get("format") != "lrsa-train-state-1":
+        raise ValueError(f"{path} is not an lrsa training checkpoint")
+    if state["run"] != run:
+        raise ValueError(f"{path} was written by another run ({state['run']}), not this one "
+                         f"({run}); remove it or pass another checkpoint path")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    hist.loss, hist.acc, hist.lr = (list(state["history"][k]) for k in ("loss", "acc", "lr"))
+    torch.set_rng_state(state["rng"])
+    gen = getattr(loader, "generator", None)
+    if gen is not None and state["loader_rng"] is not None:
+        gen.set_state(state["loader_rng"])
+    return int(state["epochs_done"])
 
 
 @torch.no_grad()

@@ -95,3 +95,46 @@ def test_bad_arguments(digits):
         train(m, tr, epochs=1, lr=1e30)
     with pytest.raises(ValueError, match="top-11"):
         evaluate(small_cnn(), te, topk=(11,))
+
+
+def test_checkpoint_resumes_exactly_as_an_uninterrupted_run(digits, tmp_path):
+    def run(checkpoint=None, stop_after=None, init_seed=0):
+        tr, _ = _loaders(digits, n_train=192, batch_size=32)
+        torch.manual_seed(init_seed)
+        m = small_cnn()  # has dropout: the global RNG must be restored too
+        stop = None if stop_after is None else (lambda e, st: e + 1 == stop_after)
+        h = train(m, tr, epochs=3, lr=0.05, warmup_epochs=1, seed=1, checkpoint=checkpoint,
+                  on_epoch_end=stop)
+        return m, h
+
+    ref, h_ref = run()
+    ck = tmp_path / "state.pt"
+    _, h1 = run(ck, stop_after=1)  # "crash" after the first epoch
+    assert len(h1.loss) == 1 and ck.is_file()
+    # a fresh process would start from other weights: the checkpoint must replace them
+    resumed, h2 = run(ck, init_seed=7)
+    assert h2.loss == h_ref.loss and h2.lr == h_ref.lr
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(),
+                                                  resumed.state_dict().values(), strict=True))
+    # another run's checkpoint is refused, by name of what differs
+    tr, _ = _loaders(digits, n_train=192, batch_size=32)
+    with pytest.raises(ValueError, match="another run"):
+        train(small_cnn(), tr, epochs=4, lr=0.05, checkpoint=ck)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an lrsa training checkpoint"):
+        train(small_cnn(), tr, epochs=3, lr=0.05, checkpoint=tmp_path / "other.pt")
+
+
+def test_cli_train_writes_a_loadable_checkpoint_and_cleans_its_state(tmp_path, capsys):
+    from lrsa.cli import main
+    from lrsa.models import load_checkpoint
+
+    out = tmp_path / "cnn.pt"
+    assert main(["train", "--model", "small_cnn", "--epochs", "2", "--lr", "0.05",
+                 "--batch-size", "64", "--out", str(out)]) == 0
+    assert "epoch 2/2" in capsys.readouterr().out
+    ck = torch.load(out, weights_only=True)
+    assert 0.5 < ck["test_acc"] <= 1 and len(ck["train_loss"]) == 2
+    assert "--epochs 2" in ck["recipe"] and "--batch-size 64" in ck["recipe"]
+    assert not (tmp_path / "cnn.pt.state").exists()  # finished: nothing left to resume
+    load_checkpoint(small_cnn(), out)
