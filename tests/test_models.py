@@ -88,6 +88,25 @@ def test_nin_layout_and_forward():
     assert m.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_nin_bn_folds_to_the_plain_nin(tmp_path):
+    from lrsa.features import fold_batchnorm
+    from lrsa.models import nin_bn
+
+    torch.manual_seed(0)
+    m = nin_bn().eval()
+    for bn in (x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+    assert sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules()) == 9
+    folded = fold_batchnorm(m)
+    plain = nin().eval()
+    torch.save(folded.state_dict(), tmp_path / "folded.pt")
+    load_checkpoint(plain, tmp_path / "folded.pt")  # the very keys and shapes of nin()
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.allclose(plain(x), m(x), atol=1e-4, rtol=1e-4)
+
+
 def test_alexnet_torchvision_layout():
     m = alexnet()
     shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}

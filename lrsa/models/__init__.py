@@ -6,22 +6,24 @@ Every model carries an ``arch`` string that checkpoints record and error message
 from .alexnet import AlexNet, alexnet
 from .checkpoint import arch_of, cache_dir, check_state_dict, fetch_weights, load_checkpoint
 from .googlenet import GoogLeNet, googlenet
-from .nin import NIN, nin
+from .nin import NIN, nin, nin_bn
 from .small import SmallCNN, small_cnn
 from .vgg import VGG, vgg16_bn
 
 __all__ = [
     "NIN", "VGG", "AlexNet", "GoogLeNet", "SmallCNN", "alexnet", "arch_of", "cache_dir",
     "check_state_dict", "fetch_weights", "get_model", "googlenet", "load_checkpoint", "nin",
-    "small_cnn", "vgg16_bn",
+    "nin_bn", "small_cnn", "vgg16_bn",
 ]
 
-_FACTORIES = {"vgg16_bn": vgg16_bn, "small_cnn": small_cnn, "nin": nin, "alexnet": alexnet,
+_FACTORIES = {"vgg16_bn": vgg16_bn, "small_cnn": small_cnn, "nin": nin, "nin_bn": nin_bn,
+              "alexnet": alexnet,
               "googlenet": googlenet}
 
 
 def get_model(name: str, **kwargs):
-    """Build a model by factory name (``vgg16_bn``, ``small_cnn``, ``nin``, ``alexnet``,
+    """Build a model by factory name (``vgg16_bn``, ``small_cnn``, ``nin``, ``nin_bn``,
+    ``alexnet``,
     ``googlenet``); ``kwargs`` go to the factory."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_FACTORIES)}")

@@ -6,6 +6,12 @@ conv2 5x5 192 -> cccp3 192 -> cccp4 192 -> avg pool 3/2 -> dropout 0.5 ->
 conv3 3x3 192 -> cccp5 192 -> cccp6 ``num_classes`` -> global average pool.
 Pools use Caffe's ceil rounding (32 -> 16 -> 8). Module names follow the paper's Table II
 (``features.conv1``, ``features.cccp1``, ...).
+
+``nin_bn`` adds a BatchNorm after every conv (``features.bn_conv1``, ...): the plain NIN sits
+at chance for a long while when trained from scratch with SGD, which a CPU budget of a few
+epochs cannot afford. :func:`lrsa.features.fold_batchnorm` folds the BatchNorms into the convs
+before compression, so the approximated layers are the same 9 convolutions, with the same
+shapes, as in the plain NIN.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-__all__ = ["NIN", "nin"]
+__all__ = ["NIN", "nin", "nin_bn"]
 
 
 class NIN(nn.Module):
@@ -28,11 +34,13 @@ class NIN(nn.Module):
         Input channels.
     dropout : float
         Dropout after the first two pools.
+    batch_norm : bool
+        A BatchNorm2d after every conv (before its ReLU).
     """
 
-    def __init__(self, num_classes=10, in_channels=3, dropout=0.5):
+    def __init__(self, num_classes=10, in_channels=3, dropout=0.5, batch_norm=False):
         super().__init__()
-        self.arch = f"nin_cifar{num_classes}"
+        self.arch = f"nin{'_bn' if batch_norm else ''}_cifar{num_classes}"
         spec = [("conv1", in_channels, 192, 5), ("cccp1", 192, 160, 1), ("cccp2", 160, 96, 1),
                 ("pool1", "max"), ("conv2", 96, 192, 5), ("cccp3", 192, 192, 1),
                 ("cccp4", 192, 192, 1), ("pool2", "avg"), ("conv3", 192, 192, 3),
@@ -47,6 +55,8 @@ class NIN(nn.Module):
             else:
                 _, cin, cout, k = item
                 layers[name] = nn.Conv2d(cin, cout, k, padding=k // 2)
+                if batch_norm:
+                    layers[f"bn_{name}"] = nn.BatchNorm2d(cout)
                 layers[f"relu_{name}"] = nn.ReLU(inplace=True)
         layers["pool3"] = nn.AdaptiveAvgPool2d(1)
         self.features = nn.Sequential(layers)
@@ -73,3 +83,20 @@ def nin(num_classes: int = 10) -> NIN:
         Randomly initialized.
     """
     return NIN(num_classes=num_classes)
+
+
+def nin_bn(num_classes: int = 10) -> NIN:
+    """:func:`nin` with a BatchNorm after every conv (trains in a few epochs; folded away
+    before compression).
+
+    Parameters
+    ----------
+    num_classes : int
+        Outputs.
+
+    Returns
+    -------
+    NIN
+        Randomly initialized.
+    """
+    return NIN(num_classes=num_classes, batch_norm=True)
