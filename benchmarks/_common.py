@@ -27,6 +27,8 @@ def table(rows, columns):
 
 
 def _fmt(v):
+    if v is None or v == "":
+        return "-"
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
     return str(v)

@@ -163,6 +163,16 @@ def _solve(X, Z, W, b, p, response, debias, max_iter, tol, hint=None):
     frac = best if best is not None else hi
     sol = lin_problem.solve(*lams(frac, "linear"), W0=W0, max_iter=max_iter, tol=tol,
                             debias=True)
+    # converged solves shrink more than the loose ones of the search: when the structure
+    # falls well short of the target, step lambda back down while the target still holds
+    for _ in range(4):
+        if sum(_cr(sol, n, d)) >= 0.85 * p.target_cr:
+            break
+        trial = lin_problem.solve(*lams(frac / 1.4, "linear"), W0=sol, max_iter=max_iter,
+                                  tol=tol, debias=True)
+        if sum(_cr(trial, n, d)) > p.target_cr:
+            break
+        frac, sol = frac / 1.4, trial
     if response == "relu":  # nonlinear refit on the structure the linear search found
         sol = _relu_refit(lin_problem.retarget(torch.relu(Z), "relu"), sol)
     return sol, frac

@@ -174,3 +174,14 @@ def test_finetune_switches_dropout_off_and_restores_it():
     assert seen == [0.0] and model[3].p == 0.5
     lrsa.pipeline.finetune(model, loader, epochs=1, lr=1e-3, dropout=True)
     assert seen[-1] == 0.5
+
+
+def test_per_layer_target_is_met_and_not_undershot_far(trained):
+    """The CR search's loose solves keep more than the converged final solve; the final
+    structure must still land in [0.6 t, t] (before the step-back it fell to 0.3 t here)."""
+    model, calib, _ = trained
+    t = 0.25
+    _, rep = compress(model, calib, target_cr=t, progress=False, fallback=None)
+    crs = {r["name"]: r["cr"] for r in rep.layers if r["kind"] != "original"}
+    assert len(crs) == 5
+    assert all(0.6 * t <= cr <= t + 1e-9 for cr in crs.values()), crs
