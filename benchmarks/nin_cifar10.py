@@ -1,8 +1,8 @@
 """NIN on CIFAR-10: compress a baseline trained by `lrsa train`, fine-tune, measure; beside the
 paper's Tables II and III.
 
-    python -m lrsa train --model nin_bn --epochs 3 --lr 0.1 --warmup-epochs 0.3 \\
-        --out runs/nin/nin_bn_cifar10.pt                    # the baseline (resumable)
+    python -m lrsa train --model nin_bn --epochs 2 --lr 0.1 --warmup-epochs 0.2 \\
+        --out runs/nin/nin_bn_cifar10.pt    # the baseline: 67.4 % top-1, ~1 h on one core
     python benchmarks/nin_cifar10.py [--checkpoint runs/nin/nin_bn_cifar10.pt] [--epochs 1]
 
 ``--model nin`` takes a plain NIN checkpoint instead; ``nin_bn`` (a BatchNorm after every conv,

@@ -65,3 +65,25 @@ def test_every_notebook_is_listed(site):
     for nb in notebooks:
         assert (site / "_generated" / "notebooks" / f"{nb.stem}.html").is_file(), nb.name
         assert f"_generated/notebooks/{nb.stem}.html" in index, nb.name
+
+
+def test_full_runs_are_rendered_with_their_figures_and_passed_checks(site):
+    """docs/full_runs/ holds notebooks 03-05 as executed once in full mode (real VGG-16):
+    each must be the full mode, have run its own checks to the end, and show its figures."""
+    import json
+
+    runs = sorted((ROOT / "docs" / "full_runs").glob("*.ipynb"))
+    assert [p.name[:2] for p in runs] == ["03", "04", "05"]
+    page = (site / "full_runs.html").read_text(encoding="utf-8")
+    for nb_path in runs:
+        nb = json.loads(nb_path.read_text(encoding="utf-8"))
+        text = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                       for c in nb["cells"] if c["cell_type"] == "code"
+                       for o in c.get("outputs", []))
+        assert "full mode: vgg16_bn / CIFAR-10" in text, nb_path.name
+        assert "all checks passed" in text, nb_path.name
+        assert not any(o["output_type"] == "error" for c in nb["cells"]
+                       for o in c.get("outputs", [])), nb_path.name
+        html = (site / "full_runs" / f"{nb_path.stem}.html").read_text(encoding="utf-8")
+        assert html.count("<img") >= 1, nb_path.name
+        assert f"full_runs/{nb_path.stem}.html" in page
