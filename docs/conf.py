@@ -248,6 +248,17 @@ def _generate() -> None:
     else:
         solver = ("*Not run yet:* `benchmarks/results/solver.json` does not exist in this "
                   "checkout. Run `python benchmarks/solver.py` and rebuild the docs.\n")
+    extra = []  # the other benchmarks' reports, when they have been run
+    for stem, title, command in (
+            ("nin_cifar10", "NIN on CIFAR-10 (paper Tables II and III)",
+             "python benchmarks/nin_cifar10.py"),
+            ("models", "Sizes and speeds per architecture (paper Tables III and VI)",
+             "python benchmarks/models.py")):
+        md = RESULTS / f"{stem}.md"
+        body = (f"From `benchmarks/results/{md.name}` (produced by `{command}`):\n\n"
+                + _demote_headings(md.read_text()) if md.is_file()
+                else f"*Not run yet:* run `{command}` and rebuild the docs.\n")
+        extra += [f"### {title}", "", body]
     # modules that other work may or may not have added yet
     optional = []
     for path in sorted((ROOT / "lrsa").glob("*.py")):
@@ -258,6 +269,7 @@ def _generate() -> None:
                      "```", ""]
     _sync_dir(GENERATED / "fragments", {"results.md": results.encode(),
                                         "solver.md": solver.encode(),
+                                        "other_results.md": "\n".join(extra).encode(),
                                         "api_optional.md": "\n".join(optional).encode()})
 
 
