@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: where the reference data and weights are."""
 
+import json
 import os
 from pathlib import Path
 
@@ -36,3 +37,27 @@ def _fmt(v):
 
 def threads():
     return torch.get_num_threads()
+
+
+def run_state(work, settings):
+    """(state dict, save function) of a resumable benchmark run in folder ``work``.
+
+    The state remembers the run's ``settings``; a folder written with other settings is
+    refused rather than silently reused (a state without settings is adopted as is)."""
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "state.json"
+    state = json.loads(path.read_text()) if path.exists() else {}
+    old = state.get("settings")
+    if old is not None and old != settings:
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        raise SystemExit(f"{work} holds a run with other settings (old, new): {diff}; "
+                         "pass another --work folder or delete this one")
+    state["settings"] = settings
+
+    def save():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(path)
+
+    return state, save

@@ -4,7 +4,7 @@
 
 Without ImageNet and pretrained weights here, AlexNet and GoogLeNet run with random weights
 on random 224x224 images (NIN on random 32x32 ones): the figures are sizes and speeds, not
-accuracies. AlexNet's FC layers (d = 9216 and 4096, 94 % of its weights) are left out: one
+accuracies. AlexNet's FC layers (d = 9216 and 4096, 96 % of its weights) are left out: one
 M-step there costs n d^2 = 3.5e11 multiply-adds, beyond this CPU, so its parameter ratio is
 that of the convolutions alone. Accuracy needs trained weights and data: the rows read from
 benchmarks/results/vgg16_cifar10.json and nin_cifar10.json (written by vgg16_cifar10.py and

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from _common import cifar_root
+from _common import cifar_root, run_state
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import find_layers, fold_batchnorm
 from lrsa.models import get_model, load_checkpoint
@@ -57,14 +57,10 @@ def main():
                          "in this file's docstring) and CIFAR-10 (set LRSA_DATA to the folder "
                          "holding cifar-10-batches-py)")
     work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    state_path = work / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-
-    def save_state():
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(state_path)
+    keys = ("checkpoint", "model", "table_ii_scale", "epochs", "lr", "calib_images",
+            "train_images", "test_images")
+    settings = {k: getattr(a, k) for k in keys}
+    state, save_state = run_state(work, settings)  # other settings: refused, not reused
 
     model = get_model(a.model)
     meta = load_checkpoint(model, a.checkpoint)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from _common import CHECKPOINT, cifar_root
+from _common import CHECKPOINT, cifar_root, run_state
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
@@ -48,14 +48,9 @@ def main():
         raise SystemExit("needs ../shared/models/vgg16_bn_cifar10.pt and CIFAR-10 "
                          "(set LRSA_DATA to the folder holding cifar-10-batches-py)")
     work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    state_path = work / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-
-    def save_state():
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(state_path)
+    keys = ("network_cr", "epochs", "lr", "calib_images", "train_images")
+    settings = {k: getattr(a, k) for k in keys}
+    state, save_state = run_state(work, settings)  # other settings: refused, not reused
 
     model = vgg16_bn()
     load_checkpoint(model, CHECKPOINT)
