@@ -2,9 +2,13 @@
 
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
+
+from lrsa.pipeline import finetune, load_compressed, save_compressed
+from lrsa.train import evaluate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CHECKPOINT = SHARED / "models" / "vgg16_bn_cifar10.pt"
@@ -61,3 +65,29 @@ def run_state(work, settings):
         tmp.replace(path)
 
     return state, save
+
+
+def run_control(control, train, test, path, *, epochs, lr):
+    """Fine-tune the uncompressed ``control`` with the compressed model's recipe; write its
+    time and top-1 to ``path`` (JSON, atomically)."""
+    t0 = time.perf_counter()
+    finetune(control, train, epochs=epochs, lr=lr, progress=True)
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps({"control_seconds": time.perf_counter() - t0,
+                               "top1_baseline_finetuned": evaluate(control, test)["top1"]}))
+    tmp.replace(path)
+
+
+def finetune_phase(state, save, comp_path, ft_path, train, test, *, epochs, lr, arch):
+    """Fine-tune the compressed model at ``comp_path`` once (a rerun resumes after it):
+    records ``finetune_seconds`` and ``top1_finetuned`` in ``state``; returns the model."""
+    if "top1_finetuned" not in state:
+        compressed, _ = load_compressed(comp_path)
+        t0 = time.perf_counter()
+        finetune(compressed, train, epochs=epochs, lr=lr, progress=True)
+        state["finetune_seconds"] = time.perf_counter() - t0
+        save_compressed(compressed, ft_path, arch=arch)
+        state["top1_finetuned"] = evaluate(compressed, test)["top1"]
+        save()
+    print("fine-tuned", state["top1_finetuned"], flush=True)
+    return load_compressed(ft_path)[0]

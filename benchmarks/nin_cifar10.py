@@ -14,22 +14,21 @@ them), the six 1x1 cccp layers are kept; ReLU response, asymmetric strategy, 100
 images. Fine-tuning runs on a random training subset (``--train-images``), and the control
 fine-tunes the uncompressed baseline with the same recipe, so extra training of a short-trained
 baseline cannot pass for a small loss. Every phase is saved as it ends; a rerun resumes.
-Writes benchmarks/results/nin_cifar10.json and .md.
+Writes benchmarks/results/nin_cifar10.json and .md (``--out``).
 """
 
 import argparse
 import copy
 import json
-import time
 from pathlib import Path
 
 import torch
 
-from _common import cifar_root, run_state
+from _common import cifar_root, finetune_phase, run_control, run_state
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import find_layers, fold_batchnorm
 from lrsa.models import get_model, load_checkpoint
-from lrsa.pipeline import compress, default_plan, finetune, load_compressed, save_compressed
+from lrsa.pipeline import compress, default_plan, save_compressed
 from lrsa.report import (NIN_LAYER_NAMES, PAPER_NIN, PAPER_TABLE_II, markdown_table,
                          network_summary, write_report)
 from lrsa.train import evaluate
@@ -51,6 +50,8 @@ def main():
                    help="fine-tune on a random subset of this size (an epoch = one pass)")
     p.add_argument("--test-images", type=int, default=None, help="first N (default: all)")
     p.add_argument("--work", default=str(RESULTS / "nin_work"))
+    p.add_argument("--out", default=str(RESULTS / "nin_cifar10"),
+                   help="results path without extension (.json and .md are written)")
     a = p.parse_args()
     if not Path(a.checkpoint).is_file() or cifar_root() is None:
         raise SystemExit(f"needs a NIN checkpoint ({a.checkpoint}; train one with the command "
@@ -81,13 +82,7 @@ def main():
 
     control_path = work / "control.json"
     if not control_path.exists():
-        control = copy.deepcopy(model)
-        t0 = time.perf_counter()
-        finetune(control, train, epochs=a.epochs, lr=a.lr, progress=True)
-        tmp = control_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"control_seconds": time.perf_counter() - t0,
-                                   "top1_baseline_finetuned": evaluate(control, test)["top1"]}))
-        tmp.replace(control_path)
+        run_control(copy.deepcopy(model), train, test, control_path, epochs=a.epochs, lr=a.lr)
     state.update(json.loads(control_path.read_text()))
     print("control", state["top1_baseline_finetuned"], flush=True)
 
@@ -105,18 +100,8 @@ def main():
         save_state()
     print("compressed", state["top1_compressed"], flush=True)
 
-    ft_path = work / "finetuned.pt"
-    if "top1_finetuned" not in state:
-        compressed, _ = load_compressed(comp_path)
-        t0 = time.perf_counter()
-        finetune(compressed, train, epochs=a.epochs, lr=a.lr, progress=True)
-        state["finetune_seconds"] = time.perf_counter() - t0
-        save_compressed(compressed, ft_path, arch=a.model)
-        state["top1_finetuned"] = evaluate(compressed, test)["top1"]
-        save_state()
-    print("fine-tuned", state["top1_finetuned"], flush=True)
-
-    finetuned, _ = load_compressed(ft_path)
+    finetuned = finetune_phase(state, save_state, comp_path, work / "finetuned.pt", train, test,
+                               epochs=a.epochs, lr=a.lr, arch=a.model)
     summary = network_summary(model, finetuned.eval(), (1, 3, 32, 32),
                               latency_batches=(1, 128), repeats=10)
     reference = max(state["top1_baseline"], state["top1_baseline_finetuned"])
@@ -145,7 +130,7 @@ def main():
         f"| - |",
         f"| top-1 drop vs the better reference | {data['top1_drop']:.2f} pt | 0.41 pt |",
         f"| approximation time (3 layers) | {approx_s:.0f} s | 10-30 min per layer |"])
-    write_report(RESULTS / "nin_cifar10", data)
+    write_report(a.out, data)
     print(data["markdown"])
 
 

@@ -8,22 +8,21 @@ calibration images (as the paper), per-layer targets spread from one network CR 
 then fine-tuning on the 50k training images. The control fine-tunes the uncompressed
 baseline (BN folded the same way) with the same recipe, so extra training cannot hide a
 loss. Every phase is saved as it ends; a rerun resumes. Writes
-benchmarks/results/vgg16_cifar10.json and .md.
+benchmarks/results/vgg16_cifar10.json and .md (``--out``).
 """
 
 import argparse
 import copy
 import json
-import time
 from pathlib import Path
 
 import torch
 
-from _common import CHECKPOINT, cifar_root, run_state
+from _common import CHECKPOINT, cifar_root, finetune_phase, run_control, run_state
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
-from lrsa.pipeline import compress, finetune, load_compressed, save_compressed
+from lrsa.pipeline import compress, save_compressed
 from lrsa.report import (PAPER_TABLE_I, PAPER_VGG16, VGG16_LAYER_NAMES, markdown_table,
                          network_summary, write_report)
 from lrsa.train import evaluate
@@ -43,6 +42,8 @@ def main():
     p.add_argument("--skip-control", action="store_true")
     p.add_argument("--control-only", action="store_true",
                    help="run only the control (to run it beside the main run)")
+    p.add_argument("--out", default=str(RESULTS / "vgg16_cifar10"),
+                   help="results path without extension (.json and .md are written)")
     a = p.parse_args()
     if not CHECKPOINT.exists() or cifar_root() is None:
         raise SystemExit("needs ../shared/models/vgg16_bn_cifar10.pt and CIFAR-10 "
@@ -70,13 +71,8 @@ def main():
 
     control_path = work / "control.json"
     if a.control_only or (not a.skip_control and not control_path.exists()):
-        control = fold_batchnorm(copy.deepcopy(model).eval())
-        t0 = time.perf_counter()
-        finetune(control, train, epochs=a.epochs, lr=a.lr, progress=True)
-        tmp = control_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"control_seconds": time.perf_counter() - t0,
-                                   "top1_baseline_finetuned": evaluate(control, test)["top1"]}))
-        tmp.replace(control_path)
+        run_control(fold_batchnorm(copy.deepcopy(model).eval()), train, test, control_path,
+                    epochs=a.epochs, lr=a.lr)
         if a.control_only:
             return
     if control_path.exists():
@@ -93,19 +89,8 @@ def main():
         save_state()
     print("compressed", state["top1_compressed"], "in", state["approx_seconds"], flush=True)
 
-    ft_path = work / "finetuned.pt"
-    if "top1_finetuned" not in state:
-        compressed, _ = load_compressed(comp_path)
-        t0 = time.perf_counter()
-        finetune(compressed, train, epochs=a.epochs, lr=a.lr, progress=True)
-        state["finetune_seconds"] = time.perf_counter() - t0
-        save_compressed(compressed, ft_path, arch="vgg16_bn")
-        state["top1_finetuned"] = evaluate(compressed, test)["top1"]
-        save_state()
-    print("fine-tuned", state["top1_finetuned"], flush=True)
-
-
-    finetuned, _ = load_compressed(ft_path)
+    finetuned = finetune_phase(state, save_state, comp_path, work / "finetuned.pt", train, test,
+                               epochs=a.epochs, lr=a.lr, arch="vgg16_bn")
     summary = network_summary(fold_batchnorm(copy.deepcopy(model).eval()), finetuned.eval(),
                               (1, 3, 32, 32), latency_batches=(1, 128), repeats=10)
     reference = max(state["top1_baseline"], state.get("top1_baseline_finetuned", 0.0))
@@ -137,7 +122,7 @@ def main():
         f"| top-1 drop vs the better reference | {data['top1_drop']:.2f} pt | 0.40 pt |",
         f"| approximation time (all layers) | {state['approx_seconds'] / 60:.1f} min | "
         f"10-30 min per layer |"])
-    write_report(RESULTS / "vgg16_cifar10", data)
+    write_report(a.out, data)
     print(data["markdown"])
 
 

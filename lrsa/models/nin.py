@@ -86,17 +86,6 @@ def nin(num_classes: int = 10) -> NIN:
 
 
 def nin_bn(num_classes: int = 10) -> NIN:
-    """:func:`nin` with a BatchNorm after every conv (trains in a few epochs; folded away
-    before compression).
-
-    Parameters
-    ----------
-    num_classes : int
-        Outputs.
-
-    Returns
-    -------
-    NIN
-        Randomly initialized.
-    """
+    """:func:`nin` with a BatchNorm after every conv (see the module docstring): trains in a
+    few epochs; :func:`lrsa.features.fold_batchnorm` turns it into a plain NIN."""
     return NIN(num_classes=num_classes, batch_norm=True)
