@@ -17,14 +17,12 @@ __all__ = [
 ]
 
 _FACTORIES = {"vgg16_bn": vgg16_bn, "small_cnn": small_cnn, "nin": nin, "nin_bn": nin_bn,
-              "alexnet": alexnet,
-              "googlenet": googlenet}
+              "alexnet": alexnet, "googlenet": googlenet}
 
 
 def get_model(name: str, **kwargs):
     """Build a model by factory name (``vgg16_bn``, ``small_cnn``, ``nin``, ``nin_bn``,
-    ``alexnet``,
-    ``googlenet``); ``kwargs`` go to the factory."""
+    ``alexnet``, ``googlenet``); ``kwargs`` go to the factory."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_FACTORIES)}")
     return _FACTORIES[name](**kwargs)
