@@ -605,7 +605,7 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
 # --------------------------------------------------------------------------- slider grid
 def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
                 samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3,
-                debias=True, cache=None, progress=True):
+                cache=None, progress=True):
     """Solve one layer for every (frac, ratio) of a grid, for an instant slider explorer.
 
     The solves are exactly those of ``compress`` for ``plan={layer_name: LayerPlan(frac,
@@ -623,7 +623,7 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
         Grid axes (``ratio`` may be math.inf: sparse only).
     response : str
         ``"relu"`` or ``"linear"``.
-    samples_per_image, max_samples, max_iter, tol, debias
+    samples_per_image, max_samples, max_iter, tol
         As in :func:`lrsa.pipeline.compress`.
     cache : path, optional
         JSON file: read when it holds this very grid (same weights, layer and settings),
@@ -641,13 +641,13 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
         ``relu_error``, ``column_norms`` (of A, length d) and ``singular_values`` (of B,
         descending), ``converged``.
     """
-    from .pipeline import _bias, _cr, _solve, _weight
+    from .pipeline import _bias, _group, _solve, _weight
 
     fracs = [float(f) for f in fracs]
     ratios = [float(r) for r in ratios]
     settings = dict(layer=layer_name, response=response, fracs=fracs, ratios=ratios,
                     spi=samples_per_image, max_samples=max_samples, max_iter=max_iter,
-                    tol=tol, debias=debias, n_calib=sum(len(b) for b in calib))
+                    tol=tol, n_calib=sum(len(b) for b in calib))
     key = _key(_fingerprint(model), settings)
     if cache is not None and Path(cache).is_file():
         try:
@@ -666,9 +666,10 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
     points, bar = [], _bar(len(fracs) * len(ratios), progress, f"lambda grid {layer_name}")
     for ratio in ratios:
         for frac in fracs:
-            sol, _ = _solve(feats.X, feats.Z, W, b, LayerPlan(frac=frac, ratio=ratio), response,
-                            debias, max_iter, tol)
-            cr_a, cr_b = _cr(sol, n, d)
+            sol, extra = _solve(feats.X, feats.Z, W, b, LayerPlan(frac=frac, ratio=ratio),
+                                response, _group(mod), "lrsa", max_iter, tol)
+            cr_a = extra["kept_channels"] * _group(mod) / d
+            cr_b = sol.rank * (n + d) / (n * d)
             out = sol.W @ feats.X + b[:, None]
             out = torch.relu(out) if response == "relu" else out
             rel = float(torch.linalg.norm(Y - out) / max(float(torch.linalg.norm(Y)), 1e-30))

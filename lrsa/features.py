@@ -413,7 +413,7 @@ def _call(model, x):
     return model(x)
 
 
-def _batch_input(batch):
+def batch_input(batch):
     """The model input of a batch: a tensor, or the first element of (inputs, labels, ...)."""
     if isinstance(batch, torch.Tensor):
         return batch
@@ -655,7 +655,7 @@ def collect_features(model, layers, batches, *, samples_per_image=10, max_sample
             it = tqdm(batches, desc="collect_features", leave=False)
         with _eval_no_grad(model, inputs_from):
             for batch in it:
-                x = _batch_input(batch)
+                x = batch_input(batch)
                 for s in state.values():
                     s.reset_batch()
                 active = {n for n, s in state.items() if not s.full}

@@ -23,6 +23,7 @@ same arguments, continues after the last finished layer.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -34,12 +35,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .features import collect_features, find_layers, fold_batchnorm
+from .features import batch_input, collect_features, find_layers, fold_batchnorm
+from .baselines import truncated_svd
 from .layers import SparseLowRankConv2d, SparseLowRankLinear, choose_implementation
-from .solver import LayerProblem
+from .solver import LayerProblem, LayerSolution, StructuredFit, layer_objective
 
-__all__ = ["CompressionReport", "LayerPlan", "compress", "default_plan", "finetune",
-           "load_compressed", "save_compressed"]
+__all__ = ["CompressionReport", "LayerPlan", "code_version", "compress", "default_plan",
+           "finetune", "load_compressed", "matching_plan", "save_compressed",
+           "weights_fingerprint"]
 
 
 @dataclass
@@ -58,8 +61,22 @@ class LayerPlan:
     skip: bool = False
 
 
+def matching_plan(report):
+    """Per-layer plans that give each layer the stored size it has in ``report`` (a
+    :class:`CompressionReport` or its ``to_dict()``): what compares another method with an
+    lrsa run at equal size, layer by layer (layers it kept stay kept)."""
+    rows = report.layers if isinstance(report, CompressionReport) else report["layers"]
+    return {r["name"]: LayerPlan(skip=True) if r["kind"] != "factored" else
+            LayerPlan(target_cr=r["params_compressed"] / r["params_original"]) for r in rows}
+
+
 def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, exclude=()):
-    """The paper's defaults: skip the first conv and 1x1 convs, FC layers sparse only.
+    """The paper's defaults: skip the first conv and 1x1 convs; every other layer A + B.
+
+    The paper keeps its FC layers sparse only; here they get A + B like the convolutions,
+    since dropping whole input features of an FC layer costs more accuracy per stored
+    weight than a low-rank part (the per-layer choice in :func:`_solve` still picks
+    "A only" where that fits best).
 
     layers : ordered (name, module) pairs (see :func:`lrsa.features.find_layers`).
     """
@@ -69,8 +86,7 @@ def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, exclude=()):
         skip = (name in exclude or (conv and first_conv)
                 or (conv and tuple(mod.kernel_size) == (1, 1)))
         first_conv = first_conv and not conv
-        plan[name] = LayerPlan(frac=frac, ratio=ratio if conv else math.inf,
-                               target_cr=target_cr, skip=skip)
+        plan[name] = LayerPlan(frac=frac, ratio=ratio, target_cr=target_cr, skip=skip)
     return plan
 
 
@@ -81,6 +97,7 @@ class CompressionReport:
     layers: list = field(default_factory=list)
     strategy: str = "asymmetric"
     response: str = "relu"
+    method: str = "lrsa"
     seconds: float = 0.0
 
     @property
@@ -97,11 +114,13 @@ class CompressionReport:
         return d
 
     def markdown(self):
-        head = ("| layer | kind | CR(A) % | CR(B) % | CR(A+B) % | rank | nonzero cols | "
-                "rel. error | s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
-        rows = [f"| {r['name']} | {r['kind']} | {100 * r['cr_a']:.1f} | {100 * r['cr_b']:.1f} | "
-                f"{100 * r['cr']:.1f} | {r['rank']} | {r['nonzero_columns']} | "
-                f"{r['rel_error']:.3f} | {r['seconds']:.1f} |" for r in self.layers]
+        head = ("| layer | kind | structure | CR(A) % | CR(B) % | CR(A+B) % | rank | "
+                "kept channels | rel. error | s |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        rows = [f"| {r['name']} | {r['kind']} | {r.get('choice', '-')} | "
+                f"{100 * r['cr_a']:.1f} | {100 * r['cr_b']:.1f} | {100 * r['cr']:.1f} | {r['rank']} | "
+                f"{r.get('kept_channels', '-')} | "
+                f"{'-' if r['rel_error'] is None else format(r['rel_error'], '.3f')} | "
+                f"{r['seconds']:.1f} |" for r in self.layers]
         return "\n".join([head, *rows])
 
 
@@ -114,80 +133,92 @@ def _bias(mod):
             else torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype))
 
 
-def _cr(sol, n, d):
-    cr_a = sol.nonzero_columns * n / (n * d)
-    cr_b = sol.rank * (n + d) / (n * d)
-    return cr_a, cr_b
+def _group(mod):
+    """Columns of the lowered weight per input channel: what the sparse part keeps or drops
+    together (k_h k_w for a convolution, 1 for a linear layer)."""
+    return mod.weight[0, 0].numel() if isinstance(mod, nn.Conv2d) else 1
 
 
-def _solve(X, Z, W, b, p, response, debias, max_iter, tol, hint=None):
-    """Solve one layer for its plan; returns (solution, frac used)."""
+METHODS = ("lrsa", "svd", "rrr")
+
+
+def _solve(X, Z, W, b, p, response, group, method="lrsa", max_iter=200, tol=1e-3):
+    """Solve one layer for its plan.
+
+    group : columns per input channel (k_h k_w for a conv, 1 for a linear layer): the
+        sparse part is stored per kept input channel, so channels are what it keeps.
+
+    Returns a :class:`lrsa.solver.LayerSolution` and the row fields it adds to the report
+    (``choice``, ``kept_channels``, ``params_compressed``, ``frac``).
+
+    ``method="lrsa"``: the ADMM (Algorithm 1, linear response, where the problem is convex)
+    ranks the input channels by the l2 norm of their columns of A and proposes a rank; the
+    weights are then the exact least-squares fit on each candidate split of the budget
+    between kept channels and rank (:class:`lrsa.solver.StructuredFit`): B only, A only,
+    and the ADMM's channels in quarters. The split with the smallest error is kept and, for
+    the ReLU response, refined on the post-ReLU targets. With ``target_cr`` the budget is
+    ``target_cr n d`` stored weights; without, the ADMM's own structure sets it.
+    ``"svd"``: truncated SVD of W (data-free); ``"rrr"``: reduced-rank regression (B
+    only, linear response). Both need ``target_cr``.
+    """
     n, d = W.shape
-    lin_problem = LayerProblem(X, Z, b, "linear")
-    scale = max(float(torch.linalg.vector_norm(lin_problem.C, dim=0).mean()), 1e-12)
-
-    def lams(frac, resp):
+    lin = LayerProblem(X, Z, b, "linear")
+    fit = StructuredFit(lin) if method != "svd" else None
+    budget = None if p.target_cr is None else int(p.target_cr * n * d)
+    admm, order, frac = None, torch.arange(d // group), None
+    if method == "lrsa":
+        frac = p.frac
+        scale = max(float(torch.linalg.vector_norm(lin.C, dim=0).mean()), 1e-12)
         lam1 = frac * scale
         lam2 = math.inf if math.isinf(p.ratio) else p.ratio * lam1
-        if resp == "relu":  # its data term has about half the curvature of the linear one
-            lam1, lam2 = lam1 / 2, lam2 / 2
-        return lam1, lam2
+        # a loose solve while a budget is given: the ranking and rank are sought, not digits
+        admm = lin.solve(lam1, lam2, W0=W, max_iter=max_iter if budget is None else 40,
+                         tol=tol if budget is None else 1e-2)
+        norms = torch.linalg.vector_norm(admm.A.reshape(n, -1, group), dim=(0, 2))
+        # channels the ADMM keeps first, the rest by their share of the full fit's energy
+        energy = (fit.W_full.pow(2) * torch.diagonal(fit.G)).sum(0).reshape(-1, group).sum(1)
+        order = torch.argsort(norms.double() * energy.max() * 1e3 + energy, descending=True)
+        kept_admm = int((norms > 0).sum())
+        if budget is None:
+            budget = kept_admm * group * n + admm.rank * (n + d)
+    elif budget is None:
+        raise ValueError(f"method={method!r} needs a target_cr (a size to match)")
+    sparse_only = method == "lrsa" and math.isinf(p.ratio)  # the plan asks for A alone
+    r_max = 0 if sparse_only else min(n, d)
 
-    if p.target_cr is None:
-        lin = lin_problem.solve(*lams(p.frac, "linear"), W0=W, max_iter=max_iter, tol=tol,
-                                debias=debias and response == "linear")
-        if response == "linear":
-            return lin, p.frac
-        relu = lin_problem.retarget(torch.relu(Z), "relu")
-        return relu.solve(*lams(p.frac, "relu"), W0=lin, max_iter=max_iter, tol=tol,
-                          debias=debias), p.frac
-    # bisection on log(frac) for CR(A+B) <= target with the convex linear solve, warm-started
-    # and loosely converged while searching (the structure, not the last digit, is sought);
-    # the bracket starts around the previous layer's answer, widened when it misses
-    guess = p.frac if hint is None else hint
-    lo, hi, best, W0 = guess / 4, guess * 4, None, W
-    for _ in range(10):
-        mid = math.sqrt(lo * hi)
-        sol = lin_problem.solve(*lams(mid, "linear"), W0=W0, max_iter=40, tol=1e-2)
-        cr = sum(_cr(sol, n, d))
-        if cr <= p.target_cr:
-            hi, best, W0 = mid, mid, sol
-            if cr >= 0.9 * p.target_cr:
-                break
-        else:
-            lo = mid
-        if hi / lo < 1.15:
-            if best is not None:
-                break
-            hi *= 4  # the target is not met inside the bracket: look at larger lambdas
-    frac = best if best is not None else hi
-    sol = lin_problem.solve(*lams(frac, "linear"), W0=W0, max_iter=max_iter, tol=tol,
-                            debias=True)
-    # converged solves shrink more than the loose ones of the search: when the structure
-    # falls well short of the target, step lambda back down while the target still holds
-    for _ in range(4):
-        if sum(_cr(sol, n, d)) >= 0.85 * p.target_cr:
-            break
-        trial = lin_problem.solve(*lams(frac / 1.4, "linear"), W0=sol, max_iter=max_iter,
-                                  tol=tol, debias=True)
-        if sum(_cr(trial, n, d)) > p.target_cr:
-            break
-        frac, sol = frac / 1.4, trial
-    if response == "relu":  # nonlinear refit on the structure the linear search found
-        sol = _relu_refit(lin_problem.retarget(torch.relu(Z), "relu"), sol)
-    return sol, frac
+    def rank_for(m):
+        return max(0, min(r_max, (budget - m * group * n) // (n + d)))
 
-
-def _relu_refit(data, sol):
-    """Refit the ReLU response on a fixed structure (support of A, row space of B)."""
-    from .solver import _refit
-    Q = torch.linalg.qr(sol.V.T).Q.T  # orthonormal rows spanning the row space of B
-    A, U, s, Vh = _refit(data, sol.A, Q, 20, sol.U @ (sol.V @ Q.T))
-    root = torch.sqrt(s)
-    out = copy.copy(sol)
-    out.A, out.B, out.U, out.V = A, (U * s) @ Vh, U * root, root[:, None] * Vh
-    out.response = "relu"
-    return out
+    if method == "svd":
+        U, V = truncated_svd(W, rank_for(0))
+        A, m = torch.zeros_like(W), 0
+    else:
+        cands = set() if sparse_only else {0}
+        if method == "lrsa":
+            m_only = min(d // group, budget // (group * n))
+            cands |= {m_only} if sparse_only else \
+                {kept_admm * q // 4 for q in range(1, 5)} | {m_only}
+        best = None
+        for m in sorted(c for c in cands if c * group * n <= budget):
+            cols = (order[:m, None] * group + torch.arange(group)).flatten().tolist()
+            A, U, V, f = fit.fit(cols, rank_for(m))
+            if best is None or f < best[-1]:
+                best = (A, U, V, m, f)
+        A, U, V, m, _ = best
+        if response == "relu" and method == "lrsa":
+            A, U, V, b = fit.refine_relu(lin.retarget(torch.relu(Z), "relu"), A, U, V)
+    r = U.shape[1]
+    choice = "A+B" if m and r else ("A only" if m else "B only")
+    base = admm if admm is not None else LayerSolution(
+        A=A, B=A, U=U, V=V, bias=b, objective=math.nan, history={}, converged=True,
+        iterations=0, message=method, response="linear", lam1=0.0, lam2=0.0, t=0.0)
+    sol = dataclasses.replace(base, A=A, B=U @ V, U=U, V=V, bias=b, response=response,
+                              objective=layer_objective(X, Z if response == "linear" else
+                                                        torch.relu(Z), A, U @ V, 0.0, 0.0,
+                                                        response=response, bias=b))
+    extra = {"choice": choice, "kept_channels": m, "frac": frac, "method": method,
+             "params_compressed": m * group * n + r * (n + d)}
+    return sol, extra
 
 
 def _set_module(model, name, new):
@@ -202,38 +233,80 @@ def _atomic_save(obj, path):
     os.replace(tmp, path)
 
 
-def _run_key(model, plan, settings):
-    """Identifies a run: the same model weights and arguments resume, others refuse."""
-    h = hashlib.sha256(json.dumps({k: asdict(v) for k, v in plan.items()},
-                                  sort_keys=True).encode())
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes()[:4096])
+def code_version():
+    """sha256 (16 hex digits) of lrsa's own source files: what computed a layer."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(path.relative_to(Path(__file__).parent).as_posix().encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
+def weights_fingerprint(model):
+    """sha256 (16 hex digits) over every byte of every tensor of ``model.state_dict()``."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(str(v.dtype).encode() + str(tuple(v.shape)).encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _layer_key(name, plan, settings):
+    return hashlib.sha256(json.dumps({"layer": name, "plan": asdict(plan), **settings},
+                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_resumed(path, saved, expected):
+    """A saved layer is reused only if the same code, weights and settings computed it."""
+    got = saved.get("provenance", {})
+    stale = [k for k in ("code", "weights", "settings") if got.get(k) != expected[k]]
+    if stale:
+        what = {"code": "another version of lrsa's code", "weights": "other model weights",
+                "settings": "other settings or plan"}
+        raise ValueError(f"{path} was computed by {' and '.join(what[k] for k in stale)}; "
+                         "it cannot be resumed: use a new workdir or delete it")
+
+
+def _as_batches(calibration_data, batch_size=128):
+    """A list of batches; a single tensor of images is split along its first dimension."""
+    if isinstance(calibration_data, torch.Tensor):
+        if calibration_data.dim() < 2:
+            raise ValueError("calibration_data as one tensor must hold a batch of inputs "
+                             f"(first dimension = images), got shape "
+                             f"{tuple(calibration_data.shape)}")
+        return list(calibration_data.split(batch_size))
+    batches = calibration_data if isinstance(calibration_data, list) else list(calibration_data)
+    if not batches:
+        raise ValueError("calibration_data is empty")
+    return batches
+
+
 def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target_cr=None,
-             network_cr=None, response="relu", strategy="asymmetric", samples_per_image=10,
-             max_samples=10_000, debias=True, max_iter=200, tol=1e-3, exclude=(), workdir=None,
-             fallback="macs", progress=True, seed=0):
+             network_cr=None, response="relu", strategy="asymmetric", method="lrsa",
+             samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3, exclude=(),
+             workdir=None, fallback="macs", progress=True, seed=0):
     """Compress ``model`` by layer-wise sparse + low-rank approximation.
 
     Parameters
     ----------
     model : nn.Module (not modified). Conv2d (groups=1) and Linear layers are approximated.
-    calibration_data : iterable of input batches or (inputs, labels) pairs, re-iterated once
-        per layer (a list of tensors or a loader with a fixed order).
+    calibration_data : a tensor of inputs (split into batches of 128), or an iterable of
+        input batches or (inputs, labels) pairs, re-iterated once per layer (a list of
+        tensors or a loader with a fixed order).
     plan : dict name -> :class:`LayerPlan`; default :func:`default_plan` with ``frac``,
         ``ratio``, ``target_cr`` and ``exclude``.
-    network_cr : whole-network CR(A+B) target over all Conv2d/Linear weights; overrides the
-        per-layer targets with one even target for the approximated layers.
+    network_cr : whole-network stored-size target over all Conv2d/Linear weights; overrides
+        the per-layer targets (spread by :func:`_spread_network_target`).
     response : "relu" (paper) or "linear".
     strategy : "asymmetric" (paper) or "symmetric".
+    method : "lrsa" (sparse + low-rank, see :func:`_solve`), or a baseline at the same
+        per-layer sizes: "svd" (truncated SVD, data-free) or "rrr" (reduced-rank
+        regression, linear response).
     samples_per_image, max_samples : feature sampling (N <= max_samples per layer).
-    debias : refit each layer on its found structure (removes shrinkage bias).
-    max_iter, tol : per-layer solver limits (see :func:`lrsa.solve_layer`).
-    workdir : folder for resumable runs (None: no files).
+    max_iter, tol : ADMM limits when no target is given (see :func:`lrsa.solve_layer`).
+    workdir : folder for resumable runs (None: no files). A layer saved there is reused
+        only if the same code, weights and settings computed it (ValueError otherwise).
     fallback : "macs" or "time": how the dense fall-back is decided; None: always factored.
 
     Returns
@@ -244,10 +317,9 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
         raise ValueError(f"response must be 'relu' or 'linear', got {response!r}")
     if strategy not in ("asymmetric", "symmetric"):
         raise ValueError(f"strategy must be 'asymmetric' or 'symmetric', got {strategy!r}")
-    batches = list(calibration_data) if not isinstance(calibration_data, list) \
-        else calibration_data
-    if not batches:
-        raise ValueError("calibration_data is empty")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    batches = _as_batches(calibration_data)
     first = batches[0][0] if isinstance(batches[0], (tuple, list)) else batches[0]
     start = time.perf_counter()
     original = fold_batchnorm(copy.deepcopy(model).eval())
@@ -261,81 +333,89 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     if network_cr is not None:
         _spread_network_target(plan, layers, network_cr)
 
-    settings = dict(response=response, strategy=strategy, samples_per_image=samples_per_image,
-                    max_samples=max_samples, debias=debias, max_iter=max_iter, tol=tol,
-                    seed=seed,
-                    fallback=fallback)
-    work = None
-    if workdir is not None:
-        work = Path(workdir)
+    settings = dict(response=response, strategy=strategy, method=method,
+                    samples_per_image=samples_per_image, max_samples=max_samples,
+                    max_iter=max_iter, tol=tol, seed=seed, fallback=fallback,
+                    calibration_images=sum(len(batch_input(b)) for b in batches))
+    work = Path(workdir) if workdir is not None else None
+    provenance = None
+    if work is not None:
         work.mkdir(parents=True, exist_ok=True)
-        key = _run_key(model, plan, settings)
-        meta = work / "run.json"
-        if meta.exists() and json.loads(meta.read_text()).get("key") != key:
-            raise ValueError(f"{work} holds a run with other settings or weights; use a new "
-                             "workdir or delete it")
-        meta.write_text(json.dumps({"key": key, "settings": settings}))
+        provenance = {"code": code_version(), "weights": weights_fingerprint(model)}
     compressed = copy.deepcopy(original)
-    report = CompressionReport(strategy=strategy, response=response)
+    report = CompressionReport(strategy=strategy, response=response, method=method)
     in_shapes, relu_after = _trace(original, first[:1])
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(layers), desc="compress", unit="layer")
-    hint = None  # the last layer's frac: where the next CR search starts
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(layers), desc="compress", unit="layer", disable=not progress)
     for idx, (name, mod) in enumerate(layers):
         p = plan.get(name, LayerPlan(skip=True))
         n, d = _weight(mod).shape
         row = {"name": name, "type": type(mod).__name__, "n": n, "d": d,
                "params_original": n * d}
         done = work / f"layer_{idx:03d}.pt" if work is not None else None
-        if p.skip:
+        if p.skip or (p.target_cr is not None and p.target_cr >= 1):
             row.update(kind="original", cr_a=0.0, cr_b=1.0, cr=1.0, rank=min(n, d),
                        nonzero_columns=d, rel_error=0.0, seconds=0.0, frac=None,
                        params_compressed=n * d, converged=True)
-        elif done is not None and done.exists():
-            saved = torch.load(done, weights_only=True, map_location="cpu")
-            row = saved["row"]
-            hint = row.get("frac") or hint  # as an uninterrupted run would have it
-            new = _build(mod, saved["A"], saved["U"], saved["V"], saved["bias"],
-                         in_shapes[name], fallback)
-            _set_module(compressed, name, new)
         else:
-            t0 = time.perf_counter()
-            feats = collect_features(
-                original, [name], batches, samples_per_image=samples_per_image,
-                max_samples=max_samples, seed=seed,
-                inputs_from=compressed if strategy == "asymmetric" else None)[name]
-            W, b = _weight(mod).to(feats.X), _bias(mod).to(feats.X)
-            # the ReLU response only where a ReLU follows (not for the logits layer)
-            resp = response if name in relu_after else "linear"
-            sol, used = _solve(feats.X, feats.Z, W, b, p, resp, debias, max_iter, tol, hint)
-            hint = used
-            new = _build(mod, sol.A, sol.U, sol.V, b, in_shapes[name], fallback)
+            expected = None if work is None else {
+                **provenance, "settings": _layer_key(name, p, settings)}
+            if done is not None and done.exists():
+                saved = torch.load(done, weights_only=True, map_location="cpu")
+                _check_resumed(done, saved, expected)
+                row, A, U, V, b = (saved[k] for k in ("row", "A", "U", "V", "bias"))
+            else:
+                row, (A, U, V, b) = _layer(original, compressed, name, mod, batches, p,
+                                           response if name in relu_after else "linear",
+                                           method, strategy, settings, row)
+                if done is not None:
+                    _atomic_save({"row": row, "A": A.cpu(), "U": U.cpu(), "V": V.cpu(),
+                                  "bias": b.cpu(), "provenance": expected}, done)
+            new = _build(mod, A, U, V, b, in_shapes[name], fallback)
             _set_module(compressed, name, new)
-            cr_a, cr_b = _cr(sol, n, d)
-            Y = feats.targets(resp)
-            out = sol.W @ feats.X + b[:, None]
-            out = torch.relu(out) if resp == "relu" else out
-            rel = float(torch.linalg.norm(Y - out) / max(float(torch.linalg.norm(Y)), 1e-30))
-            kind = _kind(new)
-            row.update(kind=kind, response=resp, cr_a=cr_a, cr_b=cr_b, cr=cr_a + cr_b,
-                       rank=sol.rank, nonzero_columns=sol.nonzero_columns, rel_error=rel,
-                       seconds=time.perf_counter() - t0, frac=used, converged=bool(sol.converged),
-                       params_compressed=round((cr_a + cr_b) * n * d) if kind == "factored"
-                       else n * d)
-            if done is not None:
-                _atomic_save({"row": row, "A": sol.A.cpu(), "U": sol.U.cpu(), "V": sol.V.cpu(),
-                              "bias": b.cpu()}, done)
+            row["kind"] = _kind(new)
+            if row["kind"] == "dense":
+                row["params_compressed"] = n * d
         report.layers.append(row)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(layer=name, cr=f"{row['cr']:.2f}")
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+        bar.set_postfix(layer=name, cr=f"{row['params_compressed'] / (n * d):.2f}")
+    bar.close()
     report.seconds = time.perf_counter() - start
     return compressed, report
+
+
+def _layer(original, compressed, name, mod, batches, p, resp, method, strategy, settings,
+           row):
+    """Approximate one layer: features, solve, the report row. Returns (row, factors)."""
+    t0 = time.perf_counter()
+    W, b = _weight(mod), _bias(mod)
+    n, d = W.shape
+    group = _group(mod)
+    if method == "svd":  # data-free: no features needed
+        X = torch.zeros(d, 1, dtype=W.dtype)
+        Z = torch.zeros(n, 1, dtype=W.dtype)
+    else:
+        feats = collect_features(
+            original, [name], batches, samples_per_image=settings["samples_per_image"],
+            max_samples=settings["max_samples"], seed=settings["seed"],
+            inputs_from=compressed if strategy == "asymmetric" else None)[name]
+        X, Z = feats.X, feats.Z
+        W, b = W.to(X), b.to(X)
+    sol, extra = _solve(X, Z, W, b, p, resp, group, method, settings["max_iter"],
+                        settings["tol"])
+    rel = None
+    if method != "svd":
+        Y = torch.relu(Z) if resp == "relu" else Z
+        out = sol.W @ X + sol.bias[:, None]
+        out = torch.relu(out) if resp == "relu" else out
+        rel = float(torch.linalg.norm(Y - out) / max(float(torch.linalg.norm(Y)), 1e-30))
+    m, r = extra["kept_channels"], sol.rank
+    row.update(response=resp, cr_a=m * group / d, cr_b=r * (n + d) / (n * d),
+               cr=extra["params_compressed"] / (n * d), rank=r, nonzero_columns=m * group,
+               rel_error=rel, seconds=time.perf_counter() - t0,
+               converged=bool(sol.converged), **extra)
+    return row, (sol.A, sol.U, sol.V, sol.bias)
 
 
 def _kind(module):
@@ -352,12 +432,31 @@ def _build(mod, A, U, V, b, x_shape, fallback):
     return new
 
 
+_RELUS = {torch.relu, torch.relu_, torch.nn.functional.relu, torch.Tensor.relu,
+          torch.Tensor.relu_}
+
+
+class _ReluInputs(torch.overrides.TorchFunctionMode):
+    """Records the storage of every tensor a ReLU is applied to, however it is called:
+    ``nn.ReLU``, ``F.relu``, ``torch.relu``, ``x.relu()``, in place or not."""
+
+    def __init__(self):
+        super().__init__()
+        self.ptrs = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _RELUS:
+            x = args[0] if args else (kwargs or {}).get("input")
+            if isinstance(x, torch.Tensor):
+                self.ptrs.add(x.data_ptr())
+        return func(*args, **(kwargs or {}))
+
+
 def _trace(model, x):
     """One traced forward: the input shape (batch 1) of every Conv2d/Linear, and the names
-    of those whose output goes straight into an ``nn.ReLU`` module (through Identity
-    modules, e.g. folded BatchNorms). A functional ``F.relu`` is not seen: such layers get
-    the linear response, the safe choice."""
-    shapes, outputs, relu_inputs, hooks = {}, {}, set(), []
+    of those whose output goes straight into a ReLU (through Identity modules, e.g. folded
+    BatchNorms), whether the model applies it as a module or as a function."""
+    shapes, outputs, hooks = {}, {}, []
 
     def record(name):
         def pre(mod, args):
@@ -371,16 +470,14 @@ def _trace(model, x):
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             pre, post = record(name)
             hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
-        elif isinstance(m, nn.ReLU):
-            hooks.append(m.register_forward_pre_hook(
-                lambda mod, args: relu_inputs.add(args[0].data_ptr()) and None))
+    relus = _ReluInputs()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), relus:
             model(x)
     finally:
         for h in hooks:
             h.remove()
-    return shapes, {name for name, out in outputs.items() if out.data_ptr() in relu_inputs}
+    return shapes, {name for name, out in outputs.items() if out.data_ptr() in relus.ptrs}
 
 
 def _spread_network_target(plan, layers, network_cr):

@@ -1,0 +1,43 @@
+r"""The alternatives every lrsa figure is measured against, at the same stored size.
+
+Both give balanced factors ``U`` (n x r), ``V`` (r x d) of a rank-r approximation of a layer's
+lowered weight (n x d); :func:`lrsa.compress` with ``method="svd"`` or ``"rrr"`` applies them
+layer by layer (asymmetric inputs for ``"rrr"``), and :func:`lrsa.pipeline.matching_plan`
+gives them the per-layer sizes of an lrsa run.
+
+* :func:`truncated_svd`: :math:`\min_{\operatorname{rank} B\le r}\|W - B\|_F`, data-free
+  (Eckart-Young).
+* :func:`reduced_rank_regression`: :math:`\min_{\operatorname{rank} B\le r}
+  \|Z - b\mathbf 1^\top - BX\|_F` on sampled inputs X and pre-activation responses Z, the
+  linear case of Zhang et al. (2016); :class:`lrsa.solver.StructuredFit` with no sparse
+  columns.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .solver import LayerProblem, StructuredFit
+
+__all__ = ["reduced_rank_regression", "truncated_svd"]
+
+
+def _balanced(P, s, Vh):
+    root = torch.sqrt(s)
+    return P * root, root[:, None] * Vh
+
+
+def truncated_svd(W, rank):
+    """(U, V) with U V the best rank-``rank`` approximation of W (n x d) in Frobenius norm."""
+    P, s, Vh = torch.linalg.svd(W, full_matrices=False)
+    r = max(0, min(int(rank), s.numel()))
+    return _balanced(P[:, :r], s[:r], Vh[:r])
+
+
+def reduced_rank_regression(X, Z, rank, bias=None):
+    """(U, V) minimizing ``||Z - b - U V X||_F`` over rank ``rank``.
+
+    X : (d, N) lowered inputs; Z : (n, N) responses; bias : (n,) fixed bias (default 0).
+    """
+    _, U, V, _ = StructuredFit(LayerProblem(X, Z, bias, "linear")).fit([], rank)
+    return U, V
