@@ -29,8 +29,6 @@ Saving and loading a compressed model: :meth:`structure` gives a JSON-friendly d
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +36,7 @@ import torch
 from torch import nn
 
 from .features import check_supported
+from .timing import compare_latency
 
 __all__ = ["ImplementationChoice", "SparseLowRankConv2d", "SparseLowRankLinear",
            "apply_structure", "choose_implementation", "estimate_macs", "keep_structure_hook",
@@ -536,33 +535,20 @@ def estimate_macs(module, x_shape):
 
 class ImplementationChoice(NamedTuple):
     """Result of :func:`choose_implementation`: the faster ``module``, ``kind`` ("dense" or
-    "factored"), both costs and their ``unit`` ("MACs" or "seconds")."""
+    "factored"), both costs and their ``unit`` ("MACs" or "seconds"); for ``"time"`` the
+    costs are at the shape where the factored layer fares worst, and ``speedups`` maps each
+    timed batch size to dense / factored median time."""
 
     module: nn.Module
     kind: str
     dense_cost: float
     factored_cost: float
     unit: str
-
-
-def _time(module, x, repeats):
-    with torch.no_grad():
-        for _ in range(2):
-            module(x)
-        times = []
-        for _ in range(repeats):
-            if x.device.type == "cuda":
-                torch.cuda.synchronize(x.device)
-            t0 = time.perf_counter()
-            module(x)
-            if x.device.type == "cuda":
-                torch.cuda.synchronize(x.device)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    speedups: dict | None = None
 
 
 def choose_implementation(layer, A, U, V, x_shape, *, bias=None, method="macs", repeats=10,
-                          tol=0.0, seed=0):
+                          tol=0.0, batch_sizes=None):
     """Dense fall-back decision: realize ``A + U V`` as a SparseLowRank module or, when that
     is not faster, as a dense layer of the original type with the weight ``A + U V``.
 
@@ -574,9 +560,10 @@ def choose_implementation(layer, A, U, V, x_shape, *, bias=None, method="macs", 
     x_shape : tuple
         The input shape the layer will see (batch included).
     method : {"macs", "time"}
-        Estimated multiply-accumulates (ties go to dense), or the median wall time of
-        ``repeats`` forwards on random input after 2 warm-up runs (no_grad, on the layer's
-        device).
+        Estimated multiply-accumulates (ties go to dense), or wall time measured in place:
+        both modules timed interleaved (:func:`lrsa.timing.compare_latency`, median of
+        ``repeats``) on the layer's device, at every batch size of ``batch_sizes``
+        (default: that of ``x_shape``); the factored one is kept only if faster at all.
 
     Returns
     -------
@@ -585,16 +572,18 @@ def choose_implementation(layer, A, U, V, x_shape, *, bias=None, method="macs", 
     cls = SparseLowRankLinear if isinstance(layer, nn.Linear) else SparseLowRankConv2d
     factored = cls.from_factors(layer, A, U, V, bias, tol=tol)
     dense = factored.to_dense_module()
+    speedups = None
     if method == "macs":
         cd, cf, unit = estimate_macs(dense, x_shape), estimate_macs(factored, x_shape), "MACs"
     elif method == "time":
-        w = layer.weight
-        g = torch.Generator(device=w.device).manual_seed(seed)
-        x = torch.randn(tuple(x_shape), generator=g, device=w.device, dtype=w.dtype)
-        cd, cf, unit = _time(dense, x, int(repeats)), _time(factored, x, int(repeats)), \
-            "seconds"
+        runs = {int(b): compare_latency(dense, factored, (int(b), *x_shape[1:]),
+                                        repeats=int(repeats))
+                for b in (batch_sizes or (x_shape[0],))}
+        speedups = {b: r["speedup"] for b, r in runs.items()}
+        worst = runs[min(speedups, key=speedups.get)]
+        cd, cf, unit = worst["original_median_s"], worst["compressed_median_s"], "seconds"
     else:
         raise ValueError(f"method must be 'macs' or 'time', got {method!r}")
     if cf < cd:
-        return ImplementationChoice(factored, "factored", float(cd), float(cf), unit)
-    return ImplementationChoice(dense, "dense", float(cd), float(cf), unit)
+        return ImplementationChoice(factored, "factored", float(cd), float(cf), unit, speedups)
+    return ImplementationChoice(dense, "dense", float(cd), float(cf), unit, speedups)

@@ -37,7 +37,9 @@ from torch import nn
 
 from .features import batch_input, collect_features, find_layers, fold_batchnorm
 from .baselines import truncated_svd
-from .layers import SparseLowRankConv2d, SparseLowRankLinear, choose_implementation
+from .layers import (ImplementationChoice, SparseLowRankConv2d, SparseLowRankLinear,
+                     choose_implementation)
+from .timing import compare_latency
 from .solver import LayerProblem, LayerSolution, StructuredFit, layer_objective
 
 __all__ = ["CompressionReport", "LayerPlan", "code_version", "compress", "default_plan",
@@ -99,6 +101,7 @@ class CompressionReport:
     response: str = "relu"
     method: str = "lrsa"
     seconds: float = 0.0
+    speed: dict | None = None
 
     @property
     def params_original(self):
@@ -115,9 +118,11 @@ class CompressionReport:
 
     def markdown(self):
         head = ("| layer | kind | structure | CR(A) % | CR(B) % | CR(A+B) % | rank | "
-                "kept channels | rel. error | s |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+                "kept channels | rel. error | s |\n"
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
         rows = [f"| {r['name']} | {r['kind']} | {r.get('choice', '-')} | "
-                f"{100 * r['cr_a']:.1f} | {100 * r['cr_b']:.1f} | {100 * r['cr']:.1f} | {r['rank']} | "
+                f"{100 * r['cr_a']:.1f} | {100 * r['cr_b']:.1f} | {100 * r['cr']:.1f} | "
+                f"{r['rank']} | "
                 f"{r.get('kept_channels', '-')} | "
                 f"{'-' if r['rel_error'] is None else format(r['rel_error'], '.3f')} | "
                 f"{r['seconds']:.1f} |" for r in self.layers]
@@ -142,83 +147,121 @@ def _group(mod):
 METHODS = ("lrsa", "svd", "rrr")
 
 
-def _solve(X, Z, W, b, p, response, group, method="lrsa", max_iter=200, tol=1e-3):
+HELD_OUT = 0.2  # share of the samples that judges the structure and the ReLU refinement
+
+
+def _solve(X, Z, W, b, p, response, group, method="lrsa", max_iter=200, tol=1e-3, seed=0):
     """Solve one layer for its plan.
 
     group : columns per input channel (k_h k_w for a conv, 1 for a linear layer): the
         sparse part is stored per kept input channel, so channels are what it keeps.
 
     Returns a :class:`lrsa.solver.LayerSolution` and the row fields it adds to the report
-    (``choice``, ``kept_channels``, ``params_compressed``, ``frac``).
+    (``choice``, ``kept_channels``, ``params_compressed``, ``frac``, ``refined``).
 
     ``method="lrsa"``: the ADMM (Algorithm 1, linear response, where the problem is convex)
-    ranks the input channels by the l2 norm of their columns of A and proposes a rank; the
-    weights are then the exact least-squares fit on each candidate split of the budget
-    between kept channels and rank (:class:`lrsa.solver.StructuredFit`): B only, A only,
-    and the ADMM's channels in quarters. The split with the smallest error is kept and, for
-    the ReLU response, refined on the post-ReLU targets. With ``target_cr`` the budget is
+    ranks the input channels by the l2 norm of their columns of A (:func:`_rank_channels`);
+    candidate splits of the budget between kept channels and rank (B only, A only, the
+    ADMM's channels in quarters) are fitted exactly (:class:`lrsa.solver.StructuredFit`)
+    on 80 % of the samples and judged on the other 20 % (:func:`_choose`); the winner is
+    refitted on all samples and, for the ReLU response, refined on the post-ReLU targets
+    where that lowered the held-out error. With ``target_cr`` the budget is
     ``target_cr n d`` stored weights; without, the ADMM's own structure sets it.
     ``"svd"``: truncated SVD of W (data-free); ``"rrr"``: reduced-rank regression (B
     only, linear response). Both need ``target_cr``.
     """
     n, d = W.shape
-    lin = LayerProblem(X, Z, b, "linear")
-    fit = StructuredFit(lin) if method != "svd" else None
     budget = None if p.target_cr is None else int(p.target_cr * n * d)
-    admm, order, frac = None, torch.arange(d // group), None
-    if method == "lrsa":
-        frac = p.frac
-        scale = max(float(torch.linalg.vector_norm(lin.C, dim=0).mean()), 1e-12)
-        lam1 = frac * scale
-        lam2 = math.inf if math.isinf(p.ratio) else p.ratio * lam1
-        # a loose solve while a budget is given: the ranking and rank are sought, not digits
-        admm = lin.solve(lam1, lam2, W0=W, max_iter=max_iter if budget is None else 40,
-                         tol=tol if budget is None else 1e-2)
-        norms = torch.linalg.vector_norm(admm.A.reshape(n, -1, group), dim=(0, 2))
-        # channels the ADMM keeps first, the rest by their share of the full fit's energy
-        energy = (fit.W_full.pow(2) * torch.diagonal(fit.G)).sum(0).reshape(-1, group).sum(1)
-        order = torch.argsort(norms.double() * energy.max() * 1e3 + energy, descending=True)
-        kept_admm = int((norms > 0).sum())
-        if budget is None:
-            budget = kept_admm * group * n + admm.rank * (n + d)
-    elif budget is None:
+    if method != "lrsa" and budget is None:
         raise ValueError(f"method={method!r} needs a target_cr (a size to match)")
     sparse_only = method == "lrsa" and math.isinf(p.ratio)  # the plan asks for A alone
     r_max = 0 if sparse_only else min(n, d)
-
-    def rank_for(m):
-        return max(0, min(r_max, (budget - m * group * n) // (n + d)))
-
+    lin = LayerProblem(X, Z, b, "linear")
+    admm, refined = None, False
     if method == "svd":
-        U, V = truncated_svd(W, rank_for(0))
-        A, m = torch.zeros_like(W), 0
+        A, (U, V), m = torch.zeros_like(W), truncated_svd(W, budget // (n + d)), 0
     else:
-        cands = set() if sparse_only else {0}
+        fit = StructuredFit(lin)
+        cands, order = {0}, torch.arange(d // group)
         if method == "lrsa":
+            admm, order, kept_admm = _rank_channels(lin, fit, W, p, group, budget is not None,
+                                                    max_iter, tol)
+            if budget is None:
+                budget = kept_admm * group * n + admm.rank * (n + d)
             m_only = min(d // group, budget // (group * n))
-            cands |= {m_only} if sparse_only else \
-                {kept_admm * q // 4 for q in range(1, 5)} | {m_only}
-        best = None
-        for m in sorted(c for c in cands if c * group * n <= budget):
-            cols = (order[:m, None] * group + torch.arange(group)).flatten().tolist()
-            A, U, V, f = fit.fit(cols, rank_for(m))
-            if best is None or f < best[-1]:
-                best = (A, U, V, m, f)
-        A, U, V, m, _ = best
-        if response == "relu" and method == "lrsa":
+            cands = {m_only} if sparse_only else \
+                {0, m_only} | {kept_admm * q // 4 for q in range(1, 5)}
+        splits = [(m, max(0, min(r_max, (budget - m * group * n) // (n + d))))
+                  for m in sorted(cands) if m * group * n <= budget]
+        (m, r), refine = _choose(X, Z, b, splits, order, group,
+                                 response == "relu" and method == "lrsa", seed)
+        A, U, V, _ = fit.fit(_columns(order, m, group), r)
+        if refine:
             A, U, V, b = fit.refine_relu(lin.retarget(torch.relu(Z), "relu"), A, U, V)
+            refined = True
     r = U.shape[1]
-    choice = "A+B" if m and r else ("A only" if m else "B only")
     base = admm if admm is not None else LayerSolution(
         A=A, B=A, U=U, V=V, bias=b, objective=math.nan, history={}, converged=True,
         iterations=0, message=method, response="linear", lam1=0.0, lam2=0.0, t=0.0)
+    Y = Z if response == "linear" else torch.relu(Z)
     sol = dataclasses.replace(base, A=A, B=U @ V, U=U, V=V, bias=b, response=response,
-                              objective=layer_objective(X, Z if response == "linear" else
-                                                        torch.relu(Z), A, U @ V, 0.0, 0.0,
+                              objective=layer_objective(X, Y, A, U @ V, 0.0, 0.0,
                                                         response=response, bias=b))
-    extra = {"choice": choice, "kept_channels": m, "frac": frac, "method": method,
+    extra = {"choice": "A+B" if m and r else ("A only" if m else "B only"),
+             "kept_channels": m, "frac": p.frac if method == "lrsa" else None,
+             "method": method, "refined": refined,
              "params_compressed": m * group * n + r * (n + d)}
     return sol, extra
+
+
+def _columns(order, m, group):
+    """The lowered columns of the first ``m`` channels of ``order``."""
+    return (order[:m, None] * group + torch.arange(group)).flatten().tolist()
+
+
+def _rank_channels(lin, fit, W, p, group, loose, max_iter, tol):
+    """The ADMM at the plan's lambdas (loosely converged when a budget is given: the
+    ranking and the rank are sought, not digits). Returns (solution, channel order, number
+    of channels it keeps): first the channels A keeps, by the l2 norm of their columns,
+    then the rest by their share of the full least-squares fit's energy."""
+    n = W.shape[0]
+    scale = max(float(torch.linalg.vector_norm(lin.C, dim=0).mean()), 1e-12)
+    lam1 = p.frac * scale
+    lam2 = math.inf if math.isinf(p.ratio) else p.ratio * lam1
+    admm = lin.solve(lam1, lam2, W0=W, max_iter=40 if loose else max_iter,
+                     tol=1e-2 if loose else tol)
+    norms = torch.linalg.vector_norm(admm.A.reshape(n, -1, group), dim=(0, 2)).double()
+    energy = (fit.W_full.pow(2) * torch.diagonal(fit.G)).sum(0).reshape(-1, group).sum(1)
+    order = torch.argsort(norms * energy.max() * 1e3 + energy, descending=True)
+    return admm, order, int((norms > 0).sum())
+
+
+def _choose(X, Z, b, splits, order, group, relu, seed):
+    """Pick the (kept channels, rank) split whose exact fit on 80 % of the samples has the
+    smallest error on the other 20 % (post-ReLU error when ``relu``), and whether the ReLU
+    refinement lowers that held-out error too. One split and no refinement to judge: no
+    split is made."""
+    if len(splits) == 1 and not relu:
+        return splits[0], False
+    N = X.shape[1]
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed))
+    held, used = perm[:max(1, int(HELD_OUT * N))], perm[max(1, int(HELD_OUT * N)):]
+    part = LayerProblem(X[:, used], Z[:, used], b, "linear")
+    fit = StructuredFit(part)
+    Xh, Yh = X[:, held], (torch.relu(Z[:, held]) if relu else Z[:, held])
+
+    def error(A, U, V, bias):
+        out = (A + U @ V) @ Xh + bias[:, None]
+        return float(torch.linalg.norm(Yh - (torch.relu(out) if relu else out)))
+
+    scored = []
+    for m, r in splits:
+        A, U, V, _ = fit.fit(_columns(order, m, group), r)
+        scored.append((error(A, U, V, b), (m, r), (A, U, V)))
+    err, best, (A, U, V) = min(scored, key=lambda t: t[0])
+    refine = relu and error(*fit.refine_relu(part.retarget(torch.relu(Z[:, used]), "relu"),
+                                             A, U, V)) < err
+    return best, refine
 
 
 def _set_module(model, name, new):
@@ -285,7 +328,7 @@ def _as_batches(calibration_data, batch_size=128):
 def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target_cr=None,
              network_cr=None, response="relu", strategy="asymmetric", method="lrsa",
              samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3, exclude=(),
-             workdir=None, fallback="macs", progress=True, seed=0):
+             workdir=None, fallback="time", progress=True, seed=0):
     """Compress ``model`` by layer-wise sparse + low-rank approximation.
 
     Parameters
@@ -307,7 +350,13 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     max_iter, tol : ADMM limits when no target is given (see :func:`lrsa.solve_layer`).
     workdir : folder for resumable runs (None: no files). A layer saved there is reused
         only if the same code, weights and settings computed it (ValueError otherwise).
-    fallback : "macs" or "time": how the dense fall-back is decided; None: always factored.
+    fallback : when a layer stays as it was (original weights, ``kind="dense"``) instead
+        of factored. "time" (default): the factored layer is kept only where it runs
+        faster than the dense one in place, timed interleaved at batch 1 and at the
+        calibration batch size on the model's device; at the end the whole model is timed
+        against the original the same way and, while it is not faster at both, the
+        factored layers that gain least go back to the original (``report.speed``
+        records it). "macs": fewer multiply-adds. None: always factored.
 
     Returns
     -------
@@ -333,9 +382,12 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     if network_cr is not None:
         _spread_network_target(plan, layers, network_cr)
 
+    if fallback not in ("time", "macs", None):
+        raise ValueError(f"fallback must be 'time', 'macs' or None, got {fallback!r}")
+    # fallback is left out: it decides how A + U V is run, not what A, U, V are
     settings = dict(response=response, strategy=strategy, method=method,
                     samples_per_image=samples_per_image, max_samples=max_samples,
-                    max_iter=max_iter, tol=tol, seed=seed, fallback=fallback,
+                    max_iter=max_iter, tol=tol, seed=seed,
                     calibration_images=sum(len(batch_input(b)) for b in batches))
     work = Path(workdir) if workdir is not None else None
     provenance = None
@@ -345,6 +397,8 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     compressed = copy.deepcopy(original)
     report = CompressionReport(strategy=strategy, response=response, method=method)
     in_shapes, relu_after = _trace(original, first[:1])
+    batch_sizes = sorted({1, int(first.shape[0])})
+    factored = {}  # name -> (module, its worst in-place speed-up)
 
     from tqdm.auto import tqdm
     bar = tqdm(total=len(layers), desc="compress", unit="layer", disable=not progress)
@@ -372,17 +426,46 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
                 if done is not None:
                     _atomic_save({"row": row, "A": A.cpu(), "U": U.cpu(), "V": V.cpu(),
                                   "bias": b.cpu(), "provenance": expected}, done)
-            new = _build(mod, A, U, V, b, in_shapes[name], fallback)
-            _set_module(compressed, name, new)
-            row["kind"] = _kind(new)
-            if row["kind"] == "dense":
+            choice = _build(mod, A, U, V, b, in_shapes[name], fallback, batch_sizes)
+            # a layer that runs no faster factored keeps its original weights: a dense
+            # A + U V would cost the same and only add the approximation's error
+            _set_module(compressed, name, choice.module if choice.kind == "factored"
+                        else copy.deepcopy(mod))
+            row["kind"] = choice.kind
+            row["layer_speedups"] = choice.speedups
+            if choice.kind == "factored":
+                factored[name] = (choice.module, min((choice.speedups or {0: 0}).values()))
+            if choice.kind == "dense":
                 row["params_compressed"] = n * d
         report.layers.append(row)
         bar.update(1)
         bar.set_postfix(layer=name, cr=f"{row['params_compressed'] / (n * d):.2f}")
     bar.close()
+    if fallback == "time":
+        report.speed = _never_slower(original, compressed, factored, report,
+                                     tuple(first.shape[1:]), batch_sizes)
     report.seconds = time.perf_counter() - start
     return compressed, report
+
+
+def _never_slower(original, compressed, factored, report, sample_shape, batch_sizes,
+                  repeats=10):
+    """Time the whole compressed model against the original (interleaved, each batch size);
+    while it is not faster at all of them, put back the original layer where the factored
+    one gained least. Returns the measured speed-ups and the layers reverted."""
+    rows = {r["name"]: r for r in report.layers}
+    reverted = []
+    order = sorted(factored, key=lambda name: factored[name][1])  # least gain first
+    while True:
+        speedups = {f"b{b}": compare_latency(original, compressed, (b, *sample_shape),
+                                             repeats=repeats)["speedup"] for b in batch_sizes}
+        if min(speedups.values()) > 1 or not order:
+            return {"speedups": speedups, "faster": min(speedups.values()) > 1,
+                    "reverted": reverted}
+        name = order.pop(0)
+        _set_module(compressed, name, copy.deepcopy(original.get_submodule(name)))
+        rows[name].update(kind="dense", params_compressed=rows[name]["params_original"])
+        reverted.append(name)
 
 
 def _layer(original, compressed, name, mod, batches, p, resp, method, strategy, settings,
@@ -403,7 +486,7 @@ def _layer(original, compressed, name, mod, batches, p, resp, method, strategy, 
         X, Z = feats.X, feats.Z
         W, b = W.to(X), b.to(X)
     sol, extra = _solve(X, Z, W, b, p, resp, group, method, settings["max_iter"],
-                        settings["tol"])
+                        settings["tol"], settings["seed"])
     rel = None
     if method != "svd":
         Y = torch.relu(Z) if resp == "relu" else Z
@@ -418,18 +501,15 @@ def _layer(original, compressed, name, mod, batches, p, resp, method, strategy, 
     return row, (sol.A, sol.U, sol.V, sol.bias)
 
 
-def _kind(module):
-    return "factored" if isinstance(module, (SparseLowRankConv2d, SparseLowRankLinear)) \
-        else "dense"
-
-
-def _build(mod, A, U, V, b, x_shape, fallback):
+def _build(mod, A, U, V, b, x_shape, fallback, batch_sizes):
+    """The module that runs A + U V: factored, or dense where that is faster (see
+    :func:`lrsa.layers.choose_implementation`)."""
     if fallback is None:
         cls = SparseLowRankLinear if isinstance(mod, nn.Linear) else SparseLowRankConv2d
-        new = cls.from_factors(mod, A, U, V, b)
-    else:
-        new = choose_implementation(mod, A, U, V, x_shape, bias=b, method=fallback).module
-    return new
+        return ImplementationChoice(cls.from_factors(mod, A, U, V, b), "factored", 0.0, 0.0,
+                                    "none")
+    return choose_implementation(mod, A, U, V, x_shape, bias=b, method=fallback,
+                                 batch_sizes=batch_sizes)
 
 
 _RELUS = {torch.relu, torch.relu_, torch.nn.functional.relu, torch.Tensor.relu,

@@ -34,8 +34,9 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def small_cnn(num_classes: int = 10, in_channels: int = 1) -> SmallCNN:
-    """Small demo CNN (about 70k parameters) for :func:`lrsa.data.load_digits_images`.
+def small_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32) -> SmallCNN:
+    """Small demo CNN (about 70k parameters at width 32) for
+    :func:`lrsa.data.load_digits_images`.
 
     Parameters
     ----------
@@ -43,9 +44,11 @@ def small_cnn(num_classes: int = 10, in_channels: int = 1) -> SmallCNN:
         Outputs.
     in_channels : int
         Input channels (1 for the digits).
+    width : int
+        Channels of the first two convolutions (the last two have twice as many).
 
     Returns
     -------
     SmallCNN
     """
-    return SmallCNN(num_classes=num_classes, in_channels=in_channels)
+    return SmallCNN(num_classes=num_classes, in_channels=in_channels, width=width)

@@ -1,0 +1,142 @@
+"""Wall-clock latency: one model, or two interleaved in the same run (A, B, B, A, ...).
+
+Used by :mod:`lrsa.report` for whole networks and by :func:`lrsa.layers.choose_implementation`
+for one layer in place (dense or factored, whichever is faster where it runs).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+
+__all__ = ["compare_latency", "device_and_dtype", "measure_latency"]
+
+
+def device_and_dtype(model):
+    """The device of ``model``'s first tensor and its floating dtype (CPU float32 if none)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device, (t.dtype if t.is_floating_point() else torch.float32)
+    return torch.device("cpu"), torch.float32
+
+
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _timed(model, x, dev):
+    _sync(dev)
+    t0 = time.perf_counter()
+    model(x)
+    _sync(dev)
+    return time.perf_counter() - t0
+
+
+def _prepare(model, input_shape, channels_last):
+    dev, dt = device_and_dtype(model)
+    x = torch.randn(*input_shape, device=dev, dtype=dt)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, dev
+
+
+@contextmanager
+def _timing(models, channels_last, threads):
+    """Eval mode, inference mode, optional channels_last and thread count, all restored."""
+    old_threads = torch.get_num_threads()
+    states = [(m, m.training, [p.data for p in m.parameters()]) for m in models]
+    try:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        for m in models:
+            m.eval()
+            if channels_last:
+                for p in m.parameters():
+                    if p.dim() == 4:
+                        p.data = p.data.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            yield
+    finally:
+        for m, was, data in states:
+            for p, d in zip(m.parameters(), data):
+                p.data = d
+            m.train(was)
+        torch.set_num_threads(old_threads)
+
+
+def measure_latency(model, input_shape, *, repeats=10, warmup=2, channels_last=False,
+                    threads=None):
+    """Wall-clock time of one forward pass on a random input.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Timed in eval mode under ``torch.inference_mode``; its mode is restored.
+    input_shape : tuple of int
+        Input shape, batch first.
+    repeats, warmup : int
+        Timed and untimed forward passes.
+    channels_last : bool
+        Use channels_last memory format for the input and 4-D weights (restored after).
+    threads : int, optional
+        ``torch.set_num_threads`` for the measurement (restored after).
+
+    Returns
+    -------
+    dict
+        ``median_s``, ``min_s`` (seconds) and ``repeats``.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    with _timing([model], channels_last, threads):
+        x, dev = _prepare(model, input_shape, channels_last)
+        for _ in range(warmup):
+            model(x)
+        times = [_timed(model, x, dev) for _ in range(repeats)]
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+
+
+def compare_latency(original, compressed, input_shape, *, repeats=10, channels_last=False,
+                    warmup=2, threads=None):
+    """Latency of two models measured interleaved (A, B, A, B, ...) in the same run.
+
+    Parameters
+    ----------
+    original, compressed : torch.nn.Module
+    input_shape : tuple of int
+        Input shape, batch first.
+    repeats : int
+        Timed passes per model; each repeat runs both models (order alternates too).
+    channels_last : bool
+        As in :func:`measure_latency`.
+    warmup : int
+        Untimed passes per model.
+    threads : int, optional
+        As in :func:`measure_latency`.
+
+    Returns
+    -------
+    dict
+        ``original_median_s``, ``compressed_median_s``, ``original_min_s``,
+        ``compressed_min_s``, ``repeats`` and ``speedup`` = original / compressed median.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    models = (original, compressed)
+    with _timing(models, channels_last, threads):
+        x, dev = _prepare(original, input_shape, channels_last)
+        for _ in range(warmup):
+            for m in models:
+                m(x)
+        times = ([], [])
+        for i in range(repeats):
+            order = (0, 1) if i % 2 == 0 else (1, 0)
+            for j in order:
+                times[j].append(_timed(models[j], x, dev))
+    med = [statistics.median(t) for t in times]
+    return {"original_median_s": med[0], "compressed_median_s": med[1],
+            "original_min_s": min(times[0]), "compressed_min_s": min(times[1]),
+            "repeats": repeats, "speedup": med[0] / med[1] if med[1] > 0 else float("inf")}
