@@ -2,12 +2,14 @@
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import torch
 
-from lrsa.pipeline import finetune, load_compressed, save_compressed
+from lrsa.pipeline import compress, finetune, load_compressed, matching_plan, save_compressed
+from lrsa.report import count_parameters
 from lrsa.train import evaluate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -91,3 +93,60 @@ def finetune_phase(state, save, comp_path, ft_path, train, test, *, epochs, lr, 
         save()
     print("fine-tuned", state["top1_finetuned"], flush=True)
     return load_compressed(ft_path)[0]
+
+
+def phase(state, save, key, fn):
+    """``state[key]``, computed by ``fn()`` and saved once (a rerun resumes after it)."""
+    if key not in state:
+        state[key] = fn()
+        save()
+    value = state[key]
+    print(key, "" if isinstance(value, (dict, list)) else value, flush=True)
+    return value
+
+
+def git_version():
+    """The commit the benchmark runs at, "-dirty" when lrsa/ or benchmarks/ differ from it."""
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "lrsa", "benchmarks"], cwd=root,
+                           capture_output=True, text=True).stdout.strip()
+    return head + ("-dirty" if dirty else "")
+
+
+def compress_and_evaluate(model, calib, test, **kwargs):
+    """(compressed model, summary dict): compress(**kwargs), then top-1 on ``test``."""
+    compressed, rep = compress(model, calib, **kwargs)
+    return compressed, {"seconds": rep.seconds, "layers": rep.layers, "speed": rep.speed,
+                        "params": count_parameters(compressed),
+                        "top1": evaluate(compressed, test)["top1"]}
+
+
+#: the runs compared with lrsa at its per-layer stored sizes: key -> (name, compress args)
+BASELINES = {"svd": ("truncated SVD (data-free)", dict(method="svd")),
+             "rrr": ("reduced-rank regression (linear response)",
+                     dict(method="rrr", response="linear")),
+             "lrsa_linear": ("lrsa, linear response", dict(method="lrsa", response="linear"))}
+
+
+def baselines_phase(state, save, model, calib, test, lrsa_layers, strategy="asymmetric"):
+    """Each of :data:`BASELINES` at exactly the per-layer sizes of an lrsa run (layers it
+    left as they were stay so; no speed fall-back, so the sizes hold). Returns key ->
+    summary, and the comparison as a markdown table (with the lrsa run first)."""
+    plan = matching_plan({"layers": lrsa_layers})
+    return {key: phase(state, save, f"run_{key}", lambda kw=kw: compress_and_evaluate(
+        model, calib, test, plan=plan, strategy=strategy, fallback=None, progress=False,
+        **kw)[1]) for key, (_, kw) in BASELINES.items()}
+
+
+def comparison_table(lrsa_run, others, params_original):
+    """Markdown: each method's stored parameters, reduction, top-1 and time."""
+    runs = [(name, others[k]) for k, (name, _) in BASELINES.items()]
+    runs.append(("**lrsa (defaults: ReLU response)**", lrsa_run))
+    return table([{"method": name, "stored parameters": r["params"],
+                   "x fewer": params_original / r["params"],
+                   "top-1 before fine-tuning": r["top1"], "approximation s": r["seconds"]}
+                  for name, r in runs],
+                 ["method", "stored parameters", "x fewer", "top-1 before fine-tuning",
+                  "approximation s"])

@@ -1,12 +1,13 @@
 """Parameters, MACs and measured CPU latency before/after, per architecture.
 
-    python benchmarks/models.py [--models alexnet googlenet nin] [--frac 0.05]
+    python benchmarks/models.py [--models alexnet googlenet nin] [--network-cr 0.18]
 
 Without ImageNet and pretrained weights here, AlexNet and GoogLeNet run with random weights
 on random 224x224 images (NIN on random 32x32 ones): the figures are sizes and speeds, not
-accuracies. AlexNet's FC layers (d = 9216 and 4096, 96 % of its weights) are left out: one
-M-step there costs n d^2 = 3.5e11 multiply-adds, beyond this CPU, so its parameter ratio is
-that of the convolutions alone. Accuracy needs trained weights and data: the rows read from
+accuracies. All layers are approximated, AlexNet's FC layers (d = 9216 and 4096, 96 % of its
+weights) too: there the channels are ranked by their share of the least-squares fit instead
+of by the ADMM, whose M-step (n d^2 = 3.5e11 multiply-adds for fc6) is beyond this CPU's
+minutes. Accuracy needs trained weights and data: the rows read from
 benchmarks/results/vgg16_cifar10.json and nin_cifar10.json (written by vgg16_cifar10.py and
 nin_cifar10.py, trained networks on CIFAR-10, fine-tuned) carry it; notebooks/06 does AlexNet
 on a user's ImageNet folder. Prints one markdown table beside the paper's Tables III and VI;
@@ -16,10 +17,10 @@ writes benchmarks/results/models.json and .md.
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from _common import table
 from lrsa.models import alexnet, googlenet, nin
@@ -32,27 +33,26 @@ PAPER = {"vgg16_bn": (4.44, 2.2, 0.40), "nin": (2.77, 1.7, 0.41), "alexnet": (5.
          "googlenet": (2.87, 1.35, 0.0)}
 COLUMNS = ["model", "weights", "params_before", "params_after", "params_ratio", "macs_before",
            "macs_after", "speedup_b1", "speedup_b8", "approx_s", "top1_before", "top1_after",
-           "paper_params_ratio", "paper_speedup", "paper_drop", "excluded"]
+           "paper_params_ratio", "paper_speedup", "paper_drop", "structures"]
 
 
 def build(name):
     if name == "nin":
-        return nin(), 32, ()
+        return nin(), 32
     if name == "alexnet":
-        m = alexnet(num_classes=1000)
-        return m, 224, tuple(n for n, x in m.named_modules() if isinstance(x, nn.Linear))
-    return googlenet(num_classes=1000), 224, ()
+        return alexnet(num_classes=1000), 224
+    return googlenet(num_classes=1000), 224
 
 
-def random_weight_row(name, frac, images):
+def random_weight_row(name, network_cr, images):
     torch.manual_seed(0)
-    model, size, exclude = build(name)
+    model, size = build(name)
     model.eval()
     g = torch.Generator().manual_seed(0)
     calib = [torch.randn(images, 3, size, size, generator=g)]
     t0 = time.perf_counter()
-    comp, _ = compress(model, calib, frac=frac, exclude=exclude, max_samples=4000,
-                       progress=False)
+    comp, rep = compress(model, calib, network_cr=network_cr, max_samples=4000,
+                         progress=False)
     secs = time.perf_counter() - t0
     s = network_summary(model, comp.eval(), (1, 3, size, size), latency_batches=(1, 8),
                         repeats=5)
@@ -61,7 +61,9 @@ def random_weight_row(name, frac, images):
             "macs_before": s["macs_original"], "macs_after": s["macs_compressed"],
             "speedup_b1": s["latency"]["b1"]["speedup"],
             "speedup_b8": s["latency"]["b8"]["speedup"], "approx_s": secs,
-            "excluded": ", ".join(exclude) or "-"}
+            "structures": ", ".join(f"{k}: {v}" for k, v in sorted(Counter(
+                r.get("choice", r["kind"]) if r["kind"] == "factored" else r["kind"]
+                for r in rep.layers).items()))}
 
 
 def trained_row(name, path):
@@ -73,7 +75,7 @@ def trained_row(name, path):
             "macs_after": d["macs_compressed"], "speedup_b1": d["speedup_b1"],
             "speedup_b8": None, "approx_s": d["approx_seconds"],
             "top1_before": max(d["top1_baseline"], d.get("top1_baseline_finetuned", 0)),
-            "top1_after": d["top1_finetuned"], "excluded": "-"}
+            "top1_after": d.get("top1_finetuned", d["top1_compressed"]), "structures": "-"}
 
 
 def main():
@@ -81,7 +83,7 @@ def main():
     p.add_argument("--models", nargs="+", default=["alexnet", "googlenet"],
                    choices=["alexnet", "googlenet", "nin"],
                    help="run with random weights (sizes and speeds only)")
-    p.add_argument("--frac", type=float, default=0.05)
+    p.add_argument("--network-cr", type=float, default=0.18)
     p.add_argument("--images", type=int, default=16)
     a = p.parse_args()
     rows = []
@@ -89,7 +91,7 @@ def main():
         if (RESULTS / file).is_file():
             rows.append(trained_row(name, RESULTS / file))
     for name in a.models:
-        rows.append(random_weight_row(name, a.frac, a.images))
+        rows.append(random_weight_row(name, a.network_cr, a.images))
         print(f"{name}: done in {rows[-1]['approx_s']:.0f} s", flush=True)
     for r in rows:
         pr, ps, pd = PAPER[r["model"]]
@@ -101,7 +103,7 @@ def main():
             "results). top-1 before = the better of the baseline and its fine-tuned control; "
             "paper_drop: top-1 points (CIFAR-10) or top-5 points (ImageNet).")
     print(md + "\n\n" + note)
-    write_report(RESULTS / "models", {"frac": a.frac, "rows": rows,
+    write_report(RESULTS / "models", {"network_cr": a.network_cr, "rows": rows,
                                       "markdown": md + "\n\n" + note})
 
 

@@ -64,17 +64,16 @@ def main():
         A, U, V, _ = sf.fit([], r)
         base = {"layer": VGG16_LAYER_NAMES.get(name, name), "N fit": half, "d": d, "rank": r}
 
-        def row(method, A, U, V, bias):
+        fits = [("truncated SVD", (torch.zeros_like(W), *truncated_svd(W, r), b)),
+                ("RRR", (A, U, V, b))]
+        fits += [(f"RRR + ReLU refine, {rounds} rounds, damping {damping:g}",
+                  sf.refine_relu(relu, A, U, V, rounds=rounds, damping=damping))
+                 for rounds in a.rounds for damping in a.damping]
+        for method, factors in fits:
             rows.append({**base, "method": method,
-                         "error fit": relu_error(A, U, V, bias, *fit_part),
-                         "error held-out": relu_error(A, U, V, bias, *held)})
+                         "error fit": relu_error(*factors, *fit_part),
+                         "error held-out": relu_error(*factors, *held)})
             print(rows[-1], flush=True)
-        row("truncated SVD", torch.zeros_like(W), *truncated_svd(W, r), b)
-        row("RRR", A, U, V, b)
-        for rounds in a.rounds:
-            for damping in a.damping:
-                row(f"RRR + ReLU refine, {rounds} rounds, damping {damping:g}",
-                    *sf.refine_relu(relu, A, U, V, rounds=rounds, damping=damping))
     cols = ["layer", "N fit", "d", "rank", "method", "error fit", "error held-out"]
     write_report(a.out, {"rows": rows, "markdown": table(rows, cols)})
 

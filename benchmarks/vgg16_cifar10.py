@@ -6,44 +6,34 @@ stored size, layer by layer; then (optionally) fine-tuning; beside the paper's T
 Needs the shared baseline (../shared/models/vgg16_bn_cifar10.pt) and CIFAR-10 in the
 official layout (LRSA_DATA or ../data). lrsa runs with its defaults (asymmetric strategy,
 ReLU response, 1000 calibration images as the paper, per-layer sizes spread from one
-network target); then, at exactly the per-layer stored sizes lrsa chose, in the same run:
-truncated SVD (data-free), reduced-rank regression (asymmetric, linear response) and lrsa
-with the linear response. Top-1 on the 10,000 test images before any fine-tuning for each.
-Every phase is saved as it ends; a rerun resumes only a run of the same code version and
-settings. Writes benchmarks/results/vgg16_cifar10.json and .md (``--out``).
+network target, a factored layer kept only where it runs faster); then, at exactly the
+per-layer stored sizes lrsa chose, in the same run: truncated SVD (data-free),
+reduced-rank regression (asymmetric, linear response) and lrsa with the linear response.
+Top-1 on the 10,000 test images before any fine-tuning for each. Every phase is saved as
+it ends; a rerun resumes only a run of the same code version and settings. Writes
+benchmarks/results/vgg16_cifar10.json and .md (``--out``).
 """
 
 import argparse
 import copy
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
-from _common import CHECKPOINT, cifar_root, finetune_phase, run_control, run_state, table
+from _common import (CHECKPOINT, baselines_phase, cifar_root, comparison_table,
+                     compress_and_evaluate, finetune_phase, git_version, phase, run_control,
+                     run_state, table)
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
-from lrsa.pipeline import compress, matching_plan, save_compressed
+from lrsa.pipeline import load_compressed, save_compressed
 from lrsa.report import (PAPER_TABLE_I, PAPER_VGG16, VGG16_LAYER_NAMES, count_parameters,
                          markdown_table, network_summary, write_report)
 from lrsa.train import evaluate
 
 RESULTS = Path(__file__).parent / "results"
-#: the runs compared at equal size: key -> compress() arguments beyond the plan
-OTHERS = {"svd": dict(method="svd"), "rrr": dict(method="rrr", response="linear"),
-          "lrsa_linear": dict(method="lrsa", response="linear")}
-
-
-def git_version():
-    root = Path(__file__).resolve().parents[1]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                          text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "lrsa", "benchmarks/*.py"],
-                           cwd=root, capture_output=True, text=True).stdout.strip()
-    return head + ("-dirty" if dirty else "")
 
 
 def main():
@@ -54,7 +44,7 @@ def main():
     p.add_argument("--calib-images", type=int, default=1000)
     p.add_argument("--train-images", type=int, default=50_000,
                    help="fine-tune on a random subset of this size (an epoch = one pass)")
-    p.add_argument("--latency-repeats", type=int, default=20)
+    p.add_argument("--latency-repeats", type=int, default=30)
     p.add_argument("--work", default=str(RESULTS / "vgg16_work"))
     p.add_argument("--out", default=str(RESULTS / "vgg16_cifar10"),
                    help="results path without extension (.json and .md are written)")
@@ -66,105 +56,86 @@ def main():
     settings = {k: getattr(a, k) for k in ("network_cr", "epochs", "lr", "calib_images",
                                            "train_images")}
     settings["code_version"] = git_version()  # a rerun with other code is refused
-    state, save_state = run_state(work, settings)
+    state, save = run_state(work, settings)
     t_start = time.perf_counter()
 
     model = vgg16_bn()
     load_checkpoint(model, CHECKPOINT)
     model.eval()
+    folded = fold_batchnorm(copy.deepcopy(model).eval())
     xtr, ytr = load_cifar10(cifar_root(), train=True)
     xte, yte = load_cifar10(cifar_root(), train=False)
     test = make_loader(xte, yte, 500)
     idx = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))
     calib = [x for x, _ in make_loader(xtr[idx[:a.calib_images]], ytr[idx[:a.calib_images]],
                                        250)]
+    phase(state, save, "top1_baseline", lambda: evaluate(model, test)["top1"])
+    params_original = phase(state, save, "params_original", lambda: count_parameters(folded))
 
-    def phase(key, fn):
-        if key not in state:
-            state[key] = fn()
-            save_state()
-        print(key, state[key] if not isinstance(state[key], dict) else "", flush=True)
-        return state[key]
+    def run_lrsa():
+        compressed, summary = compress_and_evaluate(
+            model, calib, test, network_cr=a.network_cr, response="relu",
+            strategy="asymmetric", workdir=work / "layers_lrsa")
+        save_compressed(compressed, work / "compressed.pt", arch="vgg16_bn")
+        return summary
+    lrsa = phase(state, save, "run_lrsa", run_lrsa)
+    others = baselines_phase(state, save, model, calib, test, lrsa["layers"])
 
-    phase("top1_baseline", lambda: evaluate(model, test)["top1"])
-    phase("params_original", lambda: count_parameters(fold_batchnorm(copy.deepcopy(model))))
-
-    def run(key, **kw):
-        def go():
-            compressed, rep = compress(model, calib, **kw)
-            if key == "lrsa":
-                save_compressed(compressed, work / "compressed.pt", arch="vgg16_bn", report=rep)
-            return {"seconds": rep.seconds, "layers": rep.layers,
-                    "params": count_parameters(compressed),
-                    "top1": evaluate(compressed, test)["top1"]}
-        return phase(f"run_{key}", go)
-
-    lrsa = run("lrsa", network_cr=a.network_cr, response="relu", strategy="asymmetric",
-               workdir=work / "layers_lrsa")
-    for key, kw in OTHERS.items():
-        run(key, plan=matching_plan({"layers": lrsa["layers"]}), strategy="asymmetric", **kw)
-
-    results = {k: state[f"run_{k}"] for k in ("lrsa", *OTHERS)}
     data = {"code_version": settings["code_version"], "threads": torch.get_num_threads(),
-            "top1_baseline": state["top1_baseline"], "params_original": state["params_original"],
+            "top1_baseline": state["top1_baseline"], "params_original": params_original,
             "top1_compressed": lrsa["top1"], "params_compressed": lrsa["params"],
-            "approx_seconds": lrsa["seconds"], "layers": lrsa["layers"],
-            "network_cr_target": a.network_cr, "calib_images": a.calib_images,
-            "paper": PAPER_VGG16}
-    for key in OTHERS:
-        data[f"top1_{key}"] = results[key]["top1"]
-        data[f"params_{key}"] = results[key]["params"]
-        data[f"approx_seconds_{key}"] = results[key]["seconds"]
-    data["params_ratio"] = data["params_original"] / data["params_compressed"]
+            "approx_seconds": lrsa["seconds"], "speed_check": lrsa["speed"],
+            "layers": lrsa["layers"], "network_cr_target": a.network_cr,
+            "calib_images": a.calib_images, "paper": PAPER_VGG16}
+    for key, run in others.items():
+        data.update({f"top1_{key}": run["top1"], f"params_{key}": run["params"],
+                     f"approx_seconds_{key}": run["seconds"]})
+    data["params_ratio"] = params_original / lrsa["params"]
     data["top1_margin_over_best_baseline"] = lrsa["top1"] - max(data["top1_svd"],
                                                                 data["top1_rrr"])
     per_layer = [{"layer": VGG16_LAYER_NAMES.get(r["name"], r["name"]),
-                  "n x d": f"{r['n']} x {r['d']}", "lrsa": r.get("choice", r["kind"]),
-                  "rank": r["rank"], "kept channels": r.get("kept_channels", "-"),
+                  "n x d": f"{r['n']} x {r['d']}", "kind": r["kind"],
+                  "lrsa": r.get("choice", "-"), "rank": r["rank"],
+                  "kept channels": r.get("kept_channels", "-"),
                   "params lrsa": r["params_compressed"],
-                  **{f"params {k}": results[k]["layers"][i]["params_compressed"]
-                     for k in OTHERS}} for i, r in enumerate(lrsa["layers"])]
-    comparison = table([{"method": name, "stored parameters": results[k]["params"],
-                         "x fewer": data["params_original"] / results[k]["params"],
-                         "top-1 before fine-tuning": results[k]["top1"],
-                         "approximation s": results[k]["seconds"]} for k, name in
-                        (("svd", "truncated SVD (data-free)"),
-                         ("rrr", "reduced-rank regression (asymmetric, linear)"),
-                         ("lrsa_linear", "lrsa, linear response"),
-                         ("lrsa", "**lrsa (defaults: ReLU response)**"))],
-                       ["method", "stored parameters", "x fewer", "top-1 before fine-tuning",
-                        "approximation s"])
+                  **{f"params {k}": others[k]["layers"][i]["params_compressed"]
+                     for k in others}} for i, r in enumerate(lrsa["layers"])]
 
     if a.epochs:
         control_path = work / "control.json"
         train_sub = idx[-a.train_images:]
         train = make_loader(xtr[train_sub], ytr[train_sub], 128, train=True, seed=0)
         if not control_path.exists():
-            run_control(fold_batchnorm(copy.deepcopy(model).eval()), train, test,
-                        control_path, epochs=a.epochs, lr=a.lr)
+            run_control(copy.deepcopy(folded), train, test, control_path, epochs=a.epochs,
+                        lr=a.lr)
         state.update(json.loads(control_path.read_text()))
-        finetune_phase(state, save_state, work / "compressed.pt", work / "finetuned.pt",
-                       train, test, epochs=a.epochs, lr=a.lr, arch="vgg16_bn")
+        finetune_phase(state, save, work / "compressed.pt", work / "finetuned.pt", train,
+                       test, epochs=a.epochs, lr=a.lr, arch="vgg16_bn")
         reference = max(state["top1_baseline"], state["top1_baseline_finetuned"])
         data.update({k: state[k] for k in ("top1_baseline_finetuned", "top1_finetuned",
                                            "finetune_seconds")},
                     finetune_epochs=a.epochs * a.train_images / len(xtr),
                     top1_drop=reference - state["top1_finetuned"])
 
-    from lrsa.pipeline import load_compressed
     compressed, _ = load_compressed(work / "compressed.pt")
-    summary = phase("summary", lambda: network_summary(
-        fold_batchnorm(copy.deepcopy(model).eval()), compressed.eval(), (1, 3, 32, 32),
-        latency_batches=(1, 128), repeats=a.latency_repeats))
-    data.update(summary, speedup_b1=summary["latency"]["b1"]["speedup"],
-                speedup_b128=summary["latency"]["b128"]["speedup"])
+    summary = phase(state, save, "summary", lambda: network_summary(
+        folded, compressed.eval(), (1, 3, 32, 32), latency_batches=(1, 128),
+        repeats=a.latency_repeats))
+    lat = summary["latency"]
+    data.update(summary, speedup_b1=lat["b1"]["speedup"], speedup_b128=lat["b128"]["speedup"],
+                speedup_b128_min=lat["b128"]["original_min_s"] / lat["b128"]["compressed_min_s"],
+                speedup_b1_min=lat["b1"]["original_min_s"] / lat["b1"]["compressed_min_s"])
     data["wall_seconds_this_invocation"] = time.perf_counter() - t_start
     data["markdown"] = "\n".join([
         f"VGG-16 on CIFAR-10, code {data['code_version']}, {data['threads']} threads; "
         f"baseline top-1 {data['top1_baseline']:.2f}%.", "",
         "At equal stored size per layer (the sizes lrsa chose), before fine-tuning:", "",
-        comparison, "", "Per layer (stored parameters):", "",
-        table(per_layer, list(per_layer[0])), "",
+        comparison_table(lrsa, others, params_original), "",
+        f"Speed (BN-folded original vs lrsa, {a.latency_repeats} interleaved repeats): "
+        f"batch 1 {data['speedup_b1']:.2f}x (min {data['speedup_b1_min']:.2f}x), batch 128 "
+        f"{data['speedup_b128']:.2f}x (min {data['speedup_b128_min']:.2f}x); MACs "
+        f"{data['macs_ratio']:.2f}x fewer.", "",
+        "Per layer (stored parameters):", "", table(per_layer, list(per_layer[0])), "",
         markdown_table(lrsa["layers"], paper=PAPER_TABLE_I, names=VGG16_LAYER_NAMES,
                        paper_ratio=PAPER_VGG16["params_ratio"])])
     write_report(a.out, data)

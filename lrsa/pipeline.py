@@ -148,6 +148,8 @@ METHODS = ("lrsa", "svd", "rrr")
 
 
 HELD_OUT = 0.2  # share of the samples that judges the structure and the ReLU refinement
+LOOSE_ITERATIONS = 40  # ADMM iterations for ranking channels under a size target
+ADMM_MAX_MACS = 2e12  # above this (about 2 min on 2 cores) the ranking uses the energy
 
 
 def _solve(X, Z, W, b, p, response, group, method="lrsa", max_iter=200, tol=1e-3, seed=0):
@@ -210,6 +212,7 @@ def _solve(X, Z, W, b, p, response, group, method="lrsa", max_iter=200, tol=1e-3
     extra = {"choice": "A+B" if m and r else ("A only" if m else "B only"),
              "kept_channels": m, "frac": p.frac if method == "lrsa" else None,
              "method": method, "refined": refined,
+             "ranked_by": None if method != "lrsa" else "admm" if admm is not None else "energy",
              "params_compressed": m * group * n + r * (n + d)}
     return sol, extra
 
@@ -223,15 +226,19 @@ def _rank_channels(lin, fit, W, p, group, loose, max_iter, tol):
     """The ADMM at the plan's lambdas (loosely converged when a budget is given: the
     ranking and the rank are sought, not digits). Returns (solution, channel order, number
     of channels it keeps): first the channels A keeps, by the l2 norm of their columns,
-    then the rest by their share of the full least-squares fit's energy."""
-    n = W.shape[0]
+    then the rest by their share of the full least-squares fit's energy. Where the loose
+    ADMM alone would cost more than ``ADMM_MAX_MACS`` multiply-adds (its M-step is n d^2),
+    the energy ranks all channels and no solution is returned."""
+    n, d = W.shape
+    energy = (fit.W_full.pow(2) * torch.diagonal(fit.G)).sum(0).reshape(-1, group).sum(1)
+    if loose and LOOSE_ITERATIONS * n * d * d > ADMM_MAX_MACS:  # e.g. AlexNet's fc6, fc7
+        return None, torch.argsort(energy, descending=True), 0
     scale = max(float(torch.linalg.vector_norm(lin.C, dim=0).mean()), 1e-12)
     lam1 = p.frac * scale
     lam2 = math.inf if math.isinf(p.ratio) else p.ratio * lam1
-    admm = lin.solve(lam1, lam2, W0=W, max_iter=40 if loose else max_iter,
+    admm = lin.solve(lam1, lam2, W0=W, max_iter=LOOSE_ITERATIONS if loose else max_iter,
                      tol=1e-2 if loose else tol)
     norms = torch.linalg.vector_norm(admm.A.reshape(n, -1, group), dim=(0, 2)).double()
-    energy = (fit.W_full.pow(2) * torch.diagonal(fit.G)).sum(0).reshape(-1, group).sum(1)
     order = torch.argsort(norms * energy.max() * 1e3 + energy, descending=True)
     return admm, order, int((norms > 0).sum())
 
