@@ -145,8 +145,9 @@ def comparison_table(lrsa_run, others, params_original):
     runs = [(name, others[k]) for k, (name, _) in BASELINES.items()]
     runs.append(("**lrsa (defaults: ReLU response)**", lrsa_run))
     return table([{"method": name, "stored parameters": r["params"],
-                   "x fewer": params_original / r["params"],
-                   "top-1 before fine-tuning": r["top1"], "approximation s": r["seconds"]}
+                   "x fewer": f"{params_original / r['params']:.2f}",
+                   "top-1 before fine-tuning": f"{r['top1']:.2f}%",
+                   "approximation s": f"{r['seconds']:.0f}"}
                   for name, r in runs],
                  ["method", "stored parameters", "x fewer", "top-1 before fine-tuning",
                   "approximation s"])

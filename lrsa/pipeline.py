@@ -1,23 +1,26 @@
 r"""Whole networks: approximate layer after layer (paper sections IV-V).
 
 For each layer, in the order a traced forward pass calls them, :func:`compress` samples
-lowered inputs X and pre-activation responses Z on calibration images, solves
-:func:`lrsa.solve_layer` for A + B, and swaps in a :class:`lrsa.layers.SparseLowRankConv2d`
-(or ``...Linear``), or a dense layer where that is cheaper. BatchNorm is folded first.
+lowered inputs X and pre-activation responses Z on calibration images, solves the layer
+(:func:`_solve`) and swaps in a :class:`lrsa.layers.SparseLowRankConv2d` (or ``...Linear``),
+or keeps the layer as it was where the factored form runs no faster. BatchNorm is folded
+first.
 
 Strategies (paper Fig. 3): ``"symmetric"`` takes X from the original network,
 ``"asymmetric"`` from the network approximated so far (targets always from the original).
 
-Lambdas are per layer and relative: ``lam1 = frac * s`` where ``s`` is the mean column norm
-of :math:`(Z - b)X^\top/N` (the data term's gradient at 0), so one ``frac`` means the same
-on every layer whatever its scale; ``lam2 = ratio * lam1`` (paper: 2.5-3). Instead of
-lambdas a user can ask for a compression rate: per layer (``target_cr``) or for the whole
-network (``network_cr``, spread evenly over the approximated layers); lrsa then bisects
-``frac`` on the linear-response solve, which is convex and fast, and for the ReLU response
-refits on the structure found (a trade-off: the ReLU ADMM itself would move the rate).
+Sizes: a per-layer stored-size target (``target_cr``, a fraction of n d) or one for the
+whole network (``network_cr``, spread over the layers by :func:`_spread_network_target`);
+the budget is then split between kept input channels (A) and rank (B) as exact fits judge
+best on held-out samples, the ADMM ranking the channels. Without a target, the lambdas
+decide: ``lam1 = frac * s`` where ``s`` is the mean column norm of
+:math:`(Z - b)X^\top/N` (the data term's gradient at 0), so one ``frac`` means the same on
+every layer whatever its scale; ``lam2 = ratio * lam1`` (paper: 2.5-3); the ADMM's own
+structure then sets the layer's size.
 
-A run with ``workdir`` writes each finished layer atomically and, started again with the
-same arguments, continues after the last finished layer.
+A run with ``workdir`` writes each finished layer atomically, with the code version,
+weights and settings that computed it; started again it continues after the last finished
+layer, and refuses layers computed by other code, weights or settings.
 """
 
 from __future__ import annotations
@@ -51,9 +54,10 @@ __all__ = ["CompressionReport", "LayerPlan", "code_version", "compress", "defaul
 class LayerPlan:
     """How one layer is approximated.
 
-    frac : lam1 relative to the layer's gradient scale (ignored when target_cr is set).
+    frac : lam1 relative to the layer's gradient scale (with target_cr: the ADMM that ranks
+        the input channels runs at it).
     ratio : lam2 / lam1 (math.inf: sparse only, no low-rank part).
-    target_cr : wanted CR(A+B) of this layer in (0, 1]; lambdas are searched.
+    target_cr : stored size of this layer as a fraction of n d, in (0, 1]; >= 1 keeps it.
     skip : leave the layer as it is.
     """
 

@@ -273,3 +273,33 @@ def test_baselines_at_matching_sizes_and_lrsa_never_fits_worse(trained):
         compress(model, calib, method="rrr", frac=0.1, progress=False)
     with pytest.raises(ValueError, match="method"):
         compress(model, calib, method="pca", progress=False)
+
+
+def test_never_slower_reverts_the_least_gaining_layers(trained, monkeypatch):
+    """Whole-model check: while the compressed model is measured slower than the original,
+    the factored layer that gained least in place goes back to its original weights; the
+    report records the measured speed-ups and the reverted layers."""
+    model, calib, _ = trained
+    import lrsa.layers
+    gain = {(32, 32): 1.5, (64, 32): 1.1, (64, 64): 2.0, (128, 64): 1.3, (10, 128): 1.2}
+
+    def per_layer(dense, factored, shape, repeats):  # every layer faster in place
+        s = gain[tuple(dense.weight.shape[:2])]
+        return {"original_median_s": s, "compressed_median_s": 1.0, "speedup": s}
+
+    def whole(original, compressed, shape, repeats):  # slower until two layers went back
+        n_factored = sum(isinstance(m, (SparseLowRankConv2d, SparseLowRankLinear))
+                         for m in compressed.modules())
+        s = 1.2 if n_factored <= 3 else 0.9
+        return {"original_median_s": s, "compressed_median_s": 1.0, "speedup": s}
+
+    monkeypatch.setattr(lrsa.layers, "compare_latency", per_layer)
+    monkeypatch.setattr(lrsa.pipeline, "compare_latency", whole)
+    comp, rep = compress(model, calib, target_cr=0.4, progress=False)
+    assert rep.speed["faster"] and rep.speed["reverted"] == ["features.7", "classifier.2"]
+    assert all(v == 1.2 for v in rep.speed["speedups"].values())
+    original = lrsa.pipeline.fold_batchnorm(model)
+    for name in rep.speed["reverted"]:
+        row = next(r for r in rep.layers if r["name"] == name)
+        assert row["kind"] == "dense" and row["params_compressed"] == row["params_original"]
+        assert torch.equal(comp.get_submodule(name).weight, original.get_submodule(name).weight)
