@@ -106,12 +106,13 @@ def phase(state, save, key, fn):
 
 
 def git_version():
-    """The commit the benchmark runs at, "-dirty" when lrsa/ or benchmarks/ differ from it."""
+    """The commit the benchmark runs at, "-dirty" when the code (lrsa/, benchmarks/*.py)
+    differs from it (results files do not count)."""
     root = Path(__file__).resolve().parents[1]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                           text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "lrsa", "benchmarks"], cwd=root,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "lrsa", ":(glob)benchmarks/*.py"],
+                           cwd=root, capture_output=True, text=True).stdout.strip()
     return head + ("-dirty" if dirty else "")
 
 

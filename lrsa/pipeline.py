@@ -177,7 +177,8 @@ def _solve(X, Z, W, b, p, response, group, method="lrsa", max_iter=200, tol=1e-3
     only, linear response). Both need ``target_cr``.
     """
     n, d = W.shape
-    budget = None if p.target_cr is None else int(p.target_cr * n * d)
+    # the small margin: a size given as params / (n d) must not floor to one weight less
+    budget = None if p.target_cr is None else int(p.target_cr * n * d + 1e-6)
     if method != "lrsa" and budget is None:
         raise ValueError(f"method={method!r} needs a target_cr (a size to match)")
     sparse_only = method == "lrsa" and math.isinf(p.ratio)  # the plan asks for A alone
