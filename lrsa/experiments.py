@@ -102,9 +102,13 @@ def cifar_root():
 
 def cache_folder():
     """Where the notebooks cache what they compute (the digits model, lambda grids, resumable
-    runs): ``$LRSA_CACHE/notebooks`` if set, else ``<temp dir>/lrsa-notebooks``."""
+    runs): ``$LRSA_CACHE/notebooks/<code version>`` if set, else
+    ``<temp dir>/lrsa-notebooks/<code version>``. One folder per version of lrsa's code, so
+    an upgraded lrsa recomputes instead of meeting layers it must refuse to resume."""
+    from .pipeline import code_version
     base = os.environ.get("LRSA_CACHE")
     folder = Path(base) / "notebooks" if base else Path(tempfile.gettempdir()) / "lrsa-notebooks"
+    folder = folder / code_version()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

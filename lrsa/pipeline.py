@@ -54,8 +54,8 @@ __all__ = ["CompressionReport", "LayerPlan", "code_version", "compress", "defaul
 class LayerPlan:
     """How one layer is approximated.
 
-    frac : lam1 relative to the layer's gradient scale (with target_cr: the ADMM that ranks
-        the input channels runs at it).
+    frac : lam1 relative to the layer's gradient scale (with target_cr, the ADMM that ranks
+    the input channels runs at it).
     ratio : lam2 / lam1 (math.inf: sparse only, no low-rank part).
     target_cr : stored size of this layer as a fraction of n d, in (0, 1]; >= 1 keeps it.
     skip : leave the layer as it is.
