@@ -101,7 +101,8 @@ def cmd_train(args):
 
 def _compress_args(args):
     return dict(frac=args.frac, ratio=args.ratio, target_cr=args.target_cr,
-                network_cr=args.network_cr, response=args.response, strategy=args.strategy,
+                network_cr=args.network_cr, network_macs=args.network_macs,
+                response=args.response, strategy=args.strategy,
                 samples_per_image=args.samples_per_image, max_samples=args.max_samples,
                 workdir=Path(args.out) / "work", seed=args.seed)
 
@@ -261,6 +262,8 @@ def build_parser():
                         help="per-layer stored-size target in (0, 1] (fraction of n d)")
         sp.add_argument("--network-cr", type=float, default=None,
                         help="whole-network CR target in (0, 1]")
+        sp.add_argument("--network-macs", type=float, default=None,
+                        help="whole-network multiply-add target in (0, 1] instead")
         sp.add_argument("--response", choices=["relu", "linear"], default="relu")
         sp.add_argument("--strategy", choices=["asymmetric", "symmetric"],
                         default="asymmetric")

@@ -41,7 +41,7 @@ from torch import nn
 from .features import batch_input, collect_features, find_layers, fold_batchnorm
 from .baselines import truncated_svd
 from .layers import (ImplementationChoice, SparseLowRankConv2d, SparseLowRankLinear,
-                     choose_implementation)
+                     choose_implementation, estimate_macs)
 from .timing import compare_latency
 from .solver import LayerProblem, LayerSolution, StructuredFit, layer_objective
 
@@ -338,9 +338,9 @@ def _as_batches(calibration_data, batch_size=128):
 
 
 def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target_cr=None,
-             network_cr=None, response="relu", strategy="asymmetric", method="lrsa",
-             samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3, exclude=(),
-             workdir=None, fallback="time", progress=True, seed=0):
+             network_cr=None, network_macs=None, response="relu", strategy="asymmetric",
+             method="lrsa", samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3,
+             exclude=(), workdir=None, fallback="time", progress=True, seed=0):
     """Compress ``model`` by layer-wise sparse + low-rank approximation.
 
     Parameters
@@ -353,6 +353,10 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
         ``ratio``, ``target_cr`` and ``exclude``.
     network_cr : whole-network stored-size target over all Conv2d/Linear weights; overrides
         the per-layer targets (spread by :func:`_spread_network_target`).
+    network_macs : instead, a whole-network multiply-add target (fraction of the Conv2d /
+        Linear MACs per image): the same spread weighted by each layer's MACs, so the early
+        high-resolution layers, which hold most of them, are cut the most. The speed a
+        device gets from it is measured, not promised (see ``fallback``).
     response : "relu" (paper) or "linear".
     strategy : "asymmetric" (paper) or "symmetric".
     method : "lrsa" (sparse + low-rank, see :func:`_solve`), or a baseline at the same
@@ -391,8 +395,15 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     unknown = set(plan) - {n for n, _ in layers}
     if unknown:
         raise ValueError(f"plan names layers the model does not have: {sorted(unknown)}")
+    in_shapes, relu_after = _trace(original, first[:1])
+    if network_cr is not None and network_macs is not None:
+        raise ValueError("give network_cr or network_macs, not both")
     if network_cr is not None:
         _spread_network_target(plan, layers, network_cr)
+    if network_macs is not None:
+        macs = {n: estimate_macs(m, in_shapes[n]) for n, m in layers}
+        _spread_network_target(plan, layers, network_macs, macs, "network_macs",
+                               "multiply-adds")
 
     if fallback not in ("time", "macs", None):
         raise ValueError(f"fallback must be 'time', 'macs' or None, got {fallback!r}")
@@ -408,9 +419,8 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
         provenance = {"code": code_version(), "weights": weights_fingerprint(model)}
     compressed = copy.deepcopy(original)
     report = CompressionReport(strategy=strategy, response=response, method=method)
-    in_shapes, relu_after = _trace(original, first[:1])
     batch_sizes = sorted({1, int(first.shape[0])})
-    factored = {}  # name -> (module, its worst in-place speed-up)
+    factored = {}  # name -> its worst in-place speed-up
 
     from tqdm.auto import tqdm
     bar = tqdm(total=len(layers), desc="compress", unit="layer", disable=not progress)
@@ -446,8 +456,8 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
             row["kind"] = choice.kind
             row["layer_speedups"] = choice.speedups
             if choice.kind == "factored":
-                factored[name] = (choice.module, min((choice.speedups or {0: 0}).values()))
-            if choice.kind == "dense":
+                factored[name] = min((choice.speedups or {0: 0}).values())
+            else:
                 row["params_compressed"] = n * d
         report.layers.append(row)
         bar.update(1)
@@ -467,7 +477,7 @@ def _never_slower(original, compressed, factored, report, sample_shape, batch_si
     one gained least. Returns the measured speed-ups and the layers reverted."""
     rows = {r["name"]: r for r in report.layers}
     reverted = []
-    order = sorted(factored, key=lambda name: factored[name][1])  # least gain first
+    order = sorted(factored, key=factored.get)  # least gain first
     while True:
         speedups = {f"b{b}": compare_latency(original, compressed, (b, *sample_shape),
                                              repeats=repeats)["speedup"] for b in batch_sizes}
@@ -572,21 +582,25 @@ def _trace(model, x):
     return shapes, {name for name, out in outputs.items() if out.data_ptr() in relus.ptrs}
 
 
-def _spread_network_target(plan, layers, network_cr):
-    """Per-layer targets CR_l = min(1, k sqrt(P_max / P_l)) meeting the network target.
+def _spread_network_target(plan, layers, target, costs=None, name="network_cr",
+                           unit="weights"):
+    """Per-layer targets CR_l = min(1, k sqrt(C_max / C_l)) with sum_l CR_l C_l meeting
+    ``target`` times the total cost.
 
-    Small (early) layers keep more of their weights, big (deep) ones less, the pattern of the
-    paper's Table I; k is found by bisection.
+    ``costs``: name -> the layer's cost at full size, its weights by default; its
+    multiply-adds for a MAC budget (a factored layer's MACs scale with its stored size).
+    Cheap (early) layers keep more, costly ones less, the pattern of the paper's Table I;
+    k is found by bisection.
     """
-    if not 0 < network_cr <= 1:
-        raise ValueError(f"network_cr must be in (0, 1], got {network_cr}")
-    sizes = {name: _weight(m).numel() for name, m in layers}
+    if not 0 < target <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {target}")
+    sizes = costs if costs is not None else {n: _weight(m).numel() for n, m in layers}
     total = sum(sizes.values())
     kept = sum(sizes[n] for n in sizes if plan[n].skip)
     free = {n: p for n, p in sizes.items() if not plan[n].skip}
-    if not free or network_cr * total <= kept:
-        raise ValueError(f"network_cr={network_cr} is out of reach: the skipped layers alone "
-                         f"hold {kept / total:.1%} of the weights")
+    if not free or target * total <= kept:
+        raise ValueError(f"{name}={target} is out of reach: the skipped layers alone "
+                         f"hold {kept / total:.1%} of the {unit}")
     p_max = max(free.values())
 
     def crs(k):
@@ -595,12 +609,12 @@ def _spread_network_target(plan, layers, network_cr):
     lo, hi = 0.0, 1.0
     for _ in range(60):
         k = (lo + hi) / 2
-        if sum(c * free[n] for n, c in crs(k).items()) + kept > network_cr * total:
+        if sum(c * free[n] for n, c in crs(k).items()) + kept > target * total:
             hi = k
         else:
             lo = k
-    for name, cr in crs(lo).items():
-        plan[name].target_cr = cr
+    for n, cr in crs(lo).items():
+        plan[n].target_cr = cr
 
 
 def finetune(model, loader, *, epochs, lr=1e-3, bf16=False, dropout=False, progress=False,

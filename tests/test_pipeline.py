@@ -303,3 +303,23 @@ def test_never_slower_reverts_the_least_gaining_layers(trained, monkeypatch):
         row = next(r for r in rep.layers if r["name"] == name)
         assert row["kind"] == "dense" and row["params_compressed"] == row["params_original"]
         assert torch.equal(comp.get_submodule(name).weight, original.get_submodule(name).weight)
+
+
+def test_mac_budget_is_met_and_cuts_early_layers_more(trained):
+    """network_macs spreads the sizes by each layer's multiply-adds: the compressed model
+    stays within the MAC budget (a factored layer's MACs are its stored size per output
+    position), and the high-resolution early layer keeps less than under a weight budget
+    of the same overall size."""
+    from lrsa.report import count_macs
+    model, calib, _ = trained
+    by_macs, rep_macs = compress(model, calib, network_macs=0.5, fallback=None,
+                                 progress=False)
+    original = lrsa.pipeline.fold_batchnorm(model)
+    assert count_macs(by_macs, (1, 1, 8, 8)) <= 0.5 * count_macs(original, (1, 1, 8, 8))
+    stored = rep_macs.params_compressed / rep_macs.params_original
+    _, rep_params = compress(model, calib, network_cr=stored, fallback=None, progress=False)
+    cr = lambda rep, name: next(r["params_compressed"] / r["params_original"]  # noqa: E731
+                                for r in rep.layers if r["name"] == name)
+    assert cr(rep_macs, "features.3") < cr(rep_params, "features.3")
+    with pytest.raises(ValueError, match="not both"):
+        compress(model, calib, network_cr=0.5, network_macs=0.5, progress=False)
