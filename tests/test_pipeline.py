@@ -62,7 +62,8 @@ def test_compressed_is_smaller_and_matches_dense_a_plus_b(trained, tmp_path):
 
 def test_resume_after_crash_gives_the_same_model(trained, tmp_path, monkeypatch):
     model, calib, _ = trained
-    ref, ref_rep = compress(model, calib, frac=0.05, workdir=tmp_path / "ref", progress=False, fallback=None)
+    ref, ref_rep = compress(model, calib, frac=0.05, workdir=tmp_path / "ref", progress=False,
+                            fallback=None)
     calls = {"n": 0}
     original = lrsa.pipeline._solve
 
@@ -78,7 +79,8 @@ def test_resume_after_crash_gives_the_same_model(trained, tmp_path, monkeypatch)
     assert len(list((tmp_path / "run").glob("layer_*.pt"))) == 2
     monkeypatch.setattr(lrsa.pipeline, "_solve", original)
     calls["n"] = 0
-    resumed, rep = compress(model, calib, frac=0.05, workdir=tmp_path / "run", progress=False, fallback=None)
+    resumed, rep = compress(model, calib, frac=0.05, workdir=tmp_path / "run", progress=False,
+                            fallback=None)
     x = torch.cat(calib)[:32]
     with torch.no_grad():
         torch.testing.assert_close(resumed(x), ref(x), rtol=1e-5, atol=1e-5)
@@ -227,7 +229,8 @@ def test_tensor_calibration_equals_its_batches(trained):
     model, calib, _ = trained
     images = torch.cat(calib)
     a, rep_a = compress(model, images, target_cr=0.4, progress=False, fallback=None)
-    b, rep_b = compress(model, list(images.split(128)), target_cr=0.4, progress=False, fallback=None)
+    b, rep_b = compress(model, list(images.split(128)), target_cr=0.4, progress=False,
+                        fallback=None)
     x = images[:8]
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x))
