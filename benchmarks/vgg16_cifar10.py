@@ -40,6 +40,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # 0.17: layers left as they were (not faster factored) take back about 4 % of the budget
     p.add_argument("--network-cr", type=float, default=0.17)
+    p.add_argument("--network-macs", type=float, default=None,
+                   help="a multiply-add budget instead of --network-cr")
     p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: none)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--calib-images", type=int, default=1000)
@@ -54,8 +56,8 @@ def main():
         raise SystemExit("needs ../shared/models/vgg16_bn_cifar10.pt and CIFAR-10 "
                          "(set LRSA_DATA to the folder holding cifar-10-batches-py)")
     work = Path(a.work)
-    settings = {k: getattr(a, k) for k in ("network_cr", "epochs", "lr", "calib_images",
-                                           "train_images")}
+    settings = {k: getattr(a, k) for k in ("network_cr", "network_macs", "epochs", "lr",
+                                           "calib_images", "train_images")}
     settings["code_version"] = git_version()  # a rerun with other code is refused
     state, save = run_state(work, settings)
     t_start = time.perf_counter()
@@ -75,7 +77,9 @@ def main():
 
     def run_lrsa():
         compressed, summary = compress_and_evaluate(
-            model, calib, test, network_cr=a.network_cr, response="relu",
+            model, calib, test, response="relu",
+            **({"network_macs": a.network_macs} if a.network_macs else
+               {"network_cr": a.network_cr}),
             strategy="asymmetric", workdir=work / "layers_lrsa")
         save_compressed(compressed, work / "compressed.pt", arch="vgg16_bn")
         return summary
