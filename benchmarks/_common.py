@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from lrsa.pipeline import compress, finetune, load_compressed, matching_plan, save_compressed
+from lrsa.pipeline import compress, compress_like, finetune, load_compressed, save_compressed
 from lrsa.report import count_parameters
 from lrsa.train import evaluate
 
@@ -116,9 +116,11 @@ def git_version():
     return head + ("-dirty" if dirty else "")
 
 
-def compress_and_evaluate(model, calib, test, **kwargs):
-    """(compressed model, summary dict): compress(**kwargs), then top-1 on ``test``."""
-    compressed, rep = compress(model, calib, **kwargs)
+def compress_and_evaluate(model, calib, test, like=None, **kwargs):
+    """(compressed model, summary dict): compress(**kwargs), or compress_like(``like``) at
+    the per-layer sizes of an earlier run's report, then top-1 on ``test``."""
+    compressed, rep = (compress(model, calib, **kwargs) if like is None
+                       else compress_like(model, calib, like, **kwargs))
     return compressed, {"seconds": rep.seconds, "layers": rep.layers, "speed": rep.speed,
                         "params": count_parameters(compressed),
                         "top1": evaluate(compressed, test)["top1"]}
@@ -135,9 +137,8 @@ def baselines_phase(state, save, model, calib, test, lrsa_layers, strategy="asym
     """Each of :data:`BASELINES` at exactly the per-layer sizes of an lrsa run (layers it
     left as they were stay so; no speed fall-back, so the sizes hold). Returns key ->
     summary, and the comparison as a markdown table (with the lrsa run first)."""
-    plan = matching_plan({"layers": lrsa_layers})
     return {key: phase(state, save, f"run_{key}", lambda kw=kw: compress_and_evaluate(
-        model, calib, test, plan=plan, strategy=strategy, fallback=None, progress=False,
+        model, calib, test, like={"layers": lrsa_layers}, strategy=strategy, progress=False,
         **kw)[1]) for key, (_, kw) in BASELINES.items()}
 
 

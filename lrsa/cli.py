@@ -113,7 +113,7 @@ def run_compress(args, model):
     import copy
 
     from .features import fold_batchnorm
-    from .pipeline import compress, finetune, matching_plan, save_compressed
+    from .pipeline import compress, compress_like, finetune, save_compressed
     from .report import count_parameters, network_summary, write_report
     from .train import evaluate
     train_loader, test_loader, calib, in_shape = _loaders(args)
@@ -123,10 +123,10 @@ def run_compress(args, model):
     top1_comp = evaluate(compressed, test_loader)["top1"]
     baselines = {}
     for method in ("svd", "rrr") if args.baselines else ():
-        other, _ = compress(model, calib, plan=matching_plan(rep), method=method,
-                            response="linear", strategy=args.strategy, fallback=None,
-                            samples_per_image=args.samples_per_image,
-                            max_samples=args.max_samples, seed=args.seed, progress=False)
+        other, _ = compress_like(model, calib, rep, method=method, response="linear",
+                                 strategy=args.strategy, seed=args.seed, progress=False,
+                                 samples_per_image=args.samples_per_image,
+                                 max_samples=args.max_samples)
         baselines[method] = {"top1": evaluate(other, test_loader)["top1"],
                              "params": count_parameters(other)}
     t0 = time.perf_counter()

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .timing import device_and_dtype
+
 __all__ = ["GramStats", "LayerFeatures", "check_supported", "collect_features", "find_layers",
            "fold_batchnorm", "lower_conv_input"]
 
@@ -393,16 +395,8 @@ class _eval_no_grad:
         return False
 
 
-def _model_device(model):
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
 def _call(model, x):
-    dev = _model_device(model)
+    dev = device_and_dtype(model)[0]
     if isinstance(x, torch.Tensor):
         return model(x.to(dev))
     if isinstance(x, (tuple, list)):

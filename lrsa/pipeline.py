@@ -45,7 +45,8 @@ from .layers import (ImplementationChoice, SparseLowRankConv2d, SparseLowRankLin
 from .timing import compare_latency
 from .solver import LayerProblem, LayerSolution, StructuredFit, layer_objective
 
-__all__ = ["CompressionReport", "LayerPlan", "code_version", "compress", "default_plan",
+__all__ = ["CompressionReport", "LayerPlan", "code_version", "compress", "compress_like",
+           "default_plan",
            "finetune", "load_compressed", "matching_plan", "save_compressed",
            "weights_fingerprint"]
 
@@ -65,6 +66,14 @@ class LayerPlan:
     ratio: float = 3.0
     target_cr: float | None = None
     skip: bool = False
+
+
+def compress_like(model, calibration_data, report, **kwargs):
+    """``compress`` at exactly the per-layer stored sizes of ``report`` (see
+    :func:`matching_plan`), with no speed fall-back so that the sizes hold; e.g.
+    ``method="rrr", response="linear"`` for reduced-rank regression at lrsa's sizes."""
+    return compress(model, calibration_data, plan=matching_plan(report), fallback=None,
+                    **kwargs)
 
 
 def matching_plan(report):
@@ -510,11 +519,10 @@ def _layer(original, compressed, name, mod, batches, p, resp, method, strategy, 
     sol, extra = _solve(X, Z, W, b, p, resp, group, method, settings["max_iter"],
                         settings["tol"], settings["seed"])
     rel = None
-    if method != "svd":
+    if method != "svd":  # sol.objective is the data term ||Y - r(W X + b)||^2 / 2N
         Y = torch.relu(Z) if resp == "relu" else Z
-        out = sol.W @ X + sol.bias[:, None]
-        out = torch.relu(out) if resp == "relu" else out
-        rel = float(torch.linalg.norm(Y - out) / max(float(torch.linalg.norm(Y)), 1e-30))
+        rel = math.sqrt(2 * X.shape[1] * sol.objective) / max(float(torch.linalg.norm(Y)),
+                                                               1e-30)
     m, r = extra["kept_channels"], sol.rank
     row.update(response=resp, cr_a=m * group / d, cr_b=r * (n + d) / (n * d),
                cr=extra["params_compressed"] / (n * d), rank=r, nonzero_columns=m * group,
