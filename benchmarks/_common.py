@@ -69,30 +69,42 @@ def run_state(work, settings):
     return state, save
 
 
-def run_control(control, train, test, path, *, epochs, lr):
-    """Fine-tune the uncompressed ``control`` with the compressed model's recipe; write its
-    time and top-1 to ``path`` (JSON, atomically)."""
-    t0 = time.perf_counter()
-    finetune(control, train, epochs=epochs, lr=lr, progress=True)
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"control_seconds": time.perf_counter() - t0,
-                               "top1_baseline_finetuned": evaluate(control, test)["top1"]}))
-    tmp.replace(path)
-
-
-def finetune_phase(state, save, comp_path, ft_path, train, test, *, epochs, lr, arch):
-    """Fine-tune the compressed model at ``comp_path`` once (a rerun resumes after it):
-    records ``finetune_seconds`` and ``top1_finetuned`` in ``state``; returns the model."""
-    if "top1_finetuned" not in state:
-        compressed, _ = load_compressed(comp_path)
+def finetune_phase(state, save, key, model_path, ft_path, train, test, *, arch, **recipe):
+    """Fine-tune the model saved at ``model_path`` once with ``lrsa.finetune(**recipe)`` (a
+    rerun resumes after it, and mid-run from the epoch checkpoint ``ft_path``.state);
+    records ``top1_<key>`` and ``finetune_seconds_<key>`` in ``state``."""
+    if f"top1_{key}" not in state:
+        model, _ = load_compressed(model_path)
         t0 = time.perf_counter()
-        finetune(compressed, train, epochs=epochs, lr=lr, progress=True)
-        state["finetune_seconds"] = time.perf_counter() - t0
-        save_compressed(compressed, ft_path, arch=arch)
-        state["top1_finetuned"] = evaluate(compressed, test)["top1"]
+        finetune(model, train, progress=True, checkpoint=f"{ft_path}.state", **recipe)
+        state[f"finetune_seconds_{key}"] = time.perf_counter() - t0
+        save_compressed(model, ft_path, arch=arch)
+        state[f"top1_{key}"] = evaluate(model, test)["top1"]
         save()
-    print("fine-tuned", state["top1_finetuned"], flush=True)
-    return load_compressed(ft_path)[0]
+        Path(f"{ft_path}.state").unlink()
+    print(f"top1_{key}", state[f"top1_{key}"], flush=True)
+
+
+#: fine-tuned in this order (the headline first): result key -> saved starting model
+FINETUNE_RUNS = {"finetuned": "compressed.pt", "baseline_finetuned": "original.pt",
+                 "svd_finetuned": "compressed_svd.pt", "rrr_finetuned": "compressed_rrr.pt"}
+
+
+def finetune_runs(state, save, work, original, train, test, *, arch, epochs, lr, distill):
+    """lrsa's model, the control (the uncompressed ``original``, BN folded), truncated SVD and
+    reduced-rank regression, each fine-tuned with one recipe: ``epochs`` at peak ``lr``,
+    bf16 autocast (measured faster on this CPU), and with ``distill`` ("logits",
+    "features" or "none") from the uncompressed network. Returns the keys it recorded."""
+    work = Path(work)
+    save_compressed(original, work / "original.pt", arch=arch)
+    recipe = dict(epochs=epochs, lr=lr, bf16=True)
+    if distill != "none":
+        recipe.update(teacher=original, feature_weight=1.0 if distill == "features" else 0.0)
+    for key, start in FINETUNE_RUNS.items():
+        finetune_phase(state, save, key, work / start, work / f"{key}.pt", train, test,
+                       arch=arch, **recipe)
+    return {k: state[k] for k in state if k.startswith(("top1_", "finetune_seconds_"))
+            and k.endswith(tuple(FINETUNE_RUNS))}
 
 
 def phase(state, save, key, fn):
@@ -116,11 +128,15 @@ def git_version():
     return head + ("-dirty" if dirty else "")
 
 
-def compress_and_evaluate(model, calib, test, like=None, **kwargs):
+def compress_and_evaluate(model, calib, test, like=None, save_as=None, arch=None,
+                          **kwargs):
     """(compressed model, summary dict): compress(**kwargs), or compress_like(``like``) at
-    the per-layer sizes of an earlier run's report, then top-1 on ``test``."""
+    the per-layer sizes of an earlier run's report, then top-1 on ``test``; the model is
+    written to ``save_as`` (with ``arch``) when given."""
     compressed, rep = (compress(model, calib, **kwargs) if like is None
                        else compress_like(model, calib, like, **kwargs))
+    if save_as is not None:
+        save_compressed(compressed, save_as, arch=arch)
     return compressed, {"seconds": rep.seconds, "layers": rep.layers, "speed": rep.speed,
                         "params": count_parameters(compressed),
                         "top1": evaluate(compressed, test)["top1"]}
@@ -133,12 +149,14 @@ BASELINES = {"svd": ("truncated SVD (data-free)", dict(method="svd")),
              "lrsa_linear": ("lrsa, linear response", dict(method="lrsa", response="linear"))}
 
 
-def baselines_phase(state, save, model, calib, test, lrsa_layers, strategy="asymmetric"):
+def baselines_phase(state, save, model, calib, test, lrsa_layers, strategy="asymmetric",
+                    work=None, arch=None):
     """Each of :data:`BASELINES` at exactly the per-layer sizes of an lrsa run (layers it
     left as they were stay so; no speed fall-back, so the sizes hold). Returns key ->
-    summary, and the comparison as a markdown table (with the lrsa run first)."""
-    return {key: phase(state, save, f"run_{key}", lambda kw=kw: compress_and_evaluate(
+    summary; each model is saved as ``work/compressed_<key>.pt`` when ``work`` is given."""
+    return {key: phase(state, save, f"run_{key}", lambda key=key, kw=kw: compress_and_evaluate(
         model, calib, test, like={"layers": lrsa_layers}, strategy=strategy, progress=False,
+        save_as=None if work is None else Path(work) / f"compressed_{key}.pt", arch=arch,
         **kw)[1]) for key, (_, kw) in BASELINES.items()}
 
 

@@ -19,14 +19,12 @@ Writes benchmarks/results/nin_cifar10.json and .md (``--out``).
 """
 
 import argparse
-import copy
-import json
 from pathlib import Path
 
 import torch
 
 from _common import (SHARED, baselines_phase, cifar_root, comparison_table,
-                     compress_and_evaluate, finetune_phase, git_version, phase, run_control,
+                     compress_and_evaluate, finetune_runs, git_version, phase,
                      run_state)
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import find_layers, fold_batchnorm
@@ -49,6 +47,8 @@ def main():
                    help="multiply the paper's per-layer rates (1: as Table II)")
     p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (0: none)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--distill", choices=["logits", "features", "none"], default="logits",
+                   help="fine-tune learning from the uncompressed network too")
     p.add_argument("--calib-images", type=int, default=1000)
     p.add_argument("--train-images", type=int, default=10_000,
                    help="fine-tune on a random subset of this size (an epoch = one pass)")
@@ -62,7 +62,7 @@ def main():
                          "in this file's docstring) and CIFAR-10 (set LRSA_DATA to the folder "
                          "holding cifar-10-batches-py)")
     work = Path(a.work)
-    keys = ("checkpoint", "model", "table_ii_scale", "epochs", "lr", "calib_images",
+    keys = ("checkpoint", "model", "table_ii_scale", "epochs", "lr", "distill", "calib_images",
             "train_images", "test_images")
     settings = {k: getattr(a, k) for k in keys}
     settings["code_version"] = git_version()
@@ -100,19 +100,15 @@ def main():
         return summary
     lrsa = phase(state, save_state, "run_lrsa", run_lrsa)
     state.update(layers=lrsa["layers"], top1_compressed=lrsa["top1"])
-    others = baselines_phase(state, save_state, model, calib, test, lrsa["layers"])
+    others = baselines_phase(state, save_state, model, calib, test, lrsa["layers"], work=work,
+                             arch=a.model)
     for key, run in others.items():
         state.update({f"top1_{key}": run["top1"], f"params_{key}": run["params"]})
 
-    finetuned = load_compressed(comp_path)[0]
     if a.epochs:
-        control_path = work / "control.json"
-        if not control_path.exists():
-            run_control(copy.deepcopy(model), train, test, control_path, epochs=a.epochs,
-                        lr=a.lr)
-        state.update(json.loads(control_path.read_text()))
-        finetuned = finetune_phase(state, save_state, comp_path, work / "finetuned.pt", train,
-                                   test, epochs=a.epochs, lr=a.lr, arch=a.model)
+        state.update(finetune_runs(state, save_state, work, model, train, test, arch=a.model,
+                                   epochs=a.epochs, lr=a.lr, distill=a.distill))
+    finetuned = load_compressed(work / ("finetuned.pt" if a.epochs else "compressed.pt"))[0]
     summary = network_summary(model, finetuned.eval(), (1, 3, 32, 32),
                               latency_batches=(1, 128), repeats=10)
     reference = max(state["top1_baseline"], state.get("top1_baseline_finetuned", 0.0))
@@ -142,7 +138,10 @@ def main():
         *([f"| top-1 control (uncompressed, same fine-tuning) | "
            f"{state['top1_baseline_finetuned']:.2f}% | - |",
            f"| top-1 compressed, fine-tuned ({epochs:.2g} epochs) | "
-           f"{state['top1_finetuned']:.2f}% | - |"] if a.epochs else []),
+           f"{state['top1_finetuned']:.2f}% | - |",
+           f"| top-1 truncated SVD / reduced-rank regression, same fine-tuning | "
+           f"{state['top1_svd_finetuned']:.2f}% / {state['top1_rrr_finetuned']:.2f}% | - |"]
+          if a.epochs else []),
         f"| top-1 drop vs the better reference | {data['top1_drop']:.2f} pt | 0.41 pt |",
         f"| approximation time (3 layers) | {approx_s:.0f} s | 10-30 min per layer |"])
     write_report(a.out, data)

@@ -16,14 +16,13 @@ benchmarks/results/vgg16_cifar10.json and .md (``--out``).
 
 import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
 import torch
 
 from _common import (CHECKPOINT, baselines_phase, cifar_root, comparison_table,
-                     compress_and_evaluate, finetune_phase, git_version, phase, run_control,
+                     compress_and_evaluate, finetune_runs, git_version, phase,
                      run_state, table)
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import fold_batchnorm
@@ -44,6 +43,8 @@ def main():
                    help="a multiply-add budget instead of --network-cr")
     p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: none)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--distill", choices=["logits", "features", "none"], default="logits",
+                   help="fine-tune learning from the uncompressed network too")
     p.add_argument("--calib-images", type=int, default=1000)
     p.add_argument("--train-images", type=int, default=50_000,
                    help="fine-tune on a random subset of this size (an epoch = one pass)")
@@ -56,7 +57,7 @@ def main():
         raise SystemExit("needs ../shared/models/vgg16_bn_cifar10.pt and CIFAR-10 "
                          "(set LRSA_DATA to the folder holding cifar-10-batches-py)")
     work = Path(a.work)
-    settings = {k: getattr(a, k) for k in ("network_cr", "network_macs", "epochs", "lr",
+    settings = {k: getattr(a, k) for k in ("network_cr", "network_macs", "epochs", "lr", "distill",
                                            "calib_images", "train_images")}
     settings["code_version"] = git_version()  # a rerun with other code is refused
     state, save = run_state(work, settings)
@@ -84,7 +85,8 @@ def main():
         save_compressed(compressed, work / "compressed.pt", arch="vgg16_bn")
         return summary
     lrsa = phase(state, save, "run_lrsa", run_lrsa)
-    others = baselines_phase(state, save, model, calib, test, lrsa["layers"])
+    others = baselines_phase(state, save, model, calib, test, lrsa["layers"], work=work,
+                             arch="vgg16_bn")
 
     data = {"code_version": settings["code_version"], "threads": torch.get_num_threads(),
             "top1_baseline": state["top1_baseline"], "params_original": params_original,
@@ -107,20 +109,31 @@ def main():
                      for k in others}} for i, r in enumerate(lrsa["layers"])]
 
     if a.epochs:
-        control_path = work / "control.json"
         train_sub = idx[-a.train_images:]
         train = make_loader(xtr[train_sub], ytr[train_sub], 128, train=True, seed=0)
-        if not control_path.exists():
-            run_control(copy.deepcopy(folded), train, test, control_path, epochs=a.epochs,
-                        lr=a.lr)
-        state.update(json.loads(control_path.read_text()))
-        finetune_phase(state, save, work / "compressed.pt", work / "finetuned.pt", train,
-                       test, epochs=a.epochs, lr=a.lr, arch="vgg16_bn")
-        reference = max(state["top1_baseline"], state["top1_baseline_finetuned"])
-        data.update({k: state[k] for k in ("top1_baseline_finetuned", "top1_finetuned",
-                                           "finetune_seconds")},
+        data.update(finetune_runs(state, save, work, folded, train, test, arch="vgg16_bn",
+                                  epochs=a.epochs, lr=a.lr, distill=a.distill))
+        reference = max(data["top1_baseline"], data["top1_baseline_finetuned"])
+        data.update(finetune_seconds=data["finetune_seconds_finetuned"],
                     finetune_epochs=a.epochs * a.train_images / len(xtr),
-                    top1_drop=reference - state["top1_finetuned"])
+                    finetune_recipe=f"{a.epochs} epochs, lr {a.lr} cosine, bf16, "
+                                    f"distill {a.distill}",
+                    top1_drop=reference - data["top1_finetuned"])
+        ft_rows = [{"method": name, "top-1 before": f"{data[f'top1_{k}']:.2f}%",
+                    "top-1 fine-tuned": f"{data[f'top1_{k}_finetuned']:.2f}%",
+                    "fine-tuning s": f"{data[f'finetune_seconds_{k}_finetuned']:.0f}"}
+                   for k, name in (("svd", "truncated SVD"), ("rrr", "reduced-rank regression"))]
+        ft_rows += [{"method": "**lrsa**", "top-1 before": f"{data['top1_compressed']:.2f}%",
+                     "top-1 fine-tuned": f"{data['top1_finetuned']:.2f}%",
+                     "fine-tuning s": f"{data['finetune_seconds']:.0f}"},
+                    {"method": "uncompressed (control)",
+                     "top-1 before": f"{data['top1_baseline']:.2f}%",
+                     "top-1 fine-tuned": f"{data['top1_baseline_finetuned']:.2f}%",
+                     "fine-tuning s": f"{data['finetune_seconds_baseline_finetuned']:.0f}"}]
+        data["finetune_markdown"] = "\n".join([
+            f"Fine-tuned ({data['finetune_recipe']}); drop against the better of baseline "
+            f"and control: {data['top1_drop']:.2f} points.", "",
+            table(ft_rows, list(ft_rows[0]))])
 
     compressed, _ = load_compressed(work / "compressed.pt")
     summary = phase(state, save, "summary", lambda: network_summary(
@@ -140,6 +153,7 @@ def main():
         f"batch 1 {data['speedup_b1']:.2f}x (min {data['speedup_b1_min']:.2f}x), batch 128 "
         f"{data['speedup_b128']:.2f}x (min {data['speedup_b128_min']:.2f}x); MACs "
         f"{data['macs_ratio']:.2f}x fewer.", "",
+        *([data["finetune_markdown"], ""] if a.epochs else []),
         "Per layer (stored parameters):", "", table(per_layer, list(per_layer[0])), "",
         markdown_table(lrsa["layers"], paper=PAPER_TABLE_I, names=VGG16_LAYER_NAMES,
                        paper_ratio=PAPER_VGG16["params_ratio"])])

@@ -1,4 +1,5 @@
-"""Command line: ``lrsa demo | train | compress | evaluate | report`` (also ``python -m lrsa``).
+"""Command line: ``lrsa demo | download-cifar10 | train | compress | evaluate | report``
+(also ``python -m lrsa``).
 
 Every command prints what it did and where it wrote it; ``lrsa COMMAND --help`` explains
 the options.
@@ -16,6 +17,7 @@ import torch
 
 EPILOG = """examples:
   lrsa demo                                  # offline: digits, small CNN, ~1-2 min on a CPU
+  lrsa download-cifar10 ~/cifar              # the official archive, MD5-checked (163 MB)
   lrsa train --model vgg16_bn --data ~/cifar --epochs 30 --out vgg.pt --bf16
   lrsa compress --model vgg16_bn --checkpoint vgg.pt --data ~/cifar --out runs/vgg
   lrsa evaluate --checkpoint runs/vgg/compressed.pt --data ~/cifar
@@ -131,7 +133,9 @@ def run_compress(args, model):
                              "params": count_parameters(other)}
     t0 = time.perf_counter()
     if args.finetune_epochs:
+        teacher = None if args.distill == "none" else fold_batchnorm(copy.deepcopy(model))
         finetune(compressed, train_loader, epochs=args.finetune_epochs, lr=args.finetune_lr,
+                 teacher=teacher, feature_weight=1.0 if args.distill == "features" else 0.0,
                  bf16=args.bf16, progress=True, seed=args.seed)
     ft_seconds = time.perf_counter() - t0
     top1_ft = evaluate(compressed, test_loader)["top1"]
@@ -146,6 +150,7 @@ def run_compress(args, model):
             "top1_baseline": top1_base, "top1_compressed": top1_comp,
             "top1_finetuned": top1_ft, "approx_seconds": rep.seconds,
             "finetune_epochs": args.finetune_epochs, "finetune_seconds": ft_seconds,
+            "finetune_distill": args.distill,
             "speed_check": rep.speed,
             **{f"top1_{k}": v["top1"] for k, v in baselines.items()},
             **{f"params_{k}": v["params"] for k, v in baselines.items()},
@@ -234,6 +239,11 @@ def cmd_evaluate(args):
     print(json.dumps(evaluate(model, test_loader, topk=(1, 5))))
 
 
+def cmd_download_cifar10(args):
+    from .data import download_cifar10
+    print(f"CIFAR-10 in {download_cifar10(args.root, progress=True)}")
+
+
 def cmd_report(args):
     data = json.loads(Path(args.report).read_text())
     print(data.get("markdown") or json.dumps(data, indent=1))
@@ -272,6 +282,9 @@ def build_parser():
         sp.add_argument("--finetune-epochs", type=int, default=2)
         sp.add_argument("--finetune-lr", type=float, default=1e-3,
                         help="peak lr (cosine); BN is folded, so keep it small")
+        sp.add_argument("--distill", choices=["logits", "features", "none"], default="logits",
+                        help="fine-tuning also learns from the uncompressed network: its "
+                             "logits, or its logits and the approximated layers' outputs")
         sp.add_argument("--bf16", action="store_true", help="bf16 autocast when fine-tuning")
         sp.add_argument("--latency-batch", type=int, default=128)
         sp.add_argument("--repeats", type=int, default=20, help="latency repeats")
@@ -285,6 +298,12 @@ def build_parser():
     sp.add_argument("--epochs", type=int, default=6, help="baseline training epochs")
     sp.set_defaults(func=cmd_demo, out="runs/demo", calib_images=512, network_cr=0.3,
                     finetune_epochs=2, latency_batch=64)
+
+    sp = sub.add_parser("download-cifar10", help="download and verify the official CIFAR-10")
+    sp.add_argument("root", nargs="?", default=None,
+                    help="parent folder for cifar-10-batches-py (default: $LRSA_DATA, else "
+                         "~/.cache/lrsa)")
+    sp.set_defaults(func=cmd_download_cifar10)
 
     sp = sub.add_parser("train", help="train a baseline (SGD, cosine, crop+flip)")
     common(sp)

@@ -1,7 +1,7 @@
 """Data: CIFAR-10 in its official python layout, ImageNet-style folders, and an offline default.
 
 * :func:`load_cifar10` reads ``cifar-10-batches-py`` (the layout the CIFAR-10 site ships and
-  ``../shared/data/prepare_cifar10.py`` writes) with a restricted unpickler that accepts only
+  :func:`download_cifar10` fetches) with a restricted unpickler that accepts only
   the few globals those files need (numpy array reconstruction), so a tampered batch file
   cannot run code.
 * :func:`make_loader` batches uint8 (or [0, 1] float) image tensors, normalizes them and, for
@@ -126,8 +126,8 @@ def _cifar_dir(root) -> Path:
             return cand
     raise FileNotFoundError(
         f"no CIFAR-10 batches in {root} (nor in {root / CIFAR10_DIRNAME}); write them with "
-        f"`python ../shared/data/prepare_cifar10.py DIR`, call download_cifar10(DIR), or set "
-        f"LRSA_DATA")
+        f"`lrsa download-cifar10 DIR` (or lrsa.data.download_cifar10(DIR)), or point "
+        f"LRSA_DATA at the folder that holds cifar-10-batches-py")
 
 
 def load_cifar10(root=None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -625,35 +625,51 @@ def _spread_network_target(plan, layers, target, costs=None, name="network_cr",
         plan[n].target_cr = cr
 
 
-def finetune(model, loader, *, epochs, lr=1e-3, bf16=False, dropout=False, progress=False,
-             seed=0):
+def finetune(model, loader, *, epochs, lr=1e-3, teacher=None, alpha=0.5, temperature=4.0,
+             feature_weight=0.0, bf16=False, dropout=False, progress=False, seed=0,
+             checkpoint=None):
     """Fine-tune a compressed model keeping its structure: zero columns stay zero (masks
     re-applied after every step), factors stay factors (they are separate modules).
+
+    With a ``teacher`` (the uncompressed network) the loss is a :class:`lrsa.train.Distillation`
+    of its logits (weight ``alpha``, temperature ``temperature``) and, if ``feature_weight`` > 0,
+    of its outputs at every approximated layer; without one, cross-entropy on the labels.
 
     ``dropout=False`` (default) switches the model's nn.Dropout off while training: the
     refit layers keep fewer inputs with larger weights, and dropout's noise on them blows
     up the logits (measured on VGG-16 at CR 16%: training-mode loss 27 against 0.38 in eval
     mode, and fine-tuning collapsed to 18% top-1). The Dropout modules are restored after.
     """
-    from .layers import keep_structure_hook
-    from .train import train
+    from .layers import SparseLowRankConv2d, SparseLowRankLinear, keep_structure_hook
+    from .train import Distillation, train
+    criterion = None
+    if teacher is not None:
+        approximated = [n for n, m in model.named_modules()
+                        if isinstance(m, (SparseLowRankConv2d, SparseLowRankLinear))]
+        criterion = Distillation(teacher, model, alpha=alpha, temperature=temperature,
+                                 features=approximated if feature_weight > 0 else (),
+                                 feature_weight=feature_weight, bf16=bf16)
     saved = {m: m.p for m in model.modules() if isinstance(m, nn.Dropout)} if not dropout \
         else {}
     for m in saved:
         m.p = 0.0
     try:
         return train(model, loader, epochs=epochs, lr=lr, bf16=bf16, progress=progress,
-                     seed=seed, param_hook=keep_structure_hook(model))
+                     seed=seed, param_hook=keep_structure_hook(model), criterion=criterion,
+                     checkpoint=checkpoint)
     finally:
         for m, p in saved.items():
             m.p = p
+        if criterion is not None:
+            criterion.close()
 
 
-def save_compressed(model, path, *, arch, model_kwargs=None, report=None):
+def save_compressed(model, path, *, arch=None, model_kwargs=None, report=None):
     """Write a compressed model (state dict + the structure needed to rebuild it) atomically.
 
     ``arch`` and ``model_kwargs`` name the :func:`lrsa.models.get_model` factory that built
-    the original network; :func:`load_compressed` rebuilds from them.
+    the original network, so :func:`load_compressed` can rebuild it alone; for a model of
+    your own leave ``arch`` out and give ``load_compressed`` its constructor.
     """
     from .layers import model_structure
     path = Path(path)
@@ -666,11 +682,19 @@ def save_compressed(model, path, *, arch, model_kwargs=None, report=None):
                  path)
 
 
-def load_compressed(path):
+def load_compressed(path, build=None):
     """Rebuild a model written by :func:`save_compressed` (loaded with weights_only=True).
 
-    Returns (model, report dict or None). Raises ValueError for a file of another kind or a
-    state dict that does not fit the recorded structure.
+    Parameters
+    ----------
+    path : str or os.PathLike
+    build : callable or None
+        ``build()`` returns the *uncompressed* network (any weights): needed for a model
+        saved without ``arch``, and used instead of the registered factory when given.
+
+    Returns (model, report dict or None). Raises ValueError for a file of another kind, a
+    file without ``arch`` and no ``build``, or a state dict that does not fit the recorded
+    structure.
     """
     from .layers import apply_structure
     from .models import get_model
@@ -678,7 +702,13 @@ def load_compressed(path):
     if not isinstance(obj, dict) or obj.get("format") != "lrsa-compressed-1":
         raise ValueError(f"{path} is not a compressed model written by lrsa.save_compressed "
                          "(for original weights use lrsa.models.load_checkpoint)")
-    model = fold_batchnorm(get_model(obj["arch"], **obj["model_kwargs"]).eval())
+    if build is None and obj["arch"] is None:
+        raise ValueError(f"{path} holds a model of your own (saved without arch): pass "
+                         "load_compressed(path, build=...) a function that builds it")
+    model = build() if build is not None else get_model(obj["arch"], **obj["model_kwargs"])
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"build() returned a {type(model).__name__}, not a torch.nn.Module")
+    model = fold_batchnorm(model.eval())
     apply_structure(model, obj["structure"])
     try:
         model.load_state_dict(obj["state_dict"])

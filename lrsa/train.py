@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TrainHistory", "cosine_lr", "evaluate", "train"]
+__all__ = ["Distillation", "TrainHistory", "cosine_lr", "evaluate", "train"]
 
 
 @dataclass
@@ -68,7 +68,7 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
           bf16: bool = False, progress: bool = False, seed: int = 0,
           on_epoch_end: Callable | None = None,
           param_hook: Callable[[nn.Module], None] | None = None,
-          checkpoint=None) -> TrainHistory:
+          criterion: Callable | None = None, checkpoint=None) -> TrainHistory:
     """Train with SGD and a per-step cosine schedule (optional linear warm-up).
 
     Parameters
@@ -99,6 +99,9 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
     param_hook : callable or None
         ``param_hook(model)`` after every optimizer step, under ``torch.no_grad()`` (e.g. to
         re-apply masks).
+    criterion : callable or None
+        ``criterion(logits, inputs, labels) -> loss`` (a scalar tensor), e.g. a
+        :class:`Distillation`; ``None`` is cross-entropy on the labels.
     checkpoint : path or None
         Resumable training: after every epoch the model, the optimizer, the history, the
         random states (global and the loader's ``generator``, if it has one) and the epoch
@@ -161,7 +164,8 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
                     g["lr"] = cur
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                     out = _logits(model(x))
-                loss = F.cross_entropy(out.float(), y)
+                loss = (F.cross_entropy(out.float(), y) if criterion is None
+                        else criterion(out.float(), x, y))
                 if not torch.isfinite(loss):
                     raise ValueError(f"loss became non-finite ({loss.item()}) at epoch "
                                      f"{epoch + 1}, step {step}; try a lower lr")
@@ -190,6 +194,92 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
                 if on_epoch_end(epoch, stats) is True:
                     break
     return hist
+
+
+class Distillation:
+    r"""Knowledge distillation from a teacher network, a ``criterion`` for :func:`train`.
+
+    .. math::
+
+        \mathcal{L} = (1-\alpha)\,\mathrm{CE}(s, y)
+        + \alpha\, T^2\, \mathrm{KL}\big(\mathrm{softmax}(t/T)\,\|\,
+          \mathrm{softmax}(s/T)\big)
+        + \beta \sum_{\ell} \frac{\lVert F^s_\ell - F^t_\ell \rVert^2}
+          {\lVert F^t_\ell \rVert^2}
+
+    with student logits s, teacher logits t (Hinton et al. 2015; the T² keeps the soft
+    term's gradient scale independent of T) and, optionally, the outputs F_ℓ of the
+    modules named in ``features`` (e.g. the approximated layers), matched in relative
+    squared error.
+
+    Parameters
+    ----------
+    teacher : torch.nn.Module
+        The uncompressed network, run in eval mode without gradients.
+    student : torch.nn.Module
+        The network being trained (needed only when ``features`` is given).
+    alpha : float in [0, 1]
+        Weight of the soft (teacher) term; 0 is plain cross-entropy.
+    temperature : float > 0
+        T, the softmax temperature of the soft term.
+    features : sequence of str
+        Module names present in both networks whose outputs are matched.
+    feature_weight : float >= 0
+        β.
+    bf16 : bool
+        Run the teacher under bf16 autocast (its logits are then cast to float32).
+    """
+
+    def __init__(self, teacher, student=None, *, alpha=0.5, temperature=4.0, features=(),
+                 feature_weight=1.0, bf16=False):
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if feature_weight < 0:
+            raise ValueError(f"feature_weight must be >= 0, got {feature_weight}")
+        features = tuple(features)
+        if features and student is None:
+            raise ValueError("feature distillation needs the student network")
+        self.teacher, self.alpha, self.temperature = teacher.eval(), alpha, temperature
+        self.feature_weight, self.bf16 = feature_weight, bf16
+        self._student_out, self._teacher_out = {}, {}
+        self._hooks = [_capture(net, name, store) for name in features
+                       for net, store in ((student, self._student_out),
+                                          (teacher, self._teacher_out))]
+
+    def __call__(self, logits, x, y):
+        dev = _device(self.teacher)
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
+                                             enabled=self.bf16):
+            t = _logits(self.teacher(x.to(dev))).float().to(logits.device)
+        T = self.temperature
+        soft = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t / T, 1),
+                        log_target=True, reduction="batchmean") * T * T
+        loss = (1 - self.alpha) * F.cross_entropy(logits, y) + self.alpha * soft
+        for name, fs in self._student_out.items():
+            ft = self._teacher_out[name].float().to(fs.device)
+            loss = loss + self.feature_weight * (fs.float() - ft).pow(2).sum() / \
+                ft.pow(2).sum().clamp_min(1e-12)
+        return loss
+
+    def close(self):
+        """Remove the feature hooks."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+
+def _capture(net, name, store):
+    try:
+        module = net.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"feature distillation: no module named {name!r} in "
+                         f"{type(net).__name__}") from None
+
+    def hook(_module, _inputs, output):
+        store[name] = output
+    return module.register_forward_hook(hook)
 
 
 def _save_state(path, run, epochs_done, model, opt, hist, loader):

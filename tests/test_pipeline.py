@@ -1,7 +1,6 @@
 """End to end on the embedded default (scikit-learn's digits): compress, agree with A + B,
-resume after a crash, save/load, CLI."""
+resume after a crash, save/load, fine-tuning."""
 
-import json
 
 import pytest
 import torch
@@ -104,6 +103,24 @@ def test_save_load_round_trip(trained, tmp_path):
         load_compressed(tmp_path / "plain.pt")
 
 
+def test_a_model_of_ones_own_reloads_through_its_constructor(tmp_path):
+    def build():  # not a registered architecture
+        return nn.Sequential(nn.Conv2d(2, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(16 * 25, 4))
+    torch.manual_seed(0)
+    calib = [torch.randn(64, 2, 5, 5)]
+    comp, _ = compress(build(), calib, target_cr=0.5, progress=False, fallback=None)
+    save_compressed(comp, tmp_path / "own.pt")
+    with pytest.raises(ValueError, match="build="):
+        load_compressed(tmp_path / "own.pt")
+    with pytest.raises(ValueError, match="not a torch.nn.Module"):
+        load_compressed(tmp_path / "own.pt", build=lambda: "vgg")
+    loaded, _ = load_compressed(tmp_path / "own.pt", build=build)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(calib[0]), comp(calib[0]))
+    assert any(type(m).__name__.startswith("SparseLowRank") for m in loaded.modules())
+
+
 def test_symmetric_and_linear_options_run_and_differ(trained):
     model, calib, _ = trained
     a, _ = compress(model, calib, frac=0.05, strategy="symmetric", response="linear",
@@ -144,27 +161,6 @@ def test_unsupported_layer_is_named():
 def test_empty_calibration_data(trained):
     with pytest.raises(ValueError, match="empty"):
         compress(trained[0], [], progress=False)
-
-
-def test_cli_demo_writes_a_report(tmp_path):
-    from lrsa.cli import main
-    rc = main(["demo", "--out", str(tmp_path), "--epochs", "2", "--finetune-epochs", "1",
-               "--repeats", "2"])
-    assert rc == 0
-    data = json.loads((tmp_path / "report.json").read_text())
-    assert data["params_ratio"] > 1.5
-    assert {"top1_baseline", "top1_compressed", "top1_finetuned", "approx_seconds"} <= set(data)
-    assert (tmp_path / "compressed.pt").exists() and (tmp_path / "report.md").exists()
-
-
-def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
-    from lrsa.cli import main
-    bad = tmp_path / "bad.pt"
-    torch.save({"arch": "small_cnn", "state_dict": small_cnn().state_dict()}, bad)
-    rc = main(["evaluate", "--model", "vgg16_bn", "--checkpoint", str(bad), "--data",
-               str(tmp_path)])
-    assert rc == 2
-    assert "error" in capsys.readouterr().err
 
 
 def test_finetune_switches_dropout_off_and_restores_it():

@@ -7,7 +7,7 @@ import torch
 
 from lrsa.data import load_digits_images, make_loader
 from lrsa.models import small_cnn
-from lrsa.train import cosine_lr, evaluate, train
+from lrsa.train import Distillation, cosine_lr, evaluate, train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -125,16 +125,68 @@ def test_checkpoint_resumes_exactly_as_an_uninterrupted_run(digits, tmp_path):
         train(small_cnn(), tr, epochs=3, lr=0.05, checkpoint=tmp_path / "other.pt")
 
 
-def test_cli_train_writes_a_loadable_checkpoint_and_cleans_its_state(tmp_path, capsys):
-    from lrsa.cli import main
-    from lrsa.models import load_checkpoint
+def _pair_of_nets(seed):
+    torch.manual_seed(seed)
+    return (torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 4)),
+            torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 4)))
 
-    out = tmp_path / "cnn.pt"
-    assert main(["train", "--model", "small_cnn", "--epochs", "2", "--lr", "0.05",
-                 "--batch-size", "64", "--out", str(out)]) == 0
-    assert "epoch 2/2" in capsys.readouterr().out
-    ck = torch.load(out, weights_only=True)
-    assert 0.5 < ck["test_acc"] <= 1 and len(ck["train_loss"]) == 2
-    assert "--epochs 2" in ck["recipe"] and "--batch-size 64" in ck["recipe"]
-    assert not (tmp_path / "cnn.pt.state").exists()  # finished: nothing left to resume
-    load_checkpoint(small_cnn(), out)
+
+def test_distillation_loss_matches_its_formula_written_out():
+    teacher, student = _pair_of_nets(0)
+    x, y = torch.randn(7, 6), torch.randint(0, 4, (7,))
+    loss = Distillation(teacher, student, alpha=0.3, temperature=2.0, features=["0"],
+                        feature_weight=0.5)
+    s = student(x)
+    got = loss(s, x, y)
+    with torch.no_grad():
+        t = teacher(x)
+    # KL(p_t || p_s) summed over classes, mean over the batch, times T^2, by hand
+    p_t, p_s = torch.softmax(t / 2, 1), torch.softmax(s / 2, 1)
+    kl = (p_t * (p_t.log() - p_s.log())).sum(1).mean() * 4
+    ce = -torch.log_softmax(s, 1)[torch.arange(7), y].mean()
+    h_s, h_t = student[0](x), teacher[0](x)
+    feat = ((h_s - h_t) ** 2).sum() / (h_t ** 2).sum()
+    assert got.item() == pytest.approx((0.7 * ce + 0.3 * kl + 0.5 * feat).item(), rel=1e-5)
+    loss.close()
+    assert not student[0]._forward_hooks and not teacher[0]._forward_hooks
+
+
+def test_distillation_without_soft_term_is_cross_entropy_and_zero_at_the_teacher():
+    teacher, student = _pair_of_nets(1)
+    x, y = torch.randn(5, 6), torch.randint(0, 4, (5,))
+    s = student(x)
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert Distillation(teacher, alpha=0.0)(s, x, y).item() == pytest.approx(ce.item())
+    same = teacher(x).detach().requires_grad_()
+    zero = Distillation(teacher, alpha=1.0)(same, x, y)
+    zero.backward()
+    assert zero.item() == pytest.approx(0.0, abs=1e-6)
+    assert same.grad.abs().max().item() < 1e-6
+
+
+def test_distillation_training_moves_the_student_to_the_teacher():
+    teacher, student = _pair_of_nets(2)
+    x = torch.randn(256, 6)
+    y = torch.randint(0, 4, (256,))
+    loader = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+
+    def gap():
+        with torch.no_grad():
+            return torch.nn.functional.kl_div(torch.log_softmax(student(x), 1),
+                                              torch.log_softmax(teacher(x), 1),
+                                              log_target=True, reduction="batchmean").item()
+    before = gap()
+    train(student, loader, epochs=5, lr=0.1, criterion=Distillation(teacher, alpha=1.0))
+    assert gap() < 0.2 * before
+
+
+def test_distillation_bad_arguments():
+    teacher, student = _pair_of_nets(3)
+    with pytest.raises(ValueError, match="alpha"):
+        Distillation(teacher, alpha=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        Distillation(teacher, temperature=0)
+    with pytest.raises(ValueError, match="needs the student"):
+        Distillation(teacher, features=["0"])
+    with pytest.raises(ValueError, match="no module named 'conv9'"):
+        Distillation(teacher, student, features=["conv9"])

@@ -68,8 +68,8 @@ def load_checkpoint(model: nn.Module, path) -> dict:
 
     The file is read with ``torch.load(path, weights_only=True, map_location='cpu')`` (no
     arbitrary code runs). It may hold a raw state dict or a dict with ``state_dict`` plus
-    metadata (``arch``, ``test_acc``, ``epochs``, ``recipe``, ...), the layout of
-    ``../shared/models``.
+    metadata (``arch``, ``test_acc``, ``epochs``, ``recipe``, ...), the layout
+    ``lrsa train`` writes.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """VGG-16 with BatchNorm for 32 x 32 inputs (CIFAR-10), laid out like torchvision's ``vgg16_bn``.
 
-The layout matches ``../shared/models/vgg16_bn_cifar10.pt``: ``features.{i}`` holds 13 blocks
+Layout: ``features.{i}`` holds 13 blocks
 Conv2d(3x3, padding 1) -> BatchNorm2d -> ReLU with MaxPool2d(2, 2) after blocks 2, 4, 7, 10, 13
 (conv indices 0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40); the 512 values left after the
 last pool are flattened (no average pool) into ``classifier.{0,3,6}``, the paper's fc1-fc3.
@@ -86,7 +86,7 @@ def vgg16_bn(num_classes: int = 10) -> VGG:
     Returns
     -------
     VGG
-        Randomly initialized; load ``../shared/models/vgg16_bn_cifar10.pt`` with
-        :func:`lrsa.models.load_checkpoint`.
+        Randomly initialized; train it with ``lrsa train --model vgg16_bn`` and load the
+        weights with :func:`lrsa.models.load_checkpoint`.
     """
     return VGG(VGG16_CFG, num_classes=num_classes, arch=f"vgg16_bn_cifar{num_classes}")

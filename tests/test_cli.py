@@ -1,0 +1,79 @@
+"""The command line (lrsa.cli): each command end to end on the embedded digits, and bad input
+reported as one line, not a traceback."""
+
+import json
+
+import torch
+
+from lrsa.cli import main
+from lrsa.models import small_cnn
+
+
+def test_cli_demo_writes_a_report(tmp_path):
+    rc = main(["demo", "--out", str(tmp_path), "--epochs", "2", "--finetune-epochs", "1",
+               "--repeats", "2", "--distill", "features"])
+    assert rc == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["finetune_distill"] == "features"
+    assert data["params_ratio"] > 1.5
+    assert {"top1_baseline", "top1_compressed", "top1_finetuned", "approx_seconds"} <= set(data)
+    assert (tmp_path / "compressed.pt").exists() and (tmp_path / "report.md").exists()
+
+
+def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    torch.save({"arch": "small_cnn", "state_dict": small_cnn().state_dict()}, bad)
+    rc = main(["evaluate", "--model", "vgg16_bn", "--checkpoint", str(bad), "--data",
+               str(tmp_path)])
+    assert rc == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_cli_train_writes_a_loadable_checkpoint_and_cleans_its_state(tmp_path, capsys):
+    from lrsa.models import load_checkpoint
+
+    out = tmp_path / "cnn.pt"
+    assert main(["train", "--model", "small_cnn", "--epochs", "2", "--lr", "0.05",
+                 "--batch-size", "64", "--out", str(out)]) == 0
+    assert "epoch 2/2" in capsys.readouterr().out
+    ck = torch.load(out, weights_only=True)
+    assert 0.5 < ck["test_acc"] <= 1 and len(ck["train_loss"]) == 2
+    assert "--epochs 2" in ck["recipe"] and "--batch-size 64" in ck["recipe"]
+    assert not (tmp_path / "cnn.pt.state").exists()  # finished: nothing left to resume
+    load_checkpoint(small_cnn(), out)
+
+
+def test_cli_download_cifar10_fetches_and_verifies_a_local_mirror(tmp_path, capsys,
+                                                                  monkeypatch):
+    import functools
+    import hashlib
+    import io
+    import pickle
+    import tarfile
+
+    import numpy as np
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch"]:
+            raw = pickle.dumps(batch)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    archive = tmp_path / "mirror.tar.gz"
+    archive.write_bytes(buf.getvalue())
+    md5 = hashlib.md5(buf.getvalue()).hexdigest()
+    import lrsa.data
+    monkeypatch.setattr(lrsa.data, "download_cifar10", functools.partial(
+        lrsa.data.download_cifar10, url=archive.as_uri(), md5=md5))
+    assert main(["download-cifar10", str(tmp_path / "data")]) == 0
+    assert "cifar-10-batches-py" in capsys.readouterr().out
+    x, y = lrsa.data.load_cifar10(tmp_path / "data", train=False)
+    assert x.shape == (2, 3, 32, 32) and y.tolist() == [0, 1]
+
+
+def test_a_missing_cifar_folder_names_the_package_own_download(tmp_path, capsys):
+    assert main(["compress", "--model", "vgg16_bn", "--data", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "lrsa download-cifar10" in err and "shared" not in err
