@@ -11,6 +11,7 @@ import torch
 from lrsa.pipeline import compress, compress_like, finetune, load_compressed, save_compressed
 from lrsa.report import count_parameters
 from lrsa.train import evaluate
+from lrsa.utils import format_table
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CHECKPOINT = SHARED / "models" / "vgg16_bn_cifar10.pt"
@@ -27,10 +28,7 @@ def cifar_root():
 
 def table(rows, columns):
     """Format a list of dicts as a markdown table."""
-    head = "| " + " | ".join(columns) + " |"
-    sep = "|" + "|".join("---:" for _ in columns) + "|"
-    body = ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join([head, sep, *body])
+    return format_table(columns, [[_fmt(r.get(c, "")) for c in columns] for r in rows])
 
 
 def _fmt(v):
@@ -137,7 +135,8 @@ def compress_and_evaluate(model, calib, test, like=None, save_as=None, arch=None
                        else compress_like(model, calib, like, **kwargs))
     if save_as is not None:
         save_compressed(compressed, save_as, arch=arch)
-    return compressed, {"seconds": rep.seconds, "layers": rep.layers, "speed": rep.speed,
+    return compressed, {"seconds": rep.seconds, "layers": rep.to_dict()["layers"],
+                        "speed": rep.speed,
                         "params": count_parameters(compressed),
                         "top1": evaluate(compressed, test)["top1"]}
 

@@ -30,8 +30,8 @@ from lrsa.data import load_cifar10, make_loader
 from lrsa.features import find_layers, fold_batchnorm
 from lrsa.models import get_model, load_checkpoint
 from lrsa.pipeline import default_plan, load_compressed, save_compressed
-from lrsa.report import (NIN_LAYER_NAMES, PAPER_NIN, PAPER_TABLE_II, markdown_table,
-                         network_summary, write_report)
+from lrsa.paper import NIN_LAYER_NAMES, PAPER_NIN, PAPER_TABLE_II
+from lrsa.report import markdown_table, network_summary, write_report
 from lrsa.train import evaluate
 
 RESULTS = Path(__file__).parent / "results"

@@ -19,7 +19,8 @@ from lrsa.baselines import truncated_svd
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import collect_features, fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
-from lrsa.report import VGG16_LAYER_NAMES, write_report
+from lrsa.paper import VGG16_LAYER_NAMES
+from lrsa.report import write_report
 from lrsa.solver import LayerProblem, StructuredFit
 
 RESULTS = Path(__file__).parent / "results"

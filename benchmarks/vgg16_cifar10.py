@@ -28,8 +28,8 @@ from lrsa.data import load_cifar10, make_loader
 from lrsa.features import fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.pipeline import load_compressed, save_compressed
-from lrsa.report import (PAPER_TABLE_I, PAPER_VGG16, VGG16_LAYER_NAMES, count_parameters,
-                         markdown_table, network_summary, write_report)
+from lrsa.paper import PAPER_TABLE_I, PAPER_VGG16, VGG16_LAYER_NAMES
+from lrsa.report import count_parameters, markdown_table, network_summary, write_report
 from lrsa.train import evaluate
 
 RESULTS = Path(__file__).parent / "results"

@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .utils import progress_bar
+
 __all__ = ["download", "file_digest", "verify_digest"]
 
 _CHUNK = 1 << 20
@@ -101,16 +103,10 @@ def download(url: str, dst, *, expected: str, algorithm: str = "sha256",
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-                bar = tqdm(total=total, unit="B", unit_scale=True, desc=dst.name)
-            for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                out.write(chunk)
-                if bar is not None:
+            with progress_bar(progress, total, dst.name, unit="B", unit_scale=True) as bar:
+                for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                    out.write(chunk)
                     bar.update(len(chunk))
-            if bar is not None:
-                bar.close()
     except (urllib.error.URLError, OSError) as exc:
         part.unlink(missing_ok=True)
         raise ConnectionError(f"cannot download {url} ({exc}); if this machine is offline, "

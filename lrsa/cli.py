@@ -69,6 +69,7 @@ def _load_any(path, model_name):
 
 def cmd_train(args):
     from .train import evaluate, train
+    from .utils import atomic_torch_save
     model = _model(args.model)
     train_loader, test_loader, _, _ = _loaders(args, batch_size=args.batch_size)
     out = Path(args.out)
@@ -91,11 +92,9 @@ def cmd_train(args):
               f"--batch-size {args.batch_size} --warmup-epochs {warmup} --seed {args.seed}"
               + (" --bf16" if args.bf16 else "") + "; SGD Nesterov 0.9, weight decay 5e-4, "
               "cosine per step, random crop (pad 4) + flip")
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    torch.save({"arch": model.arch, "state_dict": model.state_dict(), "test_acc": acc / 100,
-                "epochs": args.epochs, "recipe": recipe, "train_loss": hist.loss,
-                "train_acc": hist.acc}, tmp)
-    tmp.replace(out)
+    atomic_torch_save({"arch": model.arch, "state_dict": model.state_dict(),
+                       "test_acc": acc / 100, "epochs": args.epochs, "recipe": recipe,
+                       "train_loss": hist.loss, "train_acc": hist.acc}, out)
     state.unlink()
     print(f"trained {args.model} for {args.epochs} epochs ({time.perf_counter() - t0:.0f} s "
           f"in this run): test top-1 {acc:.2f}% -> {out}")
@@ -155,14 +154,15 @@ def run_compress(args, model):
             **{f"top1_{k}": v["top1"] for k, v in baselines.items()},
             **{f"params_{k}": v["params"] for k, v in baselines.items()},
             "settings": {k: str(v) for k, v in _compress_args(args).items()},
-            "layers": rep.layers}
+            "layers": [dict(r) for r in rep.layers]}
     data["markdown"] = _markdown(data, rep)
     write_report(out / "report", data)
     return data
 
 
 def _markdown(data, rep):
-    from .report import PAPER_TABLE_I, PAPER_VGG16, VGG16_LAYER_NAMES, markdown_table
+    from .paper import PAPER_TABLE_I, PAPER_VGG16, VGG16_LAYER_NAMES
+    from .report import markdown_table
     vgg = data["model"] == "vgg16_bn"
     table = markdown_table(rep.layers, paper=PAPER_TABLE_I if vgg else None,
                            names=VGG16_LAYER_NAMES if vgg else None,
@@ -249,52 +249,53 @@ def cmd_report(args):
     print(data.get("markdown") or json.dumps(data, indent=1))
 
 
+def _common_options(sp, model_default="vgg16_bn"):
+    sp.add_argument("--model", default=model_default,
+                    help="vgg16_bn | small_cnn | nin (CIFAR-10 / digits)")
+    sp.add_argument("--data", default=None, help="CIFAR-10 folder (default: $LRSA_DATA)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--calib-images", type=int, default=1000,
+                    help="calibration images (paper: 1000)")
+
+def _compress_options(sp):
+    sp.add_argument("--out", default="runs/compress", help="output folder (resumable)")
+    sp.add_argument("--frac", type=float, default=0.03,
+                    help="lam1 relative to each layer's gradient scale")
+    sp.add_argument("--ratio", type=float, default=3.0, help="lam2 / lam1 (paper 2.5-3)")
+    sp.add_argument("--target-cr", type=float, default=None,
+                    help="per-layer stored-size target in (0, 1] (fraction of n d)")
+    sp.add_argument("--network-cr", type=float, default=None,
+                    help="whole-network CR target in (0, 1]")
+    sp.add_argument("--network-macs", type=float, default=None,
+                    help="whole-network multiply-add target in (0, 1] instead")
+    sp.add_argument("--response", choices=["relu", "linear"], default="relu")
+    sp.add_argument("--strategy", choices=["asymmetric", "symmetric"],
+                    default="asymmetric")
+    sp.add_argument("--samples-per-image", type=int, default=10)
+    sp.add_argument("--max-samples", type=int, default=10_000)
+    sp.add_argument("--finetune-epochs", type=int, default=2)
+    sp.add_argument("--finetune-lr", type=float, default=1e-3,
+                    help="peak lr (cosine); BN is folded, so keep it small")
+    sp.add_argument("--distill", choices=["logits", "features", "none"], default="logits",
+                    help="fine-tuning also learns from the uncompressed network: its "
+                         "logits, or its logits and the approximated layers' outputs")
+    sp.add_argument("--bf16", action="store_true", help="bf16 autocast when fine-tuning")
+    sp.add_argument("--latency-batch", type=int, default=128)
+    sp.add_argument("--repeats", type=int, default=20, help="latency repeats")
+    sp.add_argument("--no-baselines", dest="baselines", action="store_false",
+                    help="skip truncated SVD and reduced-rank regression at the same "
+                         "per-layer sizes")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="lrsa", description="Unified sparse + low-rank "
                                 "approximation of CNNs (Ma et al., ICTAI 2019).",
                                 epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp, model_default="vgg16_bn"):
-        sp.add_argument("--model", default=model_default,
-                        help="vgg16_bn | small_cnn | nin (CIFAR-10 / digits)")
-        sp.add_argument("--data", default=None, help="CIFAR-10 folder (default: $LRSA_DATA)")
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--calib-images", type=int, default=1000,
-                        help="calibration images (paper: 1000)")
-
-    def compress_opts(sp):
-        sp.add_argument("--out", default="runs/compress", help="output folder (resumable)")
-        sp.add_argument("--frac", type=float, default=0.03,
-                        help="lam1 relative to each layer's gradient scale")
-        sp.add_argument("--ratio", type=float, default=3.0, help="lam2 / lam1 (paper 2.5-3)")
-        sp.add_argument("--target-cr", type=float, default=None,
-                        help="per-layer stored-size target in (0, 1] (fraction of n d)")
-        sp.add_argument("--network-cr", type=float, default=None,
-                        help="whole-network CR target in (0, 1]")
-        sp.add_argument("--network-macs", type=float, default=None,
-                        help="whole-network multiply-add target in (0, 1] instead")
-        sp.add_argument("--response", choices=["relu", "linear"], default="relu")
-        sp.add_argument("--strategy", choices=["asymmetric", "symmetric"],
-                        default="asymmetric")
-        sp.add_argument("--samples-per-image", type=int, default=10)
-        sp.add_argument("--max-samples", type=int, default=10_000)
-        sp.add_argument("--finetune-epochs", type=int, default=2)
-        sp.add_argument("--finetune-lr", type=float, default=1e-3,
-                        help="peak lr (cosine); BN is folded, so keep it small")
-        sp.add_argument("--distill", choices=["logits", "features", "none"], default="logits",
-                        help="fine-tuning also learns from the uncompressed network: its "
-                             "logits, or its logits and the approximated layers' outputs")
-        sp.add_argument("--bf16", action="store_true", help="bf16 autocast when fine-tuning")
-        sp.add_argument("--latency-batch", type=int, default=128)
-        sp.add_argument("--repeats", type=int, default=20, help="latency repeats")
-        sp.add_argument("--no-baselines", dest="baselines", action="store_false",
-                        help="skip truncated SVD and reduced-rank regression at the same "
-                             "per-layer sizes")
-
     sp = sub.add_parser("demo", help="offline demo on scikit-learn's bundled 8x8 digits")
-    common(sp, "small_cnn")
-    compress_opts(sp)
+    _common_options(sp, "small_cnn")
+    _compress_options(sp)
     sp.add_argument("--epochs", type=int, default=6, help="baseline training epochs")
     sp.set_defaults(func=cmd_demo, out="runs/demo", calib_images=512, network_cr=0.3,
                     finetune_epochs=2, latency_batch=64)
@@ -306,7 +307,7 @@ def build_parser():
     sp.set_defaults(func=cmd_download_cifar10)
 
     sp = sub.add_parser("train", help="train a baseline (SGD, cosine, crop+flip)")
-    common(sp)
+    _common_options(sp)
     sp.add_argument("--epochs", type=int, default=30)
     sp.add_argument("--lr", type=float, default=0.1)
     sp.add_argument("--batch-size", type=int, default=128)
@@ -319,13 +320,13 @@ def build_parser():
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("compress", help="approximate layer by layer, fine-tune, report")
-    common(sp)
+    _common_options(sp)
     sp.add_argument("--checkpoint", default=None, help="baseline weights (weights_only load)")
-    compress_opts(sp)
+    _compress_options(sp)
     sp.set_defaults(func=cmd_compress)
 
     sp = sub.add_parser("evaluate", help="top-1/top-5 of original or compressed weights")
-    common(sp)
+    _common_options(sp)
     sp.add_argument("--checkpoint", required=True)
     sp.set_defaults(func=cmd_evaluate)
 

@@ -12,10 +12,9 @@ r"""The loops behind the notebooks: the paper's Section V experiments as functio
   weights, for both responses (the ReLU one is not convex, see
   :func:`lrsa.solver.relu_nonconvexity_example`).
 
-Plus what the notebooks share: where the reference data lie (:func:`load_setup`: the real
-VGG-16 / CIFAR-10 when ``../shared`` and the data are there and smoke mode is off, else the
-embedded default, a small CNN trained for a few seconds on scikit-learn's digits and cached),
-and the paper's AlexNet results (:data:`PAPER_TABLE_IV`, :data:`PAPER_ALEXNET`).
+Plus the tables beside the paper (:func:`paper_table_markdown`, :func:`benchmark_comparison`).
+The networks and data they run on come from :mod:`lrsa.setups`, the paper's numbers from
+:mod:`lrsa.paper`.
 
 Lambdas follow :func:`lrsa.pipeline.compress`: ``lam1 = frac * s`` with ``s`` the layer's
 gradient scale, ``lam2 = ratio * lam1``. Compression rates are those of the solved
@@ -26,374 +25,29 @@ structure, CR(A+B) = (n nnz_cols(A) + r (n + d)) / (n d) (paper eq. 15): the exp
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
-import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .features import collect_features, find_layers, fold_batchnorm
+from .features import collect_features, fold_batchnorm
 from .pipeline import LayerPlan, compress
 from .train import evaluate
+from .paper import PAPER_VGG16
+from .setups import cache_key
+from .utils import atomic_write_text, format_table, progress_bar, weights_fingerprint
 
-__all__ = ["ALEXNET_LAYER_NAMES", "DIGITS_LAYER_NAMES", "PAPER_ALEXNET", "PAPER_TABLE_IV",
-           "Setup", "benchmark_comparison", "cache_folder", "cifar_root", "digits_model",
-           "digits_setup", "imagenet_alexnet_setup", "lambda_grid", "load_setup",
-           "objective_along_segment", "paper_table_markdown", "relu_output_error", "shared_dir",
-           "single_layer_tradeoff", "smoke_mode", "strategy_curve", "tradeoff_curves",
-           "vgg16_cifar10_setup"]
+__all__ = ["benchmark_comparison", "lambda_grid", "objective_along_segment",
+           "paper_table_markdown", "relu_output_error", "single_layer_tradeoff",
+           "strategy_curve", "tradeoff_curves"]
 
-#: Paper Table IV (AlexNet, ILSVRC-2012): layer -> (CR(A) %, CR(B) %, CR(A+B) %), verbatim.
-#: Note: the text says the first two convolutions are not approximated, the table lists
-#: conv2 at 45.0 %; kept as printed.
-PAPER_TABLE_IV = {
-    "conv1": (0.0, 100.0, 100.0), "conv2": (21.4, 23.6, 45.0), "conv3": (30.0, 22.9, 52.9),
-    "conv4": (0.0, 32.6, 32.6), "conv5": (0.0, 26.0, 26.0), "fc1": (12.8, 0.0, 12.8),
-    "fc2": (26.2, 0.0, 26.2), "fc3": (18.8, 0.0, 18.8),
-}
-#: Paper whole-network AlexNet results (Table IV): CR 18.0 %, 5.56x smaller, 1.1x faster,
-#: top-5 accuracy 1.27 points lower (after fine-tuning).
-PAPER_ALEXNET = {"cr": 18.0, "params_ratio": 5.56, "speedup": 1.1, "top5_drop": 1.27}
-#: Our AlexNet module names (torchvision layout) -> the paper's layer names.
-ALEXNET_LAYER_NAMES = {
-    "features.0": "conv1", "features.3": "conv2", "features.6": "conv3", "features.8": "conv4",
-    "features.10": "conv5", "classifier.1": "fc1", "classifier.4": "fc2", "classifier.6": "fc3",
-}
-#: The small digits CNN's module names -> short names.
-DIGITS_LAYER_NAMES = {
-    "features.0": "conv1", "features.3": "conv2", "features.7": "conv3",
-    "features.10": "conv4", "classifier.0": "fc1", "classifier.2": "fc2",
-}
-_REPO = Path(__file__).resolve().parents[1]
-
-
-# --------------------------------------------------------------------------- where things are
-def smoke_mode():
-    """True when ``LRSA_SMOKE=1``: notebooks and examples use tiny sizes (CI)."""
-    return os.environ.get("LRSA_SMOKE") == "1"
-
-
-def shared_dir():
-    """The reference folder (``$LRSA_SHARED``, else ``../shared`` beside the repository), or
-    None when it is not there."""
-    for cand in (os.environ.get("LRSA_SHARED"), _REPO.parent / "shared"):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    return None
-
-
-def cifar_root():
-    """A folder holding ``cifar-10-batches-py`` (``$LRSA_DATA``, else ``../data``), or None."""
-    for cand in (os.environ.get("LRSA_DATA"), _REPO.parent / "data"):
-        if not cand:
-            continue
-        p = Path(cand).expanduser()
-        if (p / "cifar-10-batches-py" / "test_batch").is_file() or (
-                p.name == "cifar-10-batches-py" and (p / "test_batch").is_file()):
-            return p
-    return None
-
-
-def cache_folder():
-    """Where the notebooks cache what they compute (the digits model, lambda grids, resumable
-    runs): ``$LRSA_CACHE/notebooks/<code version>`` if set, else
-    ``<temp dir>/lrsa-notebooks/<code version>``. One folder per version of lrsa's code, so
-    an upgraded lrsa recomputes instead of meeting layers it must refuse to resume."""
-    from .pipeline import code_version
-    base = os.environ.get("LRSA_CACHE")
-    folder = Path(base) / "notebooks" if base else Path(tempfile.gettempdir()) / "lrsa-notebooks"
-    folder = folder / code_version()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _atomic_write_text(path, text):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _fingerprint(model):
-    """A short hash of a model's weights (a few KB of every tensor)."""
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(str(tuple(v.shape)).encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes()[:4096])
-    return h.hexdigest()[:12]
-
-
-def _key(*parts):
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-# --------------------------------------------------------------------------- setups
-@dataclass
-class Setup:
-    """A network with its calibration and test data, as the notebooks use it.
-
-    Attributes
-    ----------
-    name : str
-        What it is, for printing.
-    model : nn.Module
-        The original network, eval mode (BatchNorm not folded).
-    calib : list of Tensor
-        Calibration input batches (fixed order), for :func:`lrsa.pipeline.compress`.
-    test : iterable
-        ``(inputs, labels)`` batches for :func:`lrsa.train.evaluate`.
-    layers : list of str
-        Conv2d/Linear module names in forward order.
-    labels : dict
-        Module name -> the paper's layer name.
-    study_layers : tuple of str
-        The layers of the single-layer study (Fig. 4: conv2-1 and conv3-1 on VGG-16).
-    input_shape : tuple
-        One input, batch first.
-    real : bool
-        True for the real VGG-16 / CIFAR-10.
-    baseline_top1 : float
-        Top-1 (%) of ``model`` on ``test``.
-    """
-
-    name: str
-    model: nn.Module
-    calib: list
-    test: object
-    layers: list
-    labels: dict
-    study_layers: tuple
-    input_shape: tuple
-    real: bool
-    baseline_top1: float = field(default=float("nan"))
-
-    def label(self, name):
-        """The paper's name of a module (the module name when there is none)."""
-        return self.labels.get(name, name)
-
-
-def digits_model(epochs=6, seed=0, progress=False):
-    """The embedded default: :func:`lrsa.models.small_cnn` trained on scikit-learn's 8 x 8
-    digits (about 10 s on one core), cached in :func:`cache_folder`.
-
-    Parameters
-    ----------
-    epochs, seed : int
-        Training epochs and seed (the cache is per pair and torch version).
-    progress : bool
-        Training progress bar.
-
-    Returns
-    -------
-    nn.Module in eval mode.
-    """
-    from .data import load_digits_images, make_loader
-    from .models import load_checkpoint, small_cnn
-    from .train import train
-
-    path = cache_folder() / f"small_cnn_digits_e{epochs}_s{seed}_t{torch.__version__}.pt"
-    torch.manual_seed(seed)
-    model = small_cnn()
-    if path.exists():
-        try:
-            load_checkpoint(model, path)
-            return model.eval()
-        except (ValueError, RuntimeError):
-            pass  # a stale or broken cache file: train again
-    d = load_digits_images()
-    loader = make_loader(d.x_train, d.y_train, 64, train=True, mean=None, std=None, pad=1,
-                         seed=seed)
-    train(model, loader, epochs=epochs, lr=0.05, seed=seed, progress=progress)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"arch": "small_cnn", "state_dict": model.state_dict(), "epochs": epochs}, tmp)
-    os.replace(tmp, path)
-    return model.eval()
-
-
-def digits_setup(epochs=6, seed=0, calib_images=384):
-    """The embedded default :class:`Setup`: the small CNN on the digits (no files needed).
-
-    Parameters
-    ----------
-    epochs, seed : int
-        See :func:`digits_model`.
-    calib_images : int
-        Training images used for calibration (batches of 128).
-
-    Returns
-    -------
-    Setup
-    """
-    from .data import load_digits_images, make_loader
-
-    model = digits_model(epochs=epochs, seed=seed)
-    d = load_digits_images()
-    test = make_loader(d.x_test, d.y_test, 256, mean=None, std=None)
-    calib = [d.x_train[i:i + 128] for i in range(0, min(calib_images, len(d.x_train)), 128)]
-    layers = [n for n, _ in find_layers(model, calib[0][:1])]
-    return Setup(name="small_cnn / digits (embedded default)", model=model, calib=calib,
-                 test=test, layers=layers, labels=dict(DIGITS_LAYER_NAMES),
-                 study_layers=("features.3", "features.7"), input_shape=(1, 1, 8, 8),
-                 real=False, baseline_top1=evaluate(model, test)["top1"])
-
-
-def vgg16_cifar10_setup(calib_images=500, test_images=2000, seed=0):
-    """The real :class:`Setup`: the shared VGG-16 baseline on CIFAR-10.
-
-    Parameters
-    ----------
-    calib_images : int
-        Random training images for calibration (the paper: 1000), batches of 250.
-    test_images : int or None
-        First test images evaluated (None: all 10,000).
-    seed : int
-        Choice of the calibration images.
-
-    Raises
-    ------
-    FileNotFoundError
-        When ``shared/models/vgg16_bn_cifar10.pt`` or CIFAR-10 is missing.
-    """
-    from .data import load_cifar10, make_loader
-    from .models import load_checkpoint, vgg16_bn
-    from .report import VGG16_LAYER_NAMES
-
-    shared, root = shared_dir(), cifar_root()
-    ckpt = shared / "models" / "vgg16_bn_cifar10.pt" if shared is not None else None
-    if ckpt is None or not ckpt.is_file():
-        raise FileNotFoundError("no VGG-16 baseline (shared/models/vgg16_bn_cifar10.pt; set "
-                                "LRSA_SHARED to the folder holding models/)")
-    if root is None:
-        raise FileNotFoundError("no CIFAR-10 (set LRSA_DATA to the folder holding "
-                                "cifar-10-batches-py)")
-    model = vgg16_bn()
-    load_checkpoint(model, ckpt)
-    model.eval()
-    xtr, ytr = load_cifar10(root, train=True)
-    xte, yte = load_cifar10(root, train=False)
-    if test_images is not None:
-        xte, yte = xte[:test_images], yte[:test_images]
-    test = make_loader(xte, yte, 500)
-    idx = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))[:calib_images]
-    calib = [x for x, _ in make_loader(xtr[idx], ytr[idx], 250)]
-    layers = [n for n, _ in find_layers(model, calib[0][:1])]
-    return Setup(name=f"vgg16_bn / CIFAR-10 ({len(yte)} test images)", model=model,
-                 calib=calib, test=test, layers=layers, labels=dict(VGG16_LAYER_NAMES),
-                 study_layers=("features.7", "features.14"), input_shape=(1, 3, 32, 32),
-                 real=True, baseline_top1=evaluate(model, test)["top1"])
-
-
-def imagenet_alexnet_setup(root, *, calib_images=1500, eval_images=None, calib_root=None,
-                           batch_size=50, model=None, seed=0, workers=None):
-    """AlexNet on an ImageNet-style folder (paper Sec. V-C): the user's machine only.
-
-    Parameters
-    ----------
-    root : path
-        Evaluation images in class subfolders named by WordNet id (``n01440764/...``), e.g.
-        the ILSVRC-2012 validation set sorted into its 1000 classes: sorted wnids give
-        torchvision's class indices, which the pretrained weights use.
-    calib_images : int
-        Calibration images (the paper: 1500 training images).
-    eval_images : int or None
-        Evaluated images (None: all that are not used for calibration).
-    calib_root : path, optional
-        A separate folder (say a part of the training set) to draw calibration images from;
-        without it they are drawn from ``root`` and left out of the evaluation.
-    batch_size : int
-        Batch size of both.
-    model : nn.Module, optional
-        The network; default :func:`lrsa.models.alexnet` with ``pretrained=True`` (downloads
-        torchvision's weights once, checked).
-    seed : int
-        Choice of the calibration images.
-    workers : int, optional
-        DataLoader workers for the evaluation (default: up to 4).
-
-    Returns
-    -------
-    Setup
-        ``baseline_top1`` is left NaN (evaluating takes a while: call
-        ``lrsa.train.evaluate(setup.model, setup.test, topk=(1, 5))``).
-    """
-    from torch.utils.data import DataLoader, Subset
-
-    from .data import load_image_folder
-    from .models import alexnet
-
-    data = load_image_folder(root)
-    gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(data), generator=gen).tolist()
-    if calib_root is not None:
-        cdata = load_image_folder(calib_root)
-        cperm = torch.randperm(len(cdata), generator=gen).tolist()
-        calib_set, eval_idx = Subset(cdata, cperm[:calib_images]), perm
-    else:
-        calib_set, eval_idx = Subset(data, perm[:calib_images]), perm[calib_images:]
-    if eval_images is not None:
-        eval_idx = eval_idx[:eval_images]
-    if not eval_idx:
-        raise ValueError(f"no images left to evaluate in {root} after {calib_images} "
-                         "calibration images")
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers
-    calib = [x for x, _ in DataLoader(calib_set, batch_size=batch_size)]
-    test = DataLoader(Subset(data, eval_idx), batch_size=batch_size, num_workers=workers)
-    model = (alexnet(pretrained=True) if model is None else model).eval()
-    layers = [n for n, _ in find_layers(model, calib[0][:1])]
-    return Setup(name=f"AlexNet / {root} ({len(eval_idx)} images evaluated)", model=model,
-                 calib=calib, test=test, layers=layers, labels=dict(ALEXNET_LAYER_NAMES),
-                 study_layers=("features.6", "features.8", "features.10"),
-                 input_shape=(1, 3, 224, 224), real=True)
-
-
-def load_setup(smoke=None, **kwargs):
-    """The real VGG-16 / CIFAR-10 setup when at hand and not in smoke mode, else the digits.
-
-    Prints which one it uses and why.
-
-    Parameters
-    ----------
-    smoke : bool or None
-        None: :func:`smoke_mode`.
-    **kwargs
-        For :func:`vgg16_cifar10_setup`.
-
-    Returns
-    -------
-    Setup
-    """
-    smoke = smoke_mode() if smoke is None else smoke
-    if smoke:
-        print("smoke mode (LRSA_SMOKE=1): using the embedded default, a small CNN on the "
-              "8x8 digits")
-        return digits_setup()
-    try:
-        setup = vgg16_cifar10_setup(**kwargs)
-    except FileNotFoundError as exc:
-        print(f"{exc}.\nFalling back to the embedded default: a small CNN trained for a few "
-              "seconds on the 8x8 digits (cached in " f"{cache_folder()}).")
-        return digits_setup()
-    print(f"full mode: {setup.name}, baseline top-1 {setup.baseline_top1:.2f}%")
-    return setup
 
 
 # --------------------------------------------------------------------------- helpers
-def _bar(total, progress, desc):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc)
-
-
 def _lowered(mod):
     """(W n x d, bias n) of a Conv2d/Linear or a SparseLowRank module (its A + U V)."""
     if hasattr(mod, "to_dense_weight"):
@@ -477,7 +131,7 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
     folded = fold_batchnorm(copy.deepcopy(model).eval())
     feats = collect_features(folded, [layer_name], calib, samples_per_image=samples_per_image,
                              max_samples=max_samples, seed=0)[layer_name]
-    rows, bar = [], _bar(len(values) * len(responses), progress, f"{layer_name}")
+    rows, bar = [], progress_bar(progress, len(values) * len(responses), f"{layer_name}")
     for response in responses:
         for v in values:
             plan = {layer_name: LayerPlan(ratio=ratio, target_cr=v) if target_crs is not None
@@ -494,11 +148,9 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
                          "nonzero_columns": r["nonzero_columns"], "rel_error": r["rel_error"],
                          "relu_error": relu_output_error(W, b, feats.X, feats.Z),
                          "top1": top1, "drop": base - top1})
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(response=response, cr=f"{r['cr']:.2f}", top1=f"{top1:.1f}")
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+            bar.set_postfix(response=response, cr=f"{r['cr']:.2f}", top1=f"{top1:.1f}")
+    bar.close()
     return rows
 
 
@@ -573,8 +225,8 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
         tmp = tempfile.TemporaryDirectory(prefix="lrsa-strategy-")
         root = Path(tmp.name)
     else:
-        root = Path(workdir) / f"{strategy}-{_key(_fingerprint(model), settings)}"
-    rows, prev, bar = [], None, _bar(len(names), progress, f"{strategy} strategy")
+        root = Path(workdir) / f"{strategy}-{cache_key(weights_fingerprint(model), settings)}"
+    rows, prev, bar = [], None, progress_bar(progress, len(names), f"{strategy} strategy")
     try:
         for k in range(1, len(names) + 1):
             run = root / f"k{k:03d}"
@@ -595,12 +247,10 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
                          "cr_so_far": sum(x["params_compressed"] for x in done)
                          / sum(x["params_original"] for x in done)})
             prev = run
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(layer=names[k - 1], top1=f"{top1:.1f}")
+            bar.update(1)
+            bar.set_postfix(layer=names[k - 1], top1=f"{top1:.1f}")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         if tmp is not None:
             tmp.cleanup()
     return rows
@@ -645,14 +295,14 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
         ``relu_error``, ``column_norms`` (of A, length d) and ``singular_values`` (of B,
         descending), ``converged``.
     """
-    from .pipeline import _bias, _group, _solve, _weight
+    from .pipeline import approximate_layer, columns_per_channel, layer_bias, lowered_weight
 
     fracs = [float(f) for f in fracs]
     ratios = [float(r) for r in ratios]
     settings = dict(layer=layer_name, response=response, fracs=fracs, ratios=ratios,
                     spi=samples_per_image, max_samples=max_samples, max_iter=max_iter,
                     tol=tol, n_calib=sum(len(b) for b in calib))
-    key = _key(_fingerprint(model), settings)
+    key = cache_key(weights_fingerprint(model), settings)
     if cache is not None and Path(cache).is_file():
         try:
             got = json.loads(Path(cache).read_text())
@@ -664,15 +314,18 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
     mod = folded.get_submodule(layer_name)
     feats = collect_features(folded, [layer_name], calib, samples_per_image=samples_per_image,
                              max_samples=max_samples, seed=0)[layer_name]
-    W, b = _weight(mod).to(feats.X), _bias(mod).to(feats.X)
+    W, b = lowered_weight(mod).to(feats.X), layer_bias(mod).to(feats.X)
     n, d = W.shape
+    group = columns_per_channel(mod)
     Y = feats.targets(response)
-    points, bar = [], _bar(len(fracs) * len(ratios), progress, f"lambda grid {layer_name}")
+    points = []
+    bar = progress_bar(progress, len(fracs) * len(ratios), f"lambda grid {layer_name}")
     for ratio in ratios:
         for frac in fracs:
-            sol, extra = _solve(feats.X, feats.Z, W, b, LayerPlan(frac=frac, ratio=ratio),
-                                response, _group(mod), "lrsa", max_iter, tol)
-            cr_a = extra["kept_channels"] * _group(mod) / d
+            sol, extra = approximate_layer(feats.X, feats.Z, W, b,
+                                           LayerPlan(frac=frac, ratio=ratio), response, group,
+                                           "lrsa", max_iter, tol)
+            cr_a = extra["kept_channels"] * group / d
             cr_b = sol.rank * (n + d) / (n * d)
             out = sol.W @ feats.X + b[:, None]
             out = torch.relu(out) if response == "relu" else out
@@ -687,16 +340,14 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
                                  torch.linalg.vector_norm(sol.A, dim=0).tolist()],
                 "singular_values": [float(f"{v:.6g}") for v in sv[:sol.rank].tolist()],
                 "converged": bool(sol.converged)})
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(frac=frac, ratio=ratio, cr=f"{cr_a + cr_b:.2f}")
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+            bar.set_postfix(frac=frac, ratio=ratio, cr=f"{cr_a + cr_b:.2f}")
+    bar.close()
     grid = {"key": key, "layer": layer_name, "response": response, "n": n, "d": d,
             "fracs": fracs, "ratios": ratios,
             "points": points}
     if cache is not None:
-        _atomic_write_text(cache, json.dumps(grid))
+        atomic_write_text(cache, json.dumps(grid))
     return grid
 
 
@@ -735,23 +386,19 @@ def objective_along_segment(X, Z, bias, W0, W1, steps=41):
 # --------------------------------------------------------------------------- tables
 def paper_table_markdown(table, title="paper"):
     """A markdown table of a paper table dict ``layer -> (CR(A), CR(B), CR(A+B))`` in %."""
-    lines = [f"| layer ({title}) | CR(A) % | CR(B) % | CR(A+B) % |", "|---|---:|---:|---:|"]
-    lines += [f"| {k} | {a:.1f} | {b:.1f} | {c:.1f} |" for k, (a, b, c) in table.items()]
-    return "\n".join(lines)
+    return format_table([f"layer ({title})", "CR(A) %", "CR(B) %", "CR(A+B) %"],
+                        [[k, f"{a:.1f}", f"{b:.1f}", f"{c:.1f}"] for k, (a, b, c) in table.items()])
 
 
-def benchmark_comparison(path=None):
-    """Ours beside the paper from the VGG-16 benchmark's JSON
-    (``benchmarks/results/vgg16_cifar10.json`` by default), or None when it is missing.
+def benchmark_comparison(path):
+    """Ours beside the paper from a VGG-16 benchmark's JSON (in this repository
+    ``benchmarks/results/vgg16_cifar10.json``), or None when it is missing or unreadable.
 
     Returns
     -------
     (markdown str, dict of the numbers used) or None
     """
-    from .report import PAPER_VGG16
-
-    path = Path(path) if path is not None else _REPO / "benchmarks" / "results" / \
-        "vgg16_cifar10.json"
+    path = Path(path)
     if not path.is_file():
         return None
     try:
@@ -773,7 +420,8 @@ def benchmark_comparison(path=None):
         f"| CPU speed-up, batch 128 | {fmt(nums['speedup_b128'], '.2f', 'x')} | "
         f"{PAPER_VGG16['speedup']:.1f}x |",
         f"| CPU speed-up, batch 1 | {fmt(nums['speedup_b1'], '.2f', 'x')} | - |",
-        f"| top-1 baseline | {fmt(nums['top1_baseline'], '.2f', '%')} | 92.05% |",
+        f"| top-1 baseline | {fmt(nums['top1_baseline'], '.2f', '%')} | "
+        f"{PAPER_VGG16['baseline_top1']:.2f}% |",
         f"| top-1 compressed, before fine-tuning | {fmt(nums['top1_compressed'], '.2f', '%')}"
         " | - |",
         f"| top-1 compressed, fine-tuned | {fmt(nums['top1_finetuned'], '.2f', '%')} | - |",

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .timing import device_and_dtype
+from .utils import device_and_dtype, evaluating, progress_bar
 
-__all__ = ["GramStats", "LayerFeatures", "check_supported", "collect_features", "find_layers",
+__all__ = ["LayerFeatures", "check_supported", "collect_features", "find_layers",
            "fold_batchnorm", "lower_conv_input"]
 
 _CONV_BN = {nn.Conv1d: (nn.BatchNorm1d,), nn.Conv2d: (nn.BatchNorm2d,),
@@ -94,7 +94,7 @@ def _traced_pairs(model, example_input):
         if type(m) in _CONV_BN:
             handles.append(m.register_forward_hook(post))
     try:
-        with _eval_no_grad(model):
+        with evaluating(model):
             _call(model, example_input)
     finally:
         for h in handles:
@@ -260,89 +260,6 @@ def _lower_at(x, conv, b_idx, p_idx, w_out):
 
 # --------------------------------------------------------------------------- statistics
 
-class GramStats:
-    r"""Streaming second moments of one layer, accumulated in float64.
-
-    After :meth:`update` with column blocks of X (d x N_i) and Z (n x N_i):
-    ``G = X X^T / N``, ``C = Z X^T / N``, ``mean_x``, ``mean_z``, ``zz = sum ||z||^2 / N``
-    and ``N``. They are all the linear response needs: with a fixed bias b the solver's
-    cross term is ``(Z - b 1^T) X^T / N`` = :meth:`cross` (b). The ReLU response needs the
-    columns themselves (use :class:`LayerFeatures`).
-    """
-
-    def __init__(self, d, n, device=None):
-        self.d, self.n = int(d), int(n)
-        kw = {"dtype": torch.float64, "device": device}
-        self._G = torch.zeros(d, d, **kw)
-        self._C = torch.zeros(n, d, **kw)
-        self._xs = torch.zeros(d, **kw)
-        self._zs = torch.zeros(n, **kw)
-        self._zz = 0.0
-        self.N = 0
-
-    @torch.no_grad()
-    def update(self, X, Z):
-        if X.shape[0] != self.d or Z.shape[0] != self.n or X.shape[1] != Z.shape[1]:
-            raise ValueError(f"expected X ({self.d} x N) and Z ({self.n} x N), got "
-                             f"{tuple(X.shape)} and {tuple(Z.shape)}")
-        X = X.to(self._G.device, torch.float64)
-        Z = Z.to(self._G.device, torch.float64)
-        self._G += X @ X.T
-        self._C += Z @ X.T
-        self._xs += X.sum(1)
-        self._zs += Z.sum(1)
-        self._zz += float((Z * Z).sum())
-        self.N += int(X.shape[1])
-        return self
-
-    def merge(self, other):
-        """Add another accumulator's sums (same d, n) into this one."""
-        if (other.d, other.n) != (self.d, self.n):
-            raise ValueError("GramStats.merge: shapes differ")
-        self._G += other._G.to(self._G.device)
-        self._C += other._C.to(self._G.device)
-        self._xs += other._xs.to(self._G.device)
-        self._zs += other._zs.to(self._G.device)
-        self._zz += other._zz
-        self.N += other.N
-        return self
-
-    def _n(self):
-        if self.N == 0:
-            raise ValueError("GramStats: no samples accumulated")
-        return self.N
-
-    @property
-    def G(self):
-        return self._G / self._n()
-
-    @property
-    def C(self):
-        return self._C / self._n()
-
-    @property
-    def mean_x(self):
-        return self._xs / self._n()
-
-    @property
-    def mean_z(self):
-        return self._zs / self._n()
-
-    @property
-    def zz(self):
-        return self._zz / self._n()
-
-    def cross(self, bias=None):
-        """``(Z - b 1^T) X^T / N`` (float64)."""
-        if bias is None:
-            return self.C
-        b = torch.as_tensor(bias, dtype=torch.float64, device=self._G.device).reshape(-1)
-        return self.C - b[:, None] * self.mean_x[None, :]
-
-    def __repr__(self):
-        return f"GramStats(d={self.d}, n={self.n}, N={self.N})"
-
-
 @dataclass
 class LayerFeatures:
     """Sampled features of one layer.
@@ -367,33 +284,8 @@ class LayerFeatures:
             return self.Z
         raise ValueError(f"response must be 'relu' or 'linear', got {response!r}")
 
-    def stats(self):
-        return GramStats(self.X.shape[0], self.Z.shape[0], self.X.device).update(self.X, self.Z)
-
 
 # --------------------------------------------------------------------------- helpers
-
-class _eval_no_grad:
-    """Context: models in eval mode (flags restored afterwards) and no_grad."""
-
-    def __init__(self, *models):
-        self.models = [m for m in models if m is not None]
-
-    def __enter__(self):
-        self.flags = [[(m, m.training) for m in model.modules()] for model in self.models]
-        for model in self.models:
-            model.eval()
-        self.ng = torch.no_grad()
-        self.ng.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.ng.__exit__(*exc)
-        for flags in self.flags:
-            for m, t in flags:
-                m.training = t
-        return False
-
 
 def _call(model, x):
     dev = device_and_dtype(model)[0]
@@ -472,14 +364,14 @@ class _StopForward(Exception):
 class _Site:
     """Per-layer state of collect_features."""
 
-    def __init__(self, name, module, seed, cap, spi, stats_only):
+    def __init__(self, name, module, seed, cap, spi):
         self.name, self.module = name, module
         self.is_linear = isinstance(module, nn.Linear)
         self.gen = torch.Generator().manual_seed(
             (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2 ** 63))
-        self.cap, self.spi, self.stats_only = cap, spi, stats_only
+        self.cap, self.spi = cap, spi
         self.count, self.images = 0, 0
-        self.Xs, self.Zs, self.stats = [], [], None
+        self.Xs, self.Zs = [], []
         self.reset_batch()
 
     def reset_batch(self):
@@ -558,17 +450,12 @@ class _Site:
         b = self.sel[0]
         self.images += int(torch.unique(b).numel())
         self.count += int(X.shape[1])
-        if self.stats_only:
-            if self.stats is None:
-                self.stats = GramStats(X.shape[0], Z.shape[0], X.device)
-            self.stats.update(X, Z)
-        else:
-            self.Xs.append(X.contiguous())
-            self.Zs.append(Z.contiguous())
+        self.Xs.append(X.contiguous())
+        self.Zs.append(Z.contiguous())
 
 
 def collect_features(model, layers, batches, *, samples_per_image=10, max_samples=None,
-                     seed=0, inputs_from=None, progress=False, stats_only=False,
+                     seed=0, inputs_from=None, progress=False,
                      stop_early=True):
     r"""Sample lowered inputs X and pre-activation responses Z of some layers.
 
@@ -592,14 +479,13 @@ def collect_features(model, layers, batches, *, samples_per_image=10, max_sample
         positions sampled once per batch. Its layer of that name may be of any type (say a
         :class:`lrsa.layers.SparseLowRankConv2d`): only its input is used, lowered with the
         geometry of ``model``'s layer.
-    stats_only : return :class:`GramStats` per layer (streamed, no columns stored) instead.
     stop_early : stop each forward once every requested layer has been seen.
     progress : tqdm bar over batches.
 
     Returns
     -------
     dict name -> :class:`LayerFeatures` (X: d x N, Z: n x N, float32, on the model's
-    device), or name -> :class:`GramStats` with ``stats_only=True``.
+    device).
     """
     sites = _resolve_layers(model, layers)
     if samples_per_image is not None and int(samples_per_image) < 1:
@@ -607,7 +493,7 @@ def collect_features(model, layers, batches, *, samples_per_image=10, max_sample
     if max_samples is not None and int(max_samples) < 1:
         raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
     state = {name: _Site(name, mod, seed, None if max_samples is None else int(max_samples),
-                         samples_per_image, stats_only) for name, mod in sites.items()}
+                         samples_per_image) for name, mod in sites.items()}
     asym = inputs_from is not None
     in_mods = {}
     if asym:
@@ -617,59 +503,15 @@ def collect_features(model, layers, batches, *, samples_per_image=10, max_sample
                 raise ValueError(f"inputs_from has no module named '{name}'")
             in_mods[name] = named_in[name]
 
-    pending = {"model": set(), "inputs": set()}
-
-    def make_model_hook(site):
-        def hook(mod, args, kwargs, out):
-            site.on_output(_first_arg(args, kwargs), out, also_inputs=not asym)
-            pending["model"].discard(site.name)
-            if stop_early and not pending["model"]:
-                raise _StopForward
-        return hook
-
-    def make_input_hook(site):
-        def hook(mod, args, kwargs):
-            site.on_input(_first_arg(args, kwargs))
-            pending["inputs"].discard(site.name)
-            if stop_early and not pending["inputs"]:
-                raise _StopForward
-        return hook
-
-    handles = []
+    pending = {"model": set(), "inputs": set()}  # layers the current forward still needs
+    handles = _register_hooks(state, in_mods, pending, stop_early)
     try:
-        for name, site in state.items():
-            handles.append(site.module.register_forward_hook(make_model_hook(site),
-                                                             with_kwargs=True))
-            if asym:
-                handles.append(in_mods[name].register_forward_pre_hook(
-                    make_input_hook(site), with_kwargs=True))
-        it = batches
-        if progress:
-            from tqdm.auto import tqdm
-            it = tqdm(batches, desc="collect_features", leave=False)
-        with _eval_no_grad(model, inputs_from):
-            for batch in it:
-                x = batch_input(batch)
-                for s in state.values():
-                    s.reset_batch()
-                active = {n for n, s in state.items() if not s.full}
-                pending["model"] = set(active)
-                try:
-                    _call(model, x)
-                except _StopForward:
-                    pass
-                if asym:
-                    pending["inputs"] = {n for n in active if state[n].sel is not None}
-                    if pending["inputs"]:
-                        try:
-                            _call(inputs_from, x)
-                        except _StopForward:
-                            pass
-                for name in active:
-                    if state[name].calls_model == 0:
-                        raise ValueError(f"layer '{name}' was not called in the forward pass")
-                for s in state.values():
-                    s.commit()
+        with evaluating(model, inputs_from), progress_bar(
+                progress, len(batches) if hasattr(batches, "__len__") else None,
+                "collect_features", leave=False) as bar:
+            for batch in batches:
+                _collect_batch(model, inputs_from, batch_input(batch), state, pending)
+                bar.update(1)
                 if all(s.full for s in state.values()):
                     break
     finally:
@@ -680,12 +522,65 @@ def collect_features(model, layers, batches, *, samples_per_image=10, max_sample
     for name, s in state.items():
         if s.count == 0:
             raise ValueError(f"no samples collected for layer '{name}' (empty batches?)")
-        if stats_only:
-            out[name] = s.stats
-        else:
-            out[name] = LayerFeatures(torch.cat(s.Xs, 1), torch.cat(s.Zs, 1), s.images)
-            s.Xs, s.Zs = [], []
+        out[name] = LayerFeatures(torch.cat(s.Xs, 1), torch.cat(s.Zs, 1), s.images)
+        s.Xs, s.Zs = [], []
     return out
+
+
+def _register_hooks(state, in_mods, pending, stop_early):
+    """Forward hooks on the model's layers (outputs, and inputs unless ``in_mods`` gives the
+    approximated network's layers, whose pre-hooks then take the inputs). A hook stops the
+    forward once every layer ``pending`` names has been seen."""
+    asym = bool(in_mods)
+
+    def model_hook(site):
+        def hook(mod, args, kwargs, out):
+            site.on_output(_first_arg(args, kwargs), out, also_inputs=not asym)
+            pending["model"].discard(site.name)
+            if stop_early and not pending["model"]:
+                raise _StopForward
+        return hook
+
+    def input_hook(site):
+        def hook(mod, args, kwargs):
+            site.on_input(_first_arg(args, kwargs))
+            pending["inputs"].discard(site.name)
+            if stop_early and not pending["inputs"]:
+                raise _StopForward
+        return hook
+
+    handles = []
+    for name, site in state.items():
+        handles.append(site.module.register_forward_hook(model_hook(site), with_kwargs=True))
+        if asym:
+            handles.append(in_mods[name].register_forward_pre_hook(input_hook(site),
+                                                                   with_kwargs=True))
+    return handles
+
+
+def _collect_batch(model, inputs_from, x, state, pending):
+    """One batch: sample positions, run the model (and the approximated network for the
+    asymmetric strategy) as far as the hooks need, store the columns."""
+    for s in state.values():
+        s.reset_batch()
+    active = {n for n, s in state.items() if not s.full}
+    pending["model"] = set(active)
+    try:
+        _call(model, x)
+    except _StopForward:
+        pass
+    if inputs_from is not None:
+        pending["inputs"] = {n for n in active if state[n].sel is not None}
+        if pending["inputs"]:
+            try:
+                _call(inputs_from, x)
+            except _StopForward:
+                pass
+    for name in active:
+        if state[name].calls_model == 0:
+            raise ValueError(f"layer '{name}' was not called in the forward pass")
+    for s in state.values():
+        s.commit()
 
 
 def find_layers(model, example_input):
@@ -708,7 +603,7 @@ def find_layers(model, example_input):
 
     handles = [m.register_forward_pre_hook(hook) for m in names]
     try:
-        with _eval_no_grad(model):
+        with evaluating(model):
             _call(model, example_input)
     finally:
         for h in handles:

@@ -2,9 +2,9 @@ r"""Whole networks: approximate layer after layer (paper sections IV-V).
 
 For each layer, in the order a traced forward pass calls them, :func:`compress` samples
 lowered inputs X and pre-activation responses Z on calibration images, solves the layer
-(:func:`_solve`) and swaps in a :class:`lrsa.layers.SparseLowRankConv2d` (or ``...Linear``),
-or keeps the layer as it was where the factored form runs no faster. BatchNorm is folded
-first.
+(:func:`approximate_layer`) and swaps in a :class:`lrsa.layers.SparseLowRankConv2d` (or
+``...Linear``), or keeps the layer as it was where the factored form runs no faster.
+BatchNorm is folded first.
 
 Strategies (paper Fig. 3): ``"symmetric"`` takes X from the original network,
 ``"asymmetric"`` from the network approximated so far (targets always from the original).
@@ -30,8 +30,8 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,14 +41,17 @@ from torch import nn
 from .features import batch_input, collect_features, find_layers, fold_batchnorm
 from .baselines import truncated_svd
 from .layers import (ImplementationChoice, SparseLowRankConv2d, SparseLowRankLinear,
-                     choose_implementation, estimate_macs)
+                     choose_implementation, estimate_macs, keep_structure_hook)
 from .timing import compare_latency
+from .train import Distillation, train
+from .utils import (atomic_torch_save, code_version, format_table, progress_bar,
+                    weights_fingerprint)
 from .solver import LayerProblem, LayerSolution, StructuredFit, layer_objective
 
-__all__ = ["CompressionReport", "LayerPlan", "code_version", "compress", "compress_like",
-           "default_plan",
-           "finetune", "load_compressed", "matching_plan", "save_compressed",
-           "weights_fingerprint"]
+__all__ = ["CompressionReport", "LayerPlan", "LayerReport", "approximate_layer",
+           "columns_per_channel", "compress", "compress_like", "default_plan", "finetune",
+           "layer_bias", "load_compressed", "lowered_weight", "matching_plan",
+           "save_compressed"]
 
 
 @dataclass
@@ -90,7 +93,7 @@ def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, exclude=()):
 
     The paper keeps its FC layers sparse only; here they get A + B like the convolutions,
     since dropping whole input features of an FC layer costs more accuracy per stored
-    weight than a low-rank part (the per-layer choice in :func:`_solve` still picks
+    weight than a low-rank part (the per-layer choice in :func:`approximate_layer` still picks
     "A only" where that fits best).
 
     layers : ordered (name, module) pairs (see :func:`lrsa.features.find_layers`).
@@ -106,8 +109,109 @@ def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, exclude=()):
 
 
 @dataclass
+class LayerReport(Mapping):
+    """One layer's row of :attr:`CompressionReport.layers` (paper Table I). Read its fields as
+    attributes or by key (``row["cr"]``, ``row.get("choice")``, ``dict(row)``).
+
+    Attributes
+    ----------
+    name : str
+        Module name.
+    type : str
+        ``"Conv2d"`` or ``"Linear"``.
+    n, d : int
+        Rows and columns of the lowered weight W (outputs; k_h k_w c inputs).
+    params_original : int
+        n d.
+    kind : str
+        ``"factored"`` (runs A + U V), ``"dense"`` (solved, but kept its original weights:
+        the factored form ran no faster), ``"original"`` (not approximated by the plan).
+    cr_a, cr_b, cr : float
+        Stored sizes of A (kept columns x n), B (r (n + d)) and of both, over n d
+        (paper eq. 15); for a dense layer those of the solution it did not use.
+    rank : int
+        r, the rank of B.
+    nonzero_columns : int
+        Columns of A kept (kept channels x k_h k_w).
+    params_compressed : int
+        Parameters the layer stores as it runs (n d when dense or original).
+    rel_error : float or None
+        ||Y - r(W X + b)||_F / ||Y||_F on the calibration samples (None for the data-free SVD).
+    seconds : float
+        Time to sample and solve the layer.
+    converged : bool
+        The ADMM's convergence flag (True where no ADMM ran).
+    response : str or None
+        The response fitted: ``"relu"`` where a ReLU follows the layer, else ``"linear"``.
+    choice : str or None
+        ``"A+B"``, ``"A only"`` or ``"B only"``: the split of the budget chosen on held-out
+        samples.
+    kept_channels : int or None
+        Input channels (columns for a Linear layer) the sparse part keeps.
+    frac : float or None
+        lam1 relative to the layer's gradient scale (lrsa only).
+    method : str or None
+        ``"lrsa"``, ``"svd"`` or ``"rrr"``.
+    refined : bool
+        The ReLU refinement was kept (it lowered the held-out error).
+    ranked_by : str or None
+        What ranked the input channels: ``"admm"`` or ``"energy"`` (very large layers).
+    layer_speedups : dict or None
+        Batch size -> the factored layer's measured speed-up in place.
+    """
+
+    name: str
+    type: str
+    n: int
+    d: int
+    params_original: int
+    kind: str = "original"
+    cr_a: float = 0.0
+    cr_b: float = 1.0
+    cr: float = 1.0
+    rank: int = 0
+    nonzero_columns: int = 0
+    params_compressed: int = 0
+    rel_error: float | None = 0.0
+    seconds: float = 0.0
+    converged: bool = True
+    response: str | None = None
+    choice: str | None = None
+    kept_channels: int | None = None
+    frac: float | None = None
+    method: str | None = None
+    refined: bool = False
+    ranked_by: str | None = None
+    layer_speedups: dict | None = None
+
+    def __getitem__(self, key):
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self):
+        return len(self.__dataclass_fields__)
+
+
+@dataclass
 class CompressionReport:
-    """Per-layer results (paper Table I) and totals. CR = approximated / original size."""
+    """Per-layer results (paper Table I) and totals. CR = approximated / original size.
+
+    Attributes
+    ----------
+    layers : list of LayerReport
+        In the order the forward pass calls the layers.
+    strategy, response, method : str
+        The settings of the run.
+    seconds : float
+        Wall time of :func:`compress`.
+    speed : dict or None
+        The whole-model check of ``fallback="time"``: measured ``speedups`` per batch size,
+        ``faster``, and the layers ``reverted`` to their original weights.
+    """
 
     layers: list = field(default_factory=list)
     strategy: str = "asymmetric"
@@ -125,33 +229,36 @@ class CompressionReport:
         return sum(r["params_compressed"] for r in self.layers)
 
     def to_dict(self):
+        """Plain JSON-able dict (layers as dicts) with the totals."""
         d = asdict(self)
         d.update(params_original=self.params_original, params_compressed=self.params_compressed)
         return d
 
     def markdown(self):
-        head = ("| layer | kind | structure | CR(A) % | CR(B) % | CR(A+B) % | rank | "
-                "kept channels | rel. error | s |\n"
-                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
-        rows = [f"| {r['name']} | {r['kind']} | {r.get('choice', '-')} | "
-                f"{100 * r['cr_a']:.1f} | {100 * r['cr_b']:.1f} | {100 * r['cr']:.1f} | "
-                f"{r['rank']} | "
-                f"{r.get('kept_channels', '-')} | "
-                f"{'-' if r['rel_error'] is None else format(r['rel_error'], '.3f')} | "
-                f"{r['seconds']:.1f} |" for r in self.layers]
-        return "\n".join([head, *rows])
+        return format_table(
+            ["layer", "kind", "structure", "CR(A) %", "CR(B) %", "CR(A+B) %", "rank",
+             "kept channels", "rel. error", "s"],
+            [[r["name"], r["kind"], r.get("choice"), f"{100 * r['cr_a']:.1f}",
+              f"{100 * r['cr_b']:.1f}", f"{100 * r['cr']:.1f}", r["rank"],
+              r.get("kept_channels"),
+              None if r["rel_error"] is None else f"{r['rel_error']:.3f}",
+              f"{r['seconds']:.1f}"] for r in self.layers])
 
 
-def _weight(mod):
+def lowered_weight(mod):
+    """The (n, k_h k_w c) lowered weight W of a conv (or the (n, d) weight of a linear layer),
+    detached; columns ordered channel-major as :func:`lrsa.features.collect_features` lowers
+    the inputs."""
     return mod.weight.detach().reshape(mod.weight.shape[0], -1)
 
 
-def _bias(mod):
+def layer_bias(mod):
+    """The layer's (n,) bias, detached; zeros for a layer without one."""
     return (mod.bias.detach() if mod.bias is not None
             else torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype))
 
 
-def _group(mod):
+def columns_per_channel(mod):
     """Columns of the lowered weight per input channel: what the sparse part keeps or drops
     together (k_h k_w for a convolution, 1 for a linear layer)."""
     return mod.weight[0, 0].numel() if isinstance(mod, nn.Conv2d) else 1
@@ -165,7 +272,8 @@ LOOSE_ITERATIONS = 40  # ADMM iterations for ranking channels under a size targe
 ADMM_MAX_MACS = 2e12  # above this (about 2 min on 2 cores) the ranking uses the energy
 
 
-def _solve(X, Z, W, b, p, response, group, method="lrsa", max_iter=200, tol=1e-3, seed=0):
+def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=200, tol=1e-3,
+                      seed=0):
     """Solve one layer for its plan.
 
     group : columns per input channel (k_h k_w for a conv, 1 for a linear layer): the
@@ -291,31 +399,6 @@ def _set_module(model, name, new):
     setattr(parent, child, new)
 
 
-def _atomic_save(obj, path):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def code_version():
-    """sha256 (16 hex digits) of lrsa's own source files: what computed a layer."""
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
-        h.update(path.relative_to(Path(__file__).parent).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def weights_fingerprint(model):
-    """sha256 (16 hex digits) over every byte of every tensor of ``model.state_dict()``."""
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(str(v.dtype).encode() + str(tuple(v.shape)).encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _layer_key(name, plan, settings):
     return hashlib.sha256(json.dumps({"layer": name, "plan": asdict(plan), **settings},
                                      sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -368,7 +451,7 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
         device gets from it is measured, not promised (see ``fallback``).
     response : "relu" (paper) or "linear".
     strategy : "asymmetric" (paper) or "symmetric".
-    method : "lrsa" (sparse + low-rank, see :func:`_solve`), or a baseline at the same
+    method : "lrsa" (sparse + low-rank, see :func:`approximate_layer`), or a baseline at the same
         per-layer sizes: "svd" (truncated SVD, data-free) or "rrr" (reduced-rank
         regression, linear response).
     samples_per_image, max_samples : feature sampling (N <= max_samples per layer).
@@ -387,96 +470,126 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     -------
     (compressed model, :class:`CompressionReport`)
     """
+    _check_options(response, strategy, method, fallback, network_cr, network_macs)
+    batches = _as_batches(calibration_data)
+    first = batch_input(batches[0])
+    start = time.perf_counter()
+    original = fold_batchnorm(copy.deepcopy(model).eval())
+    layers = find_layers(original, first[:1])
+    plan = _network_plan(original, layers, first, plan, network_cr, network_macs,
+                         dict(frac=frac, ratio=ratio, target_cr=target_cr, exclude=exclude))
+    in_shapes, relu_after = _trace(original, first[:1])
+    # fallback is left out: it decides how A + U V is run, not what A, U, V are
+    settings = dict(response=response, strategy=strategy, method=method,
+                    samples_per_image=samples_per_image, max_samples=max_samples,
+                    max_iter=max_iter, tol=tol, seed=seed,
+                    calibration_images=sum(len(batch_input(b)) for b in batches))
+    run = _Run(original=original, compressed=copy.deepcopy(original), batches=batches,
+               settings=settings, in_shapes=in_shapes, relu_after=relu_after,
+               fallback=fallback, batch_sizes=sorted({1, int(first.shape[0])}))
+    if workdir is not None:
+        run.work = Path(workdir)
+        run.work.mkdir(parents=True, exist_ok=True)
+        run.provenance = {"code": code_version(), "weights": weights_fingerprint(model)}
+    report = CompressionReport(strategy=strategy, response=response, method=method)
+    with progress_bar(progress, len(layers), "compress", unit="layer") as bar:
+        for idx, (name, mod) in enumerate(layers):
+            row = _compress_layer(run, idx, name, mod, plan.get(name, LayerPlan(skip=True)))
+            report.layers.append(row)
+            bar.update(1)
+            bar.set_postfix(layer=name,
+                            cr=f"{row['params_compressed'] / row['params_original']:.2f}")
+    if fallback == "time":
+        report.speed = _never_slower(original, run.compressed, run.factored, report,
+                                     tuple(first.shape[1:]), run.batch_sizes)
+    report.seconds = time.perf_counter() - start
+    return run.compressed, report
+
+
+def _check_options(response, strategy, method, fallback, network_cr, network_macs):
     if response not in ("relu", "linear"):
         raise ValueError(f"response must be 'relu' or 'linear', got {response!r}")
     if strategy not in ("asymmetric", "symmetric"):
         raise ValueError(f"strategy must be 'asymmetric' or 'symmetric', got {strategy!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    batches = _as_batches(calibration_data)
-    first = batches[0][0] if isinstance(batches[0], (tuple, list)) else batches[0]
-    start = time.perf_counter()
-    original = fold_batchnorm(copy.deepcopy(model).eval())
-    layers = find_layers(original, first[:1])
+    if fallback not in ("time", "macs", None):
+        raise ValueError(f"fallback must be 'time', 'macs' or None, got {fallback!r}")
+    if network_cr is not None and network_macs is not None:
+        raise ValueError("give network_cr or network_macs, not both")
+
+
+def _network_plan(original, layers, first, plan, network_cr, network_macs, defaults):
+    """The per-layer plan: the given one (checked against the model) or the default one,
+    with a network target spread over it."""
     if plan is None:
-        plan = default_plan(layers, frac=frac, ratio=ratio, target_cr=target_cr,
-                            exclude=exclude)
+        plan = default_plan(layers, **defaults)
     unknown = set(plan) - {n for n, _ in layers}
     if unknown:
         raise ValueError(f"plan names layers the model does not have: {sorted(unknown)}")
-    in_shapes, relu_after = _trace(original, first[:1])
-    if network_cr is not None and network_macs is not None:
-        raise ValueError("give network_cr or network_macs, not both")
     if network_cr is not None:
         _spread_network_target(plan, layers, network_cr)
     if network_macs is not None:
+        in_shapes, _ = _trace(original, first[:1])
         macs = {n: estimate_macs(m, in_shapes[n]) for n, m in layers}
         _spread_network_target(plan, layers, network_macs, macs, "network_macs",
                                "multiply-adds")
+    return plan
 
-    if fallback not in ("time", "macs", None):
-        raise ValueError(f"fallback must be 'time', 'macs' or None, got {fallback!r}")
-    # fallback is left out: it decides how A + U V is run, not what A, U, V are
-    settings = dict(response=response, strategy=strategy, method=method,
-                    samples_per_image=samples_per_image, max_samples=max_samples,
-                    max_iter=max_iter, tol=tol, seed=seed,
-                    calibration_images=sum(len(batch_input(b)) for b in batches))
-    work = Path(workdir) if workdir is not None else None
-    provenance = None
-    if work is not None:
-        work.mkdir(parents=True, exist_ok=True)
-        provenance = {"code": code_version(), "weights": weights_fingerprint(model)}
-    compressed = copy.deepcopy(original)
-    report = CompressionReport(strategy=strategy, response=response, method=method)
-    batch_sizes = sorted({1, int(first.shape[0])})
-    factored = {}  # name -> its worst in-place speed-up
 
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(layers), desc="compress", unit="layer", disable=not progress)
-    for idx, (name, mod) in enumerate(layers):
-        p = plan.get(name, LayerPlan(skip=True))
-        n, d = _weight(mod).shape
-        row = {"name": name, "type": type(mod).__name__, "n": n, "d": d,
-               "params_original": n * d}
-        done = work / f"layer_{idx:03d}.pt" if work is not None else None
-        if p.skip or (p.target_cr is not None and p.target_cr >= 1):
-            row.update(kind="original", cr_a=0.0, cr_b=1.0, cr=1.0, rank=min(n, d),
-                       nonzero_columns=d, rel_error=0.0, seconds=0.0, frac=None,
-                       params_compressed=n * d, converged=True)
-        else:
-            expected = None if work is None else {
-                **provenance, "settings": _layer_key(name, p, settings)}
-            if done is not None and done.exists():
-                saved = torch.load(done, weights_only=True, map_location="cpu")
-                _check_resumed(done, saved, expected)
-                row, A, U, V, b = (saved[k] for k in ("row", "A", "U", "V", "bias"))
-            else:
-                row, (A, U, V, b) = _layer(original, compressed, name, mod, batches, p,
-                                           response if name in relu_after else "linear",
-                                           method, strategy, settings, row)
-                if done is not None:
-                    _atomic_save({"row": row, "A": A.cpu(), "U": U.cpu(), "V": V.cpu(),
-                                  "bias": b.cpu(), "provenance": expected}, done)
-            choice = _build(mod, A, U, V, b, in_shapes[name], fallback, batch_sizes)
-            # a layer that runs no faster factored keeps its original weights: a dense
-            # A + U V would cost the same and only add the approximation's error
-            _set_module(compressed, name, choice.module if choice.kind == "factored"
-                        else copy.deepcopy(mod))
-            row["kind"] = choice.kind
-            row["layer_speedups"] = choice.speedups
-            if choice.kind == "factored":
-                factored[name] = min((choice.speedups or {0: 0}).values())
-            else:
-                row["params_compressed"] = n * d
-        report.layers.append(row)
-        bar.update(1)
-        bar.set_postfix(layer=name, cr=f"{row['params_compressed'] / (n * d):.2f}")
-    bar.close()
-    if fallback == "time":
-        report.speed = _never_slower(original, compressed, factored, report,
-                                     tuple(first.shape[1:]), batch_sizes)
-    report.seconds = time.perf_counter() - start
-    return compressed, report
+@dataclass
+class _Run:
+    """What every layer of one :func:`compress` call shares."""
+
+    original: nn.Module
+    compressed: nn.Module
+    batches: list
+    settings: dict
+    in_shapes: dict
+    relu_after: set
+    fallback: str | None
+    batch_sizes: list
+    work: Path | None = None
+    provenance: dict | None = None
+    factored: dict = field(default_factory=dict)  # name -> its worst in-place speed-up
+
+
+def _compress_layer(run, idx, name, mod, p):
+    """One layer: kept as it is, resumed from the work folder, or solved (and saved); then
+    swapped into ``run.compressed`` factored, or left original where that is faster.
+    Returns its report row."""
+    n, d = lowered_weight(mod).shape
+    row = LayerReport(name=name, type=type(mod).__name__, n=n, d=d, params_original=n * d,
+                      rank=min(n, d), nonzero_columns=d, params_compressed=n * d)
+    if p.skip or (p.target_cr is not None and p.target_cr >= 1):
+        return row
+    done = run.work / f"layer_{idx:03d}.pt" if run.work is not None else None
+    expected = None if done is None else {
+        **run.provenance, "settings": _layer_key(name, p, run.settings)}
+    if done is not None and done.exists():
+        saved = torch.load(done, weights_only=True, map_location="cpu")
+        _check_resumed(done, saved, expected)
+        A, U, V, b = (saved[k] for k in ("A", "U", "V", "bias"))
+        row = LayerReport(**saved["row"])
+    else:
+        resp = run.settings["response"] if name in run.relu_after else "linear"
+        row, (A, U, V, b) = _layer(run.original, run.compressed, name, mod, run.batches, p,
+                                   resp, run.settings["method"], run.settings["strategy"],
+                                   run.settings, row)
+        if done is not None:
+            atomic_torch_save({"row": dict(row), "A": A.cpu(), "U": U.cpu(), "V": V.cpu(),
+                               "bias": b.cpu(), "provenance": expected}, done)
+    choice = _build(mod, A, U, V, b, run.in_shapes[name], run.fallback, run.batch_sizes)
+    # a layer that runs no faster factored keeps its original weights: a dense A + U V
+    # would cost the same and only add the approximation's error
+    _set_module(run.compressed, name, choice.module if choice.kind == "factored"
+                else copy.deepcopy(mod))
+    row = dataclasses.replace(row, kind=choice.kind, layer_speedups=choice.speedups)
+    if choice.kind == "factored":
+        run.factored[name] = min((choice.speedups or {0: 0}).values())
+    else:
+        row.params_compressed = n * d
+    return row
 
 
 def _never_slower(original, compressed, factored, report, sample_shape, batch_sizes,
@@ -495,7 +608,7 @@ def _never_slower(original, compressed, factored, report, sample_shape, batch_si
                     "reverted": reverted}
         name = order.pop(0)
         _set_module(compressed, name, copy.deepcopy(original.get_submodule(name)))
-        rows[name].update(kind="dense", params_compressed=rows[name]["params_original"])
+        rows[name].kind, rows[name].params_compressed = "dense", rows[name].params_original
         reverted.append(name)
 
 
@@ -503,9 +616,9 @@ def _layer(original, compressed, name, mod, batches, p, resp, method, strategy, 
            row):
     """Approximate one layer: features, solve, the report row. Returns (row, factors)."""
     t0 = time.perf_counter()
-    W, b = _weight(mod), _bias(mod)
+    W, b = lowered_weight(mod), layer_bias(mod)
     n, d = W.shape
-    group = _group(mod)
+    group = columns_per_channel(mod)
     if method == "svd":  # data-free: no features needed
         X = torch.zeros(d, 1, dtype=W.dtype)
         Z = torch.zeros(n, 1, dtype=W.dtype)
@@ -516,7 +629,7 @@ def _layer(original, compressed, name, mod, batches, p, resp, method, strategy, 
             inputs_from=compressed if strategy == "asymmetric" else None)[name]
         X, Z = feats.X, feats.Z
         W, b = W.to(X), b.to(X)
-    sol, extra = _solve(X, Z, W, b, p, resp, group, method, settings["max_iter"],
+    sol, extra = approximate_layer(X, Z, W, b, p, resp, group, method, settings["max_iter"],
                         settings["tol"], settings["seed"])
     rel = None
     if method != "svd":  # sol.objective is the data term ||Y - r(W X + b)||^2 / 2N
@@ -524,10 +637,11 @@ def _layer(original, compressed, name, mod, batches, p, resp, method, strategy, 
         rel = math.sqrt(2 * X.shape[1] * sol.objective) / max(float(torch.linalg.norm(Y)),
                                                                1e-30)
     m, r = extra["kept_channels"], sol.rank
-    row.update(response=resp, cr_a=m * group / d, cr_b=r * (n + d) / (n * d),
-               cr=extra["params_compressed"] / (n * d), rank=r, nonzero_columns=m * group,
-               rel_error=rel, seconds=time.perf_counter() - t0,
-               converged=bool(sol.converged), **extra)
+    row = dataclasses.replace(
+        row, kind="factored", response=resp, cr_a=m * group / d, cr_b=r * (n + d) / (n * d),
+        cr=extra["params_compressed"] / (n * d), rank=r, nonzero_columns=m * group,
+        rel_error=rel, seconds=time.perf_counter() - t0, converged=bool(sol.converged),
+        **extra)
     return row, (sol.A, sol.U, sol.V, sol.bias)
 
 
@@ -602,7 +716,7 @@ def _spread_network_target(plan, layers, target, costs=None, name="network_cr",
     """
     if not 0 < target <= 1:
         raise ValueError(f"{name} must be in (0, 1], got {target}")
-    sizes = costs if costs is not None else {n: _weight(m).numel() for n, m in layers}
+    sizes = costs if costs is not None else {n: lowered_weight(m).numel() for n, m in layers}
     total = sum(sizes.values())
     kept = sum(sizes[n] for n in sizes if plan[n].skip)
     free = {n: p for n, p in sizes.items() if not plan[n].skip}
@@ -640,8 +754,6 @@ def finetune(model, loader, *, epochs, lr=1e-3, teacher=None, alpha=0.5, tempera
     up the logits (measured on VGG-16 at CR 16%: training-mode loss 27 against 0.38 in eval
     mode, and fine-tuning collapsed to 18% top-1). The Dropout modules are restored after.
     """
-    from .layers import SparseLowRankConv2d, SparseLowRankLinear, keep_structure_hook
-    from .train import Distillation, train
     criterion = None
     if teacher is not None:
         approximated = [n for n, m in model.named_modules()
@@ -674,7 +786,7 @@ def save_compressed(model, path, *, arch=None, model_kwargs=None, report=None):
     from .layers import model_structure
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save({"format": "lrsa-compressed-1", "arch": arch,
+    atomic_torch_save({"format": "lrsa-compressed-1", "arch": arch,
                   "model_kwargs": dict(model_kwargs or {}),
                   "structure": model_structure(model),
                   "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

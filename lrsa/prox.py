@@ -15,25 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .utils import as_float_tensor
+
 __all__ = ["prox_l21", "svt", "svt_factors", "soft_threshold"]
-
-
-def _to_tensor(V, name="V"):
-    """Return (tensor, was_numpy). Raise ValueError on non-float, NaN or Inf input."""
-    was_numpy = isinstance(V, np.ndarray)
-    if was_numpy:
-        if not np.issubdtype(V.dtype, np.floating):
-            raise ValueError(f"{name} must be a floating array, got dtype {V.dtype}")
-        T = torch.from_numpy(np.ascontiguousarray(V))
-    elif isinstance(V, torch.Tensor):
-        if not V.is_floating_point():
-            raise ValueError(f"{name} must be a floating tensor, got dtype {V.dtype}")
-        T = V
-    else:
-        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(V).__name__}")
-    if not bool(torch.isfinite(T).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return T, was_numpy
 
 
 def _check_tau(tau):
@@ -69,7 +53,7 @@ def soft_threshold(V, tau):
     -------
     Same kind, shape, dtype and device as ``V``.
     """
-    T, was_numpy = _to_tensor(V)
+    T, was_numpy = as_float_tensor(V)
     tau = _check_tau(tau)
     return _back(torch.sign(T) * torch.clamp(T.abs() - tau, min=0), was_numpy)
 
@@ -96,7 +80,7 @@ def prox_l21(V, tau):
     -------
     (n, d) array or tensor, same kind as ``V``.
     """
-    T, was_numpy = _to_tensor(V)
+    T, was_numpy = as_float_tensor(V)
     _check_matrix(T)
     tau = _check_tau(tau)
     norms = torch.linalg.vector_norm(T, dim=0)
@@ -115,7 +99,7 @@ def svt_factors(V, tau):
     :math:`O(\min(n,d)^2 \max(n,d))` instead of a full SVD, and only pairs with
     :math:`\sigma_i > \tau` are kept, which are the well-conditioned ones.
     """
-    T, _ = _to_tensor(V)
+    T, _ = as_float_tensor(V)
     _check_matrix(T)
     tau = _check_tau(tau)
     wide = T.shape[0] <= T.shape[1]
@@ -151,7 +135,7 @@ def svt(V, tau):
     -------
     (n, d) array or tensor of rank at most the number of singular values above ``tau``.
     """
-    T, was_numpy = _to_tensor(V)
+    T, was_numpy = as_float_tensor(V)
     _check_matrix(T)
     tau = _check_tau(tau)
     U, s, Vh = svt_factors(T, tau)

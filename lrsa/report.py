@@ -8,69 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from .layers import SparseLowRankConv2d, SparseLowRankLinear, estimate_macs
-from .timing import device_and_dtype, compare_latency, measure_latency
+from .timing import compare_latency, measure_latency
+from .utils import atomic_write_text, device_and_dtype, evaluating, format_table
 
-__all__ = ["NIN_LAYER_NAMES", "PAPER_NIN", "PAPER_TABLE_I", "PAPER_TABLE_II", "PAPER_VGG16",
-           "VGG16_LAYER_NAMES", "accuracy", "compare_latency",
-           "count_macs", "count_parameters", "markdown_table", "measure_latency",
-           "network_summary", "write_report"]
+__all__ = ["accuracy", "compare_latency", "count_macs", "count_parameters", "markdown_table",
+           "measure_latency", "network_summary", "write_report"]
 
 _SLR = (SparseLowRankConv2d, SparseLowRankLinear)
-
-#: Paper Table I (VGG-16, CIFAR-10): layer -> (CR(A) %, CR(B) %, CR(A+B) %), verbatim.
-#: Note: the paper's conv4-3 row does not add up (4.0 + 16.3 != 24.3); kept as printed.
-PAPER_TABLE_I = {
-    "conv1-1": (0.0, 100.0, 100.0), "conv1-2": (5.4, 52.1, 57.5),
-    "conv2-1": (5.4, 38.2, 43.6), "conv2-2": (2.2, 28.6, 30.8),
-    "conv3-1": (2.8, 47.7, 50.5), "conv3-2": (4.0, 54.3, 58.3),
-    "conv3-3": (10.0, 59.0, 69.0), "conv4-1": (2.0, 16.0, 18.0),
-    "conv4-2": (2.0, 22.4, 24.4), "conv4-3": (4.0, 16.3, 24.3),
-    "conv5-1": (2.0, 9.8, 11.8), "conv5-2": (2.0, 8.7, 10.7),
-    "conv5-3": (2.0, 6.7, 8.7), "fc1": (44.2, 0.0, 44.2),
-    "fc2": (36.2, 0.0, 36.2), "fc3": (24.0, 0.0, 24.0),
-}
-#: Paper whole-network VGG-16 results (Tables I and III): size reduction, speed-up, top-1 drop (%).
-PAPER_VGG16 = {"params_ratio": 4.44, "speedup": 2.2, "accuracy_drop": 0.40}
-
-#: Paper Table II (NIN, CIFAR-10): layer -> (CR(A) %, CR(B) %, CR(A+B) %), verbatim. Only the
-#: three spatial convolutions are approximated, and only by their low-rank part.
-PAPER_TABLE_II = {
-    "conv1": (0.0, 18.4, 18.4), "cccp1": (0.0, 100.0, 100.0), "cccp2": (0.0, 100.0, 100.0),
-    "conv2": (0.0, 16.9, 16.9), "cccp3": (0.0, 100.0, 100.0), "cccp4": (0.0, 100.0, 100.0),
-    "conv3": (0.0, 38.2, 38.2), "cccp5": (0.0, 100.0, 100.0), "cccp6": (0.0, 100.0, 100.0),
-}
-#: Paper whole-network NIN results (Tables II and III): CR 36.0 %, 2.77x smaller, top-1 drop
-#: 0.41 points. Speed-up: Table II prints 2.2x, Table III and the text 1.70x.
-PAPER_NIN = {"cr": 36.0, "params_ratio": 2.77, "speedup": 1.7, "speedup_table_ii": 2.2,
-             "accuracy_drop": 0.41}
-#: Our NIN module names -> the paper's layer names.
-NIN_LAYER_NAMES = {f"features.{n}": n for n in PAPER_TABLE_II}
-
-_CONV_IDX = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)
-_CONV_NAMES = [f"conv{s}-{i}" for s, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
-               for i in range(1, n + 1)]
-#: Our VGG-16 module names -> the paper's layer names.
-VGG16_LAYER_NAMES = {
-    **{f"features.{i}": nm for i, nm in zip(_CONV_IDX, _CONV_NAMES)},
-    "classifier.0": "fc1", "classifier.3": "fc2", "classifier.6": "fc3",
-}
-
-
-@contextmanager
-def _eval(model):
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
 
 
 def count_parameters(model):
@@ -116,7 +66,7 @@ def count_macs(model, input_shape):
             handles.append(m.register_forward_pre_hook(hook))
     dev, dt = device_and_dtype(model)
     try:
-        with _eval(model), torch.inference_mode():
+        with evaluating(model), torch.inference_mode():
             model(torch.zeros(*input_shape, device=dev, dtype=dt))
     finally:
         for h in handles:
@@ -175,10 +125,10 @@ def markdown_table(rows, paper=None, names=None, paper_ratio=None):
         :attr:`lrsa.compress.CompressionReport.layers` rows (``name``, ``cr_a``, ``cr_b``,
         ``cr`` as fractions, ``params_original``, ``params_compressed``).
     paper : dict, optional
-        Paper name -> (CR(A) %, CR(B) %, CR(A+B) %), e.g. :data:`PAPER_TABLE_I`; adds
+        Paper name -> (CR(A) %, CR(B) %, CR(A+B) %), e.g. :data:`lrsa.paper.PAPER_TABLE_I`; adds
         three columns beside ours.
     names : dict, optional
-        Our module name -> paper name, e.g. :data:`VGG16_LAYER_NAMES`.
+        Our module name -> paper name, e.g. :data:`lrsa.paper.VGG16_LAYER_NAMES`.
     paper_ratio : float, optional
         The paper's whole-network reduction factor (e.g. 4.44) for the last row.
 
@@ -189,34 +139,30 @@ def markdown_table(rows, paper=None, names=None, paper_ratio=None):
         original parameters) with the reduction factor.
     """
     names = names or {}
-    head = "| layer | CR(A) % | CR(B) % | CR(A+B) % |"
-    sep = "|---|---:|---:|---:|"
+    columns = ["layer", "CR(A) %", "CR(B) %", "CR(A+B) %"]
     if paper is not None:
-        head += " paper CR(A) % | paper CR(B) % | paper CR(A+B) % |"
-        sep += "---:|---:|---:|"
-    lines = [head, sep]
+        columns += ["paper CR(A) %", "paper CR(B) %", "paper CR(A+B) %"]
+    table = []
     for r in rows:
         label = names.get(r["name"], r["name"])
-        line = f"| {label} | {_pct(100 * r['cr_a'])} | {_pct(100 * r['cr_b'])} | " \
-               f"{_pct(100 * r['cr'])} |"
+        row = [label, _pct(100 * r["cr_a"]), _pct(100 * r["cr_b"]), _pct(100 * r["cr"])]
         if paper is not None:
-            p = paper.get(label)
-            line += " " + (" | ".join(_pct(v) for v in p) if p else "- | - | -") + " |"
-        lines.append(line)
+            row += [_pct(v) for v in paper[label]] if label in paper else [None] * 3
+        table.append(row)
     po = sum(r["params_original"] for r in rows)
     pc = sum(r["params_compressed"] for r in rows)
     cr = pc / po if po else float("nan")
     factor = f"{1 / cr:.2f}x" if cr > 0 else "inf"
-    line = f"| **network** | | | {_pct(100 * cr)} ({factor} reduction) |"
+    total = ["**network**", "", "", f"{_pct(100 * cr)} ({factor} reduction)"]
     if paper is not None:
-        tail = f"{_pct(100 / paper_ratio)} ({paper_ratio:.2f}x reduction)" if paper_ratio \
-            else "-"
-        line += f" | | {tail} |"
-    lines.append(line)
-    return "\n".join(lines)
+        total += ["", "", f"{_pct(100 / paper_ratio)} ({paper_ratio:.2f}x reduction)"
+                  if paper_ratio else None]
+    return format_table(columns, table + [total])
 
 
 def _json_default(o):
+    if isinstance(o, Mapping):  # e.g. a LayerReport row
+        return dict(o)
     if isinstance(o, torch.Tensor):
         return o.tolist()
     if hasattr(o, "item"):
@@ -242,21 +188,9 @@ def write_report(path_stem, data):
         Paths written (json first).
     """
     stem = os.fspath(path_stem)
-    folder = os.path.dirname(os.path.abspath(stem))
-    os.makedirs(folder, exist_ok=True)
-    written = []
-    payloads = [(stem + ".json", json.dumps(data, indent=2, default=_json_default) + "\n")]
+    written = [atomic_write_text(stem + ".json",
+                                 json.dumps(data, indent=2, default=_json_default) + "\n")]
     if data.get("markdown"):
-        payloads.append((stem + ".md", str(data["markdown"]).rstrip("\n") + "\n"))
-    for path, text in payloads:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        written.append(path)
-    return tuple(written)
+        written.append(atomic_write_text(stem + ".md",
+                                         str(data["markdown"]).rstrip("\n") + "\n"))
+    return tuple(str(p) for p in written)

@@ -37,46 +37,163 @@ The M-step. With :math:`G = XX^\top/N` and :math:`C = (Y - b\mathbf 1^\top)X^\to
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 from .admm import he_yuan_correction
-from .prox import _to_tensor, prox_l21, svt_factors
+from .prox import prox_l21, svt_factors
+from .utils import as_float_tensor, progress_bar
 
-__all__ = ["LayerProblem", "LayerSolution", "StructuredFit", "layer_objective", "refit",
-           "relu_nonconvexity_example", "solve_layer"]
+__all__ = ["ADMMOptions", "ADMMStep", "LayerProblem", "LayerSolution", "StructuredFit",
+           "layer_objective", "refit", "relu_nonconvexity_example", "solve_layer"]
 
 RESPONSES = ("relu", "linear")
 ADAPT_EVERY, ADAPT_UNTIL, ADAPT_MAX = 10, 200, 8
+HISTORY = ("objective", "primal_residual", "dual_residual", "rank", "nonzero_columns")
+
+
+@dataclass(frozen=True)
+class ADMMOptions:
+    """Settings of the three-block ADMM, checked once (ValueError naming a bad one).
+
+    Attributes
+    ----------
+    t : float > 0 or "auto"
+        Penalty. A number is kept fixed (the setting of the convergence theory). "auto"
+        starts where lam/t matches the scale of W's columns and singular values and balances
+        the residuals (t times or divided by 3, at most 8 times, only in the first 200
+        iterations, refactorizing G + tI each time), then keeps t fixed.
+    max_iter : int >= 1
+    tol : float > 0
+        Stop when both relative residuals are below it.
+    correction : bool
+        Apply the He-Yuan correction (False: the direct extension).
+    tau, alpha : float
+        Correction parameters (paper: 1/2 and 3/4).
+    inner_iter : int >= 1
+        Majorize-minimize steps per ReLU M-step.
+    debias : bool
+        After the ADMM, refit the data term on the structure it found (the nonzero columns
+        of A and the row space of B), without penalties.
+    """
+
+    t: float | str = "auto"
+    max_iter: int = 300
+    tol: float = 1e-4
+    correction: bool = True
+    tau: float = 0.5
+    alpha: float = 0.75
+    inner_iter: int = 1
+    debias: bool = False
+
+    def __post_init__(self):
+        if not (isinstance(self.t, str) and self.t == "auto"):
+            object.__setattr__(self, "t", _check_number("t", self.t, positive=True))
+        for name in ("tol", "alpha"):
+            object.__setattr__(self, name, _check_number(name, getattr(self, name),
+                                                         positive=True))
+        object.__setattr__(self, "tau", _check_number("tau", self.tau))
+        if int(self.max_iter) < 1 or int(self.inner_iter) < 1:
+            raise ValueError(f"max_iter and inner_iter must be >= 1, got {self.max_iter}, "
+                             f"{self.inner_iter}")
+        object.__setattr__(self, "max_iter", int(self.max_iter))
+        object.__setattr__(self, "inner_iter", int(self.inner_iter))
+
+
+class ADMMStep(NamedTuple):
+    """One prediction of Algorithm 1 (what ``callback(k, step)`` receives).
+
+    A, B, M, Lam : (n, d) the predicted A-hat, B-hat = U diag(s) Vh, M-hat, Lambda-hat.
+    U, s, Vh : (n, r), (r,), (r, d) the thin SVD of B-hat.
+    f : data term at the M the iteration started from (ReLU) or at M-hat (linear).
+    size : max(||A-hat + B-hat||, ||M-hat||); primal, dual : the relative residuals.
+    """
+
+    A: torch.Tensor
+    U: torch.Tensor
+    s: torch.Tensor
+    Vh: torch.Tensor
+    B: torch.Tensor
+    M: torch.Tensor
+    Lam: torch.Tensor
+    f: float
+    size: float
+    primal: float
+    dual: float
+
+    @property
+    def rank(self):
+        return int(self.s.numel())
+
+
+@dataclass
+class ADMMState:
+    """The iterate (A, B, M, Lambda), the penalty t and its factorization (G + tI)^-1."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+    M: torch.Tensor
+    Lam: torch.Tensor
+    t: float
+    Hinv: torch.Tensor
+    t_changes: int = 0
+
+
+def _record(history, step, lam1, lam2):
+    history["objective"].append(step.f + _penalty(lam1, _l21(step.A)) + _penalty(
+        lam2, float(step.s.sum())))
+    history["primal_residual"].append(step.primal)
+    history["dual_residual"].append(step.dual)
+    history["rank"].append(step.rank)
+    history["nonzero_columns"].append(int((torch.linalg.vector_norm(step.A, dim=0) > 0).sum()))
+
+
+Array = "np.ndarray | torch.Tensor"  # the kind of the input X
 
 
 @dataclass
 class LayerSolution:
-    """Result of :func:`solve_layer`. Arrays have the kind (numpy/torch) of the input X.
+    """Result of :func:`solve_layer`. Arrays are NumPy arrays when X was one, else tensors.
 
     Attributes
     ----------
-    A : (n, d) column-sparse component (whole zero columns).
-    B : (n, d) low-rank component, ``B == U @ V``.
-    U, V : (n, r) and (r, d) balanced factors of B (r = rank of B).
-    bias : (n,) the bias used in the response.
-    objective : F(A, B) at the returned A, B.
-    history : dict of per-iteration lists: ``objective`` (f(M) + penalties of the predicted
-        A, B; for ReLU f is taken at the M the iteration starts from), ``primal_residual``
+    A : (n, d) array
+        Column-sparse component (whole zero columns).
+    B : (n, d) array
+        Low-rank component, ``B == U @ V``.
+    U, V : (n, r) and (r, d) arrays
+        Balanced factors of B (r = rank of B).
+    bias : (n,) array
+        The bias used in the response.
+    objective : float
+        F(A, B) at the returned A, B.
+    history : dict of str -> list
+        Per iteration: ``objective`` (f(M) + penalties of the predicted A, B; for ReLU f is
+        taken at the M the iteration starts from), ``primal_residual``
         ``||A+B-M|| / max(||A+B||, ||M||)``, ``dual_residual`` ``||M_new - M|| / ||M_new||``,
         ``rank`` of B, ``nonzero_columns`` of A.
-    converged : both residuals fell below ``tol``.
-    iterations : iterations run.
-    message : why the solve stopped.
+    converged : bool
+        Both residuals fell below ``tol``.
+    iterations : int
+        Iterations run.
+    message : str
+        Why the solve stopped.
+    response : {"relu", "linear"}
+    lam1, lam2 : float
+        The weights solved for.
+    t : float
+        The penalty at the end (after any adaptation).
     """
 
-    A: object
-    B: object
-    U: object
-    V: object
-    bias: object
+    A: Array
+    B: Array
+    U: Array
+    V: Array
+    bias: Array
     objective: float
     history: dict = field(repr=False)
     converged: bool
@@ -182,129 +299,140 @@ class LayerProblem:
                 return self._factors[t]
         raise ValueError(f"G + tI is not positive definite for t={t:g}")
 
-    def solve(self, lam1, lam2, *, W0=None, t="auto", max_iter=300, tol=1e-4,
-              correction=True, tau=0.5, alpha=0.75, inner_iter=1, debias=False,
-              progress=False):
-        """Solve for A + B; the parameters are those of :func:`solve_layer`."""
-        data, response = self, self.response
-        X, Y, bias, was_numpy = self.X, self.Y, self.bias, self.was_numpy
+    def solve(self, lam1, lam2, *, W0=None, progress=False, callback=None, **options):
+        """Solve for A + B: Algorithm 1, one prediction and one correction per iteration.
+
+        ``options`` are the fields of :class:`ADMMOptions`; the other parameters are those
+        of :func:`solve_layer`. ``callback(k, step)`` is called after iteration k with its
+        :class:`ADMMStep`.
+        """
         lam1 = _check_number("lam1", lam1, allow_inf=True)
         lam2 = _check_number("lam2", lam2, allow_inf=True)
-        tau, alpha = _check_number("tau", tau), _check_number("alpha", alpha, positive=True)
-        tol = _check_number("tol", tol, positive=True)
-        if int(max_iter) < 1 or int(inner_iter) < 1:
-            raise ValueError(f"max_iter and inner_iter must be >= 1, got {max_iter}, {inner_iter}")
-        n, d = Y.shape[0], X.shape[0]
-        adaptive = isinstance(t, str) and t == "auto"
-        if not adaptive:
-            t = _check_number("t", t, positive=True)
-        dt, dev = X.dtype, X.device
-        factor = self.factor
+        opts = ADMMOptions(**options)
+        state = self._start(W0, lam1, lam2, opts)
+        history = {k: [] for k in HISTORY}
+        converged, message = False, f"stopped after max_iter={opts.max_iter} iterations"
+        last, k = None, 0
+        with progress_bar(progress, opts.max_iter, f"solve_layer ({self.response})") as bar:
+            for k in range(1, opts.max_iter + 1):
+                step = self._predict(state, lam1, lam2, opts.inner_iter)
+                if step is None:
+                    message = f"diverged: non-finite values at iteration {k}"
+                    break
+                last = step
+                self._adapt_penalty(state, step, k, opts)
+                self._correct(state, step, opts)
+                _record(history, step, lam1, lam2)
+                if callback is not None:
+                    callback(k, step)
+                bar.update(1)
+                bar.set_postfix(r=f"{step.primal:.1e}", s=f"{step.dual:.1e}", rank=step.rank)
+                if step.size > 1e12 * (1 + float(torch.linalg.norm(self.C64))):
+                    message = f"diverged: iterates grew without bound at iteration {k}"
+                    break
+                if step.primal < opts.tol and step.dual < opts.tol:
+                    converged, message = True, f"converged in {k} iterations"
+                    break
+        return self._solution(last, state, lam1, lam2, opts, history=history,
+                              converged=converged, iterations=k, message=message)
 
-        if W0 is None and response == "relu":  # warm start: the linear solve on this data
-            W0 = self.with_response("linear").solve(
-                lam1, lam2, t=t, max_iter=max_iter, tol=tol, correction=correction, tau=tau,
-                alpha=alpha)
+    def _start(self, W0, lam1, lam2, opts):
+        """A, B, M = A + B, the multiplier (the gradient of f at M, its value at a solution)
+        and the penalty: from W0, or from the ridge solution (linear) or the linear solve
+        on the same data (ReLU)."""
+        n, d = self.Y.shape[0], self.X.shape[0]
+        if W0 is None and self.response == "relu":
+            W0 = self.with_response("linear").solve(lam1, lam2, **dataclasses.asdict(
+                dataclasses.replace(opts, debias=False, inner_iter=1)))
         if isinstance(W0, LayerSolution):
-            A, B = (_to_tensor(W0.A, "W0.A")[0].to(X), _to_tensor(W0.B, "W0.B")[0].to(X))
+            A = as_float_tensor(W0.A, "W0.A")[0].to(self.X)
+            B = as_float_tensor(W0.B, "W0.B")[0].to(self.X)
         elif W0 is not None:
-            B = _to_tensor(W0, "W0")[0].to(X)
+            B = as_float_tensor(W0, "W0")[0].to(self.X)
             A = torch.zeros_like(B)
         else:
-            A = torch.zeros(n, d, dtype=dt, device=dev)
-            B = data.C @ factor(self.mean_eig)
+            A = torch.zeros(n, d, dtype=self.X.dtype, device=self.X.device)
+            B = self.C @ self.factor(self.mean_eig)
         if A.shape != (n, d):
             raise ValueError(f"W0 must have shape ({n}, {d}) = (outputs, lowered inputs), "
                              f"got {tuple(A.shape)}")
         M = A + B
-        Lam = data.f_and_grad(M)[1]  # at a solution the multiplier is the gradient of f at M
-        if adaptive:
-            t = _initial_penalty(M, lam1, lam2, self.mean_eig)
-        Hinv = factor(t)
-        t_changes = 0
+        t = _initial_penalty(M, lam1, lam2, self.mean_eig) if opts.t == "auto" else opts.t
+        return ADMMState(A=A, B=B, M=M, Lam=self.f_and_grad(M)[1], t=t, Hinv=self.factor(t))
 
-        def m_step(V, M, Hinv, t):
-            """prox_{f/t}(V): exact for the linear response, majorize-minimize steps for ReLU."""
-            if response == "linear":
-                M_hat = (data.C + t * V) @ Hinv
-                # f(M_hat) without another n x d x d product, from M_hat G = C + tV - t M_hat
-                f_val = 0.5 * data.yy - 0.5 * float((M_hat * (data.C - t * (V - M_hat))).sum())
-                return M_hat, f_val
-            f_val = None
-            for _ in range(int(inner_iter)):
-                f_j, grad = data.f_and_grad(M)
-                f_val = f_j if f_val is None else f_val
-                M = M - (grad + t * (M - V)) @ Hinv
-            return M, f_val
+    def _predict(self, state, lam1, lam2, inner_iter):
+        """One sweep of the direct extension: A-hat, B-hat, M-hat, Lambda-hat (None when a
+        value is not finite)."""
+        M, B, Lam, t = state.M, state.B, state.Lam, state.t
+        A_hat = prox_l21(M - B - Lam / t, lam1 / t)
+        if not _finite(A_hat):
+            return None
+        U, s, Vh = svt_factors(M - A_hat - Lam / t, lam2 / t)
+        B_hat = (U * s) @ Vh
+        M_hat, f_val = self._m_step(A_hat + B_hat + Lam / t, M, state.Hinv, t, inner_iter)
+        if not (_finite(M_hat) and math.isfinite(f_val)):
+            return None
+        W_hat = A_hat + B_hat
+        norm_W, norm_M = float(torch.linalg.norm(W_hat)), float(torch.linalg.norm(M_hat))
+        return ADMMStep(
+            A=A_hat, U=U, s=s, Vh=Vh, B=B_hat, M=M_hat, Lam=Lam + t * (W_hat - M_hat),
+            f=f_val, size=max(norm_W, norm_M),
+            primal=float(torch.linalg.norm(W_hat - M_hat)) / max(norm_W, norm_M, 1e-30),
+            dual=float(torch.linalg.norm(M_hat - M)) / max(norm_M, 1e-30))
 
-        hist = {k: [] for k in ("objective", "primal_residual", "dual_residual", "rank",
-                                "nonzero_columns")}
-        converged, message = False, f"stopped after max_iter={max_iter} iterations"
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=int(max_iter), desc=f"solve_layer ({response})", leave=False)
-        last = (A, *svt_factors(B, 0.0))  # the last finite prediction, returned on divergence
-        k = 0
-        for k in range(1, int(max_iter) + 1):
-            A_hat = prox_l21(M - B - Lam / t, lam1 / t)
-            if not _finite(A_hat):
-                message = f"diverged: non-finite values at iteration {k}"
-                break
-            U, s, Vh = svt_factors(M - A_hat - Lam / t, lam2 / t)
-            B_hat = (U * s) @ Vh
-            M_hat, f_val = m_step(A_hat + B_hat + Lam / t, M, Hinv, t)
-            if not (_finite(M_hat) and math.isfinite(f_val)):
-                message = f"diverged: non-finite values at iteration {k}"
-                break
-            last = (A_hat, U, s, Vh)
-            W_hat = A_hat + B_hat
-            Lam_hat = Lam + t * (W_hat - M_hat)
-            norm_W, norm_M = float(torch.linalg.norm(W_hat)), float(torch.linalg.norm(M_hat))
-            r_rel = float(torch.linalg.norm(W_hat - M_hat)) / max(norm_W, norm_M, 1e-30)
-            s_rel = float(torch.linalg.norm(M_hat - M)) / max(norm_M, 1e-30)
-            if adaptive and k % ADAPT_EVERY == 0 and k <= ADAPT_UNTIL and t_changes < ADAPT_MAX:
-                # residual balancing (Boyd et al. 2011, 3.4.1); frozen later so the theory applies
-                s_dual = t * s_rel * norm_M / max(float(torch.linalg.norm(Lam_hat)), 1e-30)
-                if r_rel > 10 * s_dual or s_dual > 10 * r_rel:
-                    t *= 3.0 if r_rel > s_dual else 1 / 3.0
-                    Hinv, t_changes = factor(t), t_changes + 1
-            if correction:
-                B, negM, Lam = he_yuan_correction(B, B_hat, -M, -M_hat, Lam, Lam_hat, tau, alpha)
-                M = -negM
-            else:
-                B, M, Lam = B_hat, M_hat, Lam_hat
-            hist["objective"].append(f_val + _penalty(lam1, _l21(A_hat)) + _penalty(
-                lam2, float(s.sum())))
-            hist["primal_residual"].append(r_rel)
-            hist["dual_residual"].append(s_rel)
-            hist["rank"].append(int(s.numel()))
-            hist["nonzero_columns"].append(int((torch.linalg.vector_norm(A_hat, dim=0) > 0).sum()))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(r=f"{r_rel:.1e}", s=f"{s_rel:.1e}", rank=int(s.numel()))
-            if max(norm_W, norm_M) > 1e12 * (1 + float(torch.linalg.norm(data.C64))):
-                message = f"diverged: iterates grew without bound at iteration {k}"
-                break
-            if r_rel < tol and s_rel < tol:
-                converged, message = True, f"converged in {k} iterations"
-                break
-        if bar is not None:
-            bar.close()
+    def _m_step(self, V, M, Hinv, t, inner_iter):
+        """prox_{f/t}(V) and f at the start: exact for the linear response,
+        majorize-minimize steps from M for the ReLU."""
+        if self.response == "linear":
+            M_hat = (self.C + t * V) @ Hinv
+            # f(M_hat) without another n x d x d product, from M_hat G = C + tV - t M_hat
+            return M_hat, 0.5 * self.yy - 0.5 * float((M_hat * (self.C - t * (V - M_hat))).sum())
+        f_val = None
+        for _ in range(int(inner_iter)):
+            f_j, grad = self.f_and_grad(M)
+            f_val = f_j if f_val is None else f_val
+            M = M - (grad + t * (M - V)) @ Hinv
+        return M, f_val
 
-        A_out, U, s, Vh = last
-        if debias:
-            A_out, U, s, Vh = _refit(data, A_out, Vh, 10 * int(inner_iter), U * s)
-        B_out = (U * s) @ Vh
+    def _adapt_penalty(self, state, step, k, opts):
+        """Residual balancing (Boyd et al. 2011, 3.4.1) every ADAPT_EVERY iterations, at most
+        ADAPT_MAX times and only until ADAPT_UNTIL: afterwards t is fixed, as the
+        convergence theory assumes."""
+        if not (opts.t == "auto" and k % ADAPT_EVERY == 0 and k <= ADAPT_UNTIL
+                and state.t_changes < ADAPT_MAX):
+            return
+        norm_M = float(torch.linalg.norm(step.M))
+        s_dual = state.t * step.dual * norm_M / max(float(torch.linalg.norm(step.Lam)), 1e-30)
+        if step.primal > 10 * s_dual or s_dual > 10 * step.primal:
+            state.t *= 3.0 if step.primal > s_dual else 1 / 3.0
+            state.Hinv, state.t_changes = self.factor(state.t), state.t_changes + 1
+
+    @staticmethod
+    def _correct(state, step, opts):
+        """The He-Yuan correction of (B, -M, Lambda), or the direct extension's update."""
+        if opts.correction:
+            state.B, neg_M, state.Lam = he_yuan_correction(
+                state.B, step.B, -state.M, -step.M, state.Lam, step.Lam, opts.tau, opts.alpha)
+            state.M = -neg_M
+        else:
+            state.B, state.M, state.Lam = step.B, step.M, step.Lam
+        state.A = step.A
+
+    def _solution(self, last, state, lam1, lam2, opts, **outcome):
+        """The last finite prediction (A-hat, B-hat) as a :class:`LayerSolution`, refitted
+        without penalties when ``opts.debias``."""
+        A, U, s, Vh = ((last.A, last.U, last.s, last.Vh) if last is not None
+                       else (state.A, *svt_factors(state.B, 0.0)))
+        if opts.debias:
+            A, U, s, Vh = _refit(self, A, Vh, 10 * opts.inner_iter, U * s)
+        B = (U * s) @ Vh
         root = torch.sqrt(s)
-        U_f, V_f = U * root, root[:, None] * Vh
-        out_resp = B_out + A_out
-        obj = data.f_and_grad(out_resp, grad=False)[0] + _penalty(lam1, _l21(A_out)) + _penalty(
+        obj = self.f_and_grad(A + B, grad=False)[0] + _penalty(lam1, _l21(A)) + _penalty(
             lam2, float(s.sum()))
-        out = (lambda T: T.cpu().numpy()) if was_numpy else (lambda T: T)
-        return LayerSolution(A=out(A_out), B=out(B_out), U=out(U_f), V=out(V_f), bias=out(bias),
-                             objective=obj, history=hist, converged=converged, iterations=k,
-                             message=message, response=response, lam1=lam1, lam2=lam2, t=t)
+        out = (lambda T: T.cpu().numpy()) if self.was_numpy else (lambda T: T)
+        return LayerSolution(A=out(A), B=out(B), U=out(U * root), V=out(root[:, None] * Vh),
+                             bias=out(self.bias), objective=obj, response=self.response,
+                             lam1=lam1, lam2=lam2, t=state.t, **outcome)
 
     def f_and_grad(self, M, grad=True):
         """Data term f(M) and its gradient (ReLU: the a.e. gradient)."""
@@ -323,7 +451,7 @@ class LayerProblem:
 def layer_objective(X, Y, A, B, lam1, lam2, *, response="relu", bias=None):
     r"""Evaluate :math:`F(A,B)` directly (no solver state): the reference for tests."""
     X, Y, bias, _ = _check_inputs(X, Y, bias)
-    A, B = _to_tensor(A, "A")[0].to(X), _to_tensor(B, "B")[0].to(X)
+    A, B = as_float_tensor(A, "A")[0].to(X), as_float_tensor(B, "B")[0].to(X)
     Z = (A + B) @ X + bias[:, None]
     out = torch.clamp(Z, min=0) if response == "relu" else Z
     data = 0.5 * float(((Y - out).double() ** 2).sum()) / X.shape[1]
@@ -339,8 +467,8 @@ def _nuclear(B):
 
 
 def _check_inputs(X, Y, bias):
-    X, was_numpy = _to_tensor(X, "X")
-    Y, _ = _to_tensor(Y, "Y")
+    X, was_numpy = as_float_tensor(X, "X")
+    Y, _ = as_float_tensor(Y, "Y")
     if X.ndim != 2 or Y.ndim != 2:
         raise ValueError(f"X and Y must be 2-D (d x N and n x N); got shapes {tuple(X.shape)} "
                          f"and {tuple(Y.shape)}")
@@ -354,7 +482,7 @@ def _check_inputs(X, Y, bias):
     if bias is None:
         bias = torch.zeros(n, dtype=dt, device=X.device)
     else:
-        bias = _to_tensor(bias, "bias")[0].to(dtype=dt, device=X.device)
+        bias = as_float_tensor(bias, "bias")[0].to(dtype=dt, device=X.device)
         if bias.shape != (n,):
             raise ValueError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
     return X, Y, bias, was_numpy
@@ -369,9 +497,8 @@ def _check_number(name, value, *, positive=False, allow_inf=False):
     return value
 
 
-def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="auto",
-                max_iter=300, tol=1e-4, correction=True, tau=0.5, alpha=0.75, inner_iter=1,
-                debias=False, progress=False):
+def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progress=False,
+                callback=None, **options):
     r"""Approximate one layer by A + B (paper Algorithm 1 with the He-Yuan correction).
 
     Parameters
@@ -385,29 +512,22 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, t="aut
         starts from the ridge solution and the ReLU solve from the linear solution on the
         same data.
     bias : (n,) fixed bias b (default 0).
-    t : float > 0 or "auto"
-        ADMM penalty. A number is kept fixed (the setting of the convergence theory).
-        "auto" starts where lam/t matches the scale of W's columns and singular values and
-        balances the residuals (t times or divided by 3, at most 8 times, only in the first
-        200 iterations, refactorizing G + tI each time), then keeps t fixed.
-    max_iter, tol : stop when both relative residuals are below ``tol``.
-    correction : bool, apply the He-Yuan correction step (False gives the direct extension).
-    tau, alpha : correction parameters (paper: 1/2 and 3/4).
-    inner_iter : majorize-minimize steps per ReLU M-step.
-    debias : bool
-        After the ADMM, refit the data term on the structure it found (the nonzero columns
-        of A and the row space of B), without penalties: removes the shrinkage bias of the
-        convex relaxation. The result then no longer minimizes F; the pipeline uses it.
     progress : show a tqdm bar.
+    callback : callable or None
+        ``callback(k, step)`` after iteration k, with its :class:`ADMMStep`.
+    **options
+        The fields of :class:`ADMMOptions`: ``t`` ("auto" or a fixed penalty),
+        ``max_iter``, ``tol``, ``correction``, ``tau``, ``alpha``, ``inner_iter``,
+        ``debias`` (refit the data term on the structure found, removing the shrinkage bias
+        of the convex relaxation; the result then no longer minimizes F, the pipeline uses
+        it).
 
     Returns
     -------
     LayerSolution
     """
-    problem = LayerProblem(X, Y, bias, response)
-    return problem.solve(lam1, lam2, W0=W0, t=t, max_iter=max_iter, tol=tol,
-                         correction=correction, tau=tau, alpha=alpha, inner_iter=inner_iter,
-                         debias=debias, progress=progress)
+    return LayerProblem(X, Y, bias, response).solve(lam1, lam2, W0=W0, progress=progress,
+                                                    callback=callback, **options)
 
 
 def _refit(data, A, Vh, steps, UB, bias=None):

@@ -12,14 +12,9 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["compare_latency", "device_and_dtype", "measure_latency"]
+from .utils import device_and_dtype
 
-
-def device_and_dtype(model):
-    """The device of ``model``'s first tensor and its floating dtype (CPU float32 if none)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device, (t.dtype if t.is_floating_point() else torch.float32)
-    return torch.device("cpu"), torch.float32
+__all__ = ["compare_latency", "measure_latency"]
 
 
 def _sync(dev):

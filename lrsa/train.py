@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .utils import atomic_torch_save, device_and_dtype, evaluating, progress_bar
+
 __all__ = ["Distillation", "TrainHistory", "cosine_lr", "evaluate", "train"]
 
 
@@ -52,11 +54,6 @@ def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0
     span = max(total_steps - warmup_steps, 1)
     t = min(step - warmup_steps, span) / span
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * t))
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _logits(out):
@@ -138,7 +135,7 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
     total, warm = int(epochs) * steps_per_epoch, round(warmup_epochs * steps_per_epoch)
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
                           weight_decay=weight_decay)
-    dev = _device(model)
+    dev = device_and_dtype(model)[0]
     hist, step, first = TrainHistory(optimizer=opt), 0, 0
     run = {"epochs": int(epochs), "lr": float(lr), "steps_per_epoch": steps_per_epoch,
            "warmup_steps": warm, "seed": int(seed)}
@@ -150,40 +147,9 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
             step = first * steps_per_epoch
         model.train()
         for epoch in range(first, int(epochs)):
-            it = train_loader
-            if progress:
-                from tqdm.auto import tqdm
-                it = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}")
-            loss_sum, correct, seen = 0.0, 0, 0
-            for x, y in it:
-                if step >= total:  # loader longer than its len()
-                    break
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                cur = cosine_lr(step, total, lr, warm)
-                for g in opt.param_groups:
-                    g["lr"] = cur
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    out = _logits(model(x))
-                loss = (F.cross_entropy(out.float(), y) if criterion is None
-                        else criterion(out.float(), x, y))
-                if not torch.isfinite(loss):
-                    raise ValueError(f"loss became non-finite ({loss.item()}) at epoch "
-                                     f"{epoch + 1}, step {step}; try a lower lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if param_hook is not None:
-                    with torch.no_grad():
-                        param_hook(model)
-                hist.lr.append(cur)
-                step += 1
-                loss_sum += loss.item() * y.shape[0]
-                correct += (out.argmax(1) == y).sum().item()
-                seen += y.shape[0]
-                if progress and step % 20 == 0:
-                    it.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-            hist.loss.append(loss_sum / max(seen, 1))
-            hist.acc.append(100.0 * correct / max(seen, 1))
+            step = _epoch(model, train_loader, opt, hist, step, total, lr, warm, dev,
+                          bf16=bf16, criterion=criterion, param_hook=param_hook,
+                          progress=progress, desc=f"epoch {epoch + 1}/{epochs}")
             end_lr = cosine_lr(step, total, lr, warm)
             for g in opt.param_groups:
                 g["lr"] = end_lr
@@ -194,6 +160,45 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
                 if on_epoch_end(epoch, stats) is True:
                     break
     return hist
+
+
+def _epoch(model, loader, opt, hist, step, total, lr, warm, dev, *, bf16, criterion,
+           param_hook, progress, desc):
+    """One pass over ``loader`` (at most up to step ``total``); appends the epoch's mean loss
+    and accuracy to ``hist`` and returns the step count."""
+    loss_sum, correct, seen = 0.0, 0, 0
+    with progress_bar(progress, len(loader), desc) as bar:
+        for x, y in loader:
+            if step >= total:  # loader longer than its len()
+                break
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            cur = cosine_lr(step, total, lr, warm)
+            for g in opt.param_groups:
+                g["lr"] = cur
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                out = _logits(model(x))
+            loss = (F.cross_entropy(out.float(), y) if criterion is None
+                    else criterion(out.float(), x, y))
+            if not torch.isfinite(loss):
+                raise ValueError(f"loss became non-finite ({loss.item()}) at {desc}, step "
+                                 f"{step}; try a lower lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if param_hook is not None:
+                with torch.no_grad():
+                    param_hook(model)
+            hist.lr.append(cur)
+            step += 1
+            loss_sum += loss.item() * y.shape[0]
+            correct += (out.argmax(1) == y).sum().item()
+            seen += y.shape[0]
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+    hist.loss.append(loss_sum / max(seen, 1))
+    hist.acc.append(100.0 * correct / max(seen, 1))
+    return step
 
 
 class Distillation:
@@ -249,7 +254,7 @@ class Distillation:
                                           (teacher, self._teacher_out))]
 
     def __call__(self, logits, x, y):
-        dev = _device(self.teacher)
+        dev = device_and_dtype(self.teacher)[0]
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
                                              enabled=self.bf16):
             t = _logits(self.teacher(x.to(dev))).float().to(logits.device)
@@ -289,9 +294,7 @@ def _save_state(path, run, epochs_done, model, opt, hist, loader):
              "history": {"loss": hist.loss, "acc": hist.acc, "lr": hist.lr},
              "rng": torch.get_rng_state(),
              "loader_rng": gen.get_state() if gen is not None else None}
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(state, path)
 
 
 def _resume(path, run, model, opt, hist, loader):
@@ -312,7 +315,6 @@ def _resume(path, run, model, opt, hist, loader):
     return int(state["epochs_done"])
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader, topk=(1,), bf16: bool = False) -> dict:
     """Top-k accuracies (%) of ``model`` over ``loader``, in eval mode.
 
@@ -335,10 +337,9 @@ def evaluate(model: nn.Module, loader, topk=(1,), bf16: bool = False) -> dict:
     ks = sorted({int(k) for k in topk})
     if not ks or ks[0] < 1:
         raise ValueError(f"topk must hold positive ints, got {topk}")
-    dev, was_training = _device(model), model.training
-    model.eval()
+    dev = device_and_dtype(model)[0]
     hits, n = dict.fromkeys(ks, 0), 0
-    try:
+    with evaluating(model):
         for x, y in loader:
             x, y = x.to(dev), y.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
@@ -350,8 +351,6 @@ def evaluate(model: nn.Module, loader, topk=(1,), bf16: bool = False) -> dict:
             for k in ks:
                 hits[k] += match[:, :k].any(1).sum().item()
             n += y.shape[0]
-    finally:
-        model.train(was_training)
     if n == 0:
         raise ValueError("loader yielded no samples")
     return {f"top{k}": 100.0 * hits[k] / n for k in ks}

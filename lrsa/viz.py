@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .utils import as_numpy
+
 __all__ = ["column_norms", "plot_column_norms", "plot_singular_values", "plot_convergence",
            "plot_structure", "plot_iterate_norms", "plot_sparsity_pattern", "plot_factors",
            "plot_tradeoff"]
@@ -25,15 +27,8 @@ _LABELS = {
 }
 
 
-def _np(x):
-    """A float64 NumPy copy of an array, tensor or sequence."""
-    if hasattr(x, "detach"):  # torch.Tensor without importing torch
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=float)
-
-
 def _matrix(x, name):
-    x = _np(x)
+    x = as_numpy(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-D matrix, got shape {x.shape}")
     return x
@@ -84,7 +79,7 @@ def plot_column_norms(before, after, ax=None, *, tau=None):
     _before_after(ax, np.arange(b.size), b, a, tau)
     ax.set_xlabel("column $j$")
     _integer_ticks(ax)
-    ax.set_ylabel(r"$\|\cdot_{:,j}\|_2$")
+    ax.set_ylabel(r"column norm $\|V_{:,j}\|_2$")
     ax.set_title(f"column norms: {int((b > 0).sum())} -> {int((a > 0).sum())} nonzero")
     return ax
 
@@ -121,7 +116,7 @@ def plot_convergence(history, keys=("objective", "primal_residual", "dual_residu
     hist = _history(history)
     ax = _axes(ax)
     for key in keys:
-        y = _np(hist[key])
+        y = as_numpy(hist[key])
         if key == "objective":
             final = y[-1]
             y = np.abs(y - final) / max(abs(final), np.finfo(float).tiny)
@@ -140,7 +135,7 @@ def plot_structure(history, ax=None):
     hist = _history(history)
     ax = _axes(ax)
     for key, label in (("rank", "rank of $B$"), ("nonzero_columns", "nonzero columns of $A$")):
-        y = _np(hist[key])
+        y = as_numpy(hist[key])
         ax.plot(np.arange(1, y.size + 1), y, drawstyle="steps-post", lw=1.2, label=label)
     ax.set_xlabel("iteration $k$")
     ax.set_ylabel("count")
@@ -154,7 +149,7 @@ def plot_iterate_norms(norms, ax=None):
     of :func:`lrsa.admm.chen_he_ye_yuan_iterates`), against the iteration 0, 1, ..."""
     ax = _axes(ax)
     for label, y in norms.items():
-        y = _np(y)
+        y = as_numpy(y)
         ax.plot(np.arange(y.size), y, lw=1.2, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("iteration $k$")
@@ -189,10 +184,12 @@ def plot_sparsity_pattern(A, ax=None, *, tol=0.0, title=None):
     return ax
 
 
-def plot_factors(U, V, ax=None, *, tol=0.0):
-    """Spy images of the factors of ``B = U @ V`` (paper Fig. 5a, 5b): ``U`` is ``n x r``,
-    ``V`` is ``r x d``. ``ax`` is a pair of Axes (or None: a new figure with two panels);
-    returns the pair ``(ax_U, ax_V)``."""
+def plot_factors(U, V, ax=None):
+    """Heatmaps of the factors of ``B = U @ V`` (paper Fig. 5a, 5b): ``U`` is ``n x r``,
+    ``V`` is ``r x d``, each on a diverging colour scale symmetric about 0 with a colorbar
+    (the factors are dense: a spy image of them would be one solid block). ``ax`` is a pair
+    of Axes (or None: a new figure with two panels); returns the pair ``(ax_U, ax_V)``. The
+    image arrays are the factors themselves."""
     U, V = _matrix(U, "U"), _matrix(V, "V")
     if U.shape[1] != V.shape[0]:
         raise ValueError(f"U is {U.shape} and V is {V.shape}: inner dimensions differ")
@@ -204,8 +201,16 @@ def plot_factors(U, V, ax=None, *, tol=0.0):
                              figsize=(8, 3), constrained_layout=True)
     ax_u, ax_v = ax
     r = U.shape[1]
-    _spy(U, ax_u, f"$U$ ({U.shape[0]} x {r})", tol)
-    _spy(V, ax_v, f"$V$ ({r} x {V.shape[1]})", tol)
+    for M, a, title, xlabel, ylabel in (
+            (U, ax_u, f"$U$ ({U.shape[0]} x {r})", "factor $k$", "row (filter)"),
+            (V, ax_v, f"$V$ ({r} x {V.shape[1]})", "column (input channel, kernel position)",
+             "factor $k$")):
+        lim = float(np.abs(M).max()) if M.size else 1.0
+        im = a.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest",
+                      aspect="auto")
+        a.figure.colorbar(im, ax=a, label="value")
+        a.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        _integer_ticks(a, "xy")
     return ax_u, ax_v
 
 
@@ -214,7 +219,7 @@ def plot_tradeoff(curves, ax=None, xlabel="compression rate (%)", ylabel="error"
     reconstruction error against compression rate (paper Fig. 3, 4)."""
     ax = _axes(ax)
     for label, (x, y) in curves.items():
-        x, y = _np(x), _np(y)
+        x, y = as_numpy(x), as_numpy(y)
         if x.shape != y.shape:
             raise ValueError(f"{label!r}: {x.size} x values but {y.size} y values")
         ax.plot(x, y, "o-", ms=4, lw=1.2, label=label)

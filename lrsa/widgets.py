@@ -80,9 +80,10 @@ def plot_prox_effects(V, tau, axes=None):
     Returns the three Axes.
     """
     from .prox import prox_l21, soft_threshold, svt
-    from .viz import _np, plot_column_norms, plot_singular_values
+    from .utils import as_numpy
+    from .viz import plot_column_norms, plot_singular_values
 
-    V = _np(V)
+    V = as_numpy(V)
     if axes is None:
         import matplotlib.pyplot as plt
 

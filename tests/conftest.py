@@ -1,5 +1,11 @@
+import importlib.util
+
 import pytest
 import torch
+
+#: the reference-solver checks need cvxpy (the "verify" extra); every other check runs without
+needs_cvxpy = pytest.mark.skipif(importlib.util.find_spec("cvxpy") is None,
+                                 reason="cvxpy is not installed (pip install lrsa[verify])")
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ def test_truncated_and_malformed_batches(tmp_path):
     (folder / "data_batch_2").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_2"):
         load_cifar10(folder, train=True)
-    with pytest.raises(FileNotFoundError, match="prepare_cifar10"):
+    with pytest.raises(FileNotFoundError, match="lrsa download-cifar10"):
         load_cifar10(tmp_path / "nowhere")
 
 

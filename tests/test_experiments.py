@@ -1,4 +1,4 @@
-"""lrsa.experiments and lrsa.explorer on the embedded digits CNN (fast)."""
+"""lrsa.experiments (the figure loops) and lrsa.explorer on the embedded digits CNN (fast)."""
 
 import json
 import math
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import lrsa.experiments as E
+from lrsa.setups import digits_setup
 from lrsa import explorer
 from lrsa.features import fold_batchnorm
 from lrsa.pipeline import LayerPlan, compress
@@ -17,13 +18,7 @@ matplotlib.use("Agg")
 
 @pytest.fixture(scope="module")
 def setup():
-    return E.digits_setup()
-
-
-def test_digits_setup_is_a_trained_default(setup):
-    assert not setup.real and setup.baseline_top1 > 80
-    assert setup.layers[:3] == ["features.0", "features.3", "features.7"]
-    assert set(setup.study_layers) <= set(setup.layers)
+    return digits_setup()
 
 
 def test_single_layer_tradeoff_touches_one_layer_only(setup, monkeypatch):
@@ -130,7 +125,7 @@ def test_lambda_grid_matches_compress_and_is_cached(setup, tmp_path, monkeypatch
     def boom(*a, **k):
         raise AssertionError("solved again")
 
-    monkeypatch.setattr(lrsa.pipeline, "_solve", boom)
+    monkeypatch.setattr(lrsa.pipeline, "approximate_layer", boom)
     assert E.lambda_grid(setup.model, layer, setup.calib, [0.03, 0.3], [3.0, math.inf],
                          max_samples=1000, cache=cache, progress=False) == grid
     assert json.loads(cache.read_text())["key"] == grid["key"]
@@ -176,29 +171,3 @@ def test_benchmark_comparison(tmp_path):
     path.write_text(json.dumps({"params_ratio": 3.5, "speedup_b128": 1.7, "top1_drop": 0.9}))
     md, nums = E.benchmark_comparison(path)
     assert "3.50x" in md and "4.44x" in md and "0.90 pt" in md and nums["speedup_b1"] is None
-
-
-def test_load_setup_falls_back_to_digits(monkeypatch, capsys):
-    monkeypatch.setattr(E, "shared_dir", lambda: None)
-    s = E.load_setup(smoke=False)
-    assert not s.real and "Falling back" in capsys.readouterr().out
-    monkeypatch.setenv("LRSA_SMOKE", "1")
-    assert E.smoke_mode() and not E.load_setup().real
-
-
-def test_imagenet_setup_on_a_tiny_folder(tmp_path):
-    Image = pytest.importorskip("PIL.Image")
-    import numpy as np
-
-    from lrsa.models import alexnet
-    rng = np.random.default_rng(0)
-    for cls in ("n001", "n002"):
-        (tmp_path / cls).mkdir()
-        for i in range(3):
-            arr = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
-            Image.fromarray(arr).save(tmp_path / cls / f"{i}.png")
-    s = E.imagenet_alexnet_setup(tmp_path, calib_images=2, batch_size=2,
-                                 model=alexnet(pretrained=False), workers=0)
-    assert [x.shape for x in s.calib] == [(2, 3, 224, 224)]
-    assert len(s.test.dataset) == 4
-    assert [s.label(n) for n in s.layers] == list(E.PAPER_TABLE_IV)

@@ -7,10 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lrsa import prox_l21, soft_threshold, svt
-
-cvxpy = pytest.importorskip("cvxpy")
-from lrsa import reference  # noqa: E402
+from conftest import needs_cvxpy
+from lrsa import prox_l21, reference, soft_threshold, svt
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TOL = {np.float32: 1e-5, np.float64: 1e-12}  # relative, against a float64 closed form
@@ -115,6 +113,7 @@ CVX = [(prox_l21, reference.prox_l21_cvxpy), (svt, reference.svt_cvxpy),
        (soft_threshold, reference.soft_threshold_cvxpy)]
 
 
+@needs_cvxpy
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("op,cvx", CVX)
 def test_against_cvxpy(op, cvx, dtype):

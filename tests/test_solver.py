@@ -5,10 +5,9 @@ import pytest
 import torch
 
 import lrsa.solver
+from conftest import needs_cvxpy
 from lrsa import layer_objective, solve_layer
-
-cvxpy = pytest.importorskip("cvxpy")
-from lrsa.reference import solve_linear_layer_cvxpy  # noqa: E402
+from lrsa.reference import solve_linear_layer_cvxpy
 
 
 def problem(n, d, N, seed, rank_X=None):
@@ -23,6 +22,7 @@ def problem(n, d, N, seed, rank_X=None):
     return X, Y, b
 
 
+@needs_cvxpy
 @pytest.mark.parametrize("n,d,N,rank_X,lam", [
     (4, 6, 60, None, 0.05), (6, 10, 150, None, 0.2), (8, 12, 100, 5, 0.1), (5, 9, 80, None, 1.0),
 ])

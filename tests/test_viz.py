@@ -146,9 +146,12 @@ def test_factors_two_panels():
     _, axes = plt.subplots(1, 2)
     ax_u, ax_v = viz.plot_factors(U, V, ax=axes)
     assert ax_u is axes[0] and ax_v is axes[1]
-    np.testing.assert_array_equal(ax_u.get_images()[0].get_array(), U != 0)
-    np.testing.assert_array_equal(ax_v.get_images()[0].get_array(), V != 0)
+    np.testing.assert_array_equal(ax_u.get_images()[0].get_array(), U)
+    np.testing.assert_array_equal(ax_v.get_images()[0].get_array(), V)
     assert ax_u.get_title() == "$U$ (5 x 2)" and ax_v.get_title() == "$V$ (2 x 8)"
+    lo, hi = ax_u.get_images()[0].get_clim()
+    assert lo == -hi == -np.abs(U).max()  # symmetric about 0: the sign reads off the colour
+    assert all(a.get_xlabel() and a.get_ylabel() for a in (ax_u, ax_v))
     new = viz.plot_factors(U, V)
     assert len(new) == 2 and new[0].figure is new[1].figure
     with pytest.raises(ValueError):

@@ -1,0 +1,136 @@
+"""Small helpers every other module shares: input validation, atomic writes, the hashes that
+say what computed a result (which code, which weights), and markdown tables.
+
+A long run writes each result with :func:`atomic_write_text` or :func:`atomic_torch_save`:
+to a temporary file in the same folder, then ``os.replace``, so a crash leaves either the
+old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["as_float_tensor", "as_numpy", "atomic_torch_save", "atomic_write_text",
+           "code_version", "device_and_dtype", "evaluating", "format_table", "progress_bar",
+           "weights_fingerprint"]
+
+
+def as_float_tensor(V, name="V"):
+    """(tensor, was_numpy) for a floating NumPy array or tensor (shared memory, no copy);
+    ValueError naming ``name`` for other types, non-float dtypes, NaN or Inf."""
+    was_numpy = isinstance(V, np.ndarray)
+    if was_numpy:
+        if not np.issubdtype(V.dtype, np.floating):
+            raise ValueError(f"{name} must be a floating array, got dtype {V.dtype}")
+        T = torch.from_numpy(np.ascontiguousarray(V))
+    elif isinstance(V, torch.Tensor):
+        if not V.is_floating_point():
+            raise ValueError(f"{name} must be a floating tensor, got dtype {V.dtype}")
+        T = V
+    else:
+        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(V).__name__}")
+    if not bool(torch.isfinite(T).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return T, was_numpy
+
+
+def as_numpy(x):
+    """A float64 NumPy copy of an array, tensor or sequence."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def _atomic(path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` to ``path`` (folders created) atomically; returns the path."""
+    return _atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_torch_save(obj, path) -> Path:
+    """``torch.save(obj)`` to ``path`` (folders created) atomically; returns the path."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def code_version() -> str:
+    """sha256 (16 hex digits) of lrsa's own source files: what computed a result."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) over every byte of every tensor of ``model.state_dict()``
+    (names, dtypes and shapes included)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(str(v.dtype).encode() + str(tuple(v.shape)).encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def format_table(columns, rows) -> str:
+    """A markdown table: ``columns`` (header strings; the first column left-aligned, the rest
+    right-aligned) and ``rows`` (sequences of cells; ``None`` prints as ``-``)."""
+    cells = [[("-" if c is None else str(c)) for c in row] for row in rows]
+    for row in cells:
+        if len(row) != len(columns):
+            raise ValueError(f"a row has {len(row)} cells for {len(columns)} columns: {row}")
+    lines = ["| " + " | ".join(columns) + " |",
+             "|---|" + "".join("---:|" for _ in columns[1:])]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def progress_bar(enabled: bool, total=None, desc=None, **kwargs):
+    """A tqdm bar, or (``enabled=False``) one that does nothing: callers update it either way.
+    Use as a context manager so it closes."""
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, disable=not enabled, **kwargs)
+
+
+def device_and_dtype(model: torch.nn.Module):
+    """The device of ``model``'s first tensor and its floating dtype (CPU float32 if none)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device, (t.dtype if t.is_floating_point() else torch.float32)
+    return torch.device("cpu"), torch.float32
+
+
+@contextmanager
+def evaluating(*models):
+    """Eval mode for ``models`` (``None`` entries skipped) under ``torch.no_grad``; every
+    submodule's train/eval flag is restored afterwards, even after an exception."""
+    flags = [(m, m.training) for model in models if model is not None
+             for m in model.modules()]
+    try:
+        for model in models:
+            if model is not None:
+                model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in flags:
+            m.training = training

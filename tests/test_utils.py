@@ -1,0 +1,59 @@
+"""lrsa.utils: atomic writes keep the old file on failure, fingerprints see every byte,
+markdown tables keep their shape."""
+
+import pytest
+import torch
+
+from lrsa.utils import (atomic_torch_save, atomic_write_text, evaluating, format_table,
+                        weights_fingerprint)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = atomic_write_text(tmp_path / "sub" / "a.txt", "old")
+    assert path.read_text() == "old"
+
+    def broken_save(obj, f):
+        open(f, "w").write("half")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_torch_save({"x": 1}, path)
+    assert path.read_text() == "old"
+    assert [p.name for p in path.parent.iterdir()] == ["a.txt"]  # no temporary left behind
+
+
+def test_atomic_torch_save_round_trips(tmp_path):
+    atomic_torch_save({"w": torch.arange(3)}, tmp_path / "w.pt")
+    assert torch.load(tmp_path / "w.pt", weights_only=True)["w"].tolist() == [0, 1, 2]
+
+
+def test_fingerprint_sees_a_change_far_into_a_tensor():
+    model = torch.nn.Linear(100, 100)  # 40 KB of weights
+    before = weights_fingerprint(model)
+    with torch.no_grad():
+        model.weight[-1, -1] += 1e-3  # the last byte range, beyond any prefix
+    assert weights_fingerprint(model) != before
+    with torch.no_grad():
+        model.weight[-1, -1] -= 1e-3
+    assert weights_fingerprint(model) == before
+
+
+def test_format_table():
+    md = format_table(["layer", "CR %"], [["conv1", "5.0"], ["fc", None]])
+    assert md.splitlines() == ["| layer | CR % |", "|---|---:|", "| conv1 | 5.0 |",
+                               "| fc | - |"]
+    with pytest.raises(ValueError, match="1 cells for 2 columns"):
+        format_table(["a", "b"], [["x"]])
+
+
+def test_evaluating_restores_every_flag_even_after_an_error():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    net.train()
+    net[1].eval()  # a mixed state must come back as it was
+    with pytest.raises(RuntimeError, match="boom"):
+        with evaluating(net, None):
+            assert not any(m.training for m in net.modules())
+            assert not torch.is_grad_enabled()
+            raise RuntimeError("boom")
+    assert net.training and net[0].training and not net[1].training
+    assert torch.is_grad_enabled()
