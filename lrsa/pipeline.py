@@ -476,9 +476,9 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     start = time.perf_counter()
     original = fold_batchnorm(copy.deepcopy(model).eval())
     layers = find_layers(original, first[:1])
-    plan = _network_plan(original, layers, first, plan, network_cr, network_macs,
-                         dict(frac=frac, ratio=ratio, target_cr=target_cr, exclude=exclude))
     in_shapes, relu_after = _trace(original, first[:1])
+    plan = _network_plan(layers, in_shapes, plan, network_cr, network_macs,
+                         dict(frac=frac, ratio=ratio, target_cr=target_cr, exclude=exclude))
     # fallback is left out: it decides how A + U V is run, not what A, U, V are
     settings = dict(response=response, strategy=strategy, method=method,
                     samples_per_image=samples_per_image, max_samples=max_samples,
@@ -519,7 +519,7 @@ def _check_options(response, strategy, method, fallback, network_cr, network_mac
         raise ValueError("give network_cr or network_macs, not both")
 
 
-def _network_plan(original, layers, first, plan, network_cr, network_macs, defaults):
+def _network_plan(layers, in_shapes, plan, network_cr, network_macs, defaults):
     """The per-layer plan: the given one (checked against the model) or the default one,
     with a network target spread over it."""
     if plan is None:
@@ -530,7 +530,6 @@ def _network_plan(original, layers, first, plan, network_cr, network_macs, defau
     if network_cr is not None:
         _spread_network_target(plan, layers, network_cr)
     if network_macs is not None:
-        in_shapes, _ = _trace(original, first[:1])
         macs = {n: estimate_macs(m, in_shapes[n]) for n, m in layers}
         _spread_network_target(plan, layers, network_macs, macs, "network_macs",
                                "multiply-adds")
