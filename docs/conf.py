@@ -12,6 +12,9 @@ At configuration time this file writes ``docs/_generated/`` (ignored by git):
   "not run yet" note.
 
 Files are rewritten only when their content changes, so incremental builds stay cheap.
+
+At build time it copies MathJax 2.7 from the ``jupyter-server-mathjax`` package into
+``_static/mathjax/`` of the output, so the site typesets its math without a network.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +31,8 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))  # document the working tree, installed or not
 
 import lrsa  # noqa: E402
+from docutils import nodes  # noqa: E402
+from sphinx.transforms.post_transforms import SphinxPostTransform  # noqa: E402
 
 # -- project -------------------------------------------------------------------------------
 project = "lrsa"
@@ -46,12 +52,86 @@ exclude_patterns = ["_build", "_generated/fragments", "**.ipynb_checkpoints", "T
                     ".DS_Store"]
 root_doc = "index"
 
+# -- MathJax, bundled ------------------------------------------------------------------------
+# The site must typeset its math without a network (a classroom, a train, an air-gapped
+# cluster): Sphinx's default loads MathJax from a CDN, and offline every formula would show as
+# raw LaTeX. MathJax 2.7 is therefore served from the build itself, copied out of the
+# `jupyter-server-mathjax` package (the `docs` extra). That package ships the HTML-CSS output
+# with the STIX-Web web fonts only (no CommonHTML, no TeX fonts), hence the HTML-CSS settings.
+try:
+    import jupyter_server_mathjax
+except ImportError as e:
+    raise ImportError('the docs bundle MathJax from jupyter-server-mathjax: '
+                      'pip install -e ".[docs]"') from e
+
+MATHJAX_SRC = Path(jupyter_server_mathjax.__file__).parent / "static"
+MATHJAX_DIR = "mathjax"  # under _static/ in the output
+# What the configuration below can load, relative to MATHJAX_SRC (about half the package):
+# not the SVG output, the other fonts' data, the other languages, nor the speech rules'
+# Internet-Explorer-only bundle (mathmaps_ie.js).
+MATHJAX_FILES = ("MathJax.js", "LICENSE", "config/TeX-AMS-MML_HTMLorMML-full.js",
+                 "extensions/**/*", "jax/input/**/*", "jax/element/**/*",
+                 "jax/output/HTML-CSS/**/*", "fonts/HTML-CSS/STIX-Web/woff/*",
+                 "localization/en/*")
+MATHJAX_SKIP = {"extensions/a11y/mathmaps/mathmaps_ie.js"}
+mathjax_path = f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+mathjax2_config = {
+    # myst turns $...$, $$...$$ and amsmath environments into math nodes, which Sphinx writes
+    # between \(...\) and \[...\]: MathJax looks for those delimiters only, so a literal $
+    # or \begin{...} in prose stays text
+    "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
+                "processEscapes": False, "processEnvironments": False, "processRefs": False},
+    # only the STIX-Web web fonts are bundled: never look for local or image fonts, whose
+    # metrics files are not there
+    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
+                 "imageFont": None},
+    # the menu's renderer and language choices would load files that are not bundled
+    "MathMenu": {"showRenderer": False, "showLocale": False},
+}
+
+
+def _copy_mathjax(app):
+    """Copy MATHJAX_FILES into the output's _static/ (only files missing or changed)."""
+    if app.builder.format != "html":
+        return
+    dst = Path(app.outdir) / "_static" / MATHJAX_DIR
+    for pattern in MATHJAX_FILES:
+        for src in MATHJAX_SRC.glob(pattern):
+            rel = src.relative_to(MATHJAX_SRC)
+            if not src.is_file() or rel.as_posix() in MATHJAX_SKIP:
+                continue
+            out = dst / rel
+            st = src.stat()
+            if out.is_file() and (out.stat().st_size, int(out.stat().st_mtime)) == (
+                    st.st_size, int(st.st_mtime)):
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out)
+
+
 # -- MyST / myst-nb --------------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
+# the notebooks write display math inside list items and sentences ("... gives
+# $$x = y,$$ one ..."), as JupyterLab allows: parse it there too, or it stays raw TeX
+myst_dmath_double_inline = True
+# myst would write a MathJax 3/4 configuration (which MathJax 2 does not read) and mark whole
+# sections "tex2jax_ignore"; the delimiters set in mathjax2_config do that job instead
+myst_update_mathjax = False
 # The notebooks are executed by the test suite in CI (nbclient); the docs render them as
 # committed, so the build is fast, deterministic and needs no kernel.
 nb_execution_mode = "off"
+# Widget outputs: the site has no kernel and no widget JavaScript (and loads nothing from a
+# network), so a widget view would render as nothing. lrsa's interactive figures
+# (lrsa.widgets.interact) carry a static small-multiples image/png beside the widget view:
+# never pick the widget view, so that image is shown. ipywidgets_js empty: no require.js or
+# widget manager from a CDN on pages whose notebook saved widget state.
+nb_mime_priority_overrides = [("*", "application/vnd.jupyter.widget-view+json", None)]
+nb_ipywidgets_js: dict = {}
+# lrsa's reports display markdown tables (display(Markdown(markdown_table(...)))): render
+# text/markdown outputs as JupyterLab does, GitHub-flavoured; myst-nb's default, CommonMark,
+# has no tables and showed them as rows of pipes
+nb_render_markdown_format = "gfm"
 
 # -- autodoc / napoleon --------------------------------------------------------------------
 autodoc_default_options = {"members": True, "member-order": "bysource"}
@@ -276,7 +356,28 @@ def _generate() -> None:
 _generate()
 
 
+class _DropBareWidgets(SphinxPostTransform):
+    """Remove the outputs that are a widget view and nothing else to show but its text/plain
+    repr: a tqdm progress bar saved at "0%|  | 0/12", a "VBox(children=...)" of sliders.
+    Without a widget front-end that text would be false or noise. Runs before myst-nb picks
+    one MIME type per output (its SelectMimeType, priority 4)."""
+
+    default_priority = 3
+    formats = ("html",)
+
+    def run(self, **kwargs):
+        widget, plain = "application/vnd.jupyter.widget-view+json", "text/plain"
+        for node in list(self.document.findall(nodes.container)):
+            if node.get("nb_element") != "mime_bundle":
+                continue
+            types = {child.get("mime_type") for child in node.children}
+            if widget in types and types <= {widget, plain}:
+                node.parent.remove(node)
+
+
 def setup(app):
+    app.connect("builder-inited", _copy_mathjax)
+    app.add_post_transform(_DropBareWidgets)
     app.connect("autodoc-process-docstring", _verbatim_docstring, priority=300)
     app.connect("autodoc-process-docstring", _entries_as_descriptions, priority=400)
     app.connect("autodoc-skip-member", _skip_namedtuple_aliases)

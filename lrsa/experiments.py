@@ -29,8 +29,10 @@ import json
 import math
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,12 +41,15 @@ from .pipeline import LayerPlan, compress
 from .train import evaluate
 from .paper import PAPER_VGG16
 from .setups import cache_key
-from .utils import atomic_write_text, format_table, progress_bar, weights_fingerprint
+from .utils import (as_numpy, atomic_write_text, format_table, progress_bar,
+                    weights_fingerprint)
 
 __all__ = ["benchmark_comparison", "lambda_grid", "objective_along_segment",
            "paper_table_markdown", "relu_output_error", "single_layer_tradeoff",
            "strategy_curve", "tradeoff_curves"]
 
+
+PAIRS_SAMPLED = 3000  # (Z, Z-hat) entries kept per single-layer run, for scatter plots
 
 
 # --------------------------------------------------------------------------- helpers
@@ -58,6 +63,13 @@ def _lowered(mod):
     W = W.detach().reshape(W.shape[0], -1)
     b = torch.zeros(W.shape[0], dtype=W.dtype) if b is None else b.detach()
     return W, b
+
+
+def _pairs(W, b, feats, picked):
+    """(2, k) array: the entries ``picked`` of Z and of ``W X + b``."""
+    Z_hat = W.to(feats.X) @ feats.X + b.to(feats.X)[:, None]
+    return np.stack([as_numpy(feats.Z).ravel()[picked.numpy()],
+                     as_numpy(Z_hat).ravel()[picked.numpy()]])
 
 
 def relu_output_error(W, b, X, Z):
@@ -122,7 +134,10 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
         ``target_cr``, ``cr_a``, ``cr_b``, ``cr`` (fractions), ``rank``, ``nonzero_columns``,
         ``rel_error`` (relative error of the response it was fitted to, on the calibration
         samples), ``relu_error`` (:func:`relu_output_error`, the same measure for both
-        responses), ``top1`` (%) and ``drop`` (baseline - top1, points).
+        responses), ``top1`` (%), ``drop`` (baseline - top1, points) and
+        ``pre_activations``: a (2, k) array of the same ``PAIRS_SAMPLED`` entries in every
+        row (k fewer when the layer has fewer), the original pre-activation ``Z`` and the
+        approximation's ``(A + B) X + b``, for scatter plots.
     """
     if target_crs is None and fracs is None:
         raise ValueError("give fracs or target_crs")
@@ -131,6 +146,8 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
     folded = fold_batchnorm(copy.deepcopy(model).eval())
     feats = collect_features(folded, [layer_name], calib, samples_per_image=samples_per_image,
                              max_samples=max_samples, seed=0)[layer_name]
+    picked = torch.randperm(feats.Z.numel(), generator=torch.Generator().manual_seed(0))
+    picked = picked[:PAIRS_SAMPLED]
     rows, bar = [], progress_bar(progress, len(values) * len(responses), f"{layer_name}")
     for response in responses:
         for v in values:
@@ -147,7 +164,8 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
                          "cr_a": r["cr_a"], "cr_b": r["cr_b"], "cr": r["cr"], "rank": r["rank"],
                          "nonzero_columns": r["nonzero_columns"], "rel_error": r["rel_error"],
                          "relu_error": relu_output_error(W, b, feats.X, feats.Z),
-                         "top1": top1, "drop": base - top1})
+                         "top1": top1, "drop": base - top1,
+                         "pre_activations": _pairs(W, b, feats, picked)})
             bar.update(1)
             bar.set_postfix(response=response, cr=f"{r['cr']:.2f}", top1=f"{top1:.1f}")
     bar.close()
@@ -293,7 +311,8 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
         one dict per (frac, ratio) with ``frac``, ``ratio``, ``lam1``, ``lam2``, ``cr_a``,
         ``cr_b``, ``cr``, ``rank``, ``nonzero_columns``, ``rel_error`` (fitted response),
         ``relu_error``, ``column_norms`` (of A, length d) and ``singular_values`` (of B,
-        descending), ``converged``.
+        descending), ``converged``; ``seconds`` (the time the grid took when it was
+        solved) and ``cached`` (True when this call read it from ``cache``).
     """
     from .pipeline import approximate_layer, columns_per_channel, layer_bias, lowered_weight
 
@@ -307,9 +326,10 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
         try:
             got = json.loads(Path(cache).read_text())
             if got.get("key") == key:
-                return got
+                return {**got, "cached": True}
         except (OSError, ValueError):
             pass
+    start = time.perf_counter()
     folded = fold_batchnorm(copy.deepcopy(model).eval())
     mod = folded.get_submodule(layer_name)
     feats = collect_features(folded, [layer_name], calib, samples_per_image=samples_per_image,
@@ -344,8 +364,8 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
             bar.set_postfix(frac=frac, ratio=ratio, cr=f"{cr_a + cr_b:.2f}")
     bar.close()
     grid = {"key": key, "layer": layer_name, "response": response, "n": n, "d": d,
-            "fracs": fracs, "ratios": ratios,
-            "points": points}
+            "fracs": fracs, "ratios": ratios, "points": points,
+            "seconds": time.perf_counter() - start, "cached": False}
     if cache is not None:
         atomic_write_text(cache, json.dumps(grid))
     return grid
@@ -412,7 +432,8 @@ def benchmark_comparison(path):
     nums = {"params_ratio": data.get("params_ratio"), "speedup_b128": data.get("speedup_b128"),
             "speedup_b1": data.get("speedup_b1"), "top1_baseline": data.get("top1_baseline"),
             "top1_compressed": data.get("top1_compressed"),
-            "top1_finetuned": data.get("top1_finetuned"), "top1_drop": data.get("top1_drop")}
+            "top1_finetuned": data.get("top1_finetuned"), "top1_drop": data.get("top1_drop"),
+            "code_version": data.get("code_version") or "unrecorded"}
     md = "\n".join([
         "| | ours (benchmark) | paper |", "|---|---:|---:|",
         f"| parameters, original / compressed | {fmt(nums['params_ratio'], '.2f', 'x')} | "

@@ -1,9 +1,9 @@
 r"""A slider explorer over a precomputed lambda grid (:func:`lrsa.experiments.lambda_grid`).
 
 Moving a slider only looks a point up in the grid, so it answers instantly even for a
-VGG-16 layer whose solves take a minute each. Headless use (nbclient, CI, a static viewer):
-call :func:`plot_grid_point` once directly, then :func:`grid_sliders`; the sliders are
-created only when ipywidgets is installed and draw into their own output area when moved.
+VGG-16 layer whose solves take a minute each. :func:`grid_explorer` builds the sliders and
+their one live figure (:func:`lrsa.widgets.interact`), with a static version for renderers
+without widgets.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["grid_point", "grid_sliders", "plot_grid_point"]
+__all__ = ["grid_explorer", "grid_point", "plot_grid_point"]
 
 
 def _nearest(values, v):
@@ -35,7 +35,7 @@ def grid_point(grid, frac=None, ratio=None):
     raise KeyError(f"grid has no point ({f}, {r})")
 
 
-def plot_grid_point(grid, frac=None, ratio=None, axes=None):
+def plot_grid_point(grid, frac=None, ratio=None, axes=None, label=None):
     """Three panels for one grid point: the CR(A), CR(B), CR(A+B) and error curves against
     frac at this ratio with the point marked; the column norms of A (sorted) and the
     singular values of B.
@@ -45,6 +45,8 @@ def plot_grid_point(grid, frac=None, ratio=None, axes=None):
     grid : dict from :func:`lrsa.experiments.lambda_grid`.
     frac, ratio : float; the nearest grid values are used.
     axes : three matplotlib Axes, or None for a new figure.
+    label : str, optional
+        The layer's name in the titles (default: its module name, ``grid["layer"]``).
 
     Returns
     -------
@@ -65,23 +67,33 @@ def plot_grid_point(grid, frac=None, ratio=None, axes=None):
                    "CR(B) %": (fr, [100 * q["cr_b"] for q in row]),
                    "CR(A+B) %": (fr, [100 * q["cr"] for q in row]),
                    "rel. error %": (fr, [100 * q["rel_error"] for q in row])},
-                  ax=ax_cr, xlabel=r"frac ($\lambda_1$ / gradient scale)", ylabel="%")
+                  ax=ax_cr, xlabel=r"$\lambda_1 / s$ ($s$: the layer's gradient scale)", ylabel="%")
     ax_cr.set_xscale("log")
     ax_cr.minorticks_off()
     ax_cr.set_xticks(fr, [f"{v:g}" for v in fr])
     ax_cr.axvline(p["frac"], color="0.3", ls=":", lw=1)
-    ax_cr.set_title(rf"{grid['layer']}: frac={p['frac']:g}, $\lambda_2/\lambda_1$={p['ratio']:g}")
+    ax_cr.set_title(rf"{label or grid['layer']}: $\lambda_1/s$ = {p['frac']:g}, "
+                    rf"$\lambda_2/\lambda_1$ = {p['ratio']:g}")
 
     norms = np.sort(np.asarray(p["column_norms"], dtype=float))[::-1]
-    ax_a.plot(np.arange(norms.size), norms, color="C0", lw=1.2)
+    if norms.any():
+        ax_a.plot(np.arange(norms.size), norms, color="C0", lw=1.2)
+    else:  # a flat line at 0 would look like a plotting failure
+        ax_a.text(0.5, 0.5, "A = 0: no column kept", ha="center", va="center",
+                  transform=ax_a.transAxes, color="0.4")
+        ax_a.set_xlim(0, norms.size)
     ax_a.set_xlabel("column of A (sorted)")
     ax_a.set_ylabel(r"$\|A_{:,j}\|_2$")
     ax_a.set_title(f"A: {p['nonzero_columns']} of {grid['d']} columns, "
                    f"CR(A) {100 * p['cr_a']:.1f}%")
 
     sv = np.asarray(p["singular_values"], dtype=float)
+    sv = sv[sv > 0]
     if sv.size:
         ax_b.semilogy(np.arange(1, sv.size + 1), sv, "o-", ms=3, lw=1, color="C1")
+    else:  # an empty log axis would look like a plotting failure
+        ax_b.text(0.5, 0.5, "B = 0: no low-rank part\n(rank 0)", ha="center", va="center",
+                  transform=ax_b.transAxes, color="0.4")
     ax_b.set_xlim(0, min(grid["n"], grid["d"]) + 1)
     ax_b.set_xlabel("index $i$")
     ax_b.set_ylabel(r"$\sigma_i(B)$")
@@ -90,36 +102,26 @@ def plot_grid_point(grid, frac=None, ratio=None, axes=None):
     return ax_cr, ax_a, ax_b
 
 
-def grid_sliders(grid, update, frac=None, ratio=None):
-    """Two selection sliders (frac, ratio) over the grid's values calling ``update(frac,
-    ratio)`` into an output area when moved. Does not draw at creation: call ``update`` once
-    yourself first, so headless runs show a figure.
+def grid_explorer(grid, frac=None, ratio=None, label=None):
+    r"""One live :func:`plot_grid_point` figure with two sliders over the grid's values:
+    :math:`\lambda_1/s` (``frac``; :math:`s` is the layer's gradient scale, the mean column
+    norm of the data term's gradient at 0, so a column of A starts to be kept near
+    :math:`\lambda_1/s = 1`) and :math:`\lambda_2/\lambda_1` (``ratio``; inf: no low-rank
+    part). A move only looks a point up: instant even for layers whose solves take minutes.
+    ``label`` names the layer in the titles.
 
     Returns
     -------
-    The displayed ``ipywidgets.VBox``, or None when ipywidgets is not installed.
+    :class:`lrsa.widgets.Interactive`; display it. Without a widget front-end it shows the
+    grid points along each slider as small multiples.
     """
-    try:
-        import ipywidgets
-        from IPython.display import display
-    except ImportError:
-        return None
+    from .widgets import Choice, interact
+
     f0, r0 = _nearest(grid["fracs"], frac), _nearest(grid["ratios"], ratio)
-    s_frac = ipywidgets.SelectionSlider(options=[(f"{v:g}", v) for v in grid["fracs"]],
-                                        value=f0, description="frac",
-                                        continuous_update=False)
-    s_ratio = ipywidgets.SelectionSlider(options=[(f"{v:g}", v) for v in grid["ratios"]],
-                                         value=r0, description="lam2/lam1",
-                                         continuous_update=False)
-    out = ipywidgets.Output()
-
-    def on_change(_change):
-        with out:
-            out.clear_output(wait=True)
-            update(s_frac.value, s_ratio.value)
-
-    s_frac.observe(on_change, names="value")
-    s_ratio.observe(on_change, names="value")
-    box = ipywidgets.VBox([ipywidgets.HBox([s_frac, s_ratio]), out])
-    display(box)
-    return box
+    fracs = [float(v) for v in grid["fracs"]]
+    ends = tuple(dict.fromkeys((fracs[0], f0, fracs[-1])))
+    return interact(lambda frac, ratio: plot_grid_point(grid, frac, ratio, label=label),
+                    frac=Choice(tuple((f"{v:g}", v) for v in fracs), f0, label="λ1 / s",
+                                static=ends),
+                    ratio=Choice(tuple((f"{v:g}", float(v)) for v in grid["ratios"]), r0,
+                                 label="λ2 / λ1"))

@@ -52,6 +52,7 @@ __all__ = ["ADMMOptions", "ADMMStep", "LayerProblem", "LayerSolution", "Structur
            "layer_objective", "refit", "relu_nonconvexity_example", "solve_layer"]
 
 RESPONSES = ("relu", "linear")
+NUMERICAL_ZERO = 1e-9  # singular values of B below this fraction of ||A + B||_F are dropped
 ADAPT_EVERY, ADAPT_UNTIL, ADAPT_MAX = 10, 200, 8
 HISTORY = ("objective", "primal_residual", "dual_residual", "rank", "nonzero_columns")
 
@@ -425,6 +426,11 @@ class LayerProblem:
                        else (state.A, *svt_factors(state.B, 0.0)))
         if opts.debias:
             A, U, s, Vh = _refit(self, A, Vh, 10 * opts.inner_iter, U * s)
+        # singular values left a rounding error above the threshold (where the limit is
+        # B = 0 they sit at 1e-13) are zero: they would count as rank and as storage
+        keep = s > NUMERICAL_ZERO * max(float(torch.linalg.matrix_norm(A + (U * s) @ Vh)),
+                                        1e-30)
+        U, s, Vh = U[:, keep], s[keep], Vh[keep]
         B = (U * s) @ Vh
         root = torch.sqrt(s)
         obj = self.f_and_grad(A + B, grad=False)[0] + _penalty(lam1, _l21(A)) + _penalty(

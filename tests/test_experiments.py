@@ -126,8 +126,10 @@ def test_lambda_grid_matches_compress_and_is_cached(setup, tmp_path, monkeypatch
         raise AssertionError("solved again")
 
     monkeypatch.setattr(lrsa.pipeline, "approximate_layer", boom)
-    assert E.lambda_grid(setup.model, layer, setup.calib, [0.03, 0.3], [3.0, math.inf],
-                         max_samples=1000, cache=cache, progress=False) == grid
+    again = E.lambda_grid(setup.model, layer, setup.calib, [0.03, 0.3], [3.0, math.inf],
+                          max_samples=1000, cache=cache, progress=False)
+    assert again == {**grid, "cached": True} and not grid["cached"]
+    assert again["seconds"] == grid["seconds"] > 0  # the time it took when solved
     assert json.loads(cache.read_text())["key"] == grid["key"]
     with pytest.raises(AssertionError, match="solved again"):
         E.lambda_grid(setup.model, layer, setup.calib, [0.05], [3.0], max_samples=1000,
@@ -146,12 +148,15 @@ def test_explorer_draws_and_finds_points():
     assert len(axes) == 3 and "rank 2" in axes[2].get_title()
     import matplotlib.pyplot as plt
     plt.close("all")
-    calls = []
-    box = explorer.grid_sliders(grid, lambda f, r: calls.append((f, r)), frac=0.1, ratio=3.0)
-    assert calls == []  # creating the sliders draws nothing
-    if box is not None:
-        box.children[0].children[0].value = 0.4
-        assert calls == [(0.4, 3.0)]
+    view = explorer.grid_explorer(grid, frac=0.1, ratio=3.0)
+    assert view.values == {"frac": 0.1, "ratio": 3.0}
+    # static: the defaults, then both ends of the lambda_1 axis, then every ratio
+    assert [(p["frac"], p["ratio"]) for p in view.panels] == [(0.1, 3.0), (0.4, 3.0),
+                                                              (0.1, 1.0)]
+    if view.box is not None:
+        before = view.image.value
+        view.widgets["frac"].value = 0.4
+        assert view.values["frac"] == 0.4 and view.image.value != before
 
 
 def test_objective_along_segment_relu_is_not_convex():

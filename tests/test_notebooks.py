@@ -1,18 +1,23 @@
-"""Every notebook in notebooks/ runs top to bottom (LRSA_SMOKE=1) and is committed clean.
+"""Every notebook in notebooks/ and every worked solution in notebooks/solutions/ runs top to
+bottom (LRSA_SMOKE=1) and is committed clean.
 
-Each notebook checks itself in an ``assert`` cell, so "runs without an error" is a real test.
+Each notebook checks itself in an ``assert`` cell (a solution asserts its exercises'
+self-checks), so "runs without an error" is a real test.
 Execution needs nbclient, nbformat, ipykernel and a kernel named python3
 (``pip install 'lrsa[nb]'`` provides all four); without them the execution tests skip.
 """
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+SOLUTION_DIR = NOTEBOOK_DIR / "solutions"
+SOLUTIONS = sorted(SOLUTION_DIR.glob("*.ipynb"))
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb")) + SOLUTIONS
 KERNEL = "python3"
 CELL_TIMEOUT = 600  # seconds per cell
 
@@ -24,8 +29,9 @@ def _read(path):
     return nbformat.read(path, as_version=4)
 
 
-def _client(nb):
-    """An nbclient NotebookClient for nb, or pytest.skip with the reason it cannot run."""
+def _client(nb, folder):
+    """An nbclient NotebookClient for nb, run in folder, or pytest.skip with the reason it
+    cannot run."""
     nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed: "
                                    "pip install 'lrsa[nb]' to execute the notebooks")
     pytest.importorskip("ipykernel", reason="ipykernel is not installed: "
@@ -38,11 +44,17 @@ def _client(nb):
         pytest.skip(f"no Jupyter kernel named {KERNEL!r}: run "
                     f"`python -m ipykernel install --sys-prefix --name {KERNEL}`")
     return nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL,
-                                   resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+                                   resources={"metadata": {"path": str(folder)}})
 
 
 def test_there_are_notebooks():
     assert NOTEBOOKS, f"no notebooks found in {NOTEBOOK_DIR}"
+
+
+def test_every_notebook_has_its_solutions():
+    """notebooks/NN_name.ipynb <-> notebooks/solutions/NN_name_solutions.ipynb, both ways."""
+    stems = {p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")}
+    assert {p.stem for p in SOLUTIONS} == {f"{s}_solutions" for s in stems}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -63,9 +75,9 @@ def test_notebook_is_committed_clean(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, monkeypatch):
     nb = _read(path)
-    client = _client(nb)
+    client = _client(nb, path.parent)
     monkeypatch.setenv("LRSA_SMOKE", "1")  # the kernel inherits the environment
-    monkeypatch.chdir(NOTEBOOK_DIR)
+    monkeypatch.chdir(path.parent)
     from nbclient.exceptions import CellExecutionError
 
     start = time.perf_counter()
@@ -77,4 +89,31 @@ def test_notebook_executes(path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors, f"{path.name}: {errors[0].ename}: {errors[0].evalue}"
+    _check_interactive_cells(nb, path.name)
+    _check_no_machine_paths(nb, path.name)
     print(f"{path.name}: {elapsed:.1f} s (LRSA_SMOKE=1, {os.cpu_count()} CPUs)")
+
+
+def _check_interactive_cells(nb, name):
+    """Cells tagged "interactive" show one display carrying both the live widget (for widget
+    front-ends) and a static PNG (for every other renderer), and no other widget output
+    (a progress bar would be one more widget; a second figure a stale copy)."""
+    for i, cell in enumerate(nb.cells):
+        if "interactive" not in cell.metadata.get("tags", []):
+            continue
+        shown = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
+        assert len(shown) == 1, f"{name} cell {i}: {len(shown)} displays, expected one"
+        data = shown[0].data
+        assert "application/vnd.jupyter.widget-view+json" in data, f"{name} cell {i}: no widget"
+        assert "image/png" in data, f"{name} cell {i}: no static figure"
+
+
+def _check_no_machine_paths(nb, name):
+    """No output shows where this machine keeps things (home, temp or work folders)."""
+    roots = {str(Path.home()), tempfile.gettempdir(), str(NOTEBOOK_DIR.parent)}
+    for i, cell in enumerate(nb.cells):
+        for o in cell.get("outputs", []):
+            text = o.get("text", "") + "".join(
+                v for k, v in o.get("data", {}).items() if k.startswith("text/"))
+            leaked = [r for r in roots if r and r in text]
+            assert not leaked, f"{name} cell {i} shows a machine path: {leaked}"

@@ -1,5 +1,7 @@
 """lrsa.viz and lrsa.widgets: the plotted data are the inputs, axes are labelled and scaled."""
 
+import base64
+import io
 import subprocess
 import sys
 
@@ -178,25 +180,69 @@ def test_prox_effects_three_panels(V):
     np.testing.assert_allclose(lines(axes[2])[1][1], sorted_after)
 
 
-def test_explore_renders_once_then_redraws_on_slider(V):
+def _png_size(data):
+    import matplotlib.image as mpimg
+
+    return mpimg.imread(io.BytesIO(data)).shape[:2]
+
+
+def test_interact_one_live_figure_redrawn_in_place():
     calls = []
-    box = widgets.explore(lambda tau: calls.append(tau), tau=(0.0, 2.0, 0.1, 0.5))
-    assert calls == [0.5]  # the direct, static render at the default
-    if box is not None:  # ipywidgets installed: a slider at the default, then an output area
-        slider, out = box.children
-        assert (slider.min, slider.max, slider.value) == (0.0, 2.0, 0.5)
-        assert calls == [0.5]  # nothing drawn into the widget until the slider moves
-        slider.value = 1.2
-        assert calls == [0.5, 1.2]
-    with pytest.raises(ValueError):
-        widgets.explore(lambda tau: None, tau=(0.0, 1.0))
 
+    def draw(tau, kind):
+        calls.append((tau, kind))
+        plt.subplots(figsize=(2, 1 + tau))  # the figure's height shows which tau drew it
 
-def test_prox_explorer_static_figure(V):
     n_before = len(plt.get_fignums())
-    box = widgets.prox_explorer(V)
-    assert len(plt.get_fignums()) == n_before + 1  # the static figure, three panels
-    assert len(plt.gcf().axes) == 3
-    if box is not None:
-        assert box.children[0].max == pytest.approx(np.linalg.norm(V, 2))
-        assert box.children[0].value == pytest.approx(np.median(np.linalg.norm(V, axis=0)) / 2)
+    view = widgets.interact(draw, tau=widgets.Slider(0.0, 2.0, 0.5, static=(0.0, 2.0)),
+                            kind=widgets.Choice(("a", "b")))
+    assert calls == [(0.5, "a")]  # the live figure, drawn once at the defaults
+    assert len(plt.get_fignums()) == n_before  # rendered to PNG and closed: nothing leaks
+    # the static figure: the defaults, then each control over its range, others at default
+    assert view.panels == [{"tau": 0.5, "kind": "a"}, {"tau": 0.0, "kind": "a"},
+                           {"tau": 2.0, "kind": "a"}, {"tau": 0.5, "kind": "b"}]
+    if view.box is None:  # no ipywidgets: the static figure is all there is
+        return
+    slider, choice = view.box.children[0].children
+    assert (slider.min, slider.max, slider.value) == (0.0, 2.0, 0.5)
+    assert view.box.children[1] is view.image  # one figure, below the controls
+    short = _png_size(view.image.value)
+    slider.value = 1.5
+    assert calls[-1] == (1.5, "a") and view.values == {"tau": 1.5, "kind": "a"}
+    assert _png_size(view.image.value)[0] > short[0]  # the same image widget, redrawn
+    choice.value = "b"
+    assert calls[-1] == (1.5, "b")
+
+
+def test_interact_bundle_carries_widget_and_static_figure():
+    view = widgets.interact(lambda tau: plt.subplots(figsize=(3, 2)),
+                            tau=widgets.Slider(1.0, 3.0, 2.0, label="τ"))
+    bundle = view._repr_mimebundle_()
+    height, _ = _png_size(base64.b64decode(bundle["image/png"]))
+    single, _ = _png_size(view.render())
+    assert len(view.panels) == 3 and height > 2.5 * single * widgets.STATIC_DPI / widgets.LIVE_DPI
+    assert "τ" in bundle["text/plain"]
+    if view.box is not None:  # widget front-ends render the live view instead
+        model_id = bundle["application/vnd.jupyter.widget-view+json"]["model_id"]
+        assert model_id == view.box.model_id
+
+
+def test_interact_rejects_bad_controls():
+    with pytest.raises(ValueError, match="outside"):
+        widgets.Slider(0.0, 1.0, 2.0)
+    with pytest.raises(ValueError, match="not one of"):
+        widgets.Choice((1, 2), 3)
+    with pytest.raises(TypeError, match="Slider or a Choice"):
+        widgets.interact(lambda tau: None, tau=(0.0, 1.0, 0.1, 0.5))
+    with pytest.raises(ValueError, match="no new matplotlib figure"):
+        widgets.interact(lambda tau: None, tau=widgets.Slider(0.0, 1.0, 0.5))
+
+
+def test_prox_explorer_defaults(V):
+    view = widgets.prox_explorer(V)
+    tau = np.median(np.linalg.norm(V, axis=0)) / 2
+    assert view.values["tau"] == pytest.approx(tau)
+    assert [p["tau"] for p in view.panels] == pytest.approx(
+        [tau, tau / 4, np.linalg.norm(V, 2) / 2])
+    if view.box is not None:
+        assert view.widgets["tau"].max == pytest.approx(np.linalg.norm(V, 2))

@@ -1,0 +1,335 @@
+r"""Self-checks for the notebooks' exercises: derive, predict, then check.
+
+Each checker takes the student's ``answer`` first, then the objects the exercise is about,
+computes the reference answer by a route of its own (a brute-force count, the library's own
+accounting, an evaluation of the objective, ...) and prints one line:
+
+* ``answer is ...`` (the placeholder): "not answered yet"; returns None and never raises,
+  so a notebook with open exercises still runs top to bottom;
+* right within the stated tolerance: "correct"; returns True;
+* wrong: "not yet" with a hint (never the answer); returns False.
+
+The solution notebooks ``assert`` the return value. An answer of the wrong kind or shape
+raises ``TypeError`` / ``ValueError`` saying what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import paper
+from .admm import he_yuan_correction
+from .layers import SparseLowRankConv2d, estimate_macs
+from .prox import prox_l21, svt
+from .report import count_macs
+from .solver import layer_objective
+from .utils import as_numpy
+
+__all__ = ["break_even_rank", "combined_cr", "first_differing_k", "he_yuan_step",
+           "lam1_threshold", "mac_fraction", "macs_saved", "midpoint_gap", "moreau_residual",
+           "paper_network_cr", "prox_frobenius", "relu_term_all_dead", "segment_ratio",
+           "stored_parameters", "surviving_columns", "svt_rank"]
+
+
+def _unanswered(answer):
+    return answer is Ellipsis or (isinstance(answer, (tuple, list))
+                                  and any(a is Ellipsis for a in answer))
+
+
+def _numbers(answer, shape, title):
+    """The answer as a float array of the reference's shape, or a clear error."""
+    if isinstance(answer, (str, bytes)) or callable(answer):
+        raise TypeError(f"{title}: the answer must be a number or an array of numbers, "
+                        f"got {type(answer).__name__}")
+    try:
+        got = as_numpy(answer)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{title}: the answer must be a number or an array of numbers, "
+                        f"got {answer!r}") from exc
+    if got.shape != tuple(shape):
+        want = "a single number" if shape == () else f"shape {tuple(shape)}"
+        raise ValueError(f"{title}: expected {want}, got shape {got.shape}")
+    return got
+
+
+def _verdict(title, ok, hint):
+    print(f"{title}: correct." if ok else f"{title}: not yet. Hint: {hint}")
+    return bool(ok)
+
+
+def _compare(title, answer, reference, hint, *, atol=0.0, rtol=0.0):
+    """Shared path of every checker: placeholder, shape check, comparison, one line."""
+    if _unanswered(answer):
+        print(f"{title}: not answered yet (replace ... with your answer).")
+        return None
+    reference = np.asarray(reference, dtype=float)
+    got = _numbers(answer, reference.shape, title)
+    return _verdict(title, np.allclose(got, reference, atol=atol, rtol=rtol), hint)
+
+
+# ----------------------------------------------------------------- 01 proximal operators
+
+def surviving_columns(answer, V, tau):
+    r"""How many columns of ``V`` are nonzero after :math:`\operatorname{prox}_{\tau
+    \|\cdot\|_{2,1}}`? Exact (an integer).
+
+    Reference: apply :func:`lrsa.prox_l21` and count the nonzero columns of the result.
+    """
+    kept = int((np.linalg.norm(as_numpy(prox_l21(V, tau)), axis=0) > 0).sum())
+    return _compare("surviving columns", answer, kept,
+                    "column shrinkage lowers every column norm by tau; which norms stay "
+                    "positive?")
+
+
+def svt_rank(answer, V, tau):
+    r"""Rank of :math:`\operatorname{prox}_{\tau\|\cdot\|_*}(V)`. Exact (an integer).
+
+    Reference: ``np.linalg.matrix_rank`` of :func:`lrsa.svt`'s result (an SVD of its own).
+    """
+    rank = int(np.linalg.matrix_rank(as_numpy(svt(V, tau))))
+    return _compare("rank after SVT", answer, rank,
+                    "SVT lowers every singular value by tau; count the ones that stay "
+                    "positive (np.linalg.svd(V, compute_uv=False)).")
+
+
+def prox_frobenius(prox_fro, V, taus=None):
+    r"""The student's function ``prox_fro(V, tau)`` for
+    :math:`\operatorname{prox}_{\tau\|\cdot\|_F}`, tried on ``V`` at several thresholds
+    (default: a quarter, a half, one and two times :math:`\|V\|_F`), to 1e-8.
+
+    Reference: :math:`\|X\|_F` is the :math:`\ell_{2,1}` norm of :math:`\operatorname{vec}X`
+    seen as a single column, so the prox is :func:`lrsa.prox_l21` of the one-column matrix
+    (the closed form to derive: :math:`\max(1 - \tau/\|V\|_F, 0)\,V`).
+    """
+    title = "prox of tau ||X||_F"
+    if _unanswered(prox_fro):
+        print(f"{title}: not answered yet (replace ... with your function).")
+        return None
+    if not callable(prox_fro):
+        raise TypeError(f"{title}: the answer must be a function prox_fro(V, tau), got "
+                        f"{type(prox_fro).__name__}")
+    V = as_numpy(V)
+    norm = np.linalg.norm(V)
+    for tau in (norm * np.array([0.25, 0.5, 1.0, 2.0]) if taus is None else taus):
+        reference = prox_l21(V.reshape(-1, 1), float(tau)).reshape(V.shape)
+        got = _numbers(prox_fro(V.copy(), float(tau)), V.shape, title)
+        if not np.allclose(got, reference, atol=1e-8):
+            return _verdict(title, False, f"wrong at tau = {tau / norm:.2f} ||V||_F. The "
+                            "Frobenius norm is the l2 norm of all entries in one vector: "
+                            "repeat the derivation of column shrinkage for one column.")
+    return _verdict(title, True, "")
+
+
+def moreau_residual(answer, V, tau):
+    r"""Singular values (descending, length :math:`\min(n, d)`) of :math:`V -
+    \operatorname{prox}_{\tau\|\cdot\|_*}(V)`, to 1e-8.
+
+    Moreau: :math:`V = \operatorname{prox}_{\tau f}(V) + \Pi_{\tau\mathcal B^\circ}(V)` with
+    :math:`\mathcal B^\circ` the unit ball of the dual norm (the spectral norm), so the
+    answer is :math:`\min(\sigma_i, \tau)`. Reference: an SVD of ``V - svt(V, tau)``.
+    """
+    V = as_numpy(V)
+    s = np.linalg.svd(V - as_numpy(svt(V, tau)), compute_uv=False)
+    return _compare("singular values of V - svt(V, tau)", answer, s,
+                    "the residual is the projection onto a ball of the dual norm; what does "
+                    "projecting onto {||R||_2 <= tau} do to each singular value?", atol=1e-8)
+
+
+# ----------------------------------------------------------------- 02 three-block ADMM
+
+def he_yuan_step(answer, B, B_hat, M, M_hat, tau=0.5, alpha=0.75):
+    r"""``(B_plus, M_plus)``: the He-Yuan correction (paper eq. 13) of :math:`B` and
+    :math:`M` applied in the essential coordinates :math:`(B, -M, \Lambda)`, to 1e-10.
+
+    Reference: :func:`lrsa.he_yuan_correction` on :math:`(B, -M)`, the sign flipped back.
+    """
+    B, B_hat, M, M_hat = (np.asarray(v, dtype=float) for v in (B, B_hat, M, M_hat))
+    zero = np.zeros_like(B)
+    B_plus, minus_M_plus, _ = he_yuan_correction(B, B_hat, -M, -M_hat, zero, zero, tau, alpha)
+    return _compare("He-Yuan correction (B+, M+)", answer, np.stack([B_plus, -minus_M_plus]),
+                    "apply the matrix to (B - B_hat, -(M - M_hat)), then turn -M+ back into "
+                    "M+; the raw coordinates (B, M) give a different (divergent) step.",
+                    atol=1e-10)
+
+
+def lam1_threshold(answer, X, Y, bias=None):
+    r"""The smallest :math:`\lambda_1` at which :math:`A = 0` solves the linear-response
+    problem with :math:`B = 0` (:math:`\lambda_2 = \infty`), to a relative 1e-6.
+
+    :math:`A = 0` is optimal iff :math:`0 \in \nabla f(0) + \lambda_1 \partial\|0\|_{2,1}`,
+    i.e. every column of :math:`C = (Y - b\mathbf 1^\top)X^\top/N` has norm at most
+    :math:`\lambda_1`. Reference: the largest column norm of C, in float64.
+    """
+    X, Y = as_numpy(X), as_numpy(Y)
+    b = np.zeros(Y.shape[0]) if bias is None else as_numpy(bias)
+    C = (Y - b[:, None]) @ X.T / X.shape[1]
+    return _compare("lambda_1 at which A vanishes", answer, np.linalg.norm(C, axis=0).max(),
+                    "write the optimality condition at A = 0 column by column; the "
+                    "subdifferential of ||a||_2 at 0 is the unit ball.", rtol=1e-6)
+
+
+def midpoint_gap(answer, x, y, m0, m1, response="relu"):
+    r""":math:`f(\frac{m_0+m_1}2) - \frac12(f(m_0) + f(m_1))` for
+    :math:`f(m) = (y - r(mx))^2`, :math:`r` the ReLU (or the identity for
+    ``response="linear"``), to 1e-9. Positive: f lies above its chord, not convex.
+
+    Reference: f evaluated at the three points.
+    """
+    if response not in ("relu", "linear"):
+        raise ValueError(f"response must be 'relu' or 'linear', got {response!r}")
+    r = (lambda z: max(z, 0.0)) if response == "relu" else (lambda z: z)
+    f = lambda m: (y - r(m * x)) ** 2  # noqa: E731
+    gap = f((m0 + m1) / 2) - (f(m0) + f(m1)) / 2
+    return _compare(f"midpoint gap ({response})", answer, gap,
+                    "evaluate f at m0, m1 and their midpoint; where is m x below zero?",
+                    atol=1e-9)
+
+
+# ----------------------------------------------------------------- 03 linear vs nonlinear
+
+def relu_term_all_dead(answer, X, Z, bias, W_dead):
+    r"""The ReLU data term :math:`\frac1{2N}\|r(Z) - r(W_{\text{dead}}X + b)\|_F^2` at a
+    weight that switches every unit off, to a relative 1e-4.
+
+    Reference: :func:`lrsa.solver.layer_objective` at :math:`A = W_{\text{dead}}`, B = 0.
+    """
+    W_dead = torch.as_tensor(W_dead)
+    ref = layer_objective(X, torch.relu(torch.as_tensor(Z)), W_dead, torch.zeros_like(W_dead),
+                          0.0, 0.0, response="relu", bias=bias)
+    return _compare("ReLU data term with every unit dead", answer, ref,
+                    "if every unit is off, what does the approximation output? What is left "
+                    "of the error?", rtol=1e-4)
+
+
+def segment_ratio(answer, X, Z, bias, W0, W1, s=0.5):
+    r""":math:`f(W(s)) / f(W_0)` for the *linear* data term
+    :math:`f(W) = \frac1{2N}\|Z - WX - b\|_F^2` along :math:`W(s) = (1-s)W_0 + sW_1`, when
+    :math:`W_1` is the layer's own weight (:math:`Z = W_1X + b`), to 1e-3.
+
+    The residual is :math:`(1-s)(Z - W_0X - b)`, so the ratio is :math:`(1-s)^2`.
+    Reference: :func:`lrsa.solver.layer_objective` at both points.
+    """
+    W0, W1 = torch.as_tensor(W0), torch.as_tensor(W1)
+    f = lambda W: layer_objective(X, Z, W, torch.zeros_like(W), 0.0, 0.0,  # noqa: E731
+                                  response="linear", bias=bias)
+    return _compare(f"linear data term at s = {s:g}, relative to s = 0", answer,
+                    f((1 - s) * W0 + s * W1) / f(W0),
+                    "write the residual Z - W(s) X - b in terms of the residual at s = 0, "
+                    "using Z = W1 X + b.", atol=1e-3)
+
+
+def break_even_rank(answer, n, d):
+    r"""The largest rank r at which a rank-r factorization :math:`UV` (:math:`n\times r`,
+    :math:`r\times d`) stores fewer numbers than the dense :math:`n\times d` weight. Exact.
+
+    Reference: brute force over r.
+    """
+    r = 0
+    while (r + 1) * (n + d) < n * d:
+        r += 1
+    return _compare("break-even rank", answer, r,
+                    "U V stores r (n + d) numbers; solve r (n + d) < n d for the largest "
+                    "integer r (strict inequality).")
+
+
+# ----------------------------------------------------------------- 04 strategies
+
+def first_differing_k(answer, symmetric, asymmetric):
+    r"""The smallest k at which the symmetric and asymmetric curves (rows of
+    :func:`lrsa.experiments.strategy_curve`) differ. Exact.
+
+    Reference: the first k whose rows differ in CR, error of layer k or top-1.
+    """
+    keys = ("cr", "rel_error", "top1")
+    k = next((a["k"] for a, b in zip(symmetric, asymmetric)
+              if any(abs(a[key] - b[key]) > 1e-9 for key in keys)), len(symmetric) + 1)
+    return _compare("first k where the strategies differ", answer, k,
+                    "which inputs does layer k see under each strategy, and which layers "
+                    "before it are already approximated?")
+
+
+def combined_cr(answer, row):
+    r"""``cr_so_far`` of a :func:`lrsa.experiments.strategy_curve` row: the CR of layers
+    1..k together, to 1e-9. From the per-layer CRs it is the average weighted by the layer
+    sizes :math:`n_j d_j`, not the plain mean.
+
+    Reference: the row's own ``cr_so_far`` (stored over original weights, as counted by the
+    pipeline).
+    """
+    return _compare(f"CR of the first {row['k']} layers", answer, row["cr_so_far"],
+                    "CR_j = stored_j / (n_j d_j): add up what is stored and what was there; "
+                    "a plain mean of the CRs treats a small layer like a big one.", atol=1e-9)
+
+
+# ----------------------------------------------------------------- 05 VGG-16
+
+def _conv_module(module, title):
+    if not isinstance(module, SparseLowRankConv2d):
+        raise TypeError(f"{title}: expected a SparseLowRankConv2d (a factored conv layer), "
+                        f"got {type(module).__name__}")
+    return module
+
+
+def stored_parameters(answer, module):
+    r"""The numbers a :class:`lrsa.layers.SparseLowRankConv2d` really stores: whole kept
+    input channels :math:`n\,c\,k^2`, the factors :math:`r(d + n)` with :math:`d = c_{in}k^2`,
+    and the bias n. Exact.
+
+    Reference: the sum of the module's parameter sizes.
+    """
+    stored = sum(p.numel() for p in _conv_module(module, "stored parameters").parameters())
+    return _compare("stored parameters", answer, stored,
+                    "count each conv of the module: the sparse conv keeps whole input "
+                    "channels (k x k each), V is a k x k conv with r filters over all input "
+                    "channels, U a 1 x 1 conv; and the bias.")
+
+
+def mac_fraction(answer, module):
+    r"""MACs of the factored conv as a fraction of its dense original, to 1e-9:
+    :math:`\frac{n\,c\,k^2 + r(d + n)}{n\,d}` per output position (c kept input channels).
+
+    Reference: :func:`lrsa.layers.estimate_macs` of the module and of its dense equivalent on
+    a 16 x 16 input.
+    """
+    module = _conv_module(module, "MAC fraction")
+    shape = (1, module.in_channels, 16, 16)
+    ratio = estimate_macs(module, shape) / estimate_macs(module.to_dense_module(), shape)
+    return _compare("MACs, factored / dense", answer, ratio,
+                    "both branches run at every output position: count the MACs per "
+                    "position of the sparse conv, the k x k conv with r filters and the "
+                    "1 x 1 conv.", atol=1e-9)
+
+
+# ----------------------------------------------------------------- 06 AlexNet
+
+def macs_saved(answer, original, compressed, input_shape):
+    r"""Multiply-accumulates per image saved by ``compressed`` over ``original``, to a
+    relative 1e-9.
+
+    Reference: :func:`lrsa.report.count_macs` of both networks (a traced forward).
+    """
+    saved = count_macs(original, input_shape) - count_macs(compressed, input_shape)
+    return _compare("MACs saved per image", answer, saved,
+                    "only the approximated layers change; per output position a layer costs "
+                    "n c k^2 + r (d + n) instead of n d. Which output size do conv3-conv5 "
+                    "have?", rtol=1e-9)
+
+
+def paper_network_cr(answer, model, table=None, names=None):
+    r"""The whole-network CR (in %) that the paper's per-layer rates imply, over the
+    weights of every conv and FC layer of ``model``, to 0.01 points.
+
+    Defaults: :data:`lrsa.paper.PAPER_TABLE_IV` and :data:`lrsa.paper.ALEXNET_LAYER_NAMES`.
+    Reference: the table's CR(A+B) of each layer times its weight count, summed, over the
+    summed weight counts.
+    """
+    table = paper.PAPER_TABLE_IV if table is None else table
+    names = paper.ALEXNET_LAYER_NAMES if names is None else names
+    sizes = {label: model.get_submodule(name).weight.numel() for name, label in names.items()}
+    kept = math.fsum(table[label][2] * size for label, size in sizes.items())
+    return _compare("network CR from the per-layer rates (%)", answer,
+                    kept / sum(sizes.values()), "weight each layer's CR by its number of "
+                    "weights; which layer holds most of AlexNet's weights?", atol=0.01)

@@ -1,0 +1,176 @@
+"""lrsa.exercises: every checker accepts the right answer, rejects a wrong one, waits on the
+``...`` placeholder without raising and refuses malformed answers with a clear message.
+
+The right answers here come from the closed forms the exercises ask for, not from the
+checkers' own reference routes.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lrsa import exercises as ex
+from lrsa.layers import SparseLowRankConv2d
+
+rng = np.random.default_rng(0)
+V = rng.standard_normal((6, 8))
+SIGMA = np.linalg.svd(V, compute_uv=False)
+NORMS = np.linalg.norm(V, axis=0)
+TAU_COLS, TAU_SV = float(np.median(NORMS)), float(np.median(SIGMA))
+
+
+def _factored_conv():
+    """A 4 -> 6 channel 3 x 3 conv, factored with input channels 0 and 2 kept and rank 2."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    A = torch.zeros(6, 4, 3, 3)
+    A[:, [0, 2]] = torch.randn(6, 2, 3, 3)
+    mod = SparseLowRankConv2d.from_factors(conv, A.reshape(6, 36), torch.randn(6, 2),
+                                           torch.randn(2, 36))
+    return conv, mod, dict(n=6, c_in=4, c=2, k=3, r=2, d=36)
+
+
+def _he_yuan(B, B_hat, M, M_hat, tau, alpha, essential):
+    """(B+, M+) from the notebook's written-out formulas; essential=False: eq. (13) applied to
+    the raw (B, M), the step the exercise warns about."""
+    dB, dM = B - B_hat, M - M_hat
+    if essential:
+        return B - alpha * (dB - (tau - 1) * dM), M - alpha * (-tau * dB + dM)
+    return B - alpha * (dB + (tau - 1) * dM), M - alpha * (tau * dB + dM)
+
+
+def _gap(x, y, m0, m1, r):
+    """f(midpoint) - mean of f at the ends, f(m) = (y - r(m x))^2, point by point."""
+    f = [(y - r(m * x)) ** 2 for m in (m0, (m0 + m1) / 2, m1)]
+    return f[1] - (f[0] + f[2]) / 2
+
+
+def _relu_problem():
+    g = np.random.default_rng(1)
+    X = np.abs(g.standard_normal((5, 40)))  # inputs after a ReLU
+    W = g.standard_normal((3, 5))
+    b = 0.1 * g.standard_normal(3)
+    return X, W @ X + b[:, None], b, W
+
+
+def _cases():
+    """name -> (checker, args after the answer, right answer, wrong answer)."""
+    X, Z, b, W = _relu_problem()
+    W_dead = -10 * np.ones_like(W)  # X >= 0 and |b| << 10: every unit is off
+    assert (W_dead @ X + b[:, None] <= 0).all()
+    n_samples = X.shape[1]
+    conv, mod, s = _factored_conv()
+    stored = s["n"] * s["c"] * s["k"] ** 2 + s["r"] * (s["d"] + s["n"]) + s["n"]
+    macs_per_pos = s["n"] * s["c"] * s["k"] ** 2 + s["r"] * (s["d"] + s["n"])
+    n, d = 64, 576
+    sizes, crs = np.array([100, 900]), np.array([0.5, 0.2])
+    row = {"k": 2, "cr_so_far": float(crs @ sizes / sizes.sum())}
+    sym = [{"k": 1, "cr": 0.3, "rel_error": 0.1, "top1": 90.0},
+           {"k": 2, "cr": 0.3, "rel_error": 0.2, "top1": 85.0}]
+    asym = [dict(sym[0]), {**sym[1], "rel_error": 0.25, "top1": 86.0}]
+    small = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 6 * 6, 5))
+    table, names = {"c": (0.0, 50.0, 50.0), "f": (10.0, 0.0, 10.0)}, {"0": "c", "2": "f"}
+    size_c, size_f = 3 * 2 * 9, 5 * 3 * 6 * 6
+    Yr = np.maximum(Z, 0)
+    return {
+        "surviving_columns": (ex.surviving_columns, (V, TAU_COLS), int((NORMS > TAU_COLS).sum()),
+                              int((NORMS > TAU_COLS).sum()) + 1),
+        "svt_rank": (ex.svt_rank, (V, TAU_SV), int((SIGMA > TAU_SV).sum()),
+                     int((SIGMA > TAU_SV).sum()) - 1),
+        "prox_frobenius": (ex.prox_frobenius, (V,),
+                           lambda V, tau: max(1 - tau / np.linalg.norm(V), 0) * V,
+                           lambda V, tau: np.sign(V) * np.maximum(np.abs(V) - tau, 0)),
+        "moreau_residual": (ex.moreau_residual, (V, TAU_SV), np.minimum(SIGMA, TAU_SV),
+                            np.maximum(SIGMA - TAU_SV, 0)),
+        "he_yuan_step": (ex.he_yuan_step, (1.0, 0.2, 0.5, 0.9),
+                         _he_yuan(1.0, 0.2, 0.5, 0.9, 0.5, 0.75, essential=True),
+                         _he_yuan(1.0, 0.2, 0.5, 0.9, 0.5, 0.75, essential=False)),
+        "lam1_threshold": (ex.lam1_threshold, (X, Yr, b),
+                           max(math.sqrt(sum(((Yr[i] - b[i]) @ X[j] / n_samples) ** 2
+                                             for i in range(3))) for j in range(5)),
+                           float(np.abs((Yr - b[:, None]) @ X.T / n_samples).max())),
+        "midpoint_gap_relu": (ex.midpoint_gap, (1.0, 2.0, -2.0, 2.0),
+                              _gap(1.0, 2.0, -2.0, 2.0, lambda z: max(z, 0.0)), 0.0),
+        "midpoint_gap_linear": (lambda a, *args: ex.midpoint_gap(a, *args, response="linear"),
+                                (3.0, 1.0, -1.0, 2.0), -(3.0 * (2.0 + 1.0)) ** 2 / 4, 0.0),
+        "relu_term_all_dead": (ex.relu_term_all_dead, (X, Z, b, W_dead),
+                               float((Yr ** 2).sum() / (2 * n_samples)),
+                               float((Z ** 2).sum() / (2 * n_samples))),
+        "segment_ratio": (ex.segment_ratio, (X, Z, b, W_dead, W), (1 - 0.5) ** 2, 0.5),
+        "break_even_rank": (ex.break_even_rank, (n, d), math.ceil(n * d / (n + d)) - 1,
+                            math.ceil(n * d / (n + d))),
+        "first_differing_k": (ex.first_differing_k, (sym, asym), 2, 1),
+        "combined_cr": (ex.combined_cr, (row,), float(crs @ sizes / sizes.sum()),
+                        float(crs.mean())),
+        "stored_parameters": (ex.stored_parameters, (mod,), stored, stored - s["n"]),
+        "mac_fraction": (ex.mac_fraction, (mod,), macs_per_pos / (s["n"] * s["d"]),
+                         (stored - s["n"]) / (s["n"] * s["d"] + s["n"])),
+        "macs_saved": (ex.macs_saved, (nn.Sequential(conv), nn.Sequential(mod), (1, 4, 8, 8)),
+                       64 * (s["n"] * s["d"] - macs_per_pos),
+                       s["n"] * s["d"] - macs_per_pos),
+        "paper_network_cr": (ex.paper_network_cr, (small, table, names),
+                             (50 * size_c + 10 * size_f) / (size_c + size_f), 30.0),
+    }
+
+
+CASES = _cases()
+NAMES = sorted(CASES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_accepts_the_right_answer(name, capsys):
+    check, args, right, _ = CASES[name]
+    assert check(right, *args) is True
+    assert "correct." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rejects_a_wrong_answer_with_a_hint(name, capsys):
+    check, args, _, wrong = CASES[name]
+    assert check(wrong, *args) is False
+    out = capsys.readouterr().out
+    assert "not yet" in out and "Hint:" in out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_placeholder_is_not_answered_and_does_not_raise(name, capsys):
+    check, args, _, _ = CASES[name]
+    assert check(..., *args) is None
+    assert "not answered yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_refuses_an_answer_of_the_wrong_kind(name):
+    check, args, _, _ = CASES[name]
+    with pytest.raises(TypeError, match="answer must be"):
+        check("seven", *args)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "prox_frobenius"])
+def test_refuses_an_answer_of_the_wrong_shape(name):
+    check, args, _, _ = CASES[name]
+    with pytest.raises(ValueError, match="expected"):
+        check(np.zeros((3, 3, 3)), *args)
+
+
+def test_a_pair_with_one_placeholder_is_not_answered():
+    assert ex.he_yuan_step((0.5, ...), 1.0, 0.2, 0.5, 0.9) is None
+
+
+def test_prox_frobenius_refuses_a_result_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"expected shape \(6, 8\)"):
+        ex.prox_frobenius(lambda V, tau: V.ravel(), V)
+
+
+@pytest.mark.parametrize("check", [ex.stored_parameters, ex.mac_fraction])
+def test_factored_layer_checks_refuse_a_dense_conv(check):
+    with pytest.raises(TypeError, match="SparseLowRankConv2d"):
+        check(1, nn.Conv2d(2, 2, 3))
+
+
+def test_midpoint_gap_refuses_an_unknown_response():
+    with pytest.raises(ValueError, match="response"):
+        ex.midpoint_gap(0.0, 1.0, 1.0, -1.0, 1.0, response="tanh")
