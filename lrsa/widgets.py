@@ -157,7 +157,9 @@ class Interactive:
     panels : list of dict, the control values the static figure shows, in order
     widgets : dict of name -> ipywidgets control, or None without ipywidgets
     image : ipywidgets.Image holding the live figure (PNG), or None without ipywidgets
-    box : the ipywidgets.VBox (controls, then the figure), or None without ipywidgets
+    message : ipywidgets.HTML above the figure: empty, or why the last redraw failed (the
+        figure then keeps its last good state)
+    box : the ipywidgets.VBox (controls, message, figure), or None without ipywidgets
     """
 
     def __init__(self, draw, controls, max_panels=8):
@@ -181,9 +183,11 @@ class Interactive:
         self.widgets = {name: c.widget(name) for name, c in self.controls.items()}
         self.image = ipywidgets.Image(value=self.render(), format="png",
                                       layout=ipywidgets.Layout(max_width="100%"))
+        self.message = ipywidgets.HTML()
         for w in self.widgets.values():
             w.observe(self._on_change, names="value")
-        self.box = ipywidgets.VBox([ipywidgets.HBox(list(self.widgets.values())), self.image])
+        self.box = ipywidgets.VBox([ipywidgets.HBox(list(self.widgets.values())), self.message,
+                                    self.image])
 
     def _static_panels(self, max_panels):
         """The defaults, then each control through its static values with the others at
@@ -198,7 +202,16 @@ class Interactive:
 
     def _on_change(self, _change):
         self.values = {name: w.value for name, w in self.widgets.items()}
-        self.image.value = self.render()
+        try:
+            self.image.value = self.render()
+            self.message.value = ""
+        except Exception as e:  # noqa: BLE001 -- a callback's error is otherwise invisible
+            import html
+
+            self.message.value = (f"<span style='color:#b00'>could not redraw at "
+                                  f"{html.escape(repr(self.values))}: "
+                                  f"{html.escape(type(e).__name__)}: {html.escape(str(e))}"
+                                  "</span>")
 
     def render(self, **values):
         """The figure at ``values`` (default: the current ones) as PNG bytes."""

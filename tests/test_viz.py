@@ -205,13 +205,29 @@ def test_interact_one_live_figure_redrawn_in_place():
         return
     slider, choice = view.box.children[0].children
     assert (slider.min, slider.max, slider.value) == (0.0, 2.0, 0.5)
-    assert view.box.children[1] is view.image  # one figure, below the controls
+    assert view.box.children[2] is view.image  # one figure, below the controls
     short = _png_size(view.image.value)
     slider.value = 1.5
     assert calls[-1] == (1.5, "a") and view.values == {"tau": 1.5, "kind": "a"}
     assert _png_size(view.image.value)[0] > short[0]  # the same image widget, redrawn
     choice.value = "b"
-    assert calls[-1] == (1.5, "b")
+    assert calls[-1] == (1.5, "b") and view.message.value == ""
+
+
+def test_interact_shows_a_failed_redraw_and_keeps_the_figure():
+    def draw(tau):
+        if tau > 1:
+            raise ValueError("tau too large for this toy")
+        plt.subplots(figsize=(2, 2))
+
+    view = widgets.interact(draw, tau=widgets.Slider(0.0, 2.0, 0.5, static=(0.0,)))
+    if view.box is None:
+        pytest.skip("ipywidgets is not installed")
+    good = view.image.value
+    view.widgets["tau"].value = 1.5
+    assert "tau too large" in view.message.value and view.image.value == good
+    view.widgets["tau"].value = 0.7
+    assert view.message.value == ""
 
 
 def test_interact_bundle_carries_widget_and_static_figure():
