@@ -103,7 +103,7 @@ def cmd_train(args):
 def _compress_args(args):
     return dict(frac=args.frac, ratio=args.ratio, target_cr=args.target_cr,
                 network_cr=args.network_cr, network_macs=args.network_macs,
-                response=args.response, strategy=args.strategy,
+                target_speedup=args.target_speedup, response=args.response, strategy=args.strategy,
                 samples_per_image=args.samples_per_image, max_samples=args.max_samples,
                 workdir=Path(args.out) / "work", seed=args.seed)
 
@@ -268,6 +268,9 @@ def _compress_options(sp):
                     help="whole-network CR target in (0, 1]")
     sp.add_argument("--network-macs", type=float, default=None,
                     help="whole-network multiply-add target in (0, 1] instead")
+    sp.add_argument("--target-speedup", type=float, default=None,
+                    help="whole-model speed-up (> 1) on this device instead; the budget is "
+                         "spread by measured layer times, the result measured at the end")
     sp.add_argument("--response", choices=["relu", "linear"], default="relu")
     sp.add_argument("--strategy", choices=["asymmetric", "symmetric"],
                     default="asymmetric")

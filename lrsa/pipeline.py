@@ -42,7 +42,7 @@ from .features import batch_input, collect_features, find_layers, fold_batchnorm
 from .baselines import truncated_svd
 from .layers import (ImplementationChoice, SparseLowRankConv2d, SparseLowRankLinear,
                      choose_implementation, estimate_macs, keep_structure_hook)
-from .timing import compare_latency
+from .timing import compare_latency, measure_latency
 from .train import Distillation, train
 from .utils import (atomic_torch_save, code_version, format_table, progress_bar,
                     weights_fingerprint)
@@ -269,6 +269,7 @@ METHODS = ("lrsa", "svd", "rrr")
 
 HELD_OUT = 0.2  # share of the samples that judges the structure and the ReLU refinement
 LOOSE_ITERATIONS = 40  # ADMM iterations for ranking channels under a size target
+TIME_REPEATS = 7  # median of this many forward passes per layer for a target_speedup
 ADMM_MAX_MACS = 2e12  # above this (about 2 min on 2 cores) the ranking uses the energy
 
 
@@ -430,7 +431,8 @@ def _as_batches(calibration_data, batch_size=128):
 
 
 def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target_cr=None,
-             network_cr=None, network_macs=None, response="relu", strategy="asymmetric",
+             network_cr=None, network_macs=None, target_speedup=None, response="relu",
+             strategy="asymmetric",
              method="lrsa", samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3,
              exclude=(), workdir=None, fallback="time", progress=True, seed=0):
     """Compress ``model`` by layer-wise sparse + low-rank approximation.
@@ -449,6 +451,14 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
         Linear MACs per image): the same spread weighted by each layer's MACs, so the early
         high-resolution layers, which hold most of them, are cut the most. The speed a
         device gets from it is measured, not promised (see ``fallback``).
+    target_speedup : instead, a whole-model speed-up (e.g. 2.2) on the model's device at the
+        calibration batch size: each layer's dense time and the whole model's are measured
+        in place, the time the layers must save is worked out (what else the model does
+        stays), and the same spread runs weighted by those times, assuming a factored
+        layer's time scales with its stored size. That assumption is optimistic (a
+        factored layer runs two or three smaller operations); the speed-up reached is
+        measured at the end (``report.speed``), not promised. ValueError when the model's
+        other work alone exceeds the time left.
     response : "relu" (paper) or "linear".
     strategy : "asymmetric" (paper) or "symmetric".
     method : "lrsa" (sparse + low-rank, see :func:`approximate_layer`), or a baseline at the same
@@ -470,14 +480,19 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     -------
     (compressed model, :class:`CompressionReport`)
     """
-    _check_options(response, strategy, method, fallback, network_cr, network_macs)
+    _check_options(response, strategy, method, fallback, network_cr, network_macs,
+                   target_speedup)
     batches = _as_batches(calibration_data)
     first = batch_input(batches[0])
     start = time.perf_counter()
     original = fold_batchnorm(copy.deepcopy(model).eval())
     layers = find_layers(original, first[:1])
     in_shapes, relu_after = _trace(original, first[:1])
-    plan = _network_plan(layers, in_shapes, plan, network_cr, network_macs,
+    budget = ({"network_cr": network_cr} if network_cr is not None
+              else {"network_macs": network_macs} if network_macs is not None
+              else {"target_speedup": (target_speedup, original, tuple(first.shape))}
+              if target_speedup is not None else {})
+    plan = _network_plan(layers, in_shapes, plan, budget,
                          dict(frac=frac, ratio=ratio, target_cr=target_cr, exclude=exclude))
     # fallback is left out: it decides how A + U V is run, not what A, U, V are
     settings = dict(response=response, strategy=strategy, method=method,
@@ -506,7 +521,8 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     return run.compressed, report
 
 
-def _check_options(response, strategy, method, fallback, network_cr, network_macs):
+def _check_options(response, strategy, method, fallback, network_cr, network_macs,
+                   target_speedup):
     if response not in ("relu", "linear"):
         raise ValueError(f"response must be 'relu' or 'linear', got {response!r}")
     if strategy not in ("asymmetric", "symmetric"):
@@ -515,25 +531,55 @@ def _check_options(response, strategy, method, fallback, network_cr, network_mac
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if fallback not in ("time", "macs", None):
         raise ValueError(f"fallback must be 'time', 'macs' or None, got {fallback!r}")
-    if network_cr is not None and network_macs is not None:
-        raise ValueError("give network_cr or network_macs, not both")
+    given = [k for k, v in (("network_cr", network_cr), ("network_macs", network_macs),
+                            ("target_speedup", target_speedup)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of network_cr, network_macs, target_speedup, not {given}")
+    if target_speedup is not None and not target_speedup > 1:
+        raise ValueError(f"target_speedup must be > 1, got {target_speedup}")
 
 
-def _network_plan(layers, in_shapes, plan, network_cr, network_macs, defaults):
+def _network_plan(layers, in_shapes, plan, budget, defaults):
     """The per-layer plan: the given one (checked against the model) or the default one,
-    with a network target spread over it."""
+    with the network budget (at most one of ``network_cr``, ``network_macs``,
+    ``target_speedup``) spread over it."""
     if plan is None:
         plan = default_plan(layers, **defaults)
     unknown = set(plan) - {n for n, _ in layers}
     if unknown:
         raise ValueError(f"plan names layers the model does not have: {sorted(unknown)}")
-    if network_cr is not None:
-        _spread_network_target(plan, layers, network_cr)
-    if network_macs is not None:
+    if "network_cr" in budget:
+        _spread_network_target(plan, layers, budget["network_cr"])
+    if "network_macs" in budget:
         macs = {n: estimate_macs(m, in_shapes[n]) for n, m in layers}
-        _spread_network_target(plan, layers, network_macs, macs, "network_macs",
+        _spread_network_target(plan, layers, budget["network_macs"], macs, "network_macs",
                                "multiply-adds")
+    if "target_speedup" in budget:
+        speedup, original, batch_shape = budget["target_speedup"]
+        times, fraction = _time_budget(layers, in_shapes, plan, original, batch_shape, speedup)
+        _spread_network_target(plan, layers, fraction, times, "the time fraction", "time")
     return plan
+
+
+def _time_budget(layers, in_shapes, plan, original, batch_shape, speedup):
+    """(each layer's dense time in place at ``batch_shape[0]``, the fraction of the layers'
+    summed time that meets ``speedup``), from median latencies on the model's device."""
+    def seconds(module, shape):
+        return measure_latency(module, shape, repeats=TIME_REPEATS)["median_s"]
+
+    batch = batch_shape[0]
+    times = {n: seconds(m, (batch, *in_shapes[n][1:])) for n, m in layers}
+    total = seconds(original, batch_shape)
+    fixed = sum(times[n] for n in times if plan[n].skip)
+    other = max(total - sum(times.values()), 0.0)  # activations, pooling: they stay
+    free = sum(times.values()) - fixed
+    fraction = (total / speedup - other - fixed) / free if free > 0 else -1.0
+    if fraction <= 0:
+        best = total / (other + fixed)
+        raise ValueError(f"target_speedup={speedup} is out of reach here: the layers that "
+                         f"may be approximated take {free / total:.0%} of the model's time "
+                         f"at batch {batch}, so even removing them gives at most {best:.2f}x")
+    return times, (fixed + fraction * free) / (fixed + free)
 
 
 @dataclass

@@ -327,5 +327,52 @@ def test_mac_budget_is_met_and_cuts_early_layers_more(trained):
     cr = lambda rep, name: next(r["params_compressed"] / r["params_original"]  # noqa: E731
                                 for r in rep.layers if r["name"] == name)
     assert cr(rep_macs, "features.3") < cr(rep_params, "features.3")
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="give one of"):
         compress(model, calib, network_cr=0.5, network_macs=0.5, progress=False)
+
+
+def _scripted_latency(monkeypatch, layer_seconds, total):
+    """measure_latency as a script: the named layers' dense times (matched by module
+    identity in the folded copy compress times), ``total`` for the whole model."""
+    def latency(module, shape, repeats):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            return {"median_s": layer_seconds[module.weight.shape[0], module.weight.shape[1]]}
+        return {"median_s": total}
+
+    monkeypatch.setattr(lrsa.pipeline, "measure_latency", latency)
+
+
+def test_speedup_budget_cuts_the_slowest_layer_most(trained, monkeypatch):
+    """target_speedup spreads the budget by measured time: a layer scripted to take most of
+    the time ends smaller than under a weight budget of the same stored size, and the
+    plan's times meet the speed-up under the stated assumption (time ~ stored size)."""
+    model, calib, _ = trained
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    shapes = {(m.weight.shape[0], m.weight.shape[1]): n for n, m in layers}
+    slow = layers[1][0]
+    seconds = {k: (6.0 if n == slow else 0.5) for k, n in shapes.items()}
+    _scripted_latency(monkeypatch, seconds, total=6.0 + 0.5 * (len(layers) - 1) + 1.0)
+    comp, rep = compress(model, calib, target_speedup=2.0, fallback=None, progress=False)
+    cr = lambda rep, name: next(r["params_compressed"] / r["params_original"]  # noqa: E731
+                                for r in rep.layers if r["name"] == name)
+    stored = rep.params_compressed / rep.params_original
+    _, by_size = compress(model, calib, network_cr=stored, fallback=None, progress=False)
+    assert cr(rep, slow) < cr(by_size, slow)
+    # the planned time: kept layers at full time, approximated ones at their stored share,
+    # plus the 1 s of other work, is at most half the original's
+    planned = sum(seconds[m.weight.shape[0], m.weight.shape[1]] * cr(rep, n)
+                  for n, m in layers) + 1.0
+    total = 6.0 + 0.5 * (len(layers) - 1) + 1.0
+    assert planned <= total / 2.0 * 1.05
+
+
+def test_speedup_budget_out_of_reach_says_why(trained, monkeypatch):
+    model, calib, _ = trained
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    # the layers take 1 s of a 10 s model: about 1.1x at most, whatever lrsa does
+    _scripted_latency(monkeypatch, {(m.weight.shape[0], m.weight.shape[1]): 1.0 / len(layers)
+                                    for m in layers}, total=10.0)
+    with pytest.raises(ValueError, match=r"out of reach.*take \d+% .* at most 1\.\d\dx"):
+        compress(model, calib, target_speedup=2.0, progress=False)
+    with pytest.raises(ValueError, match="must be > 1"):
+        compress(model, calib, target_speedup=0.5, progress=False)
