@@ -41,6 +41,8 @@ def main():
     p.add_argument("--network-cr", type=float, default=0.17)
     p.add_argument("--network-macs", type=float, default=None,
                    help="a multiply-add budget instead of --network-cr")
+    p.add_argument("--target-speedup", type=float, default=None,
+                   help="a whole-model speed-up budget (measured layer times) instead")
     p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: none)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--distill", choices=["logits", "features", "none"], default="logits",
@@ -57,8 +59,9 @@ def main():
         raise SystemExit("needs ../shared/models/vgg16_bn_cifar10.pt and CIFAR-10 "
                          "(set LRSA_DATA to the folder holding cifar-10-batches-py)")
     work = Path(a.work)
-    settings = {k: getattr(a, k) for k in ("network_cr", "network_macs", "epochs", "lr", "distill",
-                                           "calib_images", "train_images")}
+    settings = {k: getattr(a, k) for k in ("network_cr", "network_macs", "target_speedup",
+                                           "epochs", "lr", "distill", "calib_images",
+                                           "train_images")}
     settings["code_version"] = git_version()  # a rerun with other code is refused
     state, save = run_state(work, settings)
     t_start = time.perf_counter()
@@ -80,6 +83,7 @@ def main():
         compressed, summary = compress_and_evaluate(
             model, calib, test, response="relu",
             **({"network_macs": a.network_macs} if a.network_macs else
+               {"target_speedup": a.target_speedup} if a.target_speedup else
                {"network_cr": a.network_cr}),
             strategy="asymmetric", workdir=work / "layers_lrsa")
         save_compressed(compressed, work / "compressed.pt", arch="vgg16_bn")
@@ -93,6 +97,7 @@ def main():
             "top1_compressed": lrsa["top1"], "params_compressed": lrsa["params"],
             "approx_seconds": lrsa["seconds"], "speed_check": lrsa["speed"],
             "layers": lrsa["layers"], "network_cr_target": a.network_cr,
+            "network_macs_target": a.network_macs, "target_speedup": a.target_speedup,
             "calib_images": a.calib_images, "paper": PAPER_VGG16}
     for key, run in others.items():
         data.update({f"top1_{key}": run["top1"], f"params_{key}": run["params"],
