@@ -59,9 +59,13 @@ class FusedFirstConv(nn.Module):
 def layer_inputs(model, shape):
     """Input shape of every module, from one forward pass."""
     shapes, hooks = {}, []
+    def record(name):
+        def hook(_module, args):  # returns None: a pre-hook's return value replaces the args
+            shapes.setdefault(name, tuple(args[0].shape[1:]))
+        return hook
+
     for name, m in model.named_modules():
-        hooks.append(m.register_forward_pre_hook(
-            lambda mod, args, name=name: shapes.setdefault(name, tuple(args[0].shape[1:]))))
+        hooks.append(m.register_forward_pre_hook(record(name)))
     with torch.no_grad():
         model(torch.zeros(*shape))
     for h in hooks:
