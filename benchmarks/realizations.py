@@ -134,7 +134,7 @@ def main():
     layers = per_layer(compressed.eval(), a.repeats)
     network = whole_network(original, compressed.eval(), a.repeats)
     data = {"code_version": git_version(), "threads": torch.get_num_threads(),
-            "compressed": a.compressed, "repeats": a.repeats, "layers": layers,
+            "compressed": Path(a.compressed).name, "repeats": a.repeats, "layers": layers,
             "network": network}
     data["markdown"] = "\n".join([
         f"VGG-16 (lrsa) against the BN-folded original, code {data['code_version']}, "
