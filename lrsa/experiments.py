@@ -277,7 +277,7 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
 # --------------------------------------------------------------------------- slider grid
 def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
                 samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3,
-                cache=None, progress=True):
+                cache=None, progress=True, client=None):
     """Solve one layer for every (frac, ratio) of a grid, for an instant slider explorer.
 
     The solves are exactly those of ``compress`` for ``plan={layer_name: LayerPlan(frac,
@@ -303,6 +303,10 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
         ``Infinity``).
     progress : bool
         A tqdm bar over the grid.
+    client : dask.distributed.Client, optional
+        Solve the points in parallel on its workers (:func:`lrsa.parallel.dask_client`: a
+        local cluster, or a scheduler's address); the features are sent to each worker
+        once. The points are the serial ones, in the same order.
 
     Returns
     -------
@@ -314,7 +318,8 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
         descending), ``converged``; ``seconds`` (the time the grid took when it was
         solved) and ``cached`` (True when this call read it from ``cache``).
     """
-    from .pipeline import approximate_layer, columns_per_channel, layer_bias, lowered_weight
+    from .parallel import map_on
+    from .pipeline import columns_per_channel, layer_bias, lowered_weight
 
     fracs = [float(f) for f in fracs]
     ratios = [float(r) for r in ratios]
@@ -336,39 +341,47 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
                              max_samples=max_samples, seed=0)[layer_name]
     W, b = lowered_weight(mod).to(feats.X), layer_bias(mod).to(feats.X)
     n, d = W.shape
-    group = columns_per_channel(mod)
-    Y = feats.targets(response)
-    points = []
-    bar = progress_bar(progress, len(fracs) * len(ratios), f"lambda grid {layer_name}")
-    for ratio in ratios:
-        for frac in fracs:
-            sol, extra = approximate_layer(feats.X, feats.Z, W, b,
-                                           LayerPlan(frac=frac, ratio=ratio), response, group,
-                                           "lrsa", max_iter, tol)
-            cr_a = extra["kept_channels"] * group / d
-            cr_b = sol.rank * (n + d) / (n * d)
-            out = sol.W @ feats.X + b[:, None]
-            out = torch.relu(out) if response == "relu" else out
-            rel = float(torch.linalg.norm(Y - out) / max(float(torch.linalg.norm(Y)), 1e-30))
-            sv = torch.linalg.svdvals(sol.B.double()) if sol.rank else torch.zeros(0)
-            points.append({
-                "frac": frac, "ratio": ratio, "lam1": sol.lam1, "lam2": sol.lam2,
-                "cr_a": cr_a, "cr_b": cr_b, "cr": cr_a + cr_b, "rank": sol.rank,
-                "nonzero_columns": sol.nonzero_columns, "rel_error": rel,
-                "relu_error": relu_output_error(sol.W, b, feats.X, feats.Z),
-                "column_norms": [float(f"{v:.6g}") for v in
-                                 torch.linalg.vector_norm(sol.A, dim=0).tolist()],
-                "singular_values": [float(f"{v:.6g}") for v in sv[:sol.rank].tolist()],
-                "converged": bool(sol.converged)})
-            bar.update(1)
-            bar.set_postfix(frac=frac, ratio=ratio, cr=f"{cr_a + cr_b:.2f}")
-    bar.close()
+    shared = (feats.X, feats.Z, W, b)
+    items = [(frac, ratio, response, columns_per_channel(mod), max_iter, tol)
+             for ratio in ratios for frac in fracs]
+    with progress_bar(progress, len(items), f"lambda grid {layer_name}") as bar:
+        if client is None:
+            points = []
+            for item in items:
+                points.append(_grid_point(*shared, *item))
+                bar.update(1)
+        else:
+            points = map_on(client, _grid_point, shared, items, progress=bar)
     grid = {"key": key, "layer": layer_name, "response": response, "n": n, "d": d,
             "fracs": fracs, "ratios": ratios, "points": points,
             "seconds": time.perf_counter() - start, "cached": False}
     if cache is not None:
         atomic_write_text(cache, json.dumps(grid))
     return grid
+
+
+def _grid_point(X, Z, W, b, frac, ratio, response, group, max_iter, tol):
+    """One point of :func:`lambda_grid`: the layer approximated at (frac, ratio)."""
+    from .pipeline import approximate_layer
+
+    n, d = W.shape
+    sol, extra = approximate_layer(X, Z, W, b, LayerPlan(frac=frac, ratio=ratio), response,
+                                   group, "lrsa", max_iter, tol)
+    cr_a = extra["kept_channels"] * group / d
+    cr_b = sol.rank * (n + d) / (n * d)
+    Y = torch.clamp(Z, min=0) if response == "relu" else Z
+    out = sol.W @ X + b[:, None]
+    out = torch.relu(out) if response == "relu" else out
+    rel = float(torch.linalg.norm(Y - out) / max(float(torch.linalg.norm(Y)), 1e-30))
+    sv = torch.linalg.svdvals(sol.B.double()) if sol.rank else torch.zeros(0)
+    return {"frac": frac, "ratio": ratio, "lam1": sol.lam1, "lam2": sol.lam2,
+            "cr_a": cr_a, "cr_b": cr_b, "cr": cr_a + cr_b, "rank": sol.rank,
+            "nonzero_columns": sol.nonzero_columns, "rel_error": rel,
+            "relu_error": relu_output_error(sol.W, b, X, Z),
+            "column_norms": [float(f"{v:.6g}") for v in
+                             torch.linalg.vector_norm(sol.A, dim=0).tolist()],
+            "singular_values": [float(f"{v:.6g}") for v in sv[:sol.rank].tolist()],
+            "converged": bool(sol.converged)}
 
 
 # --------------------------------------------------------------------------- non-convexity

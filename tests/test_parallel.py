@@ -1,0 +1,52 @@
+"""lrsa.parallel: a lambda grid on a 2-worker local Dask cluster equals the serial one."""
+
+import math
+import sys
+
+import pytest
+
+from lrsa import experiments as E
+from lrsa import parallel
+from lrsa.setups import digits_setup
+
+distributed = pytest.importorskip("distributed", reason="pip install 'lrsa[distributed]'")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return digits_setup()
+
+
+def test_grid_on_two_workers_equals_serial(setup):
+    args = (setup.model, "features.7", setup.calib, [0.03, 0.1, 0.3], [3.0, math.inf])
+    serial = E.lambda_grid(*args, max_samples=1000, progress=False)
+    with parallel.dask_client(workers=2) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        remote = E.lambda_grid(*args, max_samples=1000, progress=False, client=client)
+    assert remote["key"] == serial["key"]
+    assert [(p["frac"], p["ratio"]) for p in remote["points"]] == \
+        [(p["frac"], p["ratio"]) for p in serial["points"]]  # the serial order
+    for got, want in zip(remote["points"], serial["points"]):
+        # same structure exactly; numbers to float tolerance (one thread per worker here,
+        # two in the serial run: sums may be ordered differently)
+        for key in ("rank", "nonzero_columns", "cr", "cr_a", "cr_b", "converged"):
+            assert got[key] == want[key], key
+        for key in ("rel_error", "relu_error", "lam1", "lam2"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-7), key
+        assert got["column_norms"] == pytest.approx(want["column_norms"], rel=1e-3, abs=1e-6)
+
+
+def test_client_arguments_are_checked():
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        with parallel.dask_client(workers=0):
+            pass
+    with pytest.raises(ValueError, match="remote scheduler"):
+        with parallel.dask_client(address="tcp://127.0.0.1:1", workers=2):
+            pass
+
+
+def test_missing_dask_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import now raises ImportError
+    with pytest.raises(ImportError, match=r"lrsa\[distributed\]"):
+        with parallel.dask_client(workers=1):
+            pass
