@@ -106,10 +106,12 @@ def format_table(columns, rows) -> str:
 
 
 def progress_bar(enabled: bool, total=None, desc=None, **kwargs):
-    """A tqdm bar, or (``enabled=False``) one that does nothing: callers update it either way.
-    Use as a context manager so it closes."""
+    """A tqdm bar, or (``enabled=False``, or ``TQDM_DISABLE`` set in the environment, as
+    tqdm's own switch) one that does nothing: callers update it either way. Use as a context
+    manager so it closes."""
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, disable=not enabled, **kwargs)
+    off = os.environ.get("TQDM_DISABLE", "").lower() not in ("", "0", "false")
+    return tqdm(total=total, desc=desc, disable=not enabled or off, **kwargs)
 
 
 def device_and_dtype(model: torch.nn.Module):

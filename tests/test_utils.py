@@ -57,3 +57,15 @@ def test_evaluating_restores_every_flag_even_after_an_error():
             raise RuntimeError("boom")
     assert net.training and net[0].training and not net[1].training
     assert torch.is_grad_enabled()
+
+
+def test_progress_bar_honours_tqdm_disable(monkeypatch):
+    from lrsa.utils import progress_bar
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    with progress_bar(True, 3) as bar:
+        assert not bar.disable
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # e.g. notebooks executed for saving
+    with progress_bar(True, 3) as bar:
+        assert bar.disable
+    with progress_bar(False, 3) as bar:
+        assert bar.disable
