@@ -434,7 +434,7 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
              network_cr=None, network_macs=None, target_speedup=None, response="relu",
              strategy="asymmetric",
              method="lrsa", samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3,
-             exclude=(), workdir=None, fallback="time", progress=True, seed=0):
+             exclude=(), workdir=None, fallback="time", progress=True, seed=0, client=None):
     """Compress ``model`` by layer-wise sparse + low-rank approximation.
 
     Parameters
@@ -475,6 +475,12 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
         against the original the same way and, while it is not faster at both, the
         factored layers that gain least go back to the original (``report.speed``
         records it). "macs": fewer multiply-adds. None: always factored.
+    client : dask.distributed.Client, optional
+        With ``strategy="symmetric"`` every layer's features come from the original
+        network, so the layers are solved in parallel on the client's workers (the model and
+        calibration batches sent to each once; :func:`lrsa.parallel.dask_client`); the
+        results are the serial ones. The asymmetric strategy needs each layer's
+        predecessors first: ValueError.
 
     Returns
     -------
@@ -482,6 +488,9 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     """
     _check_options(response, strategy, method, fallback, network_cr, network_macs,
                    target_speedup)
+    if client is not None and strategy != "symmetric":
+        raise ValueError("client solves the symmetric strategy's layers in parallel; the "
+                         "asymmetric strategy needs each layer's predecessors first")
     batches = _as_batches(calibration_data)
     first = batch_input(batches[0])
     start = time.perf_counter()
@@ -506,6 +515,8 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
         run.work = Path(workdir)
         run.work.mkdir(parents=True, exist_ok=True)
         run.provenance = {"code": code_version(), "weights": weights_fingerprint(model)}
+    if client is not None:
+        run.pending = _submit_layers(client, run, layers, plan)
     report = CompressionReport(strategy=strategy, response=response, method=method)
     with progress_bar(progress, len(layers), "compress", unit="layer") as bar:
         for idx, (name, mod) in enumerate(layers):
@@ -597,16 +608,16 @@ class _Run:
     work: Path | None = None
     provenance: dict | None = None
     factored: dict = field(default_factory=dict)  # name -> its worst in-place speed-up
+    pending: dict = field(default_factory=dict)  # name -> a Dask future of _layer's result
 
 
 def _compress_layer(run, idx, name, mod, p):
     """One layer: kept as it is, resumed from the work folder, or solved (and saved); then
     swapped into ``run.compressed`` factored, or left original where that is faster.
     Returns its report row."""
-    n, d = lowered_weight(mod).shape
-    row = LayerReport(name=name, type=type(mod).__name__, n=n, d=d, params_original=n * d,
-                      rank=min(n, d), nonzero_columns=d, params_compressed=n * d)
-    if p.skip or (p.target_cr is not None and p.target_cr >= 1):
+    row = _initial_row(name, mod)
+    n, d = row.n, row.d
+    if _kept(p):
         return row
     done = run.work / f"layer_{idx:03d}.pt" if run.work is not None else None
     expected = None if done is None else {
@@ -617,10 +628,9 @@ def _compress_layer(run, idx, name, mod, p):
         A, U, V, b = (saved[k] for k in ("A", "U", "V", "bias"))
         row = LayerReport(**saved["row"])
     else:
-        resp = run.settings["response"] if name in run.relu_after else "linear"
-        row, (A, U, V, b) = _layer(run.original, run.compressed, name, mod, run.batches, p,
-                                   resp, run.settings["method"], run.settings["strategy"],
-                                   run.settings, row)
+        row, (A, U, V, b) = (run.pending[name].result() if name in run.pending else _layer(
+            run.original, run.compressed, name, mod, run.batches, p, _response(run, name),
+            run.settings["method"], run.settings["strategy"], run.settings, row))
         if done is not None:
             atomic_torch_save({"row": dict(row), "A": A.cpu(), "U": U.cpu(), "V": V.cpu(),
                                "bias": b.cpu(), "provenance": expected}, done)
@@ -635,6 +645,59 @@ def _compress_layer(run, idx, name, mod, p):
     else:
         row.params_compressed = n * d
     return row
+
+
+def _initial_row(name, mod):
+    """The report row of a layer kept as it is."""
+    n, d = lowered_weight(mod).shape
+    return LayerReport(name=name, type=type(mod).__name__, n=n, d=d, params_original=n * d,
+                       rank=min(n, d), nonzero_columns=d, params_compressed=n * d)
+
+
+def _kept(p):
+    """Whether a plan keeps its layer as it is."""
+    return p.skip or (p.target_cr is not None and p.target_cr >= 1)
+
+
+def _needs_solve(run, idx, p):
+    """Whether _compress_layer will solve this layer (not kept, not resumed)."""
+    return not _kept(p) and not (run.work is not None
+                                 and (run.work / f"layer_{idx:03d}.pt").exists())
+
+
+def _response(run, name):
+    """The response a layer is fitted to: the run's where a ReLU follows, else linear."""
+    return run.settings["response"] if name in run.relu_after else "linear"
+
+
+class _Pickled:
+    """Sends its value to Dask workers with plain pickle: Dask's own serializer for
+    nn.Module rebuilds modules whose hook registries cannot take hooks."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _layer_on_worker(shipped, args):
+    original, batches = shipped.value
+    name, mod, p, resp, method, strategy, settings, row = args.value
+    return _layer(original, None, name, mod, batches, p, resp, method, strategy, settings,
+                  row)
+
+
+def _submit_layers(client, run, layers, plan):
+    """Every layer that needs a solve, submitted to ``client`` (symmetric strategy: the
+    features come from the original network, so the solves are independent)."""
+    [shipped] = client.scatter([_Pickled((run.original, run.batches))], broadcast=True)
+    pending = {}
+    for idx, (name, mod) in enumerate(layers):
+        p = plan.get(name, LayerPlan(skip=True))
+        if not _needs_solve(run, idx, p):
+            continue
+        args = (name, mod, p, _response(run, name), run.settings["method"],
+                run.settings["strategy"], run.settings, _initial_row(name, mod))
+        pending[name] = client.submit(_layer_on_worker, shipped, _Pickled(args), pure=False)
+    return pending
 
 
 def _never_slower(original, compressed, factored, report, sample_shape, batch_sizes,

@@ -50,3 +50,27 @@ def test_missing_dask_says_what_to_install(monkeypatch):
     with pytest.raises(ImportError, match=r"lrsa\[distributed\]"):
         with parallel.dask_client(workers=1):
             pass
+
+
+def test_symmetric_layers_on_two_workers_equal_serial(setup):
+    """compress(strategy="symmetric", client=...) solves the layers on the workers: the
+    same structure and, to float tolerance, the same weights as the serial run."""
+    import torch
+
+    from lrsa.pipeline import compress
+
+    kw = dict(network_cr=0.5, strategy="symmetric", max_samples=1000, fallback=None,
+              progress=False)
+    serial, rep_serial = compress(setup.model, setup.calib, **kw)
+    with parallel.dask_client(workers=2) as client:
+        remote, rep_remote = compress(setup.model, setup.calib, client=client, **kw)
+    for a, b in zip(rep_remote.layers, rep_serial.layers):
+        assert (a["name"], a["kind"], a["rank"], a["nonzero_columns"],
+                a["params_compressed"]) == (b["name"], b["kind"], b["rank"],
+                                            b["nonzero_columns"], b["params_compressed"])
+    x = torch.cat(setup.calib)[:64]
+    with torch.no_grad():
+        torch.testing.assert_close(remote(x), serial(x), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="asymmetric strategy needs"):
+        compress(setup.model, setup.calib, client=object(), strategy="asymmetric",
+                 progress=False)
