@@ -32,6 +32,8 @@ def _distributed():
 def dask_client(address=None, workers=None):
     """A Dask ``Client``: connected to the scheduler at ``address``, or to a local cluster
     of ``workers`` processes (default: one per CPU core) started here and shut down on exit.
+    The workers are new processes that import the calling script: in a script, call this
+    under ``if __name__ == "__main__":`` (notebooks need nothing).
 
     Examples
     --------
@@ -49,8 +51,9 @@ def dask_client(address=None, workers=None):
     workers = os.cpu_count() if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    # the dashboard on any free port: a fixed one may be taken by another cluster
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         yield client
 
