@@ -40,6 +40,7 @@ from .features import collect_features, fold_batchnorm
 from .pipeline import LayerPlan, compress
 from .train import evaluate
 from .paper import PAPER_VGG16
+from .parallel import map_on
 from .setups import cache_key
 from .utils import (as_numpy, atomic_write_text, format_table, progress_bar,
                     weights_fingerprint)
@@ -66,10 +67,17 @@ def _lowered(mod):
 
 
 def _pairs(W, b, feats, picked):
-    """(2, k) array: the entries ``picked`` of Z and of ``W X + b``."""
-    Z_hat = W.to(feats.X) @ feats.X + b.to(feats.X)[:, None]
-    return np.stack([as_numpy(feats.Z).ravel()[picked.numpy()],
-                     as_numpy(Z_hat).ravel()[picked.numpy()]])
+    """(2, k) array: the entries ``picked`` (flat indices into n x N) of Z and of
+    ``W X + b``, computed for those entries only."""
+    rows, cols = picked // feats.N, picked % feats.N
+    W, b = W.to(feats.X), b.to(feats.X)
+    z_hat = (W[rows] * feats.X[:, cols].T).sum(1) + b[rows]
+    return np.stack([as_numpy(feats.Z[rows, cols]), as_numpy(z_hat)])
+
+
+def _relative(estimate, target):
+    return float(torch.linalg.norm(estimate - target)
+                 / max(float(torch.linalg.norm(target)), 1e-30))
 
 
 def relu_output_error(W, b, X, Z):
@@ -79,9 +87,7 @@ def relu_output_error(W, b, X, Z):
     The quantity both responses are judged by downstream (the next layer sees the ReLU
     output), whatever response a solution was fitted to.
     """
-    Y = torch.relu(Z)
-    out = torch.relu(W.to(X) @ X + b.to(X)[:, None])
-    return float(torch.linalg.norm(out - Y) / max(float(torch.linalg.norm(Y)), 1e-30))
+    return _relative(torch.relu(W.to(X) @ X + b.to(X)[:, None]), torch.relu(Z))
 
 
 def _row(report, name):
@@ -318,7 +324,6 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
         descending), ``converged``; ``seconds`` (the time the grid took when it was
         solved) and ``cached`` (True when this call read it from ``cache``).
     """
-    from .parallel import map_on
     from .pipeline import columns_per_channel, layer_bias, lowered_weight
 
     fracs = [float(f) for f in fracs]
@@ -369,15 +374,14 @@ def _grid_point(X, Z, W, b, frac, ratio, response, group, max_iter, tol):
                                    group, "lrsa", max_iter, tol)
     cr_a = extra["kept_channels"] * group / d
     cr_b = sol.rank * (n + d) / (n * d)
-    Y = torch.clamp(Z, min=0) if response == "relu" else Z
-    out = sol.W @ X + b[:, None]
-    out = torch.relu(out) if response == "relu" else out
-    rel = float(torch.linalg.norm(Y - out) / max(float(torch.linalg.norm(Y)), 1e-30))
+    Z_hat = sol.W @ X + b[:, None]
+    relu_error = _relative(torch.relu(Z_hat), torch.relu(Z))  # = relu_output_error
+    rel = relu_error if response == "relu" else _relative(Z_hat, Z)
     sv = torch.linalg.svdvals(sol.B.double()) if sol.rank else torch.zeros(0)
     return {"frac": frac, "ratio": ratio, "lam1": sol.lam1, "lam2": sol.lam2,
             "cr_a": cr_a, "cr_b": cr_b, "cr": cr_a + cr_b, "rank": sol.rank,
             "nonzero_columns": sol.nonzero_columns, "rel_error": rel,
-            "relu_error": relu_output_error(sol.W, b, X, Z),
+            "relu_error": relu_error,
             "column_norms": [float(f"{v:.6g}") for v in
                              torch.linalg.vector_norm(sol.A, dim=0).tolist()],
             "singular_values": [float(f"{v:.6g}") for v in sv[:sol.rank].tolist()],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-__all__ = ["dask_client", "map_on"]
+__all__ = ["dask_client", "map_on", "submit_all"]
 
 
 def _distributed():
@@ -58,16 +58,35 @@ def dask_client(address=None, workers=None):
         yield client
 
 
-def map_on(client, fn, shared, items, progress=None):
-    """``[fn(*shared, *item) for item in items]``, run on ``client``'s workers.
+class _Pickled:
+    """Travels to the workers by plain pickle: Dask's own serializer for nn.Module rebuilds
+    modules whose hook registries cannot take hooks (feature collection needs them)."""
 
-    ``shared`` (tensors every call needs) is sent to every worker once; ``items`` are the
-    per-call arguments. Results come back in the order of ``items``; ``progress`` (a tqdm
-    bar or None) advances as they arrive.
+    def __init__(self, value):
+        self.value = value
+
+
+def _call(fn, shared, item):
+    return fn(*shared.value, *item.value)
+
+
+def submit_all(client, fn, shared, items):
+    """Futures of ``fn(*shared, *item)`` for each of ``items``, on ``client``'s workers.
+
+    ``shared`` (what every call needs: tensors, a model) is sent to every worker once;
+    ``items`` are the per-call arguments. Everything travels pickled (see ``_Pickled``).
     """
+    [remote] = client.scatter([_Pickled(tuple(shared))], broadcast=True)
+    return [client.submit(_call, fn, remote, _Pickled(tuple(item)), pure=False)
+            for item in items]
+
+
+def map_on(client, fn, shared, items, progress=None):
+    """``[fn(*shared, *item) for item in items]``, run on ``client``'s workers
+    (:func:`submit_all`); results in the order of ``items``; ``progress`` (a tqdm bar or
+    None) advances as they arrive."""
     distributed = _distributed()
-    remote = client.scatter(list(shared), broadcast=True)
-    futures = [client.submit(fn, *remote, *item, pure=False) for item in items]
+    futures = submit_all(client, fn, shared, items)
     if progress is not None:
         for _ in distributed.as_completed(futures):
             progress.update(1)

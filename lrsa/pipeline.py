@@ -42,6 +42,7 @@ from .features import batch_input, collect_features, find_layers, fold_batchnorm
 from .baselines import truncated_svd
 from .layers import (ImplementationChoice, SparseLowRankConv2d, SparseLowRankLinear,
                      choose_implementation, estimate_macs, keep_structure_hook)
+from .parallel import submit_all
 from .timing import compare_latency, measure_latency
 from .train import Distillation, train
 from .utils import (atomic_torch_save, code_version, format_table, progress_bar,
@@ -497,12 +498,11 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     original = fold_batchnorm(copy.deepcopy(model).eval())
     layers = find_layers(original, first[:1])
     in_shapes, relu_after = _trace(original, first[:1])
-    budget = ({"network_cr": network_cr} if network_cr is not None
-              else {"network_macs": network_macs} if network_macs is not None
-              else {"target_speedup": (target_speedup, original, tuple(first.shape))}
-              if target_speedup is not None else {})
-    plan = _network_plan(layers, in_shapes, plan, budget,
-                         dict(frac=frac, ratio=ratio, target_cr=target_cr, exclude=exclude))
+    plan = _network_plan(layers, in_shapes, plan,
+                         dict(frac=frac, ratio=ratio, target_cr=target_cr, exclude=exclude),
+                         network_cr=network_cr, network_macs=network_macs,
+                         target_speedup=target_speedup, original=original,
+                         batch_shape=tuple(first.shape))
     # fallback is left out: it decides how A + U V is run, not what A, U, V are
     settings = dict(response=response, strategy=strategy, method=method,
                     samples_per_image=samples_per_image, max_samples=max_samples,
@@ -550,24 +550,25 @@ def _check_options(response, strategy, method, fallback, network_cr, network_mac
         raise ValueError(f"target_speedup must be > 1, got {target_speedup}")
 
 
-def _network_plan(layers, in_shapes, plan, budget, defaults):
+def _network_plan(layers, in_shapes, plan, defaults, *, network_cr, network_macs,
+                  target_speedup, original, batch_shape):
     """The per-layer plan: the given one (checked against the model) or the default one,
     with the network budget (at most one of ``network_cr``, ``network_macs``,
-    ``target_speedup``) spread over it."""
+    ``target_speedup``; see :func:`compress`) spread over it."""
     if plan is None:
         plan = default_plan(layers, **defaults)
     unknown = set(plan) - {n for n, _ in layers}
     if unknown:
         raise ValueError(f"plan names layers the model does not have: {sorted(unknown)}")
-    if "network_cr" in budget:
-        _spread_network_target(plan, layers, budget["network_cr"])
-    if "network_macs" in budget:
+    if network_cr is not None:
+        _spread_network_target(plan, layers, network_cr)
+    if network_macs is not None:
         macs = {n: estimate_macs(m, in_shapes[n]) for n, m in layers}
-        _spread_network_target(plan, layers, budget["network_macs"], macs, "network_macs",
+        _spread_network_target(plan, layers, network_macs, macs, "network_macs",
                                "multiply-adds")
-    if "target_speedup" in budget:
-        speedup, original, batch_shape = budget["target_speedup"]
-        times, fraction = _time_budget(layers, in_shapes, plan, original, batch_shape, speedup)
+    if target_speedup is not None:
+        times, fraction = _time_budget(layers, in_shapes, plan, original, batch_shape,
+                                       target_speedup)
         _spread_network_target(plan, layers, fraction, times, "the time fraction", "time")
     return plan
 
@@ -670,34 +671,23 @@ def _response(run, name):
     return run.settings["response"] if name in run.relu_after else "linear"
 
 
-class _Pickled:
-    """Sends its value to Dask workers with plain pickle: Dask's own serializer for
-    nn.Module rebuilds modules whose hook registries cannot take hooks."""
-
-    def __init__(self, value):
-        self.value = value
-
-
-def _layer_on_worker(shipped, args):
-    original, batches = shipped.value
-    name, mod, p, resp, method, strategy, settings, row = args.value
-    return _layer(original, None, name, mod, batches, p, resp, method, strategy, settings,
+def _symmetric_layer(original, batches, name, mod, p, resp, method, settings, row):
+    """:func:`_layer` under the symmetric strategy, which never reads the compressed
+    network (argument order for :func:`lrsa.parallel.submit_all`: shared ones first)."""
+    return _layer(original, None, name, mod, batches, p, resp, method, "symmetric", settings,
                   row)
 
 
 def _submit_layers(client, run, layers, plan):
     """Every layer that needs a solve, submitted to ``client`` (symmetric strategy: the
     features come from the original network, so the solves are independent)."""
-    [shipped] = client.scatter([_Pickled((run.original, run.batches))], broadcast=True)
-    pending = {}
-    for idx, (name, mod) in enumerate(layers):
-        p = plan.get(name, LayerPlan(skip=True))
-        if not _needs_solve(run, idx, p):
-            continue
-        args = (name, mod, p, _response(run, name), run.settings["method"],
-                run.settings["strategy"], run.settings, _initial_row(name, mod))
-        pending[name] = client.submit(_layer_on_worker, shipped, _Pickled(args), pure=False)
-    return pending
+    plans = {name: plan.get(name, LayerPlan(skip=True)) for name, _ in layers}
+    todo = [(name, mod) for idx, (name, mod) in enumerate(layers)
+            if _needs_solve(run, idx, plans[name])]
+    items = [(name, mod, plans[name], _response(run, name), run.settings["method"],
+              run.settings, _initial_row(name, mod)) for name, mod in todo]
+    futures = submit_all(client, _symmetric_layer, (run.original, run.batches), items)
+    return {name: f for (name, _), f in zip(todo, futures)}
 
 
 def _never_slower(original, compressed, factored, report, sample_shape, batch_sizes,

@@ -54,6 +54,10 @@ class Slider:
         if self.log and self.low <= 0:
             raise ValueError(f"a log slider needs low > 0, got {self.low}")
 
+    @property
+    def start(self):
+        return self.value
+
     def static_values(self):
         return tuple(self.static) if self.static is not None else (self.low, self.value,
                                                                    self.high)
@@ -113,10 +117,6 @@ class Choice:
                                           style={"description_width": "initial"})
 
 
-def _start(control):
-    return control.start if isinstance(control, Choice) else control.value
-
-
 def _render_png(draw, values, dpi):
     """Call ``draw(**values)`` on a fresh figure and return that figure as PNG bytes."""
     import matplotlib.pyplot as plt
@@ -172,9 +172,9 @@ class Interactive:
                 raise TypeError(f"control {name!r} must be a Slider or a Choice, "
                                 f"got {type(control).__name__}")
         self.draw, self.controls = draw, dict(controls)
-        self.values = {name: _start(c) for name, c in self.controls.items()}
+        self.values = {name: c.start for name, c in self.controls.items()}
         self.panels = self._static_panels(max_panels)
-        self.widgets = self.image = self.box = None
+        self.widgets = self.image = self.message = self.box = None
         self._static_png = None
         try:
             import ipywidgets
