@@ -19,6 +19,7 @@ EPILOG = """examples:
   lrsa demo                                  # offline: digits, small CNN, ~1-2 min on a CPU
   lrsa download-cifar10 ~/cifar              # the official archive, MD5-checked (163 MB)
   lrsa train --model vgg16_bn --data ~/cifar --epochs 30 --out vgg.pt --bf16
+  torchrun --nproc_per_node=4 -m lrsa train ...   # data-parallel: same steps, K-th of the work
   lrsa compress --model vgg16_bn --checkpoint vgg.pt --data ~/cifar --out runs/vgg
   lrsa evaluate --checkpoint runs/vgg/compressed.pt --data ~/cifar
   lrsa report runs/vgg/report.json
@@ -36,18 +37,26 @@ def _loaders(args, batch_size=128):
     if args.model == "small_cnn":
         d = load_digits_images()
         kw = dict(mean=None, std=None)
-        train = make_loader(d.x_train, d.y_train, 64, train=True, pad=1, seed=args.seed, **kw)
+        train = make_loader(d.x_train, d.y_train, 64, train=True, pad=1, seed=args.seed,
+                        shard=True, **kw)
         test = make_loader(d.x_test, d.y_test, 256, **kw)
         calib = [d.x_train[i:i + 128] for i in range(0, min(args.calib_images, 1347), 128)]
         return train, test, calib, (1, 1, 8, 8)
     xtr, ytr = _cifar(args, True)
     xte, yte = _cifar(args, False)
-    train = make_loader(xtr, ytr, batch_size, train=True, seed=args.seed)
+    train = make_loader(xtr, ytr, batch_size, train=True, seed=args.seed, shard=True)
     test = make_loader(xte, yte, 500)
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(xtr), generator=g)[:args.calib_images]
     calib = [x for x, _ in make_loader(xtr[idx], ytr[idx], 250)]
     return train, test, calib, (1, 3, 32, 32)
+
+
+def _start_processes(args):
+    """Join torchrun's process group (no-op in a plain process); the device to train on."""
+    from . import distributed
+    distributed.setup()
+    return distributed.device(args.device)
 
 
 def _model(name):
@@ -68,31 +77,41 @@ def _load_any(path, model_name):
 
 
 def cmd_train(args):
+    from . import distributed
     from .train import evaluate, train
     from .utils import atomic_torch_save
-    model = _model(args.model)
+    dev = _start_processes(args)
+    main = distributed.is_main()
+    model = _model(args.model).to(dev)
     train_loader, test_loader, _, _ = _loaders(args, batch_size=args.batch_size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = out.with_name(out.name + ".state")  # per-epoch, resumable: rerun to continue
     warmup = min(2, args.epochs - 1) if args.warmup_epochs is None else args.warmup_epochs
-    if state.exists():
+    if state.exists() and main:
         print(f"resuming from {state}")
     t0 = time.perf_counter()
 
     def report(epoch, stats):
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {stats['loss']:.4f}, train top-1 "
-              f"{stats['acc']:.2f}% ({time.perf_counter() - t0:.0f} s this run)", flush=True)
+        if main:
+            print(f"epoch {epoch + 1}/{args.epochs}: loss {stats['loss']:.4f}, train top-1 "
+                  f"{stats['acc']:.2f}% ({time.perf_counter() - t0:.0f} s this run)",
+                  flush=True)
 
     hist = train(model, train_loader, epochs=args.epochs, lr=args.lr, bf16=args.bf16,
-                 warmup_epochs=warmup, progress=True, seed=args.seed, checkpoint=state,
+                 warmup_epochs=warmup, progress=main, seed=args.seed, checkpoint=state,
                  on_epoch_end=report)
+    if not main:
+        return
     acc = evaluate(model, test_loader)["top1"]
+    k = distributed.world_size()
     recipe = (f"lrsa train --model {args.model} --epochs {args.epochs} --lr {args.lr} "
               f"--batch-size {args.batch_size} --warmup-epochs {warmup} --seed {args.seed}"
               + (" --bf16" if args.bf16 else "") + "; SGD Nesterov 0.9, weight decay 5e-4, "
-              "cosine per step, random crop (pad 4) + flip")
-    atomic_torch_save({"arch": model.arch, "state_dict": model.state_dict(),
+              "cosine per step, random crop (pad 4) + flip"
+              + (f"; {k} processes (torchrun, DDP), global batch {args.batch_size}"
+                 if k > 1 else ""))
+    atomic_torch_save({"arch": model.arch, "state_dict": model.cpu().state_dict(),
                        "test_acc": acc / 100, "epochs": args.epochs, "recipe": recipe,
                        "train_loss": hist.loss, "train_acc": hist.acc}, out)
     state.unlink()
@@ -110,34 +129,45 @@ def _compress_args(args):
 
 def run_compress(args, model):
     """compress -> evaluate (and the baselines at the same sizes) -> fine-tune -> evaluate
-    -> report; returns the report dict."""
+    -> report; returns the report dict.
+
+    Under torchrun, rank 0 compresses (and runs the baselines) alone, the processes then
+    fine-tune together, and rank 0 evaluates and reports; the others return None.
+    """
     import copy
 
+    from . import distributed
     from .features import fold_batchnorm
-    from .pipeline import compress, compress_like, finetune, save_compressed
-    from .report import count_parameters, network_summary, write_report
+    from .pipeline import compress, finetune, load_compressed, save_compressed
+    from .report import network_summary, write_report
     from .train import evaluate
+    dev = _start_processes(args)
+    main = distributed.is_main()
     train_loader, test_loader, calib, in_shape = _loaders(args)
     out = Path(args.out)
-    top1_base = evaluate(model, test_loader)["top1"]
-    compressed, rep = compress(model, calib, **_compress_args(args))
-    top1_comp = evaluate(compressed, test_loader)["top1"]
-    baselines = {}
-    for method in ("svd", "rrr") if args.baselines else ():
-        other, _ = compress_like(model, calib, rep, method=method, response="linear",
-                                 strategy=args.strategy, seed=args.seed, progress=False,
-                                 samples_per_image=args.samples_per_image,
-                                 max_samples=args.max_samples)
-        baselines[method] = {"top1": evaluate(other, test_loader)["top1"],
-                             "params": count_parameters(other)}
+    handover = out / "work" / "compressed_before_finetuning.pt"
+    if main:
+        top1_base = evaluate(model, test_loader)["top1"]
+        compressed, rep = compress(model, calib, **_compress_args(args))
+        top1_comp = evaluate(compressed, test_loader)["top1"]
+        baselines = _baselines(args, model, calib, rep, test_loader) if args.baselines else {}
+        if distributed.active():
+            save_compressed(compressed, handover)  # the others rebuild it from `model`
+    distributed.barrier()
+    if not main:
+        compressed = load_compressed(handover, build=lambda: copy.deepcopy(model))[0]
     t0 = time.perf_counter()
     if args.finetune_epochs:
         teacher = None if args.distill == "none" else fold_batchnorm(copy.deepcopy(model))
-        finetune(compressed, train_loader, epochs=args.finetune_epochs, lr=args.finetune_lr,
-                 teacher=teacher, feature_weight=1.0 if args.distill == "features" else 0.0,
-                 bf16=args.bf16, progress=True, seed=args.seed)
+        finetune(compressed.to(dev), train_loader, epochs=args.finetune_epochs,
+                 lr=args.finetune_lr, teacher=None if teacher is None else teacher.to(dev),
+                 feature_weight=1.0 if args.distill == "features" else 0.0,
+                 bf16=args.bf16, progress=main, seed=args.seed)
     ft_seconds = time.perf_counter() - t0
+    if not main:
+        return None
     top1_ft = evaluate(compressed, test_loader)["top1"]
+    compressed.cpu()
     model_kwargs = getattr(args, "model_kwargs", {})
     save_compressed(compressed, out / "compressed.pt", arch=args.model,
                     model_kwargs=model_kwargs, report=rep)
@@ -149,7 +179,7 @@ def run_compress(args, model):
             "top1_baseline": top1_base, "top1_compressed": top1_comp,
             "top1_finetuned": top1_ft, "approx_seconds": rep.seconds,
             "finetune_epochs": args.finetune_epochs, "finetune_seconds": ft_seconds,
-            "finetune_distill": args.distill,
+            "finetune_distill": args.distill, "finetune_processes": distributed.world_size(),
             "speed_check": rep.speed,
             **{f"top1_{k}": v["top1"] for k, v in baselines.items()},
             **{f"params_{k}": v["params"] for k, v in baselines.items()},
@@ -158,6 +188,22 @@ def run_compress(args, model):
     data["markdown"] = _markdown(data, rep)
     write_report(out / "report", data)
     return data
+
+
+def _baselines(args, model, calib, rep, test_loader):
+    """Truncated SVD and reduced-rank regression at the per-layer sizes of ``rep``."""
+    from .pipeline import compress_like
+    from .report import count_parameters
+    from .train import evaluate
+    found = {}
+    for method in ("svd", "rrr"):
+        other, _ = compress_like(model, calib, rep, method=method, response="linear",
+                                 strategy=args.strategy, seed=args.seed, progress=False,
+                                 samples_per_image=args.samples_per_image,
+                                 max_samples=args.max_samples)
+        found[method] = {"top1": evaluate(other, test_loader)["top1"],
+                         "params": count_parameters(other)}
+    return found
 
 
 def _markdown(data, rep):
@@ -196,8 +242,10 @@ def cmd_compress(args):
         from .models import load_checkpoint
         load_checkpoint(model, args.checkpoint)
     data = run_compress(args, model)
-    print(data["markdown"])
-    print(f"\nwrote {Path(args.out) / 'compressed.pt'} and {Path(args.out) / 'report.json'}")
+    if data is not None:  # rank 0 reports
+        print(data["markdown"])
+        print(f"\nwrote {Path(args.out) / 'compressed.pt'} and "
+              f"{Path(args.out) / 'report.json'}")
 
 
 #: the demo's CNN width: at the default 32 channels every factored layer runs slower than
@@ -208,7 +256,10 @@ DEMO_WIDTH = 128
 
 def cmd_demo(args):
     """Train the small CNN on the bundled digits (cached), then compress it."""
+    from . import distributed
     from .train import evaluate, train
+    if distributed.launched():
+        raise ValueError("the demo runs in one process; start it with python, not torchrun")
     args.model = "small_cnn"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -283,11 +334,19 @@ def _compress_options(sp):
                     help="fine-tuning also learns from the uncompressed network: its "
                          "logits, or its logits and the approximated layers' outputs")
     sp.add_argument("--bf16", action="store_true", help="bf16 autocast when fine-tuning")
+    _device_option(sp, "fine-tune on")
     sp.add_argument("--latency-batch", type=int, default=128)
     sp.add_argument("--repeats", type=int, default=20, help="latency repeats")
     sp.add_argument("--no-baselines", dest="baselines", action="store_false",
                     help="skip truncated SVD and reduced-rank regression at the same "
                          "per-layer sizes")
+
+
+def _device_option(sp, what):
+    sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help=f"where to {what}; under torchrun each process takes the GPU "
+                         "LOCAL_RANK. Several processes: torchrun --nproc_per_node=K -m lrsa "
+                         "... (gloo on CPU, NCCL on CUDA); --batch-size is the global batch")
 
 
 def build_parser():
@@ -317,6 +376,7 @@ def build_parser():
     sp.add_argument("--warmup-epochs", type=float, default=None,
                     help="linear warm-up (default: min(2, epochs - 1))")
     sp.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU")
+    _device_option(sp, "train on")
     sp.add_argument("--out", required=True,
                     help="checkpoint path; OUT.state is written after every epoch and a "
                          "rerun with the same arguments resumes from it")
@@ -340,12 +400,15 @@ def build_parser():
 
 
 def main(argv=None):
+    from . import distributed
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"lrsa {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.teardown()
     return 0
 
 

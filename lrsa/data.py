@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ._download import download, verify_digest
+from . import distributed
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -286,7 +287,7 @@ class TensorLoader:
     """
 
     def __init__(self, images, labels, batch_size=128, train=False, mean=CIFAR10_MEAN,
-                 std=CIFAR10_STD, seed=0, pad=4, flip=True, drop_last=False):
+                 std=CIFAR10_STD, seed=0, pad=4, flip=True, drop_last=False, shard=False):
         images, labels = torch.as_tensor(images), torch.as_tensor(labels)
         if images.ndim != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
@@ -300,7 +301,13 @@ class TensorLoader:
         self.images, self.labels = images, labels.long()
         self.batch_size, self.train = int(batch_size), bool(train)
         self.mean, self.std, self.pad, self.flip = mean, std, int(pad), bool(flip)
-        self.drop_last = bool(drop_last)
+        self.rank, self.world_size = (distributed.rank(), distributed.world_size()) if shard \
+            else (0, 1)
+        if self.batch_size % self.world_size:
+            raise ValueError(f"batch_size {self.batch_size} is the global batch and must be "
+                             f"divisible by the {self.world_size} processes")
+        # every process must take the same steps: a last, smaller global batch would not split
+        self.drop_last = bool(drop_last) or self.world_size > 1
         self.generator = torch.Generator().manual_seed(int(seed))
 
     def __len__(self):
@@ -313,13 +320,19 @@ class TensorLoader:
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             x = _as_float(self.images[idx])
-            if self.train:
+            if self.train:  # the whole global batch: every process draws the same numbers
                 x = _random_crop_flip(x, self.pad, self.flip, self.generator)
-            yield normalize(x, self.mean, self.std), self.labels[idx]
+            y = self.labels[idx]
+            if self.world_size > 1:
+                rows = slice(self.rank * self.batch_size // self.world_size,
+                             (self.rank + 1) * self.batch_size // self.world_size)
+                x, y = x[rows], y[rows]
+            yield normalize(x, self.mean, self.std), y
 
 
 def make_loader(images, labels, batch_size=128, train=False, mean=CIFAR10_MEAN,
-                std=CIFAR10_STD, seed=0, *, pad=4, flip=True, drop_last=False) -> TensorLoader:
+                std=CIFAR10_STD, seed=0, *, pad=4, flip=True, drop_last=False,
+                shard=False) -> TensorLoader:
     """Batches of normalized images from in-memory tensors, augmented when ``train``.
 
     Parameters
@@ -343,6 +356,13 @@ def make_loader(images, labels, batch_size=128, train=False, mean=CIFAR10_MEAN,
         Random horizontal flips (disable for digits/text).
     drop_last : bool
         Drop the last incomplete batch.
+    shard : bool
+        Under ``torchrun`` with K processes (see :mod:`lrsa.distributed`): ``batch_size`` is
+        the global batch (divisible by K) and this process gets its K-th of every batch
+        (rows ``rank * batch_size / K`` onwards), all processes drawing the same order and
+        augmentation, so K processes step as one would with the whole batch. The last
+        incomplete batch is dropped so that every process takes the same steps. No effect
+        in a plain process.
 
     Returns
     -------
@@ -350,7 +370,7 @@ def make_loader(images, labels, batch_size=128, train=False, mean=CIFAR10_MEAN,
         Re-iterable; ``len()`` is the number of batches per epoch.
     """
     return TensorLoader(images, labels, batch_size, train, mean, std, seed, pad, flip,
-                        drop_last)
+                        drop_last, shard)
 
 
 # ----------------------------------------------------------------------------- digits

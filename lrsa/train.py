@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
+from .data import TensorLoader
 from .utils import atomic_torch_save, device_and_dtype, evaluating, progress_bar
 
 __all__ = ["Distillation", "TrainHistory", "cosine_lr", "evaluate", "train"]
@@ -107,6 +109,16 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
         finished epoch and ends exactly as an uninterrupted run would; a file written with
         other ``epochs``, ``lr`` or batches per epoch is refused.
 
+    Under ``torchrun`` with K processes (:mod:`lrsa.distributed`; call
+    :func:`lrsa.distributed.setup` first) the model is wrapped in PyTorch's
+    DistributedDataParallel, which starts every process from rank 0's weights and averages
+    the gradients at every step; ``train_loader`` must give each process its share of every
+    global batch (``make_loader(..., shard=True)``, or a DataLoader with a
+    DistributedSampler). ``param_hook`` runs on every process, so structure masks hold on
+    all of them; BatchNorm statistics are each process's own (as in plain DDP); the global
+    RNG (dropout) is seeded with ``seed + rank``; the history holds the mean over
+    processes; only rank 0 writes ``checkpoint``, and every process resumes from it.
+
     Returns
     -------
     TrainHistory
@@ -132,6 +144,11 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
+    if isinstance(train_loader, TensorLoader) and \
+            train_loader.world_size != distributed.world_size():
+        raise ValueError(f"{distributed.world_size()} processes are training, but the loader "
+                         f"is split for {train_loader.world_size}: make it with "
+                         "make_loader(..., shard=True) after lrsa.distributed.setup()")
     total, warm = int(epochs) * steps_per_epoch, round(warmup_epochs * steps_per_epoch)
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
                           weight_decay=weight_decay)
@@ -141,13 +158,14 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
            "warmup_steps": warm, "seed": int(seed)}
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + distributed.rank())
         if checkpoint is not None and os.path.exists(checkpoint):
             first = _resume(checkpoint, run, model, opt, hist, train_loader)
             step = first * steps_per_epoch
         model.train()
+        net = _data_parallel(model, dev)
         for epoch in range(first, int(epochs)):
-            step = _epoch(model, train_loader, opt, hist, step, total, lr, warm, dev,
+            step = _epoch(net, model, train_loader, opt, hist, step, total, lr, warm, dev,
                           bf16=bf16, criterion=criterion, param_hook=param_hook,
                           progress=progress, desc=f"epoch {epoch + 1}/{epochs}")
             end_lr = cosine_lr(step, total, lr, warm)
@@ -162,10 +180,19 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
     return hist
 
 
-def _epoch(model, loader, opt, hist, step, total, lr, warm, dev, *, bf16, criterion,
+def _data_parallel(model, dev):
+    """``model`` wrapped in DistributedDataParallel when several processes train, else itself."""
+    if not distributed.active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
+
+
+def _epoch(net, model, loader, opt, hist, step, total, lr, warm, dev, *, bf16, criterion,
            param_hook, progress, desc):
-    """One pass over ``loader`` (at most up to step ``total``); appends the epoch's mean loss
-    and accuracy to ``hist`` and returns the step count."""
+    """One pass over ``loader`` (at most up to step ``total``) with ``net`` (``model`` or its
+    DDP wrapper); appends the epoch's mean loss and accuracy to ``hist`` and returns the step
+    count."""
     loss_sum, correct, seen = 0.0, 0, 0
     with progress_bar(progress, len(loader), desc) as bar:
         for x, y in loader:
@@ -176,7 +203,7 @@ def _epoch(model, loader, opt, hist, step, total, lr, warm, dev, *, bf16, criter
             for g in opt.param_groups:
                 g["lr"] = cur
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                out = _logits(model(x))
+                out = _logits(net(x))
             loss = (F.cross_entropy(out.float(), y) if criterion is None
                     else criterion(out.float(), x, y))
             if not torch.isfinite(loss):
@@ -196,8 +223,10 @@ def _epoch(model, loader, opt, hist, step, total, lr, warm, dev, *, bf16, criter
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-    hist.loss.append(loss_sum / max(seen, 1))
-    hist.acc.append(100.0 * correct / max(seen, 1))
+    loss, acc = distributed.mean_over_ranks([loss_sum / max(seen, 1),
+                                             100.0 * correct / max(seen, 1)])
+    hist.loss.append(loss)
+    hist.acc.append(acc)
     return step
 
 
@@ -288,12 +317,16 @@ def _capture(net, name, store):
 
 
 def _save_state(path, run, epochs_done, model, opt, hist, loader):
+    """Rank 0 writes (the weights and optimizer are the same on every rank); the global RNG
+    state of each rank goes in a list."""
+    rng = distributed.gather_to_main(torch.get_rng_state())
+    if not distributed.is_main():
+        return
     gen = getattr(loader, "generator", None)
     state = {"format": "lrsa-train-state-1", "run": run, "epochs_done": epochs_done,
              "model": model.state_dict(), "optimizer": opt.state_dict(),
              "history": {"loss": hist.loss, "acc": hist.acc, "lr": hist.lr},
-             "rng": torch.get_rng_state(),
-             "loader_rng": gen.get_state() if gen is not None else None}
+             "rng": rng, "loader_rng": gen.get_state() if gen is not None else None}
     atomic_torch_save(state, path)
 
 
@@ -308,7 +341,8 @@ def _resume(path, run, model, opt, hist, loader):
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     hist.loss, hist.acc, hist.lr = (list(state["history"][k]) for k in ("loss", "acc", "lr"))
-    torch.set_rng_state(state["rng"])
+    rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    torch.set_rng_state(rng[distributed.rank() % len(rng)])
     gen = getattr(loader, "generator", None)
     if gen is not None and state["loader_rng"] is not None:
         gen.set_state(state["loader_rng"])
