@@ -22,8 +22,8 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["active", "barrier", "device", "is_main", "launched", "rank", "setup", "teardown",
-           "world_size"]
+__all__ = ["active", "barrier", "device", "gather_to_main", "is_main", "launched",
+           "mean_over_ranks", "rank", "setup", "teardown", "world_size"]
 
 #: How long a process waits for the others (e.g. while rank 0 alone compresses a network
 #: before the ranks fine-tune it together). torch's own default is 30 minutes.
