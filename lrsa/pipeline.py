@@ -839,7 +839,7 @@ def _spread_network_target(plan, layers, target, costs=None, name="network_cr",
 
 def finetune(model, loader, *, epochs, lr=1e-3, teacher=None, alpha=0.5, temperature=4.0,
              feature_weight=0.0, bf16=False, dropout=False, progress=False, seed=0,
-             checkpoint=None, on_epoch_end=None):
+             checkpoint=None, on_epoch_end=None, warmup_epochs=0.0):
     """Fine-tune a compressed model keeping its structure: zero columns stay zero (masks
     re-applied after every step), factors stay factors (they are separate modules).
 
@@ -852,7 +852,8 @@ def finetune(model, loader, *, epochs, lr=1e-3, teacher=None, alpha=0.5, tempera
     up the logits (measured on VGG-16 at CR 16%: training-mode loss 27 against 0.38 in eval
     mode, and fine-tuning collapsed to 18% top-1). The Dropout modules are restored after.
 
-    ``seed``, ``checkpoint`` (resumable) and ``on_epoch_end`` are :func:`lrsa.train.train`'s.
+    ``seed``, ``checkpoint`` (resumable), ``on_epoch_end`` and ``warmup_epochs`` (linear
+    warm-up to ``lr``) are :func:`lrsa.train.train`'s.
     Under ``torchrun`` the processes fine-tune together (DistributedDataParallel, see
     :mod:`lrsa.distributed`): give a loader made with ``make_loader(..., shard=True)``; every
     process keeps the structure and runs its own copy of the teacher on its share of a batch.
@@ -871,7 +872,8 @@ def finetune(model, loader, *, epochs, lr=1e-3, teacher=None, alpha=0.5, tempera
     try:
         return train(model, loader, epochs=epochs, lr=lr, bf16=bf16, progress=progress,
                      seed=seed, param_hook=keep_structure_hook(model), criterion=criterion,
-                     checkpoint=checkpoint, on_epoch_end=on_epoch_end)
+                     checkpoint=checkpoint, on_epoch_end=on_epoch_end,
+                     warmup_epochs=warmup_epochs)
     finally:
         for m, p in saved.items():
             m.p = p

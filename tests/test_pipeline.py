@@ -182,6 +182,16 @@ def test_finetune_switches_dropout_off_and_restores_it():
     assert seen[-1] == 0.5
 
 
+def test_finetune_passes_warmup_and_epoch_callback_to_train():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    loader = [(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)))] * 4
+    ends = []
+    hist = lrsa.pipeline.finetune(model, loader, epochs=2, lr=0.1, warmup_epochs=1,
+                                  on_epoch_end=lambda e, stats: ends.append(e))
+    assert hist.lr[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])  # linear, then cosine
+    assert ends == [0, 1]
+
+
 def test_per_layer_target_is_met_to_within_one_rank(trained):
     """The stored size (kept channels k^2 n + rank (n + d)) never exceeds the target and
     leaves less than one rank-1 term of it unused."""
