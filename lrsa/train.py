@@ -114,7 +114,7 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
     DistributedDataParallel, which starts every process from rank 0's weights and averages
     the gradients at every step; ``train_loader`` must give each process its share of every
     global batch (``make_loader(..., shard=True)``, or a DataLoader with a
-    DistributedSampler). ``param_hook`` runs on every process, so structure masks hold on
+    DistributedSampler, whose ``set_epoch`` is called before every epoch). ``param_hook`` runs on every process, so structure masks hold on
     all of them; BatchNorm statistics are each process's own (as in plain DDP); the global
     RNG (dropout) is seeded with ``seed + rank``; the history holds the mean over
     processes; only rank 0 writes ``checkpoint``, and every process resumes from it.
@@ -165,6 +165,8 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
         model.train()
         net = _data_parallel(model, dev)
         for epoch in range(first, int(epochs)):
+            if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
+                train_loader.sampler.set_epoch(epoch)  # a DistributedSampler's reshuffle
             step = _epoch(net, model, train_loader, opt, hist, step, total, lr, warm, dev,
                           bf16=bf16, criterion=criterion, param_hook=param_hook,
                           progress=progress, desc=f"epoch {epoch + 1}/{epochs}")

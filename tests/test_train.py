@@ -190,3 +190,18 @@ def test_distillation_bad_arguments():
         Distillation(teacher, features=["0"])
     with pytest.raises(ValueError, match="no module named 'conv9'"):
         Distillation(teacher, student, features=["conv9"])
+
+
+def test_a_distributed_sampler_is_reshuffled_every_epoch():
+    """A DataLoader with a DistributedSampler needs set_epoch(e) before epoch e, or every
+    epoch repeats the first one's order."""
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+    data = TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
+    sampler = DistributedSampler(data, num_replicas=2, rank=1, seed=0)
+    orders = []
+    set_epoch = sampler.set_epoch
+    sampler.set_epoch = lambda e: (set_epoch(e), orders.append(list(iter(sampler))))
+    loader = DataLoader(data, batch_size=4, sampler=sampler)
+    train(torch.nn.Linear(4, 2), loader, epochs=3, lr=0.1)
+    assert len(orders) == 3 and orders[0] != orders[1] != orders[2]
+    assert all(len(set(o)) == 8 for o in orders)  # this process's half of the 16
