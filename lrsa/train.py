@@ -70,6 +70,17 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
           criterion: Callable | None = None, checkpoint=None) -> TrainHistory:
     """Train with SGD and a per-step cosine schedule (optional linear warm-up).
 
+    Under ``torchrun`` with K processes (:mod:`lrsa.distributed`; call
+    :func:`lrsa.distributed.setup` first) the model is wrapped in PyTorch's
+    DistributedDataParallel, which starts every process from rank 0's weights and averages
+    the gradients at every step; ``train_loader`` must give each process its share of every
+    global batch (``make_loader(..., shard=True)``, or a DataLoader with a
+    DistributedSampler, whose ``set_epoch`` is called before every epoch). ``param_hook``
+    runs on every process, so structure masks hold on all of them; BatchNorm statistics are
+    each process's own (as in plain DDP); the global RNG (dropout) is seeded with
+    ``seed + rank``; the history holds the mean over processes; only rank 0 writes
+    ``checkpoint``, and every process resumes from it.
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -108,16 +119,6 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
         rename). If the file exists when ``train`` starts, training resumes after its last
         finished epoch and ends exactly as an uninterrupted run would; a file written with
         other ``epochs``, ``lr`` or batches per epoch is refused.
-
-    Under ``torchrun`` with K processes (:mod:`lrsa.distributed`; call
-    :func:`lrsa.distributed.setup` first) the model is wrapped in PyTorch's
-    DistributedDataParallel, which starts every process from rank 0's weights and averages
-    the gradients at every step; ``train_loader`` must give each process its share of every
-    global batch (``make_loader(..., shard=True)``, or a DataLoader with a
-    DistributedSampler, whose ``set_epoch`` is called before every epoch). ``param_hook`` runs on every process, so structure masks hold on
-    all of them; BatchNorm statistics are each process's own (as in plain DDP); the global
-    RNG (dropout) is seeded with ``seed + rank``; the history holds the mean over
-    processes; only rank 0 writes ``checkpoint``, and every process resumes from it.
 
     Returns
     -------
