@@ -125,6 +125,13 @@ def test_plain_process_is_a_group_of_one():
     assert distributed.mean_over_ranks([1.0, 2.0]) == [1.0, 2.0]
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
         distributed.device("gpu")
+    assert distributed.device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="PyTorch sees no CUDA GPU here"):
+        distributed.device("cuda")
 
 
 TRAIN = ("train", "--model", "small_cnn", "--epochs", "4", "--lr", "0.05", "--batch-size", "64")
