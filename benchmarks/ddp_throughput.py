@@ -1,6 +1,6 @@
 """Fine-tuning throughput under torchrun: K processes against one, on this machine.
 
-    python benchmarks/ddp_throughput.py [--processes 1 2] [--steps 30]
+    python benchmarks/ddp_throughput.py [--processes 2 4] [--steps 30] [--rounds 3]
 
 Fine-tunes the compressed VGG-16 of the VGG-16 benchmark (its work folder; random-weight
 VGG-16 when absent) for ``--steps`` steps of global batch 128 with logit distillation, bf16,
@@ -28,7 +28,7 @@ VGG_WORK = RESULTS / "vgg16_work"
 
 def worker(steps, out):
     """One timed fine-tuning run in this process (a torchrun rank or a plain process)."""
-    from _common import CHECKPOINT, git_version  # noqa: F401  (sys.path as the benchmarks')
+    from _common import CHECKPOINT
     from lrsa import distributed
     from lrsa.data import make_loader
     from lrsa.features import fold_batchnorm

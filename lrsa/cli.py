@@ -38,7 +38,7 @@ def _loaders(args, batch_size=128):
         d = load_digits_images()
         kw = dict(mean=None, std=None)
         train = make_loader(d.x_train, d.y_train, 64, train=True, pad=1, seed=args.seed,
-                        shard=True, **kw)
+                            shard=True, **kw)
         test = make_loader(d.x_test, d.y_test, 256, **kw)
         calib = [d.x_train[i:i + 128] for i in range(0, min(args.calib_images, 1347), 128)]
         return train, test, calib, (1, 1, 8, 8)
@@ -81,27 +81,27 @@ def cmd_train(args):
     from .train import evaluate, train
     from .utils import atomic_torch_save
     dev = _start_processes(args)
-    main = distributed.is_main()
+    rank0 = distributed.is_main()
     model = _model(args.model).to(dev)
     train_loader, test_loader, _, _ = _loaders(args, batch_size=args.batch_size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = out.with_name(out.name + ".state")  # per-epoch, resumable: rerun to continue
     warmup = min(2, args.epochs - 1) if args.warmup_epochs is None else args.warmup_epochs
-    if state.exists() and main:
+    if state.exists() and rank0:
         print(f"resuming from {state}")
     t0 = time.perf_counter()
 
     def report(epoch, stats):
-        if main:
+        if rank0:
             print(f"epoch {epoch + 1}/{args.epochs}: loss {stats['loss']:.4f}, train top-1 "
                   f"{stats['acc']:.2f}% ({time.perf_counter() - t0:.0f} s this run)",
                   flush=True)
 
     hist = train(model, train_loader, epochs=args.epochs, lr=args.lr, bf16=args.bf16,
-                 warmup_epochs=warmup, progress=main, seed=args.seed, checkpoint=state,
+                 warmup_epochs=warmup, progress=rank0, seed=args.seed, checkpoint=state,
                  on_epoch_end=report)
-    if not main:
+    if not rank0:
         return
     acc = evaluate(model, test_loader)["top1"]
     k = distributed.world_size()
@@ -142,11 +142,11 @@ def run_compress(args, model):
     from .report import network_summary, write_report
     from .train import evaluate
     dev = _start_processes(args)
-    main = distributed.is_main()
+    rank0 = distributed.is_main()
     train_loader, test_loader, calib, in_shape = _loaders(args)
     out = Path(args.out)
     handover = out / "work" / "compressed_before_finetuning.pt"
-    if main:
+    if rank0:
         top1_base = evaluate(model, test_loader)["top1"]
         compressed, rep = compress(model, calib, **_compress_args(args))
         top1_comp = evaluate(compressed, test_loader)["top1"]
@@ -154,7 +154,7 @@ def run_compress(args, model):
         if distributed.active():
             save_compressed(compressed, handover)  # the others rebuild it from `model`
     distributed.barrier()
-    if not main:
+    if not rank0:
         compressed = load_compressed(handover, build=lambda: copy.deepcopy(model))[0]
     t0 = time.perf_counter()
     if args.finetune_epochs:
@@ -162,9 +162,9 @@ def run_compress(args, model):
         finetune(compressed.to(dev), train_loader, epochs=args.finetune_epochs,
                  lr=args.finetune_lr, teacher=None if teacher is None else teacher.to(dev),
                  feature_weight=1.0 if args.distill == "features" else 0.0,
-                 bf16=args.bf16, progress=main, seed=args.seed)
+                 bf16=args.bf16, progress=rank0, seed=args.seed)
     ft_seconds = time.perf_counter() - t0
-    if not main:
+    if not rank0:
         return None
     top1_ft = evaluate(compressed, test_loader)["top1"]
     compressed.cpu()
