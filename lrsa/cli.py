@@ -162,7 +162,8 @@ def run_compress(args, model):
         finetune(compressed.to(dev), train_loader, epochs=args.finetune_epochs,
                  lr=args.finetune_lr, teacher=None if teacher is None else teacher.to(dev),
                  feature_weight=1.0 if args.distill == "features" else 0.0,
-                 bf16=args.bf16, progress=rank0, seed=args.seed)
+                 bf16=args.bf16, progress=rank0, seed=args.seed,
+                 max_grad_norm=args.finetune_max_grad_norm or None)
     ft_seconds = time.perf_counter() - t0
     if not rank0:
         return None
@@ -180,6 +181,7 @@ def run_compress(args, model):
             "top1_finetuned": top1_ft, "approx_seconds": rep.seconds,
             "finetune_epochs": args.finetune_epochs, "finetune_seconds": ft_seconds,
             "finetune_distill": args.distill, "finetune_processes": distributed.world_size(),
+            "finetune_max_grad_norm": args.finetune_max_grad_norm or None,
             "speed_check": rep.speed,
             **{f"top1_{k}": v["top1"] for k, v in baselines.items()},
             **{f"params_{k}": v["params"] for k, v in baselines.items()},
@@ -309,6 +311,7 @@ def _common_options(sp, model_default="vgg16_bn"):
                     help="calibration images (paper: 1000)")
 
 def _compress_options(sp):
+    from .pipeline import MAX_GRAD_NORM
     sp.add_argument("--out", default="runs/compress", help="output folder (resumable)")
     sp.add_argument("--frac", type=float, default=0.03,
                     help="lam1 relative to each layer's gradient scale")
@@ -330,6 +333,9 @@ def _compress_options(sp):
     sp.add_argument("--finetune-epochs", type=int, default=2)
     sp.add_argument("--finetune-lr", type=float, default=1e-3,
                     help="peak lr (cosine); BN is folded, so keep it small")
+    sp.add_argument("--finetune-max-grad-norm", type=float, default=MAX_GRAD_NORM,
+                    help="cap on the gradients' total norm per step (0: none); keeps a sharp "
+                         "compressed network from diverging")
     sp.add_argument("--distill", choices=["logits", "features", "none"], default="logits",
                     help="fine-tuning also learns from the uncompressed network: its "
                          "logits, or its logits and the approximated layers' outputs")

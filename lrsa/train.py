@@ -34,6 +34,9 @@ class TrainHistory:
         Training top-1 accuracy (%) per epoch, on the augmented batches.
     lr : list of float
         Learning rate used at every step.
+    grad_norm : list of float
+        With ``max_grad_norm``: the gradients' total l2 norm at every step, before clipping
+        (empty otherwise).
     optimizer : torch.optim.Optimizer
         The optimizer, left at the schedule's final learning rate (0 for cosine).
     """
@@ -41,6 +44,7 @@ class TrainHistory:
     loss: list = field(default_factory=list)
     acc: list = field(default_factory=list)
     lr: list = field(default_factory=list)
+    grad_norm: list = field(default_factory=list)
     optimizer: torch.optim.Optimizer | None = None
 
 
@@ -67,7 +71,8 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
           bf16: bool = False, progress: bool = False, seed: int = 0,
           on_epoch_end: Callable | None = None,
           param_hook: Callable[[nn.Module], None] | None = None,
-          criterion: Callable | None = None, checkpoint=None) -> TrainHistory:
+          criterion: Callable | None = None, checkpoint=None,
+          max_grad_norm: float | None = None) -> TrainHistory:
     """Train with SGD and a per-step cosine schedule (optional linear warm-up).
 
     Under ``torchrun`` with K processes (:mod:`lrsa.distributed`; call
@@ -118,7 +123,12 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
         are written to this file atomically (``torch.save`` to a temporary file, then
         rename). If the file exists when ``train`` starts, training resumes after its last
         finished epoch and ends exactly as an uninterrupted run would; a file written with
-        other ``epochs``, ``lr`` or batches per epoch is refused.
+        other ``epochs``, ``lr``, ``max_grad_norm`` or batches per epoch is refused.
+    max_grad_norm : float > 0 or None
+        Rescale the gradients so their total l2 norm is at most this before every step
+        (``torch.nn.utils.clip_grad_norm_``); the norms are recorded in the history. Keeps
+        a sharp start from diverging: a network without BatchNorm (folded) sits near the
+        edge of stability, and one large step there can grow into the next.
 
     Returns
     -------
@@ -133,6 +143,8 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
         raise ValueError(f"epochs must be a positive integer, got {epochs}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm}")
     if not 0 <= warmup_epochs <= epochs:
         raise ValueError(f"warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
     try:
@@ -157,6 +169,8 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
     hist, step, first = TrainHistory(optimizer=opt), 0, 0
     run = {"epochs": int(epochs), "lr": float(lr), "steps_per_epoch": steps_per_epoch,
            "warmup_steps": warm, "seed": int(seed)}
+    if max_grad_norm is not None:  # only then, so older checkpoints still resume
+        run["max_grad_norm"] = float(max_grad_norm)
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + distributed.rank())
@@ -170,7 +184,8 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
                 train_loader.sampler.set_epoch(epoch)  # a DistributedSampler's reshuffle
             step = _epoch(net, model, train_loader, opt, hist, step, total, lr, warm, dev,
                           bf16=bf16, criterion=criterion, param_hook=param_hook,
-                          progress=progress, desc=f"epoch {epoch + 1}/{epochs}")
+                          max_grad_norm=max_grad_norm, progress=progress,
+                          desc=f"epoch {epoch + 1}/{epochs}")
             end_lr = cosine_lr(step, total, lr, warm)
             for g in opt.param_groups:
                 g["lr"] = end_lr
@@ -192,7 +207,7 @@ def _data_parallel(model, dev):
 
 
 def _epoch(net, model, loader, opt, hist, step, total, lr, warm, dev, *, bf16, criterion,
-           param_hook, progress, desc):
+           param_hook, max_grad_norm, progress, desc):
     """One pass over ``loader`` (at most up to step ``total``) with ``net`` (``model`` or its
     DDP wrapper); appends the epoch's mean loss and accuracy to ``hist`` and returns the step
     count."""
@@ -214,6 +229,9 @@ def _epoch(net, model, loader, opt, hist, step, total, lr, warm, dev, *, bf16, c
                                  f"{step}; try a lower lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:  # gradients are already averaged over processes
+                hist.grad_norm.append(torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), max_grad_norm).item())
             opt.step()
             if param_hook is not None:
                 with torch.no_grad():
@@ -328,7 +346,8 @@ def _save_state(path, run, epochs_done, model, opt, hist, loader):
     gen = getattr(loader, "generator", None)
     state = {"format": "lrsa-train-state-1", "run": run, "epochs_done": epochs_done,
              "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "history": {"loss": hist.loss, "acc": hist.acc, "lr": hist.lr},
+             "history": {"loss": hist.loss, "acc": hist.acc, "lr": hist.lr,
+                         "grad_norm": hist.grad_norm},
              "rng": rng, "loader_rng": gen.get_state() if gen is not None else None}
     atomic_torch_save(state, path)
 
@@ -343,7 +362,8 @@ def _resume(path, run, model, opt, hist, loader):
                          f"({run}); remove it or pass another checkpoint path")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
-    hist.loss, hist.acc, hist.lr = (list(state["history"][k]) for k in ("loss", "acc", "lr"))
+    hist.loss, hist.acc, hist.lr, hist.grad_norm = (
+        list(state["history"].get(k, [])) for k in ("loss", "acc", "lr", "grad_norm"))
     rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
     torch.set_rng_state(rng[distributed.rank() % len(rng)])
     gen = getattr(loader, "generator", None)

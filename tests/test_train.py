@@ -205,3 +205,35 @@ def test_a_distributed_sampler_is_reshuffled_every_epoch():
     train(torch.nn.Linear(4, 2), loader, epochs=3, lr=0.1)
     assert len(orders) == 3 and orders[0] != orders[1] != orders[2]
     assert all(len(set(o)) == 8 for o in orders)  # this process's half of the 16
+
+
+def test_max_grad_norm_scales_the_step_to_the_cap_as_written_out():
+    # one batch, one step, plain SGD: the update is -lr * g * min(1, c / ||g||)
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 6), torch.randint(0, 4, (8,))
+    for cap in (0.05, 1e6):
+        net, ref = _pair_of_nets(3)
+        ref.load_state_dict(net.state_dict())
+        torch.nn.functional.cross_entropy(ref(x), y).backward()
+        g = torch.cat([p.grad.flatten() for p in ref.parameters()])
+        scale = min(1.0, cap / g.norm().item())
+        h = train(net, [(x, y)], epochs=1, lr=0.1, momentum=0.0, weight_decay=0.0,
+                  max_grad_norm=cap)
+        assert h.grad_norm == pytest.approx([g.norm().item()], rel=1e-5)
+        for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p, q - 0.1 * scale * q.grad, rtol=0, atol=1e-6)
+    assert train(_pair_of_nets(3)[0], [(x, y)], epochs=1, lr=0.1).grad_norm == []
+
+
+def test_max_grad_norm_bad_values_and_resume_under_another_cap(digits, tmp_path):
+    tr, _ = _loaders(digits, n_train=64)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="max_grad_norm"):
+            train(small_cnn(), tr, epochs=1, lr=0.1, max_grad_norm=bad)
+    ck = tmp_path / "state.pt"
+    train(small_cnn(), tr, epochs=2, lr=0.05, max_grad_norm=1.0, checkpoint=ck,
+          on_epoch_end=lambda e, st: True)
+    with pytest.raises(ValueError, match="another run"):
+        train(small_cnn(), tr, epochs=2, lr=0.05, max_grad_norm=2.0, checkpoint=ck)
+    h = train(small_cnn(), tr, epochs=2, lr=0.05, max_grad_norm=1.0, checkpoint=ck)
+    assert len(h.grad_norm) == 2 * len(tr)  # the first epoch's norms came back from the file
