@@ -456,12 +456,13 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     target_speedup : instead, a whole-model speed-up (e.g. 2.2) on the model's device at the
         calibration batch size. The model, each layer and each layer's factored form at a
         grid of sizes are timed in place (about 100 short forward passes per layer), and the
-        size spread of ``network_cr`` is scaled until the *measured* times add up to the
-        speed-up; a layer that would run no faster factored at its share stays as it is.
-        ValueError, naming the best speed-up the timings allow, where the target is out of
-        reach. The whole model is timed at the end (``report.speed``: the ``target_speedup``,
-        the ``predicted_speedup`` and the measured ``speedups``, with ``fallback="time"``), and
-        a UserWarning says so when the measured speed-up falls more than 5 % short.
+        layers step down in size, greedily, where the least weight energy is lost per second
+        saved, until the timed sum meets the speed-up (see :func:`_speedup_spread`); a
+        layer that runs no faster factored stays as it is. ValueError, naming the best
+        speed-up the timings allow, where the target is out of reach. The whole model is
+        timed at the end (``report.speed``: the ``target_speedup``, the
+        ``predicted_speedup`` and the measured ``speedups``, with ``fallback="time"``), and a
+        UserWarning says so when the measured speed-up falls more than 5 % short.
     response : "relu" (paper) or "linear".
     strategy : "asymmetric" (paper) or "symmetric".
     method : "lrsa" (sparse + low-rank, see :func:`approximate_layer`), or a baseline at the same
@@ -589,52 +590,66 @@ def _check_speedup(speed, target, predicted, batch):
 
 
 def _speedup_spread(plan, layers, in_shapes, original, batch_shape, speedup):
-    """Per-layer targets for a whole-model ``speedup`` at ``batch_shape``: the size spread's
-    shape, CR_l = min(1, k sqrt(P_max / P_l)) (see :func:`_spread_network_target`), with k the
-    largest whose *measured* time meets the speed-up.
+    """Per-layer sizes for a whole-model ``speedup`` at ``batch_shape``, chosen greedily on
+    measured times (the rank selection of Zhang et al. 2016, on timings instead of MACs).
 
     The model, each approximable layer (dense) and each layer's factored form U V (random
     factors, in place) at the stored fractions :data:`TIME_GRID` are timed on the model's
-    device. A layer costs the lesser of its dense time and its factored time, interpolated
-    between grid points (dense above the grid): the speed fall-back keeps the faster. A layer
-    whose factored form at its share is no faster than dense is left as it is.
-    Returns the predicted speed-up."""
+    device. Every layer starts dense; while the summed time misses the goal, the layer whose
+    next smaller size loses the least weight energy per second saved steps down, where a
+    layer's energy at rank r is the share of ||W||_F^2 its r leading singular values hold
+    (data-free), and the objective is the product of the layers' shares. A layer that never
+    steps down stays as it is. Returns the predicted speed-up.
+    """
     def seconds(module, shape):
         return measure_latency(module, shape, repeats=TIME_REPEATS)["median_s"]
 
     batch = batch_shape[0]
     total = seconds(original, batch_shape)
     free = [(n, m) for n, m in layers if not plan[n].skip]
-    shapes = {n: (batch, *in_shapes[n][1:]) for n, _ in free}
-    dense = {n: seconds(m, shapes[n]) for n, m in free}
-    curves = {n: _factored_times(m, shapes[n], seconds) for n, m in free}
-    fixed = total - sum(dense.values())  # what stays: other work and the layers kept as is
-    sizes = {n: lowered_weight(m).numel() for n, m in free}
-    p_max = max(sizes.values(), default=1)
+    options = {}  # name -> [(stored fraction, seconds, log energy)], dense first
+    for n, m in free:
+        shape = (batch, *in_shapes[n][1:])
+        dense = seconds(m, shape)
+        log_energy = _log_energy(m)
+        options[n] = [(1.0, dense, 0.0)] + [
+            (cr, t, log_energy(cr)) for cr, t in zip(TIME_GRID, _factored_times(m, shape, seconds))
+            if t < dense][::-1]
+    at = {n: 0 for n in options}  # each layer's current option
+    goal = total / speedup
+    spent = total
+    while spent > goal:
+        moves = [((opts[at[n]][2] - opts[i][2]) / (opts[at[n]][1] - opts[i][1]), n, i)
+                 for n, opts in options.items()
+                 for i in [_next_faster(opts, at[n])] if i is not None]
+        if not moves:
+            raise ValueError(f"target_speedup={speedup} is out of reach here: at batch {batch} "
+                             f"the layers that may be approximated take "
+                             f"{sum(o[0][1] for o in options.values()) / total:.0%} of the "
+                             f"model's time, and at the smallest sizes timed their factored "
+                             f"forms give at most {total / spent:.2f}x")
+        _, n, i = min(moves)
+        spent -= options[n][at[n]][1] - options[n][i][1]
+        at[n] = i
+    for n, opts in options.items():
+        plan[n].target_cr, plan[n].skip = opts[at[n]][0], at[n] == 0
+    return total / spent
 
-    def crs(k):
-        return {n: min(1.0, k * math.sqrt(p_max / p)) for n, p in sizes.items()}
 
-    def cost(n, cr):
-        return min(dense[n], _interpolate(curves[n], cr, dense[n]))
+def _next_faster(options, i):
+    """Index of the largest size after ``i`` that runs faster than option ``i`` (or None)."""
+    return next((j for j in range(i + 1, len(options)) if options[j][1] < options[i][1]), None)
 
-    def time_at(k):
-        return fixed + sum(cost(n, cr) for n, cr in crs(k).items())
 
-    if not free or time_at(0.0) > total / speedup:
-        best = total / (time_at(0.0) if free else total)
-        raise ValueError(f"target_speedup={speedup} is out of reach here: at batch {batch} "
-                         f"the layers that may be approximated take "
-                         f"{sum(dense.values()) / total:.0%} of the model's time, and at the "
-                         f"smallest sizes timed their factored forms give at most {best:.2f}x")
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        k = (lo + hi) / 2
-        lo, hi = (k, hi) if time_at(k) <= total / speedup else (lo, k)
-    for n, cr in crs(lo).items():
-        plan[n].target_cr = cr
-        plan[n].skip = cost(n, cr) >= dense[n]  # dense anyway: solving it would only add error
-    return total / time_at(lo)
+def _log_energy(mod):
+    """cr -> log of the share of ||W||_F^2 that the rank r(cr) = cr n d / (n + d) truncated SVD
+    of ``mod``'s lowered weight keeps."""
+    W = lowered_weight(mod).double()
+    n, d = W.shape
+    share = torch.linalg.svdvals(W).pow(2).cumsum(0)
+    share = (share / share[-1]).tolist()
+    return lambda cr: math.log(max(share[min(max(1, round(cr * n * d / (n + d))),
+                                             len(share)) - 1], 1e-300))
 
 
 #: stored fractions of a layer at which :func:`_speedup_spread` times its factored form
@@ -653,17 +668,6 @@ def _factored_times(mod, shape, seconds):
         layer = cls.from_factors(mod, torch.zeros_like(W), torch.randn(n, r), torch.randn(r, d))
         times.append(max(seconds(layer, shape), times[-1] if times else 0.0))
     return times
-
-
-def _interpolate(times, cr, dense):
-    """A layer's time at stored fraction ``cr`` from its :data:`TIME_GRID` times (the
-    smallest below the grid, ``dense`` above it)."""
-    if cr > TIME_GRID[-1]:
-        return dense
-    for (c0, t0), (c1, t1) in zip(zip(TIME_GRID, times), zip(TIME_GRID[1:], times[1:])):
-        if cr <= c1:
-            return t0 if cr <= c0 else t0 + (t1 - t0) * (cr - c0) / (c1 - c0)
-    return times[-1]
 
 
 @dataclass

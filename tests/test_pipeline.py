@@ -364,7 +364,7 @@ def _stored(rep, name):
 
 
 def test_speedup_budget_meets_the_measured_times(trained, monkeypatch):
-    """target_speedup scales the size spread until the measured times meet it: with every
+    """target_speedup steps the layers down until the measured times meet it: with every
     layer's factored time scripted as (0.1 + stored fraction) of its dense time, the plan's
     time is within the goal; a layer whose factored form is never faster (scripted at twice
     its dense time) is left as it is, not solved."""
@@ -383,6 +383,22 @@ def test_speedup_budget_meets_the_measured_times(trained, monkeypatch):
                         for n in layers.values())
     assert planned <= total / 1.6 * 1.02
     assert rep.params_compressed < rep.params_original
+
+
+def test_speedup_budget_cuts_where_the_time_is(trained, monkeypatch):
+    """A layer scripted to hold most of the time is cut further than every other, which
+    would lose weight energy for little time saved."""
+    model, calib, _ = trained
+    layers = {tuple(m.weight.shape[:2]): n for n, m in model.named_modules()
+              if isinstance(m, (nn.Conv2d, nn.Linear))}
+    slow = (64, 64)
+    dense = {k: 5.0 if k == slow else 0.2 for k in layers}
+    factored = {k: (lambda cr, t=dense[k]: t * (0.1 + cr)) for k in layers}
+    total = sum(dense.values()) + 0.5
+    _scripted_latency(monkeypatch, dense, factored, total)
+    _, rep = compress(model, calib, target_speedup=1.8, fallback=None, progress=False)
+    others = [_stored(rep, n) for k, n in layers.items() if k != slow]
+    assert _stored(rep, layers[slow]) < min(others)
 
 
 def test_speedup_budget_warns_when_the_whole_model_falls_short(trained, monkeypatch):
