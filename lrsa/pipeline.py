@@ -593,9 +593,12 @@ def _speedup_spread(plan, layers, in_shapes, original, batch_shape, speedup):
     """Per-layer sizes for a whole-model ``speedup`` at ``batch_shape``, chosen greedily on
     measured times (the rank selection of Zhang et al. 2016, on timings instead of MACs).
 
-    The model, each approximable layer (dense) and each layer's factored form U V (random
-    factors, in place) at the stored fractions :data:`TIME_GRID` are timed on the model's
-    device. Every layer starts dense; while the summed time misses the goal, the layer whose
+    The model and each approximable layer (dense) are timed on the model's device, and each
+    layer's factored form U V (random factors, in place) at the stored fractions
+    :data:`TIME_GRID` against the dense layer, interleaved (the ratio is what a slow spell
+    on a shared machine leaves intact), at the calibration batch size and at batch 1; a
+    size counts only where it is faster at both, as the speed fall-back demands. Every
+    layer starts dense; while the summed time misses the goal, the layer whose
     next smaller size loses the least weight energy per second saved steps down, where a
     layer's energy at rank r is the share of ||W||_F^2 its r leading singular values hold
     (data-free), and the objective is the product of the layers' shares. A layer that never
@@ -607,14 +610,7 @@ def _speedup_spread(plan, layers, in_shapes, original, batch_shape, speedup):
     batch = batch_shape[0]
     before = seconds(original, batch_shape)
     free = [(n, m) for n, m in layers if not plan[n].skip]
-    options = {}  # name -> [(stored fraction, seconds, log energy)], dense first
-    for n, m in free:
-        shape = (batch, *in_shapes[n][1:])
-        dense = seconds(m, shape)
-        log_energy = _log_energy(m)
-        options[n] = [(1.0, dense, 0.0)] + [
-            (cr, t, log_energy(cr)) for cr, t in zip(TIME_GRID, _factored_times(m, shape, seconds))
-            if t < dense][::-1]
+    options = {n: _size_options(m, (batch, *in_shapes[n][1:]), seconds) for n, m in free}
     # timed before and after the layers: a slow spell on a shared machine during one
     # measurement would otherwise count as work the layers cannot save (seen: 34 % of the
     # time in the layers in one run, 70-80 % in others)
@@ -640,6 +636,15 @@ def _speedup_spread(plan, layers, in_shapes, original, batch_shape, speedup):
     return total / spent
 
 
+def _size_options(mod, shape, seconds):
+    """[(stored fraction, seconds, log energy)] of ``mod`` at input ``shape``: dense first,
+    then the sizes of :data:`TIME_GRID` that run faster factored, largest first."""
+    dense = seconds(mod, shape)
+    log_energy = _log_energy(mod)
+    return [(1.0, dense, 0.0)] + [(cr, dense * f, log_energy(cr)) for cr, f in
+                                  zip(TIME_GRID, _factored_fractions(mod, shape)) if f < 1][::-1]
+
+
 def _next_faster(options, i):
     """Index of the largest size after ``i`` that runs faster than option ``i`` (or None)."""
     return next((j for j in range(i + 1, len(options)) if options[j][1] < options[i][1]), None)
@@ -660,18 +665,24 @@ def _log_energy(mod):
 TIME_GRID = (0.02, 0.05, 0.1, 0.15, 0.22, 0.32, 0.45, 0.6)
 
 
-def _factored_times(mod, shape, seconds):
-    """Seconds of ``mod``'s factored form U V (random factors) at each fraction of
-    :data:`TIME_GRID`, made non-decreasing (a larger rank is never assumed faster)."""
+def _factored_fractions(mod, shape):
+    """Time of ``mod``'s factored form U V (random factors) over its own, timed interleaved
+    in place, at each stored fraction of :data:`TIME_GRID`, at batch ``shape[0]``; made
+    non-decreasing (a larger rank is never assumed faster). Where the form is not faster at
+    batch 1 too, the fraction is 1 (the speed fall-back would keep the layer dense)."""
     W = lowered_weight(mod)
     n, d = W.shape
     cls = SparseLowRankLinear if isinstance(mod, nn.Linear) else SparseLowRankConv2d
-    times = []
+    fractions = []
     for cr in TIME_GRID:
         r = max(1, round(cr * n * d / (n + d)))
         layer = cls.from_factors(mod, torch.zeros_like(W), torch.randn(n, r), torch.randn(r, d))
-        times.append(max(seconds(layer, shape), times[-1] if times else 0.0))
-    return times
+        ratios = [1 / compare_latency(mod, layer, (b, *shape[1:]),
+                                      repeats=TIME_REPEATS)["speedup"]
+                  for b in sorted({1, shape[0]})]
+        f = ratios[-1] if max(ratios) < 1 else 1.0
+        fractions.append(max(f, fractions[-1] if fractions else 0.0))
+    return fractions
 
 
 @dataclass

@@ -341,21 +341,31 @@ def test_mac_budget_is_met_and_cuts_early_layers_more(trained):
         compress(model, calib, network_cr=0.5, network_macs=0.5, progress=False)
 
 
-def _scripted_latency(monkeypatch, dense_seconds, factored_seconds, total):
-    """measure_latency as a script: a Conv2d/Linear takes ``dense_seconds[(out, in)]``, its
-    factored form ``factored_seconds[(out, in)](stored fraction of U V)``, anything else (the
-    whole model) ``total``."""
-    def latency(module, shape, repeats):
+def _scripted_latency(monkeypatch, dense_seconds, factored_seconds, total, whole=10.0):
+    """Timing as a script: a Conv2d/Linear takes ``dense_seconds[(out, in)]``, its factored
+    form ``factored_seconds[(out, in)](stored fraction of U V)`` (at every batch size),
+    anything else (the whole model) ``total``; compared with the original, the compressed
+    model is ``whole`` times faster."""
+    def seconds(module):
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            return {"median_s": dense_seconds[tuple(module.weight.shape[:2])]}
+            return dense_seconds[tuple(module.weight.shape[:2])]
         if isinstance(module, (SparseLowRankConv2d, SparseLowRankLinear)):
             W = module.to_dense_weight()
-            n, d = W.shape[0], W[0].numel()
-            out_in = (n, module.lowrank_v.weight.shape[1])
-            return {"median_s": factored_seconds[out_in](module.rank * (n + d) / (n * d))}
-        return {"median_s": total}
+            stored = module.num_parameters_stored / module.num_parameters_dense
+            return factored_seconds[tuple(W.shape[:2])](stored)
+        return total
+
+    def latency(module, shape, repeats):
+        return {"median_s": seconds(module)}
+
+    def compare(original, compressed, shape, repeats):
+        a, b = (seconds(original), seconds(compressed)) if isinstance(
+            compressed, (SparseLowRankConv2d, SparseLowRankLinear)) else (whole, 1.0)
+        return {"original_median_s": a, "compressed_median_s": b, "speedup": a / b}
 
     monkeypatch.setattr(lrsa.pipeline, "measure_latency", latency)
+    monkeypatch.setattr(lrsa.pipeline, "compare_latency", compare)
+    monkeypatch.setattr(lrsa.layers, "compare_latency", compare)
 
 
 def _stored(rep, name):
@@ -406,13 +416,8 @@ def test_speedup_budget_warns_when_the_whole_model_falls_short(trained, monkeypa
     layers = [tuple(m.weight.shape[:2]) for m in model.modules()
               if isinstance(m, (nn.Conv2d, nn.Linear))]
     _scripted_latency(monkeypatch, {k: 1.0 for k in layers},
-                      {k: (lambda cr: 0.1 + cr) for k in layers}, total=len(layers) + 1.0)
-
-    def measured(original, compressed, shape, repeats):  # faster, but not 1.6x
-        return {"original_median_s": 1.2, "compressed_median_s": 1.0, "speedup": 1.2}
-
-    monkeypatch.setattr(lrsa.layers, "compare_latency", measured)
-    monkeypatch.setattr(lrsa.pipeline, "compare_latency", measured)
+                      {k: (lambda cr: 0.1 + cr) for k in layers}, total=len(layers) + 1.0,
+                      whole=1.2)  # faster, but not 1.6x
     with pytest.warns(UserWarning, match=r"target_speedup=1.6: .* 1\.20x at batch 128"):
         _, rep = compress(model, calib, target_speedup=1.6, progress=False)
     assert rep.speed["target_speedup"] == 1.6 and rep.speed["predicted_speedup"] >= 1.6
