@@ -435,3 +435,18 @@ def test_speedup_budget_out_of_reach_says_why(trained, monkeypatch):
         compress(model, calib, target_speedup=2.0, progress=False)
     with pytest.raises(ValueError, match="must be > 1"):
         compress(model, calib, target_speedup=0.5, progress=False)
+
+
+def test_a_alone_only_when_the_plan_asks_for_it(trained):
+    """The default never stores a layer as A alone (it won on held-out layer error yet lost
+    about a point of VGG-16's accuracy); a plan with ratio=inf gets exactly that."""
+    import math
+
+    from lrsa.pipeline import LayerPlan
+    model, calib, _ = trained
+    _, rep = compress(model, calib, network_cr=0.3, fallback=None, progress=False)
+    solved = [r for r in rep.layers if r["kind"] == "factored"]
+    assert solved and all(r["choice"] != "A only" for r in solved)
+    plan = {r["name"]: LayerPlan(ratio=math.inf, target_cr=0.3) for r in solved}
+    _, rep = compress(model, calib, plan=plan, fallback=None, progress=False)
+    assert {r["choice"] for r in rep.layers if r["kind"] == "factored"} == {"A only"}
