@@ -374,7 +374,7 @@ def _grid_point(X, Z, W, b, frac, ratio, response, group, max_iter, tol):
                                    group, "lrsa", max_iter, tol)
     cr_a = extra["kept_channels"] * group / d
     cr_b = sol.rank * (n + d) / (n * d)
-    Z_hat = sol.W @ X + b[:, None]
+    Z_hat = sol.W @ X + sol.bias[:, None]  # the ReLU refinement may move the bias
     relu_error = _relative(torch.relu(Z_hat), torch.relu(Z))  # = relu_output_error
     rel = relu_error if response == "relu" else _relative(Z_hat, Z)
     sv = torch.linalg.svdvals(sol.B.double()) if sol.rank else torch.zeros(0)

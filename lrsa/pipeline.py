@@ -95,7 +95,8 @@ def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, exclude=()):
 
     The paper keeps its FC layers sparse only; here they get A + B like the convolutions,
     since dropping whole input features of an FC layer costs more accuracy per stored
-    weight than a low-rank part (a plan with ``ratio=math.inf`` asks for A alone).
+    weight than a low-rank part (with a size target, A alone only where a plan asks for it
+    with ``ratio=math.inf``).
 
     layers : ordered (name, module) pairs (see :func:`lrsa.features.find_layers`).
     """
@@ -286,17 +287,18 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
 
     ``method="lrsa"``: the ADMM (Algorithm 1, linear response, where the problem is convex)
     ranks the input channels by the l2 norm of their columns of A (:func:`_rank_channels`);
-    candidate splits of the budget between kept channels and rank (B only, the ADMM's
-    channels in quarters with the rest as rank; A only when the plan's ``ratio`` is inf)
-    are fitted exactly (:class:`lrsa.solver.StructuredFit`)
+    candidate splits of the budget between kept channels and rank (B only, A only, the
+    ADMM's channels in quarters) are fitted exactly (:class:`lrsa.solver.StructuredFit`)
     on 80 % of the samples and judged on the other 20 % (:func:`_choose`); the winner is
     refitted on all samples and, for the ReLU response, refined on the post-ReLU targets
     where that lowered the held-out error. With ``target_cr`` the budget is
     ``target_cr n d`` stored weights; without, the ADMM's own structure sets it.
-    A alone is not a candidate otherwise: it can win on held-out layer error and still lose
-    in the network (VGG-16 at equal per-layer sizes, code `6f86205`: A only on conv4-2 ..
-    conv5-3, as chosen, 85.35 % top-1 before fine-tuning; the same layers with rank 45-146
-    instead, 86.42 %; reduced-rank regression 86.16 %).
+    With a ``target_cr``, A alone is not a candidate unless the plan's ``ratio`` is inf: it
+    can win on held-out layer error and still lose in the network (VGG-16 at equal
+    per-layer sizes, code `6f86205`: A only on conv4-2 .. conv5-3, as chosen, 85.35 % top-1
+    before fine-tuning; the same layers with rank 45-146 instead, 86.42 %; reduced-rank
+    regression 86.16 %). Without one (the ADMM's own structure, the paper's lambda mode)
+    all candidates stay.
     ``"svd"``: truncated SVD of W (data-free); ``"rrr"``: reduced-rank regression (B
     only, linear response). Both need ``target_cr``.
     """
@@ -320,10 +322,11 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
             if budget is None:
                 budget = kept_admm * group * n + admm.rank * (n + d)
             m_only = min(d // group, budget // (group * n))
-            cands = {m_only} if sparse_only else {0} | {kept_admm * q // 4 for q in range(1, 5)}
+            cands = {m_only} if sparse_only else \
+                {0, m_only} | {kept_admm * q // 4 for q in range(1, 5)}
         splits = [(m, max(0, min(r_max, (budget - m * group * n) // (n + d))))
                   for m in sorted(cands) if m * group * n <= budget]
-        if not sparse_only:  # A alone: it wins on held-out layer error, loses in the network
+        if p.target_cr is not None and not sparse_only:  # A alone: see the docstring
             splits = [(m, r) for m, r in splits if r > 0 or m == 0] or splits
         (m, r), refine = _choose(X, Z, b, splits, order, group,
                                  response == "relu" and method == "lrsa", seed)
