@@ -157,13 +157,14 @@ def run_compress(args, model):
     if not rank0:
         compressed = load_compressed(handover, build=lambda: copy.deepcopy(model))[0]
     t0 = time.perf_counter()
+    max_grad_norm = args.finetune_max_grad_norm or None  # 0: no cap
     if args.finetune_epochs:
         teacher = None if args.distill == "none" else fold_batchnorm(copy.deepcopy(model))
         finetune(compressed.to(dev), train_loader, epochs=args.finetune_epochs,
                  lr=args.finetune_lr, teacher=None if teacher is None else teacher.to(dev),
                  feature_weight=1.0 if args.distill == "features" else 0.0,
                  bf16=args.bf16, progress=rank0, seed=args.seed,
-                 max_grad_norm=args.finetune_max_grad_norm or None)
+                 max_grad_norm=max_grad_norm)
     ft_seconds = time.perf_counter() - t0
     if not rank0:
         return None
@@ -181,7 +182,7 @@ def run_compress(args, model):
             "top1_finetuned": top1_ft, "approx_seconds": rep.seconds,
             "finetune_epochs": args.finetune_epochs, "finetune_seconds": ft_seconds,
             "finetune_distill": args.distill, "finetune_processes": distributed.world_size(),
-            "finetune_max_grad_norm": args.finetune_max_grad_norm or None,
+            "finetune_max_grad_norm": max_grad_norm,
             "speed_check": rep.speed,
             **{f"top1_{k}": v["top1"] for k, v in baselines.items()},
             **{f"params_{k}": v["params"] for k, v in baselines.items()},

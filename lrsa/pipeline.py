@@ -509,11 +509,11 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     original = fold_batchnorm(copy.deepcopy(model).eval())
     layers = find_layers(original, first[:1])
     in_shapes, relu_after = _trace(original, first[:1])
-    plan, predicted = _network_plan(layers, in_shapes, plan,
-                         dict(frac=frac, ratio=ratio, target_cr=target_cr, exclude=exclude),
-                         network_cr=network_cr, network_macs=network_macs,
-                         target_speedup=target_speedup, original=original,
-                         batch_shape=tuple(first.shape))
+    plan, predicted = _network_plan(
+        layers, in_shapes, plan,
+        dict(frac=frac, ratio=ratio, target_cr=target_cr, exclude=exclude),
+        network_cr=network_cr, network_macs=network_macs, target_speedup=target_speedup,
+        original=original, batch_shape=tuple(first.shape))
     # fallback is left out: it decides how A + U V is run, not what A, U, V are
     settings = dict(response=response, strategy=strategy, method=method,
                     samples_per_image=samples_per_image, max_samples=max_samples,
@@ -659,15 +659,19 @@ def _next_faster(options, i):
     return next((j for j in range(i + 1, len(options)) if options[j][1] < options[i][1]), None)
 
 
+def _rank_at(cr, n, d):
+    """The rank (at least 1) whose U V stores the fraction ``cr`` of an n x d weight."""
+    return max(1, round(cr * n * d / (n + d)))
+
+
 def _log_energy(mod):
-    """cr -> log of the share of ||W||_F^2 that the rank r(cr) = cr n d / (n + d) truncated SVD
+    """cr -> log of the share of ||W||_F^2 that the rank :func:`_rank_at` (cr) truncated SVD
     of ``mod``'s lowered weight keeps."""
     W = lowered_weight(mod).double()
     n, d = W.shape
     share = torch.linalg.svdvals(W).pow(2).cumsum(0)
     share = (share / share[-1]).tolist()
-    return lambda cr: math.log(max(share[min(max(1, round(cr * n * d / (n + d))),
-                                             len(share)) - 1], 1e-300))
+    return lambda cr: math.log(max(share[min(_rank_at(cr, n, d), len(share)) - 1], 1e-300))
 
 
 #: stored fractions of a layer at which :func:`_speedup_spread` times its factored form
@@ -684,7 +688,7 @@ def _factored_fractions(mod, shape):
     cls = SparseLowRankLinear if isinstance(mod, nn.Linear) else SparseLowRankConv2d
     fractions = []
     for cr in TIME_GRID:
-        r = max(1, round(cr * n * d / (n + d)))
+        r = _rank_at(cr, n, d)
         layer = cls.from_factors(mod, torch.zeros_like(W), torch.randn(n, r), torch.randn(r, d))
         ratios = [1 / compare_latency(mod, layer, (b, *shape[1:]),
                                       repeats=TIME_REPEATS)["speedup"]
