@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import heapq
 import json
 import math
 import time
@@ -664,13 +665,18 @@ def _rank_at(cr, n, d):
     return max(1, round(cr * n * d / (n + d)))
 
 
+def _energy_shares(mod):
+    """Share of ||W||_F^2 that the leading singular values of ``mod``'s lowered weight hold:
+    entry r - 1 for rank r."""
+    share = torch.linalg.svdvals(lowered_weight(mod).double()).pow(2).cumsum(0)
+    return (share / share[-1].clamp_min(1e-300)).tolist()
+
+
 def _log_energy(mod):
     """cr -> log of the share of ||W||_F^2 that the rank :func:`_rank_at` (cr) truncated SVD
     of ``mod``'s lowered weight keeps."""
-    W = lowered_weight(mod).double()
-    n, d = W.shape
-    share = torch.linalg.svdvals(W).pow(2).cumsum(0)
-    share = (share / share[-1]).tolist()
+    n, d = lowered_weight(mod).shape
+    share = _energy_shares(mod)
     return lambda cr: math.log(max(share[min(_rank_at(cr, n, d), len(share)) - 1], 1e-300))
 
 
@@ -908,37 +914,61 @@ def _trace(model, x):
 
 def _spread_network_target(plan, layers, target, costs=None, name="network_cr",
                            unit="weights"):
-    """Per-layer targets CR_l = min(1, k sqrt(C_max / C_l)) with sum_l CR_l C_l meeting
-    ``target`` times the total cost.
+    """Per-layer sizes meeting ``target`` times the network's total cost, chosen greedily
+    (the rank selection of Zhang et al. 2016, data-free): every layer that may be
+    approximated starts at rank 1, and the one whose next rank adds the most log weight
+    energy (the share of ||W||_F^2 its leading singular values hold) per unit of cost takes
+    it, until the budget is spent. So the objective is the product of the layers' shares;
+    since each share is concave in the rank, the greedy steps are optimal where the steps
+    cost the same. A layer whose rank reaches its dense size stays dense (``target_cr`` 1).
 
     ``costs``: name -> the layer's cost at full size, its weights by default; its
-    multiply-adds for a MAC budget (a factored layer's MACs scale with its stored size).
-    Cheap (early) layers keep more, costly ones less, the pattern of the paper's Table I;
-    k is found by bisection.
+    multiply-adds for a MAC budget (a factored layer's MACs scale with its stored size, so
+    one rank costs (n + d) / (n d) of them).
+
+    Measured on VGG-16 (CIFAR-10, 5.08x fewer parameters, top-1 before fine-tuning, same
+    calibration images): this spread gave reduced-rank regression 87.76 % and lrsa 87.72 %
+    where the earlier rule CR_l ~ 1/sqrt(weights_l) (the pattern of the paper's Table I)
+    gave 86.94 % and 87.04 %; see the README.
     """
     if not 0 < target <= 1:
         raise ValueError(f"{name} must be in (0, 1], got {target}")
+    modules = dict(layers)
     sizes = costs if costs is not None else {n: lowered_weight(m).numel() for n, m in layers}
     total = sum(sizes.values())
     kept = sum(sizes[n] for n in sizes if plan[n].skip)
-    free = {n: p for n, p in sizes.items() if not plan[n].skip}
+    free = [n for n in sizes if not plan[n].skip]
     if not free or target * total <= kept:
         raise ValueError(f"{name}={target} is out of reach: the skipped layers alone "
                          f"hold {kept / total:.1%} of the {unit}")
-    p_max = max(free.values())
+    shapes = {n: lowered_weight(modules[n]).shape for n in free}
+    step = {n: sizes[n] * (nn_ + d) / (nn_ * d) for n, (nn_, d) in shapes.items()}
+    shares = {n: _energy_shares(modules[n]) for n in free}
+    full = {n: min(len(shares[n]), nn_ * d // (nn_ + d)) for n, (nn_, d) in shapes.items()}
+    rank = dict.fromkeys(free, 1)
+    budget, spent = target * total - kept, sum(step.values())
+    if spent > budget:
+        raise ValueError(f"{name}={target} is out of reach: rank 1 on every layer that may be "
+                         f"approximated already takes {(spent + kept) / total:.1%} of the "
+                         f"{unit}")
 
-    def crs(k):
-        return {n: min(1.0, k * math.sqrt(p_max / p)) for n, p in free.items()}
+    def gain(n):  # log energy added by the next rank, per unit of cost
+        share = shares[n]
+        return (math.log(max(share[rank[n]], 1e-300))
+                - math.log(max(share[rank[n] - 1], 1e-300))) / step[n]
 
-    lo, hi = 0.0, 1.0
-    for _ in range(60):
-        k = (lo + hi) / 2
-        if sum(c * free[n] for n, c in crs(k).items()) + kept > target * total:
-            hi = k
-        else:
-            lo = k
-    for n, cr in crs(lo).items():
-        plan[n].target_cr = cr
+    heap = [(-gain(n), n) for n in free if rank[n] < full[n]]
+    heapq.heapify(heap)
+    while heap:
+        _, n = heapq.heappop(heap)
+        if spent + step[n] > budget:
+            continue  # its next rank no longer fits; cheaper layers' may
+        spent += step[n]
+        rank[n] += 1
+        if rank[n] < full[n]:
+            heapq.heappush(heap, (-gain(n), n))
+    for n, (nn_, d) in shapes.items():
+        plan[n].target_cr = 1.0 if rank[n] >= full[n] else rank[n] * (nn_ + d) / (nn_ * d)
 
 
 #: :func:`finetune`'s default gradient-norm cap

@@ -450,3 +450,55 @@ def test_a_alone_only_when_the_plan_asks_for_it(trained):
     plan = {r["name"]: LayerPlan(ratio=math.inf, target_cr=0.3) for r in solved}
     _, rep = compress(model, calib, plan=plan, fallback=None, progress=False)
     assert {r["choice"] for r in rep.layers if r["kind"] == "factored"} == {"A only"}
+
+
+def _linear_with_spectrum(n, d, singular_values, seed):
+    """nn.Linear(d, n) whose weight has the given singular values (random singular vectors)."""
+    g = torch.Generator().manual_seed(seed)
+    P, _ = torch.linalg.qr(torch.randn(n, n, generator=g))
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
+    s = torch.tensor(singular_values, dtype=torch.float32)
+    layer = nn.Linear(d, n)
+    with torch.no_grad():
+        layer.weight.copy_(P[:, :len(s)] @ torch.diag(s) @ Q[:, :len(s)].T)
+    return layer
+
+
+def test_network_spread_is_the_brute_force_optimum_of_the_energy_product():
+    """Equal-shaped layers (every rank costs the same): the greedy spread's ranks maximize
+    the product of the layers' kept shares of ||W||_F^2 over every rank combination within
+    the budget (brute force), and the budget holds."""
+    import itertools
+    import math
+
+    from lrsa.pipeline import LayerPlan, _spread_network_target
+    n, d, budget_ranks = 12, 12, 9  # a rank of a 12 x 12 layer stores 24 of its 144 weights
+    spectra = [[9, 0.5, 0.3, 0.2, 0.1, 0.05], [3, 2.9, 2.8, 2.7, 0.2, 0.1],
+               [5, 4, 1, 0.5, 0.2, 0.1]]  # optimum (1, 4, 4), not the even (3, 3, 3)
+    layers = [(f"fc{i}", _linear_with_spectrum(n, d, s, i)) for i, s in enumerate(spectra)]
+    plan = {name: LayerPlan() for name, _ in layers}
+    _spread_network_target(plan, layers, budget_ranks * (n + d) / (3 * n * d))
+    ranks = [round(plan[name].target_cr * n * d / (n + d)) for name, _ in layers]
+
+    def log_energy(rs):
+        return sum(math.log(sum(x * x for x in s[:r]) / sum(x * x for x in s))
+                   for s, r in zip(spectra, rs))
+
+    best = max((rs for rs in itertools.product(range(1, 6), repeat=3)
+                if sum(rs) <= budget_ranks), key=log_energy)
+    assert sum(ranks) <= budget_ranks
+    assert log_energy(ranks) == pytest.approx(log_energy(best), abs=1e-9)
+
+
+def test_network_spread_keeps_a_layer_dense_and_refuses_a_budget_below_rank_one():
+    """A budget near the whole network's size leaves a layer dense (target_cr 1) rather than
+    storing factors larger than its weight; one that cannot give every layer rank 1 names
+    the problem."""
+    from lrsa.pipeline import LayerPlan, _spread_network_target
+    layers = [("a", _linear_with_spectrum(8, 8, [1] * 8, 0)),
+              ("b", _linear_with_spectrum(8, 8, [4, 2, 1, 0.5], 1))]
+    plan = {name: LayerPlan() for name, _ in layers}
+    _spread_network_target(plan, layers, 0.99)
+    assert plan["a"].target_cr == 1.0
+    with pytest.raises(ValueError, match="rank 1 on every layer"):
+        _spread_network_target(plan, layers, 0.05)
