@@ -942,7 +942,8 @@ def _spread_network_target(plan, layers, target, costs=None, name="network_cr",
         raise ValueError(f"{name}={target} is out of reach: the skipped layers alone "
                          f"hold {kept / total:.1%} of the {unit}")
     shapes = {n: lowered_weight(modules[n]).shape for n in free}
-    step = {n: sizes[n] * (nn_ + d) / (nn_ * d) for n, (nn_, d) in shapes.items()}
+    per_rank = {n: (nn_ + d) / (nn_ * d) for n, (nn_, d) in shapes.items()}  # of n d
+    step = {n: sizes[n] * per_rank[n] for n in free}
     shares = {n: _energy_shares(modules[n]) for n in free}
     full = {n: min(len(shares[n]), nn_ * d // (nn_ + d)) for n, (nn_, d) in shapes.items()}
     rank = dict.fromkeys(free, 1)
@@ -967,8 +968,8 @@ def _spread_network_target(plan, layers, target, costs=None, name="network_cr",
         rank[n] += 1
         if rank[n] < full[n]:
             heapq.heappush(heap, (-gain(n), n))
-    for n, (nn_, d) in shapes.items():
-        plan[n].target_cr = 1.0 if rank[n] >= full[n] else rank[n] * (nn_ + d) / (nn_ * d)
+    for n in free:
+        plan[n].target_cr = 1.0 if rank[n] >= full[n] else rank[n] * per_rank[n]
 
 
 #: :func:`finetune`'s default gradient-norm cap

@@ -2,6 +2,9 @@
 resume after a crash, save/load, fine-tuning."""
 
 
+import itertools
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -10,7 +13,8 @@ import lrsa.pipeline
 from lrsa.data import load_digits_images, make_loader
 from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
 from lrsa.models import small_cnn
-from lrsa.pipeline import compress, load_compressed, save_compressed
+from lrsa.pipeline import (LayerPlan, _spread_network_target, compress, load_compressed,
+                           save_compressed)
 from lrsa.report import count_parameters
 from lrsa.train import evaluate, train
 
@@ -440,9 +444,6 @@ def test_speedup_budget_out_of_reach_says_why(trained, monkeypatch):
 def test_a_alone_only_when_the_plan_asks_for_it(trained):
     """The default never stores a layer as A alone (it won on held-out layer error yet lost
     about a point of VGG-16's accuracy); a plan with ratio=inf gets exactly that."""
-    import math
-
-    from lrsa.pipeline import LayerPlan
     model, calib, _ = trained
     _, rep = compress(model, calib, network_cr=0.3, fallback=None, progress=False)
     solved = [r for r in rep.layers if r["kind"] == "factored"]
@@ -468,10 +469,6 @@ def test_network_spread_is_the_brute_force_optimum_of_the_energy_product():
     """Equal-shaped layers (every rank costs the same): the greedy spread's ranks maximize
     the product of the layers' kept shares of ||W||_F^2 over every rank combination within
     the budget (brute force), and the budget holds."""
-    import itertools
-    import math
-
-    from lrsa.pipeline import LayerPlan, _spread_network_target
     n, d, budget_ranks = 12, 12, 9  # a rank of a 12 x 12 layer stores 24 of its 144 weights
     spectra = [[9, 0.5, 0.3, 0.2, 0.1, 0.05], [3, 2.9, 2.8, 2.7, 0.2, 0.1],
                [5, 4, 1, 0.5, 0.2, 0.1]]  # optimum (1, 4, 4), not the even (3, 3, 3)
@@ -494,7 +491,6 @@ def test_network_spread_keeps_a_layer_dense_and_refuses_a_budget_below_rank_one(
     """A budget near the whole network's size leaves a layer dense (target_cr 1) rather than
     storing factors larger than its weight; one that cannot give every layer rank 1 names
     the problem."""
-    from lrsa.pipeline import LayerPlan, _spread_network_target
     layers = [("a", _linear_with_spectrum(8, 8, [1] * 8, 0)),
               ("b", _linear_with_spectrum(8, 8, [4, 2, 1, 0.5], 1))]
     plan = {name: LayerPlan() for name, _ in layers}
