@@ -121,6 +121,7 @@ def cmd_train(args):
 
 def _compress_args(args):
     return dict(frac=args.frac, ratio=args.ratio, target_cr=args.target_cr,
+                rank_multiple=args.rank_multiple,
                 network_cr=args.network_cr, network_macs=args.network_macs,
                 target_speedup=args.target_speedup, response=args.response, strategy=args.strategy,
                 samples_per_image=args.samples_per_image, max_samples=args.max_samples,
@@ -319,6 +320,8 @@ def _compress_options(sp):
     sp.add_argument("--ratio", type=float, default=3.0, help="lam2 / lam1 (paper 2.5-3)")
     sp.add_argument("--target-cr", type=float, default=None,
                     help="per-layer stored-size target in (0, 1] (fraction of n d)")
+    sp.add_argument("--rank-multiple", type=int, default=1,
+                    help="ranks in multiples of this (16 suits CPUs with 512-bit vectors)")
     sp.add_argument("--network-cr", type=float, default=None,
                     help="whole-network CR target in (0, 1]")
     sp.add_argument("--network-macs", type=float, default=None,

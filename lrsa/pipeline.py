@@ -63,15 +63,21 @@ class LayerPlan:
 
     frac : lam1 relative to the layer's gradient scale (with target_cr, the ADMM that ranks
     the input channels runs at it).
-    ratio : lam2 / lam1 (math.inf: sparse only, no low-rank part).
+    ratio : lam2 / lam1 (math.inf: sparse only, no low-rank part; 0: low-rank only, no
+    sparse part, which needs a target_cr).
     target_cr : stored size of this layer as a fraction of n d, in (0, 1]; >= 1 keeps it.
     skip : leave the layer as it is.
+    rank_multiple : the low-rank part's rank is a multiple of this where it is at least
+    this (what a budget cannot buy in whole multiples goes to kept channels, or is left
+    unspent by B alone). A CPU convolution computes its output channels in blocks of the
+    vector width, so a rank just above a multiple of 16 costs the next block's time.
     """
 
     frac: float = 0.03
     ratio: float = 3.0
     target_cr: float | None = None
     skip: bool = False
+    rank_multiple: int = 1
 
 
 def compress_like(model, calibration_data, report, **kwargs):
@@ -91,7 +97,8 @@ def matching_plan(report):
             LayerPlan(target_cr=r["params_compressed"] / r["params_original"]) for r in rows}
 
 
-def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, exclude=()):
+def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, rank_multiple=1,
+                 exclude=()):
     """The paper's defaults: skip the first conv and 1x1 convs; every other layer A + B.
 
     The paper keeps its FC layers sparse only; here they get A + B like the convolutions,
@@ -107,7 +114,8 @@ def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, exclude=()):
         skip = (name in exclude or (conv and first_conv)
                 or (conv and tuple(mod.kernel_size) == (1, 1)))
         first_conv = first_conv and not conv
-        plan[name] = LayerPlan(frac=frac, ratio=ratio, target_cr=target_cr, skip=skip)
+        plan[name] = LayerPlan(frac=frac, ratio=ratio, target_cr=target_cr, skip=skip,
+                               rank_multiple=rank_multiple)
     return plan
 
 
@@ -148,7 +156,8 @@ class LayerReport(Mapping):
         The response fitted: ``"relu"`` where a ReLU follows the layer, else ``"linear"``.
     choice : str or None
         ``"A+B"``, ``"A only"`` or ``"B only"``: the split of the budget chosen on held-out
-        samples.
+        samples; ``"B only (A+B not faster)"`` where the chosen A + B ran no faster than the
+        dense layer and B alone at the same size did (``fallback="time"``).
     kept_channels : int or None
         Input channels (columns for a Linear layer) the sparse part keeps.
     frac : float or None
@@ -309,6 +318,10 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     if method != "lrsa" and budget is None:
         raise ValueError(f"method={method!r} needs a target_cr (a size to match)")
     sparse_only = method == "lrsa" and math.isinf(p.ratio)  # the plan asks for A alone
+    if method == "lrsa" and p.ratio == 0:  # the plan asks for B alone: RRR + ReLU refit
+        if budget is None:
+            raise ValueError("ratio=0 (low-rank only) needs a target_cr (a size to fill)")
+        method = "rrr_relu"
     r_max = 0 if sparse_only else min(n, d)
     lin = LayerProblem(X, Z, b, "linear")
     admm, refined = None, False
@@ -325,12 +338,12 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
             m_only = min(d // group, budget // (group * n))
             cands = {m_only} if sparse_only else \
                 {0, m_only} | {kept_admm * q // 4 for q in range(1, 5)}
-        splits = [(m, max(0, min(r_max, (budget - m * group * n) // (n + d))))
-                  for m in sorted(cands) if m * group * n <= budget]
+        splits = sorted({_split(budget, m, n, d, group, r_max, p.rank_multiple)
+                         for m in cands if m * group * n <= budget})
         if p.target_cr is not None and not sparse_only:  # A alone: see the docstring
             splits = [(m, r) for m, r in splits if r > 0 or m == 0] or splits
         (m, r), refine = _choose(X, Z, b, splits, order, group,
-                                 response == "relu" and method == "lrsa", seed)
+                                 response == "relu" and method != "rrr", seed)
         A, U, V, _ = fit.fit(_columns(order, m, group), r)
         if refine:
             A, U, V, b = fit.refine_relu(lin.retarget(torch.relu(Z), "relu"), A, U, V)
@@ -343,12 +356,25 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     sol = dataclasses.replace(base, A=A, B=U @ V, U=U, V=V, bias=b, response=response,
                               objective=layer_objective(X, Y, A, U @ V, 0.0, 0.0,
                                                         response=response, bias=b))
+    method = "lrsa" if method == "rrr_relu" else method
     extra = {"choice": "A+B" if m and r else ("A only" if m else "B only"),
              "kept_channels": m, "frac": p.frac if method == "lrsa" else None,
              "method": method, "refined": refined,
              "ranked_by": None if method != "lrsa" else "admm" if admm is not None else "energy",
              "params_compressed": m * group * n + r * (n + d)}
     return sol, extra
+
+
+def _split(budget, m, n, d, group, r_max, multiple):
+    """(kept channels, rank) spending ``budget`` weights with at least ``m`` channels: the
+    rank rounded down to a multiple of ``multiple`` (once it reaches one), what that frees
+    going to more channels unless ``m`` is 0 (B alone stays B alone)."""
+    r = max(0, min(r_max, (budget - m * group * n) // (n + d)))
+    if r >= multiple:
+        r -= r % multiple
+        if m:
+            m = min(d // group, (budget - r * (n + d)) // (group * n))
+    return m, r
 
 
 def _columns(order, m, group):
@@ -442,8 +468,8 @@ def _as_batches(calibration_data, batch_size=128):
 
 
 def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target_cr=None,
-             network_cr=None, network_macs=None, target_speedup=None, response="relu",
-             strategy="asymmetric",
+             rank_multiple=1, network_cr=None, network_macs=None, target_speedup=None,
+             response="relu", strategy="asymmetric",
              method="lrsa", samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3,
              exclude=(), workdir=None, fallback="time", progress=True, seed=0, client=None):
     """Compress ``model`` by layer-wise sparse + low-rank approximation.
@@ -455,7 +481,9 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
         input batches or (inputs, labels) pairs, re-iterated once per layer (a list of
         tensors or a loader with a fixed order).
     plan : dict name -> :class:`LayerPlan`; default :func:`default_plan` with ``frac``,
-        ``ratio``, ``target_cr`` and ``exclude``.
+        ``ratio``, ``target_cr``, ``rank_multiple`` and ``exclude``.
+    rank_multiple : every layer's rank in multiples of this (see :class:`LayerPlan`); a
+        network budget is then spread in steps of this many ranks.
     network_cr : whole-network stored-size target over all Conv2d/Linear weights; overrides
         the per-layer targets (spread by :func:`_spread_network_target`).
     network_macs : instead, a whole-network multiply-add target (fraction of the Conv2d /
@@ -501,6 +529,9 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     """
     _check_options(response, strategy, method, fallback, network_cr, network_macs,
                    target_speedup)
+    if isinstance(rank_multiple, bool) or not isinstance(rank_multiple, int) \
+            or rank_multiple < 1:
+        raise ValueError(f"rank_multiple must be a positive integer, got {rank_multiple!r}")
     if client is not None and strategy != "symmetric":
         raise ValueError("client solves the symmetric strategy's layers in parallel; the "
                          "asymmetric strategy needs each layer's predecessors first")
@@ -512,7 +543,8 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     in_shapes, relu_after = _trace(original, first[:1])
     plan, predicted = _network_plan(
         layers, in_shapes, plan,
-        dict(frac=frac, ratio=ratio, target_cr=target_cr, exclude=exclude),
+        dict(frac=frac, ratio=ratio, target_cr=target_cr, rank_multiple=rank_multiple,
+             exclude=exclude),
         network_cr=network_cr, network_macs=network_macs, target_speedup=target_speedup,
         original=original, batch_shape=tuple(first.shape))
     # fallback is left out: it decides how A + U V is run, not what A, U, V are
@@ -746,6 +778,9 @@ def _compress_layer(run, idx, name, mod, p):
             atomic_torch_save({"row": dict(row), "A": A.cpu(), "U": U.cpu(), "V": V.cpu(),
                                "bias": b.cpu(), "provenance": expected}, done)
     choice = _build(mod, A, U, V, b, run.in_shapes[name], run.fallback, run.batch_sizes)
+    if choice.kind != "factored" and row.choice == "A+B" and run.fallback == "time":
+        row, (A, U, V, b), choice = _low_rank_instead(run, name, mod, p, row,
+                                                      (A, U, V, b), choice)
     # a layer that runs no faster factored keeps its original weights: a dense A + U V
     # would cost the same and only add the approximation's error
     _set_module(run.compressed, name, choice.module if choice.kind == "factored"
@@ -756,6 +791,25 @@ def _compress_layer(run, idx, name, mod, p):
     else:
         row.params_compressed = n * d
     return row
+
+
+def _low_rank_instead(run, name, mod, p, row, factors, choice):
+    """(row, factors, choice) of B alone at the same stored size where A + B ran no faster
+    than the dense layer: the sparse part is a convolution of its own over few input
+    channels, which costs a CPU more time than its multiply-adds (VGG-16's conv2-2 under
+    a multiply-add budget: rank 48 and 17 kept channels not faster, rank 48 alone 2.3x
+    faster timed alone). Kept only if it is faster; otherwise the dense layer stays."""
+    n, d = row.n, row.d
+    alone = dataclasses.replace(p, ratio=0.0, target_cr=row.params_compressed / (n * d))
+    new_row, new_factors = _layer(run.original, run.compressed, name, mod, run.batches, alone,
+                              _response(run, name), "lrsa", run.settings["strategy"],
+                              run.settings, _initial_row(name, mod))
+    new_choice = _build(mod, *new_factors, run.in_shapes[name], run.fallback,
+                        run.batch_sizes)
+    if new_choice.kind != "factored":
+        return row, factors, choice
+    return (dataclasses.replace(new_row, choice="B only (A+B not faster)"), new_factors,
+            new_choice)
 
 
 def _initial_row(name, mod):
@@ -921,6 +975,7 @@ def _spread_network_target(plan, layers, target, costs=None, name="network_cr",
     it, until the budget is spent. So the objective is the product of the layers' shares;
     since each share is concave in the rank, the greedy steps are optimal where the steps
     cost the same. A layer whose rank reaches its dense size stays dense (``target_cr`` 1).
+    With a plan's ``rank_multiple`` q, its layer starts at rank q and grows q ranks a step.
 
     ``costs``: name -> the layer's cost at full size, its weights by default; its
     multiply-adds for a MAC budget (a factored layer's MACs scale with its stored size, so
@@ -946,26 +1001,30 @@ def _spread_network_target(plan, layers, target, costs=None, name="network_cr",
     step = {n: sizes[n] * per_rank[n] for n in free}
     shares = {n: _energy_shares(modules[n]) for n in free}
     full = {n: min(len(shares[n]), nn_ * d // (nn_ + d)) for n, (nn_, d) in shapes.items()}
-    rank = dict.fromkeys(free, 1)
-    budget, spent = target * total - kept, sum(step.values())
+    rank = {n: min(plan[n].rank_multiple, full[n]) for n in free}
+    budget, spent = target * total - kept, sum(rank[n] * step[n] for n in free)
     if spent > budget:
-        raise ValueError(f"{name}={target} is out of reach: rank 1 on every layer that may be "
-                         f"approximated already takes {(spent + kept) / total:.1%} of the "
-                         f"{unit}")
+        raise ValueError(f"{name}={target} is out of reach: the smallest rank (1, or the plan's "
+                         "rank_multiple) on every layer that may be approximated already "
+                         f"takes {(spent + kept) / total:.1%} of the {unit}")
 
-    def gain(n):  # log energy added by the next rank, per unit of cost
-        share = shares[n]
-        return (math.log(max(share[rank[n]], 1e-300))
-                - math.log(max(share[rank[n] - 1], 1e-300))) / step[n]
+    def grown(n):  # the layer's next rank
+        return min(rank[n] + plan[n].rank_multiple, full[n])
+
+    def gain(n):  # log energy added by the next rank step, per unit of cost
+        share, r = shares[n], rank[n]
+        return (math.log(max(share[grown(n) - 1], 1e-300))
+                - math.log(max(share[r - 1], 1e-300))) / ((grown(n) - r) * step[n])
 
     heap = [(-gain(n), n) for n in free if rank[n] < full[n]]
     heapq.heapify(heap)
     while heap:
         _, n = heapq.heappop(heap)
-        if spent + step[n] > budget:
-            continue  # its next rank no longer fits; cheaper layers' may
-        spent += step[n]
-        rank[n] += 1
+        cost = (grown(n) - rank[n]) * step[n]
+        if spent + cost > budget:
+            continue  # its next step no longer fits; cheaper layers' may
+        spent += cost
+        rank[n] = grown(n)
         if rank[n] < full[n]:
             heapq.heappush(heap, (-gain(n), n))
     for n in free:

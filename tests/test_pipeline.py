@@ -2,6 +2,7 @@
 resume after a crash, save/load, fine-tuning."""
 
 
+import dataclasses
 import itertools
 import math
 
@@ -496,5 +497,96 @@ def test_network_spread_keeps_a_layer_dense_and_refuses_a_budget_below_rank_one(
     plan = {name: LayerPlan() for name, _ in layers}
     _spread_network_target(plan, layers, 0.99)
     assert plan["a"].target_cr == 1.0
-    with pytest.raises(ValueError, match="rank 1 on every layer"):
+    with pytest.raises(ValueError, match="smallest rank"):
         _spread_network_target(plan, layers, 0.05)
+
+
+def test_network_spread_in_rank_multiples_is_the_brute_force_optimum():
+    """With rank_multiple=2 every layer's rank is a multiple of 2 and the ranks maximize the
+    energy product over all multiples of 2 within the budget (brute force)."""
+    n, d, budget_ranks = 12, 12, 10
+    spectra = [[9, 0.5, 0.3, 0.2, 0.1, 0.05], [3, 2.9, 2.8, 2.7, 0.2, 0.1],
+               [5, 4, 1, 0.5, 0.2, 0.1]]
+    layers = [(f"fc{i}", _linear_with_spectrum(n, d, s, i)) for i, s in enumerate(spectra)]
+    plan = {name: LayerPlan(rank_multiple=2) for name, _ in layers}
+    _spread_network_target(plan, layers, budget_ranks * (n + d) / (3 * n * d))
+    ranks = [round(plan[name].target_cr * n * d / (n + d)) for name, _ in layers]
+
+    def log_energy(rs):
+        return sum(math.log(sum(x * x for x in s[:r]) / sum(x * x for x in s))
+                   for s, r in zip(spectra, rs))
+
+    best = max((rs for rs in itertools.product((2, 4), repeat=3) if sum(rs) <= budget_ranks),
+               key=log_energy)
+    assert all(r % 2 == 0 for r in ranks) and sum(ranks) <= budget_ranks
+    assert log_energy(ranks) == pytest.approx(log_energy(best), abs=1e-9)
+
+
+@pytest.mark.parametrize("m, expected", [(0, (0, 16)), (3, (7, 16)), (20, (20, 5))])
+def test_split_rounds_the_rank_down_and_gives_the_rest_to_kept_channels(m, expected):
+    """A 64 x 576 conv (9 columns per channel), 23 x (64 + 576) weights. B alone: rank 23
+    rounds down to 16, nothing else. With 3 kept channels the rank left is 20, rounded to
+    16, and the 4 ranks freed buy 4 x 640 / (9 x 64) = 4.4 more channels (7 in all); with
+    20 channels the rank left (5) is under the multiple and stays."""
+    from lrsa.pipeline import _split
+    budget = 23 * (64 + 576)
+    got = _split(budget, m, 64, 576, 9, 64, 16)
+    assert got == expected
+    kept, rank = got
+    assert kept * 9 * 64 + rank * 640 <= budget
+
+
+def test_compress_refuses_a_rank_multiple_that_is_not_a_positive_integer(trained):
+    model, calib, _ = trained
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="rank_multiple must be a positive integer"):
+            compress(model, calib, network_cr=0.3, rank_multiple=bad, progress=False)
+
+
+def test_ratio_zero_is_low_rank_alone_at_the_budget(trained):
+    """ratio=0 asks for B alone: every approximated layer has no kept channel and the rank
+    that fills its target (reduced-rank regression's), and without a size it is refused."""
+    model, calib, _ = trained
+    plan = {n: LayerPlan(ratio=0.0, target_cr=0.4) for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
+    _, rep = compress(model, calib, plan=plan, fallback=None, progress=False)
+    for r in rep.layers:
+        assert r["kept_channels"] == 0 and r["choice"] == "B only"
+        assert r["rank"] == int(0.4 * r["n"] * r["d"] + 1e-6) // (r["n"] + r["d"])
+    plan = {n: dataclasses.replace(p, target_cr=None) for n, p in plan.items()}
+    with pytest.raises(ValueError, match="ratio=0 .* needs a target_cr"):
+        compress(model, calib, plan=plan, progress=False)
+
+
+def test_time_fallback_tries_b_alone_before_the_dense_layer(trained, monkeypatch):
+    """Where the chosen A + B runs no faster than the dense layer but B alone at the same
+    stored size does, B alone is kept (and the report says why); where neither is faster
+    the dense layer stays."""
+    model, calib, _ = trained
+    import lrsa.layers
+    choose = lrsa.pipeline._choose
+
+    def a_plus_b(X, Z, b, splits, *args):  # make every layer choose A + B where it can
+        return choose(X, Z, b, [s for s in splits if s[0] and s[1]] or splits, *args)
+
+    def per_layer(dense, factored, shape, repeats):
+        slow = factored.sparse is not None or tuple(dense.weight.shape[:2]) == (64, 64)
+        s = 0.8 if slow else 1.5
+        return {"original_median_s": s, "compressed_median_s": 1.0, "speedup": s}
+
+    def whole(original, compressed, shape, repeats):
+        return {"original_median_s": 1.2, "compressed_median_s": 1.0, "speedup": 1.2}
+
+    monkeypatch.setattr(lrsa.pipeline, "_choose", a_plus_b)
+    monkeypatch.setattr(lrsa.layers, "compare_latency", per_layer)
+    monkeypatch.setattr(lrsa.pipeline, "compare_latency", whole)
+    comp, rep = compress(model, calib, target_cr=0.4, progress=False)
+    rows = {r["name"]: r for r in rep.layers}
+    switched = [n for n, r in rows.items() if r["choice"] == "B only (A+B not faster)"]
+    assert switched, "no layer went from A + B to B alone"
+    for name in switched:
+        assert rows[name]["kind"] == "factored" and rows[name]["kept_channels"] == 0
+        assert comp.get_submodule(name).sparse is None
+        assert rows[name]["params_compressed"] <= int(0.4 * rows[name]["params_original"])
+    dense = [n for n, r in rows.items() if (r["n"], r["d"] // 9) == (64, 64)]
+    assert dense and all(rows[n]["kind"] == "dense" for n in dense)
