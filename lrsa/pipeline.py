@@ -808,7 +808,8 @@ def _low_rank_instead(run, name, mod, p, row, factors, choice):
                         run.batch_sizes)
     if new_choice.kind != "factored":
         return row, factors, choice
-    return (dataclasses.replace(new_row, choice="B only (A+B not faster)"), new_factors,
+    return (dataclasses.replace(new_row, choice="B only (A+B not faster)",
+                                seconds=row.seconds + new_row.seconds), new_factors,
             new_choice)
 
 
