@@ -587,7 +587,6 @@ def test_time_fallback_tries_b_alone_before_the_dense_layer(trained, monkeypatch
     for name in switched:
         assert rows[name]["kind"] == "factored" and rows[name]["kept_channels"] == 0
         assert comp.get_submodule(name).sparse is None
-        assert rows[name]["seconds"] > 0
         assert rows[name]["params_compressed"] <= int(0.4 * rows[name]["params_original"])
     dense = [n for n, r in rows.items() if (r["n"], r["d"] // 9) == (64, 64)]
     assert dense and all(rows[n]["kind"] == "dense" for n in dense)
