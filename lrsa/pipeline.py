@@ -318,10 +318,9 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     if method != "lrsa" and budget is None:
         raise ValueError(f"method={method!r} needs a target_cr (a size to match)")
     sparse_only = method == "lrsa" and math.isinf(p.ratio)  # the plan asks for A alone
-    if method == "lrsa" and p.ratio == 0:  # the plan asks for B alone: RRR + ReLU refit
-        if budget is None:
-            raise ValueError("ratio=0 (low-rank only) needs a target_cr (a size to fill)")
-        method = "rrr_relu"
+    low_rank_only = method == "lrsa" and p.ratio == 0  # B alone: RRR + the ReLU refit
+    if low_rank_only and budget is None:
+        raise ValueError("ratio=0 (low-rank only) needs a target_cr (a size to fill)")
     r_max = 0 if sparse_only else min(n, d)
     lin = LayerProblem(X, Z, b, "linear")
     admm, refined = None, False
@@ -330,7 +329,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     else:
         fit = StructuredFit(lin)
         cands, order = {0}, torch.arange(d // group)
-        if method == "lrsa":
+        if method == "lrsa" and not low_rank_only:
             admm, order, kept_admm = _rank_channels(lin, fit, W, p, group, budget is not None,
                                                     max_iter, tol)
             if budget is None:
@@ -343,7 +342,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
         if p.target_cr is not None and not sparse_only:  # A alone: see the docstring
             splits = [(m, r) for m, r in splits if r > 0 or m == 0] or splits
         (m, r), refine = _choose(X, Z, b, splits, order, group,
-                                 response == "relu" and method != "rrr", seed)
+                                 response == "relu" and method == "lrsa", seed)
         A, U, V, _ = fit.fit(_columns(order, m, group), r)
         if refine:
             A, U, V, b = fit.refine_relu(lin.retarget(torch.relu(Z), "relu"), A, U, V)
@@ -356,7 +355,6 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     sol = dataclasses.replace(base, A=A, B=U @ V, U=U, V=V, bias=b, response=response,
                               objective=layer_objective(X, Y, A, U @ V, 0.0, 0.0,
                                                         response=response, bias=b))
-    method = "lrsa" if method == "rrr_relu" else method
     extra = {"choice": "A+B" if m and r else ("A only" if m else "B only"),
              "kept_channels": m, "frac": p.frac if method == "lrsa" else None,
              "method": method, "refined": refined,
@@ -529,9 +527,6 @@ def compress(model, calibration_data, *, plan=None, frac=0.03, ratio=3.0, target
     """
     _check_options(response, strategy, method, fallback, network_cr, network_macs,
                    target_speedup)
-    if isinstance(rank_multiple, bool) or not isinstance(rank_multiple, int) \
-            or rank_multiple < 1:
-        raise ValueError(f"rank_multiple must be a positive integer, got {rank_multiple!r}")
     if client is not None and strategy != "symmetric":
         raise ValueError("client solves the symmetric strategy's layers in parallel; the "
                          "asymmetric strategy needs each layer's predecessors first")
@@ -607,6 +602,11 @@ def _network_plan(layers, in_shapes, plan, defaults, *, network_cr, network_macs
     unknown = set(plan) - {n for n, _ in layers}
     if unknown:
         raise ValueError(f"plan names layers the model does not have: {sorted(unknown)}")
+    for name, lp in plan.items():  # 0 would never grow a rank in the spread
+        q = lp.rank_multiple
+        if isinstance(q, bool) or not isinstance(q, int) or q < 1:
+            raise ValueError(f"rank_multiple must be a positive integer, got {q!r} "
+                             f"(layer {name})")
     if network_cr is not None:
         _spread_network_target(plan, layers, network_cr)
     if network_macs is not None:

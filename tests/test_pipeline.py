@@ -537,10 +537,16 @@ def test_split_rounds_the_rank_down_and_gives_the_rest_to_kept_channels(m, expec
 
 
 def test_compress_refuses_a_rank_multiple_that_is_not_a_positive_integer(trained):
+    """As an argument or in a plan of its own (0 would never grow a rank in the spread)."""
     model, calib, _ = trained
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="rank_multiple must be a positive integer"):
             compress(model, calib, network_cr=0.3, rank_multiple=bad, progress=False)
+    plan = {n: LayerPlan(rank_multiple=0) for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
+    with pytest.raises(ValueError, match="rank_multiple must be a positive integer, got 0 "
+                                         r"\(layer "):
+        compress(model, calib, plan=plan, network_cr=0.3, progress=False)
 
 
 def test_ratio_zero_is_low_rank_alone_at_the_budget(trained):
