@@ -21,8 +21,6 @@ Writes benchmarks/results/time_shares.json and .md (``--out``).
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -32,6 +30,7 @@ from _common import git_version
 from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
 from lrsa.pipeline import load_compressed
 from lrsa.report import write_report
+from lrsa.timing import measure_latency
 from lrsa.utils import format_table
 
 RESULTS = Path(__file__).parent / "results"
@@ -42,16 +41,9 @@ VGG_SHAPES = {"conv1-2": (64, 64, 32), "conv2-1": (64, 128, 16), "conv2-2": (128
 RANKS = (8, 16, 17, 24, 32, 33, 48, 64)
 
 
-@torch.inference_mode()
-def median_seconds(fn, x, repeats):
-    for _ in range(2):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def seconds(module, shape, repeats):
+    """Median seconds of one forward pass on a random input of ``shape``."""
+    return measure_latency(module, shape, repeats=repeats)["median_s"]
 
 
 def stages(model):
@@ -64,13 +56,13 @@ def stages(model):
 
 @torch.inference_mode()
 def stage_times(model, batch, repeats):
-    """Seconds per stage, each timed alone on the input it gets in the network (a copy,
-    since activations may work in place)."""
+    """Seconds per stage (median), each timed alone on an input of the shape it gets in the
+    network."""
     x, times = torch.randn(batch, 3, 32, 32), {}
     for name, mod in stages(model):
         x = x.flatten(1) if name == "classifier" else x
-        times[name] = median_seconds(lambda t, m=mod: m(t.clone()), x, repeats)
-        x = mod(x.clone())
+        times[name] = seconds(mod, tuple(x.shape), repeats)
+        x = mod(x)
     return times
 
 
@@ -102,12 +94,11 @@ def rank_steps(repeats):
     out = {}
     for name, (c, n, hw) in VGG_SHAPES.items():
         for batch in (1, 128):
-            x = torch.randn(batch, c, hw, hw)
-            dense = median_seconds(nn.Conv2d(c, n, 3, padding=1), x, repeats)
+            shape = (batch, c, hw, hw)
+            dense = seconds(nn.Conv2d(c, n, 3, padding=1), shape, repeats)
             out[f"{name} b{batch}"] = {
-                r: dense / median_seconds(nn.Sequential(nn.Conv2d(c, r, 3, padding=1,
-                                                                  bias=False),
-                                                        nn.Conv2d(r, n, 1)), x, repeats)
+                r: dense / seconds(nn.Sequential(nn.Conv2d(c, r, 3, padding=1, bias=False),
+                                                 nn.Conv2d(r, n, 1)), shape, repeats)
                 for r in RANKS if r * (9 * c + n) < 9 * c * n}
     return out
 
