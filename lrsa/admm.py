@@ -19,12 +19,16 @@ direct extension, then *corrects* the essential variables
     \begin{pmatrix} I & (\tau-1)I & 0\\ \tau I & I & 0\\ 0 & 0 & I\end{pmatrix}
     (w^k - \hat w^k).
 
-The correction lives in the coordinates :math:`A_2x_2` and :math:`A_3x_3`, not in
-:math:`x_2, x_3`. For the layer problem the constraint is :math:`A + B - M = 0`, so
-:math:`A_3 = -I` and the second coordinate is :math:`-M`: applying eq. (13) to the raw pair
-:math:`(B, M)` flips the sign of the off-diagonal blocks and loses the symmetric metric that
-the convergence proof needs. :func:`chen_he_ye_yuan_iterates` and
-:func:`chen_he_ye_yuan_spectral_radius` show both on the classic counterexample.
+He and Yuan's theorem (convex :math:`\theta_i`, :math:`A_2, A_3` of full column rank)
+covers the correction applied to these essential variables. For the layer problem the
+constraint is :math:`A + B - M = 0`, so :math:`A_3 = -I` and the second coordinate is
+:math:`-M`; eq. (13) as printed applies the matrix to the raw pair :math:`(B, M)`, which flips
+the sign of the off-diagonal blocks. That iteration is not the one the theorem covers, and
+for some coefficient matrices it diverges: on the Chen-He-Ye-Yuan example the same sign flip
+(an analogue there, since that example's :math:`A_3 = (1, 2, 2)^\top`, not :math:`-I`) has
+spectral radius 1.0865 (:func:`chen_he_ye_yuan_spectral_radius`). On the layer problem's own
+constraint with convex quadratic :math:`\theta_i` the raw form was measured to contract as
+well (:func:`three_block_spectral_radius`); that is an observation, not a guarantee.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["he_yuan_correction", "chen_he_ye_yuan_iterates", "chen_he_ye_yuan_spectral_radius",
-           "CHEN_HE_YE_YUAN_MATRIX"]
+           "three_block_spectral_radius", "CHEN_HE_YE_YUAN_MATRIX"]
 
 #: [A1 A2 A3] of Chen, He, Ye and Yuan (Math. Program. 2016): the direct three-block ADMM
 #: on min 0 s.t. A1 x1 + A2 x2 + A3 x3 = 0 diverges for every starting point off the solution.
@@ -97,8 +101,10 @@ def chen_he_ye_yuan_iterates(iterations=200, *, correction=True, coordinates="es
         False runs the direct extension; True adds :func:`he_yuan_correction`.
     coordinates : {"essential", "raw"}
         "essential" corrects :math:`(A_2x_2, A_3x_3, \Lambda)` as the theory says.
-        "raw" mimics applying eq. (13) to :math:`(B, M)` when the constraint reads
-        :math:`A + B - M = 0`: the third block enters with a flipped sign.
+        "raw" corrects :math:`(A_2x_2, -A_3x_3, \Lambda)`: the sign flip that eq. (13)
+        applied to :math:`(B, M)` makes when the constraint reads :math:`A + B - M = 0`.
+        On this example (:math:`A_3 = (1, 2, 2)^\top`) it is an analogue of that, not
+        eq. (13) on the layer problem.
     t, tau, alpha : penalty and correction parameters.
 
     Returns
@@ -127,4 +133,52 @@ def chen_he_ye_yuan_spectral_radius(*, correction=True, coordinates="essential",
     """
     sign = _check_coordinates(coordinates)
     T = np.column_stack([_chyy_step(e, correction, sign, t, tau, alpha) for e in np.eye(9)])
+    return float(np.max(np.abs(np.linalg.eigvals(T))))
+
+
+def _quadratic_step(state, As, Qs, correction, sign, t, tau, alpha):
+    """One iteration on (A2 x2, A3 x3, Lambda) for theta_i(x) = x^T Q_i x / 2, b = 0."""
+    m = As[0].shape[0]
+    w2, w3, lam = state[:m], state[m:2 * m], state[2 * m:]
+
+    def predict(i, rest):  # argmin theta_i(x) + <lam, A_i x> + t/2 ||A_i x + rest||^2
+        A, Q = As[i], Qs[i]
+        return A @ -np.linalg.solve(Q + t * A.T @ A, A.T @ (lam + t * rest))
+
+    w1 = predict(0, w2 + w3)
+    w2_hat = predict(1, w1 + w3)
+    w3_hat = predict(2, w1 + w2_hat)
+    lam_hat = lam + t * (w1 + w2_hat + w3_hat)
+    if not correction:
+        return np.concatenate([w2_hat, w3_hat, lam_hat])
+    w2, w3, lam = he_yuan_correction(w2, w2_hat, sign * w3, sign * w3_hat, lam, lam_hat,
+                                     tau, alpha)
+    return np.concatenate([w2, sign * w3, lam])
+
+
+def three_block_spectral_radius(As, Qs=None, *, correction=True, coordinates="essential",
+                                t=1.0, tau=0.5, alpha=0.75):
+    r"""Spectral radius of one iteration of three-block ADMM on
+    :math:`\min \sum_i \tfrac12 x_i^\top Q_i x_i` s.t. :math:`A_1x_1 + A_2x_2 + A_3x_3 = 0`.
+
+    With quadratic :math:`\theta_i` every step is linear in the state
+    :math:`(A_2x_2, A_3x_3, \Lambda)`, so the iteration converges (to the solution 0) from
+    every start iff this radius is below 1.
+
+    Parameters
+    ----------
+    As : three (m, p_i) arrays A_1, A_2, A_3.
+    Qs : three (p_i, p_i) positive semidefinite arrays (default: zeros, theta_i = 0; then
+        each A_i needs full column rank).
+    correction, coordinates, t, tau, alpha : as in :func:`chen_he_ye_yuan_iterates`;
+        ``"raw"`` corrects :math:`(A_2x_2, -A_3x_3, \Lambda)`: for the layer problem's
+        :math:`A_3 = -I` that is eq. (13) applied to :math:`(B, M)` as printed.
+    """
+    sign = _check_coordinates(coordinates)
+    As = [np.asarray(A, dtype=float) for A in As]
+    Qs = [np.zeros((A.shape[1],) * 2) for A in As] if Qs is None else \
+        [np.asarray(Q, dtype=float) for Q in Qs]
+    m = As[0].shape[0]
+    T = np.column_stack([_quadratic_step(e, As, Qs, correction, sign, t, tau, alpha)
+                         for e in np.eye(3 * m)])
     return float(np.max(np.abs(np.linalg.eigvals(T))))

@@ -17,7 +17,7 @@ import torch
 
 from .utils import as_float_tensor
 
-__all__ = ["prox_l21", "svt", "svt_factors", "soft_threshold"]
+__all__ = ["prox_l21", "prox_group_l21", "svt", "svt_factors", "soft_threshold"]
 
 
 def _check_tau(tau):
@@ -87,6 +87,46 @@ def prox_l21(V, tau):
     # clamp the denominator: a zero column has scale 0 anyway, so no NaN appears
     scale = torch.clamp(1 - tau / torch.clamp(norms, min=torch.finfo(T.dtype).tiny), min=0)
     return _back(T * scale, was_numpy)
+
+
+def prox_group_l21(V, tau, group):
+    r"""Group shrinkage over blocks of ``group`` adjacent columns: the prox of
+    :math:`\sum_g \|X_{:,g}\|_F`, where :math:`g` runs over the column blocks
+    :math:`\{g\,k, \dots, g\,k + k - 1\}` (k = ``group``).
+
+    With PyTorch's channel-major lowering (``weight.reshape(n, -1)``) the k_h k_w columns of
+    one input channel are adjacent, so ``group = k_h k_w`` makes a block one input channel:
+    the penalty that zeroes whole channels, which a convolution can skip. The same two-case
+    argument as for one column gives
+
+    .. math::
+
+        \operatorname{prox}(V)_{:,g} = \max\!\Big(1 - \frac{\tau}{\|V_{:,g}\|_F},\, 0\Big)\,
+        V_{:,g} ,
+
+    and ``group = 1`` is :func:`prox_l21`.
+
+    Parameters
+    ----------
+    V : (n, d) array or tensor, d a multiple of ``group``
+    tau : float >= 0
+    group : int >= 1, columns per block
+
+    Returns
+    -------
+    (n, d) array or tensor, same kind as ``V``.
+    """
+    T, was_numpy = as_float_tensor(V)
+    _check_matrix(T)
+    tau = _check_tau(tau)
+    group = int(group)
+    n, d = T.shape
+    if group < 1 or d % group:
+        raise ValueError(f"group must be a positive divisor of the {d} columns, got {group}")
+    blocks = T.reshape(n, d // group, group)
+    norms = torch.linalg.vector_norm(blocks, dim=(0, 2))
+    scale = torch.clamp(1 - tau / torch.clamp(norms, min=torch.finfo(T.dtype).tiny), min=0)
+    return _back((blocks * scale[None, :, None]).reshape(n, d), was_numpy)
 
 
 def svt_factors(V, tau):

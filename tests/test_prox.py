@@ -157,3 +157,49 @@ def test_bad_input(op):
 def test_matrix_ops_need_2d(op):
     with pytest.raises(ValueError, match="2-D"):
         op(np.ones(5), 1.0)
+
+
+# ------------------------------------------------------------- channel groups (prox_group_l21)
+def _group_l21_cvxpy(V, tau, group):
+    """argmin_X tau sum_g ||X[:, g]||_F + 1/2 ||X - V||_F^2 by cvxpy + Clarabel."""
+    import cvxpy as cp
+    Xv = cp.Variable(V.shape)
+    blocks = [cp.norm(Xv[:, g * group:(g + 1) * group], "fro")
+              for g in range(V.shape[1] // group)]
+    cp.Problem(cp.Minimize(tau * cp.sum(cp.hstack(blocks)) + 0.5 * cp.sum_squares(Xv - V))
+               ).solve(solver="CLARABEL")
+    return Xv.value
+
+
+@needs_cvxpy
+@pytest.mark.parametrize("group", [1, 3, 9])
+def test_group_prox_against_cvxpy(group):
+    """Clarabel solves to ~1e-8; we ask 1e-5 max abs error, at a tau that keeps some blocks
+    and zeroes others (the median block norm)."""
+    from lrsa.prox import prox_group_l21
+    rng = np.random.default_rng(5)
+    V = rng.standard_normal((5, 4 * group)) * rng.uniform(0.2, 3, 4 * group)
+    norms = np.linalg.norm(V.reshape(5, 4, group), axis=(0, 2))
+    tau = float(np.median(norms))
+    got = prox_group_l21(V, tau, group)
+    kept = np.linalg.norm(got.reshape(5, 4, group), axis=(0, 2)) > 0
+    assert 0 < kept.sum() < 4  # the test exercises both cases
+    assert np.abs(got - _group_l21_cvxpy(V, tau, group)).max() < 1e-5
+
+
+def test_group_prox_closed_form_and_edge_cases():
+    from lrsa.prox import prox_group_l21
+    rng = np.random.default_rng(6)
+    V = rng.standard_normal((6, 12))
+    # group = 1 is column shrinkage; one group holding every column shrinks the whole matrix
+    np.testing.assert_allclose(prox_group_l21(V, 0.9, 1), prox_l21(V, 0.9), atol=1e-12)
+    fro = np.linalg.norm(V)
+    np.testing.assert_allclose(prox_group_l21(V, 0.3 * fro, 12), 0.7 * V, atol=1e-12)
+    # a block survives iff its Frobenius norm exceeds tau, and loses exactly tau of it
+    got = prox_group_l21(V, 2.0, 3)
+    before = np.linalg.norm(V.reshape(6, 4, 3), axis=(0, 2))
+    after = np.linalg.norm(got.reshape(6, 4, 3), axis=(0, 2))
+    np.testing.assert_allclose(after, np.maximum(before - 2.0, 0), atol=1e-12)
+    assert np.isfinite(prox_group_l21(np.zeros((3, 6)), 1.0, 3)).all()
+    with pytest.raises(ValueError, match="group"):
+        prox_group_l21(V, 1.0, 5)  # 12 columns are not blocks of 5
