@@ -299,6 +299,14 @@ def cmd_download_cifar10(args):
     print(f"CIFAR-10 in {download_cifar10(args.root, progress=True)}")
 
 
+def cmd_fetch_checkpoint(args):
+    from .models import fetch_checkpoint
+    try:
+        print(fetch_checkpoint(args.url, args.sha256, progress=True))
+    except ConnectionError as exc:  # main() reports ValueError as a one-line error
+        raise ValueError(str(exc)) from exc
+
+
 def cmd_report(args):
     data = json.loads(Path(args.report).read_text())
     print(data.get("markdown") or json.dumps(data, indent=1))
@@ -377,6 +385,13 @@ def build_parser():
                     help="parent folder for cifar-10-batches-py (default: $LRSA_DATA, else "
                          "~/.cache/lrsa)")
     sp.set_defaults(func=cmd_download_cifar10)
+
+    sp = sub.add_parser("fetch-checkpoint",
+                        help="download a hosted checkpoint, verify its SHA-256, cache it and "
+                             "print its path")
+    sp.add_argument("url", help="https://, http:// or file:// address of the checkpoint")
+    sp.add_argument("sha256", help="the file's full SHA-256 (64 hex digits, `sha256sum FILE`)")
+    sp.set_defaults(func=cmd_fetch_checkpoint)
 
     sp = sub.add_parser("train", help="train a baseline (SGD, cosine, crop+flip)")
     _common_options(sp)

@@ -4,7 +4,8 @@ Every model carries an ``arch`` string that checkpoints record and error message
 """
 
 from .alexnet import AlexNet, alexnet
-from .checkpoint import arch_of, cache_dir, check_state_dict, fetch_weights, load_checkpoint
+from .checkpoint import (arch_of, cache_dir, check_state_dict, fetch_checkpoint, fetch_weights,
+                         load_checkpoint)
 from .googlenet import GoogLeNet, googlenet
 from .nin import NIN, nin, nin_bn
 from .small import SmallCNN, small_cnn
@@ -12,8 +13,8 @@ from .vgg import VGG, vgg16_bn
 
 __all__ = [
     "NIN", "VGG", "AlexNet", "GoogLeNet", "SmallCNN", "alexnet", "arch_of", "cache_dir",
-    "check_state_dict", "fetch_weights", "get_model", "googlenet", "load_checkpoint", "nin",
-    "nin_bn", "small_cnn", "vgg16_bn",
+    "check_state_dict", "fetch_checkpoint", "fetch_weights", "get_model", "googlenet",
+    "load_checkpoint", "nin", "nin_bn", "small_cnn", "vgg16_bn",
 ]
 
 _FACTORIES = {"vgg16_bn": vgg16_bn, "small_cnn": small_cnn, "nin": nin, "nin_bn": nin_bn,

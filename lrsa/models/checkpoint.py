@@ -10,11 +10,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._download import download
+from .._download import download, file_digest
 
-__all__ = ["arch_of", "cache_dir", "check_state_dict", "fetch_weights", "load_checkpoint"]
+__all__ = ["arch_of", "cache_dir", "check_state_dict", "fetch_checkpoint", "fetch_weights",
+           "load_checkpoint"]
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHOW = 4  # offending keys listed per kind
 
 
@@ -152,3 +154,56 @@ def fetch_weights(url: str, progress: bool = False) -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         raise ValueError(f"cannot read cached weights {path}: {exc}; delete it to "
                          f"download again") from exc
+
+
+def fetch_checkpoint(url: str, sha256: str, *, progress: bool = False) -> Path:
+    """Download (once) a checkpoint that a course or a lab hosts, verify it, return its path.
+
+    A course that trains its own VGG-16 or NIN (``lrsa train``) can put the file on any web
+    server and hand students two things: the URL and the file's SHA-256 (``sha256sum FILE``).
+    The file is downloaded to a temporary name, its SHA-256 is checked **before** it is
+    stored, and it is cached as ``cache_dir() / "checkpoints" / <sha256[:16]> / <file name>``
+    (``$LRSA_CACHE``, else ``~/.cache/lrsa``). Later calls check the cached copy's SHA-256
+    again (a fraction of a second for a VGG-16) and download afresh if it changed on disk.
+
+    Parameters
+    ----------
+    url : str
+        ``https://``, ``http://`` or ``file://`` address of the checkpoint.
+    sha256 : str
+        The file's full SHA-256, 64 hex digits.
+    progress : bool
+        Download progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        The cached file; load it with :func:`load_checkpoint` (or ``lrsa compress
+        --checkpoint PATH``, ``LRSA_VGG16=PATH`` for the notebooks).
+
+    Raises
+    ------
+    ValueError
+        If ``sha256`` is not 64 hex digits, or the downloaded file's SHA-256 differs (nothing
+        is cached then).
+    ConnectionError
+        If the URL cannot be reached and no verified copy is cached.
+    """
+    digest = (sha256 or "").strip().lower()
+    if not _SHA256.fullmatch(digest):
+        raise ValueError(f"sha256 must be the file's full SHA-256 (64 hex digits, as "
+                         f"`sha256sum FILE` prints it), got {sha256!r}")
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "checkpoint.pt"
+    path = cache_dir() / "checkpoints" / digest[:16] / name
+    if path.is_file():
+        if file_digest(path) == digest:
+            return path
+        path.unlink()  # changed on disk since it was verified: fetch it again
+    try:
+        download(url, path, expected=digest, algorithm="sha256", progress=progress)
+    except ValueError as exc:
+        raise ValueError(f"refused the checkpoint at {url}: its SHA-256 is not the one given "
+                         f"({digest}), so it was not stored. Either the file on the server "
+                         f"changed or the hash is wrong; ask whoever published the link. "
+                         f"Details: {exc}") from None
+    return path
