@@ -28,10 +28,10 @@ from .report import count_macs
 from .solver import layer_objective
 from .utils import as_numpy
 
-__all__ = ["break_even_rank", "combined_cr", "first_differing_k", "he_yuan_step",
-           "lam1_threshold", "mac_fraction", "macs_saved", "midpoint_gap", "moreau_residual",
-           "paper_network_cr", "prox_frobenius", "relu_term_all_dead", "segment_ratio",
-           "stored_parameters", "surviving_columns", "svt_rank"]
+__all__ = ["break_even_rank", "combined_cr", "first_possible_difference", "he_yuan_step",
+           "lambda_max", "mac_fraction", "macs_saved", "midpoint_gap", "moreau_residual",
+           "network_mac_fraction", "paper_network_cr", "prox_frobenius", "relu_term_all_dead",
+           "segment_ratio", "stored_parameters", "surviving_columns", "svt_rank"]
 
 
 def _unanswered(answer):
@@ -151,24 +151,46 @@ def he_yuan_step(answer, B, B_hat, M, M_hat, tau=0.5, alpha=0.75):
     B_plus, minus_M_plus, _ = he_yuan_correction(B, B_hat, -M, -M_hat, zero, zero, tau, alpha)
     return _compare("He-Yuan correction (B+, M+)", answer, np.stack([B_plus, -minus_M_plus]),
                     "apply the matrix to (B - B_hat, -(M - M_hat)), then turn -M+ back into "
-                    "M+; the raw coordinates (B, M) give a different (divergent) step.",
+                    "M+; the raw coordinates (B, M) give a different step, one He-Yuan's "
+                    "theorem does not cover.",
                     atol=1e-10)
 
 
-def lam1_threshold(answer, X, Y, bias=None):
-    r"""The smallest :math:`\lambda_1` at which :math:`A = 0` solves the linear-response
-    problem with :math:`B = 0` (:math:`\lambda_2 = \infty`), to a relative 1e-6.
+def lambda_max(answer, X, Y, bias=None):
+    r"""``(lam1_max, lam2_max, frac_max)`` for the linear-response layer problem, each to a
+    relative 1e-6:
 
-    :math:`A = 0` is optimal iff :math:`0 \in \nabla f(0) + \lambda_1 \partial\|0\|_{2,1}`,
-    i.e. every column of :math:`C = (Y - b\mathbf 1^\top)X^\top/N` has norm at most
-    :math:`\lambda_1`. Reference: the largest column norm of C, in float64.
+    * ``lam1_max``: the smallest :math:`\lambda_1` at which :math:`A = 0` solves the problem
+      with :math:`B = 0` (:math:`\lambda_2 = \infty`): the largest column norm of
+      :math:`C = (Y - b\mathbf 1^\top)X^\top/N`, since :math:`\nabla f(0) = -C` and
+      :math:`\partial\|0\|_{2,1}` is the set of matrices with columns of norm at most 1;
+    * ``lam2_max``: the smallest :math:`\lambda_2` at which :math:`B = 0` solves it with
+      :math:`A = 0` (:math:`\lambda_1 = \infty`): the spectral norm :math:`\|C\|_2`, since
+      :math:`\partial\|0\|_*` is the spectral-norm unit ball;
+    * ``frac_max``: ``lam1_max`` over the pipeline's scale :math:`s`, the *mean* column norm
+      of C: from this ``frac`` on, A is empty (at least 1).
+
+    Reference: the column norms and the largest singular value of C, in float64 (the worked
+    solution confirms both thresholds with :func:`lrsa.solve_layer` on either side).
     """
-    X, Y = as_numpy(X), as_numpy(Y)
-    b = np.zeros(Y.shape[0]) if bias is None else as_numpy(bias)
+    title = "lambda_1 max, lambda_2 max, frac max"
+    X, Y = as_numpy(X).astype(float), as_numpy(Y).astype(float)
+    b = np.zeros(Y.shape[0]) if bias is None else as_numpy(bias).astype(float)
     C = (Y - b[:, None]) @ X.T / X.shape[1]
-    return _compare("lambda_1 at which A vanishes", answer, np.linalg.norm(C, axis=0).max(),
-                    "write the optimality condition at A = 0 column by column; the "
-                    "subdifferential of ||a||_2 at 0 is the unit ball.", rtol=1e-6)
+    cols = np.linalg.norm(C, axis=0)
+    reference = np.array([cols.max(), np.linalg.norm(C, 2), cols.max() / cols.mean()])
+    if _unanswered(answer):
+        print(f"{title}: not answered yet (replace ... with your answers).")
+        return None
+    got = _numbers(answer, reference.shape, title)
+    ok = np.isclose(got, reference, rtol=1e-6, atol=0)
+    hints = ["lambda_1 max: write the optimality condition at A = 0 column by column; the "
+             "subdifferential of ||a||_2 at 0 is the unit ball.",
+             "lambda_2 max: the subdifferential of the nuclear norm at 0 is the unit ball of "
+             "its dual norm; which norm is that?",
+             "frac max: the pipeline divides lambda_1 by the MEAN column norm of C, not the "
+             "largest."]
+    return _verdict(title, ok.all(), " ".join(h for h, good in zip(hints, ok) if not good))
 
 
 def midpoint_gap(answer, x, y, m0, m1, response="relu"):
@@ -237,18 +259,47 @@ def break_even_rank(answer, n, d):
 
 # ----------------------------------------------------------------- 04 strategies
 
-def first_differing_k(answer, symmetric, asymmetric):
-    r"""The smallest k at which the symmetric and asymmetric curves (rows of
-    :func:`lrsa.experiments.strategy_curve`) differ. Exact.
+def first_possible_difference(answer, model, layer_names, inputs):
+    r"""The smallest k at which the symmetric and asymmetric strategies *can* give different
+    rows of :func:`lrsa.experiments.strategy_curve` (layers ``layer_names`` approximated in
+    order): the first k whose layer's input depends on a layer approximated before it.
+    Exact.
 
-    Reference: the first k whose rows differ in CR, error of layer k or top-1.
+    Reference, by brute force rather than by reading the curves: for each k, perturb the
+    weights of ``layer_names[:k-1]`` (what the asymmetric strategy changes before layer k)
+    and see whether the input of ``layer_names[k-1]`` on ``inputs`` moves. Whether the rows
+    then *do* differ depends on the data (an approximated layer that reproduced its
+    outputs exactly would change nothing).
     """
-    keys = ("cr", "rel_error", "top1")
-    k = next((a["k"] for a, b in zip(symmetric, asymmetric)
-              if any(abs(a[key] - b[key]) > 1e-9 for key in keys)), len(symmetric) + 1)
-    return _compare("first k where the strategies differ", answer, k,
+    import copy
+
+    def input_of(net, name):
+        seen = {}
+        hook = net.get_submodule(name).register_forward_pre_hook(
+            lambda mod, args: seen.setdefault("x", args[0].detach().clone()))
+        try:
+            with torch.no_grad():
+                net(inputs)
+        finally:
+            hook.remove()
+        return seen["x"]
+
+    model = copy.deepcopy(model).eval()
+    k_first = len(layer_names) + 1
+    gen = torch.Generator().manual_seed(0)
+    for k, name in enumerate(layer_names, start=1):
+        perturbed = copy.deepcopy(model)
+        with torch.no_grad():
+            for earlier in layer_names[:k - 1]:
+                w = perturbed.get_submodule(earlier).weight
+                w.add_(0.1 * w.abs().mean() * torch.randn(w.shape, generator=gen).to(w))
+        if not torch.equal(input_of(model, name), input_of(perturbed, name)):
+            k_first = k
+            break
+    return _compare("first k where the strategies can differ", answer, k_first,
                     "which inputs does layer k see under each strategy, and which layers "
-                    "before it are already approximated?")
+                    "before it are already approximated? The question is what the "
+                    "strategies allow, not what one run shows.")
 
 
 def combined_cr(answer, row):
@@ -290,6 +341,8 @@ def stored_parameters(answer, module):
 def mac_fraction(answer, module):
     r"""MACs of the factored conv as a fraction of its dense original, to 1e-9:
     :math:`\frac{n\,c\,k^2 + r(d + n)}{n\,d}` per output position (c kept input channels).
+    When the kept channels hold no zero columns (the pipeline keeps whole channels) this is
+    the layer's CR of eq. (15).
 
     Reference: :func:`lrsa.layers.estimate_macs` of the module and of its dense equivalent on
     a 16 x 16 input.
@@ -333,3 +386,25 @@ def paper_network_cr(answer, model, table=None, names=None):
     return _compare("network CR from the per-layer rates (%)", answer,
                     kept / sum(sizes.values()), "weight each layer's CR by its number of "
                     "weights; which layer holds most of AlexNet's weights?", atol=0.01)
+
+
+def network_mac_fraction(answer, original, compressed, input_shape):
+    r"""The whole network's multiply-adds per image after compression, as a fraction of the
+    original's, to a relative 1e-9. Per layer the MAC ratio equals the size ratio here (whole
+    channels kept); over the network it does not: each layer's MACs are its stored weights
+    times its output positions, so the network's MAC ratio weights the layers by their
+    output sizes and its size ratio does not.
+
+    Reference: :func:`lrsa.report.count_macs` of both networks (a traced forward).
+    """
+    total = count_macs(original, input_shape)
+    reference = count_macs(compressed, input_shape) / total
+    title = "network MACs, compressed / original"
+    if _unanswered(answer):
+        print(f"{title}: not answered yet (replace ... with your answer).")
+        return None
+    got = float(_numbers(answer, (), title))
+    hint = ("a layer's MACs per image are (stored weights) x (output positions): weight each "
+            "layer's stored size by its number of output positions (1 for a Linear layer). "
+            "The plain ratio of stored weights is the size ratio, not the MAC ratio.")
+    return _verdict(title, math.isclose(got, reference, rel_tol=1e-9), hint)

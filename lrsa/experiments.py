@@ -10,7 +10,9 @@ r"""The loops behind the notebooks: the paper's Section V experiments as functio
   :mod:`lrsa.explorer`).
 * :func:`objective_along_segment` -- the layer's data term along a segment between two
   weights, for both responses (the ReLU one is not convex, see
-  :func:`lrsa.solver.relu_nonconvexity_example`).
+  :func:`lrsa.solver.relu_nonconvexity_example`); :func:`dead_weight` gives the end point
+  where every unit is off, in closed form.
+* :func:`executed_macs` -- multiply-adds counted from the convolutions a module really runs.
 
 Plus the tables beside the paper (:func:`paper_table_markdown`, :func:`benchmark_comparison`).
 The networks and data they run on come from :mod:`lrsa.setups`, the paper's numbers from
@@ -45,7 +47,8 @@ from .setups import cache_key
 from .utils import (as_numpy, atomic_write_text, format_table, progress_bar,
                     weights_fingerprint)
 
-__all__ = ["benchmark_comparison", "lambda_grid", "objective_along_segment",
+__all__ = ["benchmark_comparison", "dead_weight", "executed_macs", "lambda_grid",
+           "objective_along_segment",
            "paper_table_markdown", "relu_output_error", "single_layer_tradeoff",
            "strategy_curve", "tradeoff_curves"]
 
@@ -418,6 +421,58 @@ def objective_along_segment(X, Z, bias, W0, W1, steps=41):
         out[response] = f
         out[f"max_gap_{response}"] = max(a - c for a, c in zip(f, chord))
     return out
+
+
+def dead_weight(X, bias, scale=1.0):
+    r"""A weight that switches every unit off on the inputs ``X`` (>= 0, e.g. outputs of a
+    ReLU), in closed form: no search, so it always returns.
+
+    :math:`W = -c\,\mathbf 1\mathbf 1^\top` gives :math:`(WX + b)_{ji} = b_j - c\,s_i` with
+    :math:`s_i = \sum_k X_{ki} \ge 0`. With :math:`c = \max(\text{scale},\
+    2\max_j (b_j)_+ / \min_{s_i > 0} s_i)` every unit is off on every sample with
+    :math:`s_i > 0`. A sample whose lowered input is all zero (:math:`s_i = 0`) sees only the
+    bias: where some :math:`b_j > 0` no weight at all switches that unit off there, so such
+    samples are reported, not searched for (a doubling search on c never ends on them).
+
+    Returns
+    -------
+    (W_dead, off) : the (n, d) weight and a (N,) bool mask of the samples on which every
+        unit is off at W_dead (all of them unless the case above occurs).
+    """
+    X = torch.as_tensor(X)
+    b = torch.as_tensor(bias).to(X)
+    if bool((X < 0).any()):
+        raise ValueError("dead_weight needs inputs X >= 0 (outputs of a ReLU)")
+    s = X.double().sum(0)
+    b_max = max(float(b.max()), 0.0)
+    c = float(scale)
+    if b_max > 0 and bool((s > 0).any()):
+        c = max(c, 2 * b_max / float(s[s > 0].min()))
+    W = torch.full((b.numel(), X.shape[0]), -c, dtype=X.dtype)
+    off = ((W @ X + b[:, None]) <= 0).all(0)
+    return W, off
+
+
+def executed_macs(module, x_shape):
+    """Multiply-adds of one forward of ``module`` on zeros of ``x_shape``, counted from the
+    convolutions and linear maps it really runs (forward hooks on every nn.Conv2d / nn.Linear
+    inside it: output elements times the inputs each one reads), not from a formula."""
+    total, hooks = [0], []
+
+    def count(mod, args, out):
+        per_output = mod.weight[0].numel()  # (in / groups) k_h k_w, or in_features
+        total[0] += out.numel() * per_output
+
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            hooks.append(m.register_forward_hook(count))
+    try:
+        with torch.no_grad():
+            module(torch.zeros(x_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
 
 
 # --------------------------------------------------------------------------- tables

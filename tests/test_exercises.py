@@ -68,13 +68,19 @@ def _cases():
     n, d = 64, 576
     sizes, crs = np.array([100, 900]), np.array([0.5, 0.2])
     row = {"k": 2, "cr_so_far": float(crs @ sizes / sizes.sum())}
-    sym = [{"k": 1, "cr": 0.3, "rel_error": 0.1, "top1": 90.0},
-           {"k": 2, "cr": 0.3, "rel_error": 0.2, "top1": 85.0}]
-    asym = [dict(sym[0]), {**sym[1], "rel_error": 0.25, "top1": 86.0}]
     small = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 6 * 6, 5))
     table, names = {"c": (0.0, 50.0, 50.0), "f": (10.0, 0.0, 10.0)}, {"0": "c", "2": "f"}
     size_c, size_f = 3 * 2 * 9, 5 * 3 * 6 * 6
     Yr = np.maximum(Z, 0)
+    C = (Yr - b[:, None]) @ X.T / n_samples
+    lam1_max = max(math.sqrt(sum(((Yr[i] - b[i]) @ X[j] / n_samples) ** 2 for i in range(3)))
+                   for j in range(5))
+    torch.manual_seed(1)
+    # a chain conv -> relu -> conv -> relu -> conv: layer "4" sees what "2" computes, and
+    # "2" nothing of "4"
+    chain = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1),
+                          nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1))
+    second = nn.Conv2d(6, 6, 3, stride=2, padding=1)  # 8 x 8 -> 4 x 4: 16 positions, 324 weights
     return {
         "surviving_columns": (ex.surviving_columns, (V, TAU_COLS), int((NORMS > TAU_COLS).sum()),
                               int((NORMS > TAU_COLS).sum()) + 1),
@@ -88,10 +94,11 @@ def _cases():
         "he_yuan_step": (ex.he_yuan_step, (1.0, 0.2, 0.5, 0.9),
                          _he_yuan(1.0, 0.2, 0.5, 0.9, 0.5, 0.75, essential=True),
                          _he_yuan(1.0, 0.2, 0.5, 0.9, 0.5, 0.75, essential=False)),
-        "lam1_threshold": (ex.lam1_threshold, (X, Yr, b),
-                           max(math.sqrt(sum(((Yr[i] - b[i]) @ X[j] / n_samples) ** 2
-                                             for i in range(3))) for j in range(5)),
-                           float(np.abs((Yr - b[:, None]) @ X.T / n_samples).max())),
+        "lambda_max": (ex.lambda_max, (X, Yr, b),
+                       (lam1_max, float(np.sqrt(np.linalg.eigvalsh(C.T @ C).max())),
+                        lam1_max / float(np.mean([math.sqrt(sum(C[i, j] ** 2 for i in range(3)))
+                                                  for j in range(5)]))),
+                       (lam1_max, float(np.linalg.norm(C)), 1.0)),
         "midpoint_gap_relu": (ex.midpoint_gap, (1.0, 2.0, -2.0, 2.0),
                               _gap(1.0, 2.0, -2.0, 2.0, lambda z: max(z, 0.0)), 0.0),
         "midpoint_gap_linear": (lambda a, *args: ex.midpoint_gap(a, *args, response="linear"),
@@ -102,7 +109,15 @@ def _cases():
         "segment_ratio": (ex.segment_ratio, (X, Z, b, W_dead, W), (1 - 0.5) ** 2, 0.5),
         "break_even_rank": (ex.break_even_rank, (n, d), math.ceil(n * d / (n + d)) - 1,
                             math.ceil(n * d / (n + d))),
-        "first_differing_k": (ex.first_differing_k, (sym, asym), 2, 1),
+        "first_possible_difference": (ex.first_possible_difference,
+                                      (chain, ["2", "4"], torch.rand(2, 2, 8, 8)), 2, 1),
+        "first_possible_difference_unrelated": (
+            ex.first_possible_difference, (chain, ["4", "2"], torch.rand(2, 2, 8, 8)), 3, 2),
+        "network_mac_fraction": (ex.network_mac_fraction,
+                                 (nn.Sequential(conv, second), nn.Sequential(mod, second),
+                                  (1, 4, 8, 8)),
+                                 (64 * macs_per_pos + 16 * 324) / (64 * 6 * 36 + 16 * 324),
+                                 (macs_per_pos + 324) / (6 * 36 + 324)),
         "combined_cr": (ex.combined_cr, (row,), float(crs @ sizes / sizes.sum()),
                         float(crs.mean())),
         "stored_parameters": (ex.stored_parameters, (mod,), stored, stored - s["n"]),

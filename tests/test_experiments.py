@@ -176,3 +176,44 @@ def test_benchmark_comparison(tmp_path):
     path.write_text(json.dumps({"params_ratio": 3.5, "speedup_b128": 1.7, "top1_drop": 0.9}))
     md, nums = E.benchmark_comparison(path)
     assert "3.50x" in md and "4.44x" in md and "0.90 pt" in md and nums["speedup_b1"] is None
+
+
+def test_dead_weight_terminates_on_an_all_zero_input_with_a_positive_bias():
+    """The old search (double a negative constant weight until every unit is off) never ends
+    when a lowered input column is all zero and some bias is positive: no weight switches
+    that unit off there. The closed form returns, and says which samples stay on."""
+    from lrsa.experiments import dead_weight
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(9, 30, generator=g)
+    X[:, [4, 17]] = 0
+    b = torch.tensor([0.5, -1.0, 2.0])
+    W, off = dead_weight(X, b, scale=0.01)
+    assert off.tolist() == [i not in (4, 17) for i in range(30)]
+    assert bool(((W @ X + b[:, None])[:, off] <= 0).all())
+    # with no positive bias every sample is off, zero columns included
+    W, off = dead_weight(X, -b.abs(), scale=0.01)
+    assert bool(off.all()) and bool(((W @ X - b.abs()[:, None]) <= 0).all())
+    with pytest.raises(ValueError, match=">= 0"):
+        dead_weight(-X, b)
+
+
+def test_executed_macs_counts_a_dropped_channel():
+    """A dropped input channel saves n k^2 multiply-adds per output position (n per column);
+    a zero column inside a kept channel saves none (it is stored and multiplied)."""
+    from torch import nn
+    from lrsa.experiments import executed_macs
+    from lrsa.layers import SparseLowRankConv2d
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    A = conv.weight.detach().reshape(6, -1).clone()
+    U, V = torch.randn(6, 2), torch.randn(2, 36)
+    base = executed_macs(SparseLowRankConv2d.from_factors(conv, A, U, V), (1, 4, 8, 8))
+    assert base == 64 * (6 * 36 + 2 * (36 + 6))
+    dropped = A.clone()
+    dropped[:, 9:18] = 0  # input channel 1: its 9 columns
+    one_col = A.clone()
+    one_col[:, 9] = 0  # one column of channel 1
+    assert base - executed_macs(SparseLowRankConv2d.from_factors(conv, dropped, U, V),
+                                (1, 4, 8, 8)) == 64 * 6 * 9
+    assert executed_macs(SparseLowRankConv2d.from_factors(conv, one_col, U, V),
+                         (1, 4, 8, 8)) == base
