@@ -4,8 +4,16 @@ Build:  sphinx-build -W --keep-going -b html docs docs/_build/html
 
 At configuration time this file writes ``docs/_generated/`` (ignored by git):
 
-* ``_generated/notebooks/``: copies of ``../notebooks/*.ipynb`` (whatever exist), rendered
-  by myst-nb without executing them; a placeholder page when there are none;
+* ``_generated/notebooks/``: ``../notebooks/*.ipynb`` and ``../notebooks/solutions/*.ipynb``
+  **executed** (smoke mode, ``LRSA_SMOKE=1``: the small CNN on scikit-learn's bundled digits,
+  offline, seeded), so every page shows its figures, tables and checks; a placeholder page
+  when there are none. An executed copy is reused where one exists for the same cells: in
+  ``$LRSA_DOCS_EXECUTED`` (where tests/test_docs.py leaves the copies the test session
+  executed once for both tests/test_notebooks.py and this build), or in this folder from an
+  earlier build by the same version of lrsa's code. Otherwise the notebook is executed here
+  with nbclient (the ``nb`` extra; a failing cell fails the build, unless
+  ``LRSA_DOCS_ALLOW_ERRORS=1`` asks to show the error, for a look while a notebook is being
+  edited);
 * ``_generated/fragments/results.md``: ``../benchmarks/results/vgg16_cifar10.md`` if the
   benchmark has been run, else a "not run yet" note;
 * ``_generated/fragments/solver.md``: ``../benchmarks/results/solver.json`` as a table, or a
@@ -19,11 +27,14 @@ At build time it copies MathJax 2.7 from the ``jupyter-server-mathjax`` package 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -118,8 +129,9 @@ myst_dmath_double_inline = True
 # myst would write a MathJax 3/4 configuration (which MathJax 2 does not read) and mark whole
 # sections "tex2jax_ignore"; the delimiters set in mathjax2_config do that job instead
 myst_update_mathjax = False
-# The notebooks are executed by the test suite in CI (nbclient); the docs render them as
-# committed, so the build is fast, deterministic and needs no kernel.
+# myst-nb executes nothing itself: _generate() below hands it notebooks already executed
+# (smoke mode, offline), reused from an earlier build or from the test suite's own run, so a
+# notebook is executed once per change, not once per build or once per test.
 nb_execution_mode = "off"
 # Widget outputs: the site has no kernel and no widget JavaScript (and loads nothing from a
 # network), so a widget view would render as nothing. lrsa's interactive figures
@@ -293,18 +305,111 @@ def _solver_markdown(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _generate() -> None:
-    # notebooks: copy whatever exists; never execute
-    nb_dir = ROOT / "notebooks"
+def cells_digest(nb: dict) -> str:
+    """SHA-256 of a notebook's cells as written (type and source), outputs left out."""
+    cells = [(c.get("cell_type"), "".join(c.get("source", ""))) for c in nb.get("cells", [])]
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
+def _ran_cleanly(nb: dict) -> bool:
+    outputs = [o for c in nb.get("cells", []) if c.get("cell_type") == "code"
+               for o in c.get("outputs", [])]
+    return bool(outputs) and not any(o.get("output_type") == "error" for o in outputs)
+
+
+def _executed_copy(src: Path, rel: str, previous: Path) -> bytes | None:
+    """An executed copy of ``src``, stamped with what executed it, or None.
+
+    Taken from ``$LRSA_DOCS_EXECUTED/rel`` (the test suite's run in this session) when its
+    cells are those of ``src``; else from ``previous`` (the last build's) when its stamp says
+    it was executed from these cells by this very version of lrsa's code (any change to
+    ``lrsa/`` executes the notebooks again, so the pages show what the code does)."""
+    from lrsa.utils import code_version
+
+    cells = cells_digest(json.loads(src.read_text(encoding="utf-8")))
+    stamp = {"cells": cells, "lrsa_code": code_version()}
+    shared = os.environ.get("LRSA_DOCS_EXECUTED")
+    if shared:
+        try:
+            nb = json.loads((Path(shared) / rel).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            nb = None
+        if nb is not None and _ran_cleanly(nb) and cells_digest(nb) == cells:
+            nb.setdefault("metadata", {})["lrsa_docs"] = stamp
+            return (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
+    try:
+        data = previous.read_bytes()
+        nb = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    if _ran_cleanly(nb) and nb.get("metadata", {}).get("lrsa_docs") == stamp:
+        return data
+    return None
+
+
+def execute_notebook(src: Path) -> bytes:
+    """Execute ``src`` as the test suite does (nbclient, kernel python3, in its own folder,
+    ``LRSA_SMOKE=1``) and return the executed notebook; raise naming the failing cell."""
+    try:
+        import nbclient
+        import nbformat
+    except ImportError as e:
+        raise ImportError('the docs execute the notebooks with nbclient: pip install -e '
+                          '".[docs,nb]"') from e
+    nb = nbformat.read(src, as_version=4)
+    # LRSA_DOCS_ALLOW_ERRORS=1 (never in CI): show a failing cell's error on the page and go on,
+    # to look at a site while a notebook is being edited; such a copy is never reused
+    allow_errors = os.environ.get("LRSA_DOCS_ALLOW_ERRORS") == "1"
+    old = os.environ.get("LRSA_SMOKE")
+    os.environ["LRSA_SMOKE"] = "1"  # the kernel inherits the environment
+    start = time.perf_counter()
+    try:
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=allow_errors,
+                                resources={"metadata": {"path": str(src.parent)}}).execute()
+    except Exception as e:  # CellExecutionError, DeadKernelError, a missing kernel...
+        raise RuntimeError(f"executing {src.relative_to(ROOT)} for the docs failed: {e}") from e
+    finally:
+        if old is None:
+            os.environ.pop("LRSA_SMOKE", None)
+        else:
+            os.environ["LRSA_SMOKE"] = old
+    print(f"lrsa docs: executed {src.relative_to(ROOT)} in {time.perf_counter() - start:.1f} s "
+          "(LRSA_SMOKE=1)")
+    if not allow_errors:  # a copy showing an error is never reused
+        from lrsa.utils import code_version
+
+        nb.metadata["lrsa_docs"] = {"cells": cells_digest(nb), "lrsa_code": code_version()}
+    return (nbformat.writes(nb) + "\n").encode()
+
+
+def _notebook_files(src_dir: Path, dst_dir: Path, rel_prefix: str) -> dict[str, bytes]:
+    """name -> bytes for ``dst_dir``: each notebook of ``src_dir`` executed, and the images
+    notebooks may link."""
     files = {}
-    if nb_dir.is_dir():
-        for p in sorted(nb_dir.iterdir()):
-            if p.is_file() and (p.suffix == ".ipynb" or p.suffix.lower() in NOTEBOOK_EXTRA):
-                files[p.name] = p.read_bytes()
+    if not src_dir.is_dir():
+        return files
+    for p in sorted(src_dir.iterdir()):
+        if p.is_file() and p.suffix == ".ipynb":
+            files[p.name] = (_executed_copy(p, rel_prefix + p.name, dst_dir / p.name)
+                             or execute_notebook(p))
+        elif p.is_file() and p.suffix.lower() in NOTEBOOK_EXTRA:
+            files[p.name] = p.read_bytes()
+    return files
+
+
+def _generate() -> None:
+    # notebooks and their worked solutions, executed (or reused, see the module docstring)
+    nb_dir = ROOT / "notebooks"
+    files = _notebook_files(nb_dir, GENERATED / "notebooks", "")
     if not any(name.endswith(".ipynb") for name in files):
         files["none.md"] = (b"# No notebooks yet\n\nThere are no notebooks in `notebooks/` "
                             b"at the time of this build.\n")
     _sync_dir(GENERATED / "notebooks", files)
+    solutions = _notebook_files(nb_dir / "solutions", GENERATED / "notebooks" / "solutions",
+                                "solutions/")
+    if not solutions:
+        solutions["none.md"] = b"# No worked solutions yet\n"
+    _sync_dir(GENERATED / "notebooks" / "solutions", solutions)
 
     # benchmark results, or a note that they have not been produced
     vgg = RESULTS / "vgg16_cifar10.md"

@@ -1,6 +1,7 @@
 """The documentation site builds with warnings as errors and carries its key content."""
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -20,26 +21,48 @@ pytestmark = [
 ]
 
 
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    """The site, built as CI builds it (-W). Its notebook pages are executed notebooks: the
+    test session executes each notebook once (tests/_notebook_runs.py), tests/test_notebooks.py
+    checks that run and this build renders it (docs/conf.py reads $LRSA_DOCS_EXECUTED), so no
+    notebook is executed twice."""
+    import _notebook_runs
+
+    reason = _notebook_runs.unavailable()
+    if reason:
+        pytest.skip(f"the docs show the notebooks executed: {reason}")
     out = tmp_path_factory.mktemp("docs")
-    html, doctrees = out / "html", out / "doctrees"
+    html, doctrees, executed = out / "html", out / "doctrees", out / "executed"
+    start = time.perf_counter()
+    failed = _notebook_runs.write_executed(NOTEBOOKS + SOLUTIONS, executed)
+    if failed:
+        pytest.fail(f"notebooks failed to execute, so the site cannot show them: {failed} "
+                    "(tests/test_notebooks.py says why)", pytrace=False)
+    executing = time.perf_counter() - start
+    env = {**os.environ, "LRSA_DOCS_EXECUTED": str(executed)}
+    env.pop("LRSA_DOCS_ALLOW_ERRORS", None)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html",
          "-d", str(doctrees), str(ROOT / "docs"), str(html)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, (
         f"sphinx-build failed (exit {proc.returncode}) after {seconds:.0f} s:\n"
         f"{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}")
-    print(f"docs built in {seconds:.1f} s")
+    print(f"docs built in {seconds:.1f} s (the notebooks executed before: {executing:.1f} s, "
+          "or nothing where test_notebooks.py ran first)")
     return html
 
 
 def test_build_succeeds(site):
     for page in ("index", "getting_started", "derivations", "honest_notes", "api", "notebooks",
-                 "teaching"):
+                 "teaching", "course", "benchmarks", "assets", "full_runs", "scaling"):
         assert (site / f"{page}.html").is_file(), page
 
 
@@ -63,11 +86,49 @@ def test_honest_notes(site):
 
 
 def test_every_notebook_is_listed(site):
-    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     index = (site / "notebooks.html").read_text(encoding="utf-8")
-    for nb in notebooks:
-        assert (site / "_generated" / "notebooks" / f"{nb.stem}.html").is_file(), nb.name
-        assert f"_generated/notebooks/{nb.stem}.html" in index, nb.name
+    course = (site / "course.html").read_text(encoding="utf-8")
+    for nb in NOTEBOOKS + SOLUTIONS:
+        rel = nb.relative_to(ROOT / "notebooks").with_suffix(".html").as_posix()
+        assert (site / "_generated" / "notebooks" / rel).is_file(), nb.name
+        assert f"_generated/notebooks/{rel}" in index, nb.name
+        assert f"_generated/notebooks/{rel}" in course, nb.name  # the course page links both
+
+
+def _image_outputs(nb_path):
+    import json
+
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    return sum("image/png" in o.get("data", {}) for c in nb["cells"] if c["cell_type"] == "code"
+               for o in c.get("outputs", []))
+
+
+def test_every_notebook_page_shows_its_outputs(site):
+    """Each notebook and solution page is the executed notebook: a figure for every image
+    output (the static small-multiples image standing in for each slider figure), the printed
+    checks, and no error. The source notebooks hold no outputs (committed clean), so these
+    can only come from the build."""
+    pages = 0
+    for nb in NOTEBOOKS + SOLUTIONS:
+        rel = nb.relative_to(ROOT / "notebooks")
+        page = site / "_generated" / "notebooks" / rel.with_suffix(".html")
+        html = page.read_text(encoding="utf-8")
+        executed = ROOT / "docs" / "_generated" / "notebooks" / rel
+        figures = _image_outputs(executed)
+        images = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]+)\"", html)
+        assert len(images) >= figures, (nb.name, len(images), figures)
+        for src in images:
+            assert (page.parent / src).resolve().is_file(), (nb.name, src)
+        assert 'class="output' in html or "cell_output" in html, nb.name
+        assert "output traceback" not in html, nb.name
+        pages += figures > 0
+    assert pages >= len(NOTEBOOKS)  # every notebook (not every solution) draws something
+    for nb in NOTEBOOKS:
+        src = "".join(nb.read_text(encoding="utf-8"))
+        if "all checks passed" in src:
+            html = (site / "_generated" / "notebooks" / f"{nb.stem}.html").read_text(
+                encoding="utf-8")
+            assert html.count("all checks passed") >= 2, nb.name  # the source and its output
 
 
 def test_full_runs_are_rendered_with_their_figures_and_passed_checks(site):
@@ -171,3 +232,65 @@ def test_interactive_figures_render_their_static_image(tmp_path):
     assert len(images) == 1 and (out / images[0]).is_file(), images
     assert "application/vnd.jupyter.widget-view+json" not in html
     assert "interactive figure:" not in html  # not the text/plain fallback either
+
+
+def test_internal_links_resolve(site):
+    """Every relative link and image on every page points to a file of the site, and every
+    #fragment to an id on its page (Sphinx's linkcheck skips local links it did not write)."""
+    from html.parser import HTMLParser
+    from urllib.parse import unquote, urlsplit
+
+    class Links(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.refs, self.ids = [], set()
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if a.get("id"):
+                self.ids.add(a["id"])
+            if tag == "a" and a.get("name"):
+                self.ids.add(a["name"])
+            for key in ("href", "src"):
+                if a.get(key) and (tag, key) in {("a", "href"), ("img", "src"),
+                                                 ("link", "href"), ("script", "src")}:
+                    self.refs.append(a[key])
+
+    parsed = {}
+
+    def parse(page):
+        if page not in parsed:
+            p = Links()
+            p.feed(page.read_text(encoding="utf-8"))
+            parsed[page] = p
+        return parsed[page]
+
+    pages = [p for p in site.rglob("*.html") if "_static" not in p.relative_to(site).parts]
+    assert len(pages) > 20
+    broken, checked = [], 0
+    for page in pages:
+        for ref in parse(page).refs:
+            parts = urlsplit(ref)
+            if parts.scheme or parts.netloc or ref.startswith(("mailto:", "javascript:")):
+                continue
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if target.is_dir():
+                target = target / "index.html"
+            checked += 1
+            if not target.is_file():
+                broken.append(f"{page.relative_to(site)}: {ref}")
+            elif parts.fragment and target.suffix == ".html" and \
+                    unquote(parts.fragment) not in parse(target).ids:
+                broken.append(f"{page.relative_to(site)}: {ref} (no such anchor)")
+    assert checked > 100
+    assert not broken, "\n".join(broken[:30])
+
+
+def test_readme_is_a_front_door():
+    """The README stays short: what lrsa is, set-up, an example, one results table, the
+    course, links (issue 24). Its links to the docs point to pages that exist."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 150
+    assert readme.count("\n| ") <= 20  # one results table, no measurement history
+    for target in re.findall(r"\]\(((?:docs/)[^)#]+)", readme):
+        assert (ROOT / target).exists(), target

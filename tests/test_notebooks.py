@@ -9,7 +9,6 @@ Execution needs nbclient, nbformat, ipykernel and a kernel named python3
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ SOLUTION_DIR = NOTEBOOK_DIR / "solutions"
 SOLUTIONS = sorted(SOLUTION_DIR.glob("*.ipynb"))
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb")) + SOLUTIONS
 KERNEL = "python3"
-CELL_TIMEOUT = 600  # seconds per cell
 
 nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed: "
                                "pip install 'lrsa[nb]' to run the notebook tests")
@@ -27,24 +25,6 @@ nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed: "
 
 def _read(path):
     return nbformat.read(path, as_version=4)
-
-
-def _client(nb, folder):
-    """An nbclient NotebookClient for nb, run in folder, or pytest.skip with the reason it
-    cannot run."""
-    nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed: "
-                                   "pip install 'lrsa[nb]' to execute the notebooks")
-    pytest.importorskip("ipykernel", reason="ipykernel is not installed: "
-                        "pip install 'lrsa[nb]' to execute the notebooks")
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        KernelSpecManager().get_kernel_spec(KERNEL)
-    except NoSuchKernel:
-        pytest.skip(f"no Jupyter kernel named {KERNEL!r}: run "
-                    f"`python -m ipykernel install --sys-prefix --name {KERNEL}`")
-    return nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL,
-                                   resources={"metadata": {"path": str(folder)}})
 
 
 def test_there_are_notebooks():
@@ -73,19 +53,18 @@ def test_notebook_is_committed_clean(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_executes(path, monkeypatch):
-    nb = _read(path)
-    client = _client(nb, path.parent)
-    monkeypatch.setenv("LRSA_SMOKE", "1")  # the kernel inherits the environment
-    monkeypatch.chdir(path.parent)
-    from nbclient.exceptions import CellExecutionError
+def test_notebook_executes(path):
+    # executed once per session (tests/_notebook_runs.py): the docs build in test_docs.py
+    # renders the same executed copies instead of executing every notebook a second time
+    import _notebook_runs
 
-    start = time.perf_counter()
-    try:
-        client.execute()
-    except CellExecutionError as e:
-        pytest.fail(f"{path.name} failed:\n{e}", pytrace=False)
-    elapsed = time.perf_counter() - start
+    reason = _notebook_runs.unavailable()
+    if reason:
+        pytest.skip(reason)
+    ran = _notebook_runs.run(path)
+    if ran.error:
+        pytest.fail(f"{path.name} failed:\n{ran.error}", pytrace=False)
+    nb, elapsed = ran.nb, ran.seconds
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors, f"{path.name}: {errors[0].ename}: {errors[0].evalue}"
