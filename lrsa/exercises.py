@@ -275,8 +275,11 @@ def first_possible_difference(answer, model, layer_names, inputs):
 
     def input_of(net, name):
         seen = {}
-        hook = net.get_submodule(name).register_forward_pre_hook(
-            lambda mod, args: seen.setdefault("x", args[0].detach().clone()))
+
+        def record(mod, args):  # returns None: the input goes on unchanged
+            seen.setdefault("x", args[0].detach().clone())
+
+        hook = net.get_submodule(name).register_forward_pre_hook(record)
         try:
             with torch.no_grad():
                 net(inputs)
