@@ -24,7 +24,7 @@ import torch
 
 from _common import table
 from lrsa.models import alexnet, googlenet, nin
-from lrsa.pipeline import compress
+from lrsa.pipeline import Budget, SolverSettings, compress
 from lrsa.report import network_summary, write_report
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,8 +52,8 @@ def random_weight_row(name, network_cr, images):
     g = torch.Generator().manual_seed(0)
     calib = [torch.randn(images, 3, size, size, generator=g)]
     t0 = time.perf_counter()
-    comp, rep = compress(model, calib, network_cr=network_cr, max_samples=4000,
-                         progress=False)
+    comp, rep = compress(model, calib, Budget(size=network_cr),
+                         solver=SolverSettings(max_samples=4000), progress=False)
     secs = time.perf_counter() - t0
     s = network_summary(model, comp.eval(), (1, 3, size, size), latency_batches=(1, 8),
                         repeats=5)

@@ -94,7 +94,7 @@ def main():
             lp.skip = paper_cr >= 1  # the cccp layers; conv1 IS approximated in the paper
             lp.target_cr = None if lp.skip else min(1.0, paper_cr * a.table_ii_scale)
         compressed, summary = compress_and_evaluate(
-            model, calib, test, plan=plan, response="relu", strategy="asymmetric",
+            model, calib, test, budget=plan, response="relu", strategy="asymmetric",
             workdir=work / "layers")
         save_compressed(compressed, comp_path, arch=a.model)
         return summary

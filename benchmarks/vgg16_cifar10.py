@@ -27,7 +27,7 @@ from _common import (CHECKPOINT, baselines_phase, cifar_root, comparison_table,
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
-from lrsa.pipeline import load_compressed, save_compressed
+from lrsa.pipeline import Budget, load_compressed, save_compressed
 from lrsa.paper import PAPER_TABLE_I, PAPER_VGG16, VGG16_LAYER_NAMES
 from lrsa.report import count_parameters, markdown_table, network_summary, write_report
 from lrsa.train import evaluate
@@ -43,6 +43,9 @@ def main():
                    help="a multiply-add budget instead of --network-cr")
     p.add_argument("--target-speedup", type=float, default=None,
                    help="a whole-model speed-up budget (measured layer times) instead")
+    p.add_argument("--fallback", choices=["macs", "time", "none"], default="macs",
+                   help="where a solved layer stays dense (lrsa.compress's fallback; the "
+                        "headlines before the pipeline split used 'time')")
     p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: none)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--distill", choices=["logits", "features", "none"], default="logits",
@@ -60,6 +63,7 @@ def main():
                          "(set LRSA_DATA to the folder holding cifar-10-batches-py)")
     work = Path(a.work)
     settings = {k: getattr(a, k) for k in ("network_cr", "network_macs", "target_speedup",
+                                           "fallback",
                                            "epochs", "lr", "distill", "calib_images",
                                            "train_images")}
     settings["code_version"] = git_version()  # a rerun with other code is refused
@@ -80,12 +84,13 @@ def main():
     params_original = phase(state, save, "params_original", lambda: count_parameters(folded))
 
     def run_lrsa():
+        budget = (Budget(macs=a.network_macs) if a.network_macs else
+                  Budget(speedup=a.target_speedup) if a.target_speedup else
+                  Budget(size=a.network_cr))
         compressed, summary = compress_and_evaluate(
-            model, calib, test, response="relu",
-            **({"network_macs": a.network_macs} if a.network_macs else
-               {"target_speedup": a.target_speedup} if a.target_speedup else
-               {"network_cr": a.network_cr}),
-            strategy="asymmetric", workdir=work / "layers_lrsa")
+            model, calib, test, budget=budget, response="relu", strategy="asymmetric",
+            fallback=None if a.fallback == "none" else a.fallback,
+            workdir=work / "layers_lrsa")
         save_compressed(compressed, work / "compressed.pt", arch="vgg16_bn")
         return summary
     lrsa = phase(state, save, "run_lrsa", run_lrsa)
@@ -96,7 +101,7 @@ def main():
             "top1_baseline": state["top1_baseline"], "params_original": params_original,
             "top1_compressed": lrsa["top1"], "params_compressed": lrsa["params"],
             "approx_seconds": lrsa["seconds"], "speed_check": lrsa["speed"],
-            "layers": lrsa["layers"], "network_cr_target": a.network_cr,
+            "layers": lrsa["layers"], "network_cr_target": a.network_cr, "fallback": a.fallback,
             "network_macs_target": a.network_macs, "target_speedup": a.target_speedup,
             "calib_images": a.calib_images, "paper": PAPER_VGG16}
     for key, run in others.items():

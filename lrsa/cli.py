@@ -68,7 +68,9 @@ def _load_any(path, model_name):
     """A compressed file from lrsa compress, or original weights for ``model_name``."""
     from .pipeline import load_compressed
     from .models import load_checkpoint
-    obj = torch.load(path, weights_only=True, map_location="cpu")
+    from .utils import load_torch_file
+    obj = load_torch_file(path, "a checkpoint (weights from lrsa train, or compressed.pt "
+                                "from lrsa compress)")
     if isinstance(obj, dict) and obj.get("format") == "lrsa-compressed-1":
         return load_compressed(path)[0]
     model = _model(model_name)
@@ -120,12 +122,16 @@ def cmd_train(args):
 
 
 def _compress_args(args):
-    return dict(frac=args.frac, ratio=args.ratio, target_cr=args.target_cr,
-                rank_multiple=args.rank_multiple,
-                network_cr=args.network_cr, network_macs=args.network_macs,
-                target_speedup=args.target_speedup, response=args.response, strategy=args.strategy,
-                samples_per_image=args.samples_per_image, max_samples=args.max_samples,
-                workdir=Path(args.out) / "work", seed=args.seed)
+    """compress's arguments from the command line's: the same Budget and SolverSettings."""
+    from .pipeline import Budget, SolverSettings
+    return dict(budget=Budget(size=args.size, macs=args.macs, speedup=args.speedup,
+                              layer_size=args.layer_size, frac=args.frac, ratio=args.ratio,
+                              rank_multiple=args.rank_multiple),
+                response=args.response, strategy=args.strategy,
+                solver=SolverSettings(samples_per_image=args.samples_per_image,
+                                      max_samples=args.max_samples, seed=args.seed),
+                fallback=None if args.fallback == "none" else args.fallback,
+                workdir=Path(args.out) / "work")
 
 
 def run_compress(args, model):
@@ -200,11 +206,10 @@ def _baselines(args, model, calib, rep, test_loader):
     from .report import count_parameters
     from .train import evaluate
     found = {}
+    solver = _compress_args(args)["solver"]
     for method in ("svd", "rrr"):
         other, _ = compress_like(model, calib, rep, method=method, response="linear",
-                                 strategy=args.strategy, seed=args.seed, progress=False,
-                                 samples_per_image=args.samples_per_image,
-                                 max_samples=args.max_samples)
+                                 strategy=args.strategy, solver=solver, progress=False)
         found[method] = {"top1": evaluate(other, test_loader)["top1"],
                          "params": count_parameters(other)}
     return found
@@ -308,7 +313,19 @@ def cmd_fetch_checkpoint(args):
 
 
 def cmd_report(args):
-    data = json.loads(Path(args.report).read_text())
+    path = Path(args.report)
+    if path.is_dir():  # a run folder: its report
+        path = path / "report.json"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; expected report.json from lrsa compress "
+                         "or lrsa demo (or the folder that holds it)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not JSON ({exc}); expected report.json from lrsa "
+                         "compress or lrsa demo (report.md is its markdown: open it)") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds JSON but not a report from lrsa compress")
     print(data.get("markdown") or json.dumps(data, indent=1))
 
 
@@ -326,17 +343,22 @@ def _compress_options(sp):
     sp.add_argument("--frac", type=float, default=0.03,
                     help="lam1 relative to each layer's gradient scale")
     sp.add_argument("--ratio", type=float, default=3.0, help="lam2 / lam1 (paper 2.5-3)")
-    sp.add_argument("--target-cr", type=float, default=None,
-                    help="per-layer stored-size target in (0, 1] (fraction of n d)")
     sp.add_argument("--rank-multiple", type=int, default=1,
                     help="ranks in multiples of this (16 suits CPUs with 512-bit vectors)")
-    sp.add_argument("--network-cr", type=float, default=None,
-                    help="whole-network CR target in (0, 1]")
-    sp.add_argument("--network-macs", type=float, default=None,
-                    help="whole-network multiply-add target in (0, 1] instead")
-    sp.add_argument("--target-speedup", type=float, default=None,
-                    help="whole-model speed-up (> 1) on this device instead; the budget is "
-                         "spread by measured layer times, the result measured at the end")
+    size = sp.add_mutually_exclusive_group()  # lrsa.Budget takes one of them
+    size.add_argument("--size", "--network-cr", dest="size", type=float, default=None,
+                      help="whole-network stored size in (0, 1] (Budget(size=...))")
+    size.add_argument("--macs", "--network-macs", dest="macs", type=float, default=None,
+                      help="whole-network multiply-add fraction in (0, 1] instead")
+    size.add_argument("--speedup", "--target-speedup", dest="speedup", type=float,
+                      default=None, help="whole-model speed-up (> 1) on this device instead "
+                      "(needs --fallback time); spread by measured layer times")
+    size.add_argument("--layer-size", "--target-cr", dest="layer_size", type=float,
+                      default=None, help="each layer's stored size in (0, 1] instead")
+    sp.add_argument("--fallback", choices=["macs", "time", "none"], default="macs",
+                    help="where a solved layer stays dense: fewer multiply-adds or not "
+                         "(default; the same model on every run), measured time (a quiet "
+                         "machine), or never")
     sp.add_argument("--response", choices=["relu", "linear"], default="relu")
     sp.add_argument("--strategy", choices=["asymmetric", "symmetric"],
                     default="asymmetric")
@@ -377,7 +399,7 @@ def build_parser():
     _common_options(sp, "small_cnn")
     _compress_options(sp)
     sp.add_argument("--epochs", type=int, default=6, help="baseline training epochs")
-    sp.set_defaults(func=cmd_demo, out="runs/demo", calib_images=512, network_cr=0.3,
+    sp.set_defaults(func=cmd_demo, out="runs/demo", calib_images=512, size=0.3,
                     finetune_epochs=2, latency_batch=64)
 
     sp = sub.add_parser("download-cifar10", help="download and verify the official CIFAR-10")
@@ -419,7 +441,7 @@ def build_parser():
     sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser("report", help="print a report.json as markdown")
-    sp.add_argument("report")
+    sp.add_argument("report", help="report.json from lrsa compress or demo, or its folder")
     sp.set_defaults(func=cmd_report)
     return p
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .features import collect_features, fold_batchnorm
-from .pipeline import LayerPlan, compress
+from .pipeline import LayerPlan, SolverSettings, compress
 from .train import evaluate
 from .paper import PAPER_VGG16
 from .parallel import map_on
@@ -162,9 +162,10 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
         for v in values:
             plan = {layer_name: LayerPlan(ratio=ratio, target_cr=v) if target_crs is not None
                     else LayerPlan(frac=v, ratio=ratio)}
-            comp, rep = compress(model, calib, plan=plan, response=response, fallback=None,
-                                 samples_per_image=samples_per_image, max_samples=max_samples,
-                                 max_iter=max_iter, tol=tol, progress=False)
+            comp, rep = compress(model, calib, plan, response=response, fallback=None,
+                                 solver=SolverSettings(samples_per_image, max_samples,
+                                                       max_iter, tol),
+                                 progress=False)
             r = _row(rep, layer_name)
             W, b = _lowered(comp.get_submodule(layer_name))
             top1 = evaluate(comp, test_loader)["top1"]
@@ -262,10 +263,10 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
                 for f in prev.glob("layer_*.pt"):
                     shutil.copy2(f, run / f.name)
             plan = _plan_for(model, names[:k], frac, ratio, fc_ratio)
-            comp, rep = compress(model, calib, plan=plan, response=response, strategy=strategy,
-                                 samples_per_image=samples_per_image, max_samples=max_samples,
-                                 max_iter=max_iter, tol=tol, workdir=run, fallback=None,
-                                 progress=False)
+            comp, rep = compress(model, calib, plan, response=response, strategy=strategy,
+                                 solver=SolverSettings(samples_per_image, max_samples,
+                                                       max_iter, tol),
+                                 workdir=run, fallback=None, progress=False)
             top1 = evaluate(comp, test_loader)["top1"]
             done = [r for r in rep.layers if r["name"] in plan]
             r = _row(rep, names[k - 1])

@@ -72,6 +72,24 @@ def atomic_torch_save(obj, path) -> Path:
     return _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
+def load_torch_file(path, expected: str):
+    """``torch.load(path, weights_only=True)`` on the CPU, or a ValueError in one line that
+    names the file and ``expected`` (what it should hold): for a folder, a missing file, a
+    truncated or overwritten file, a JSON report, or a pickle with arbitrary objects, where
+    torch would raise a paragraph about ``weights_only`` or a bare unpickling error."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a file holding {expected}")
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; expected a file holding {expected}")
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise ValueError(f"{path} could not be read as {expected} "
+                         f"({type(exc).__name__}: {reason})") from exc
+
+
 def code_version() -> str:
     """sha256 (16 hex digits) of lrsa's own source files: what computed a result."""
     h = hashlib.sha256()

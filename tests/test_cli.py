@@ -87,3 +87,31 @@ def test_cli_demo_at_its_defaults_fine_tunes_without_collapsing(tmp_path):
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["finetune_distill"] == "logits" and data["finetune_epochs"] == 2
     assert data["top1_finetuned"] >= data["top1_compressed"] - 1.0
+
+
+def _one_line_error(capsys, *names):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for name in names:
+        assert name in err, err
+    return err
+
+
+def test_cli_slips_get_one_line_naming_the_file(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps({"markdown": "| layer | kind |"}))
+    (run / "report.md").write_text("| layer | kind |\n")
+    # the run folder instead of its report.json: read as its report.json
+    assert main(["report", str(run)]) == 0
+    assert "| layer | kind |" in capsys.readouterr().out
+    assert main(["report", str(run / "report.md")]) == 2
+    _one_line_error(capsys, "report.md", "not JSON", "report.json")
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    _one_line_error(capsys, "nothing", "does not exist")
+    # a report given as a checkpoint
+    assert main(["evaluate", "--model", "small_cnn", "--checkpoint",
+                 str(run / "report.json")]) == 2
+    _one_line_error(capsys, "report.json", "could not be read as a checkpoint")
+    assert main(["evaluate", "--model", "small_cnn", "--checkpoint", str(run)]) == 2
+    _one_line_error(capsys, "is a folder")

@@ -11,7 +11,7 @@ import lrsa.experiments as E
 from lrsa.setups import digits_setup
 from lrsa import explorer
 from lrsa.features import fold_batchnorm
-from lrsa.pipeline import LayerPlan, compress
+from lrsa.pipeline import LayerPlan, SolverSettings, compress
 
 matplotlib.use("Agg")
 
@@ -81,7 +81,7 @@ def test_strategy_curve_reuses_layers_and_matches_a_fresh_run(setup, tmp_path):
     # the last point equals one fresh compress of the three layers
     plan = {"features.3": LayerPlan(frac=0.1), "features.7": LayerPlan(frac=0.1),
             "classifier.0": LayerPlan(frac=0.1, ratio=math.inf)}
-    comp, rep = compress(setup.model, setup.calib, plan=plan, max_samples=800,
+    comp, rep = compress(setup.model, setup.calib, plan, solver=SolverSettings(max_samples=800),
                          fallback=None, progress=False)
     fresh = {r["name"]: r for r in rep.layers}
     for r in asym:
@@ -113,8 +113,8 @@ def test_lambda_grid_matches_compress_and_is_cached(setup, tmp_path, monkeypatch
                         key=lambda p: p["frac"])
         assert hi["cr"] < lo["cr"]
     # the same solve as compress with a one-layer plan
-    _, rep = compress(setup.model, setup.calib, plan={layer: LayerPlan(frac=0.03, ratio=3.0)},
-                      max_samples=1000, fallback=None, progress=False)
+    _, rep = compress(setup.model, setup.calib, {layer: LayerPlan(frac=0.03, ratio=3.0)},
+                      solver=SolverSettings(max_samples=1000), fallback=None, progress=False)
     row = next(r for r in rep.layers if r["name"] == layer)
     p = explorer.grid_point(grid, 0.03, 3.0)
     assert (p["rank"], p["nonzero_columns"]) == (row["rank"], row["nonzero_columns"])

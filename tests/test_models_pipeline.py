@@ -7,7 +7,7 @@ from torch import nn
 from lrsa.features import find_layers
 from lrsa.layers import SparseLowRankConv2d
 from lrsa.models import alexnet, googlenet, nin
-from lrsa.pipeline import compress, default_plan
+from lrsa.pipeline import Budget, SolverSettings, compress, default_plan
 from lrsa.report import count_parameters
 
 
@@ -30,8 +30,9 @@ def test_googlenet_branches_are_found_in_call_order_and_compressed():
     assert "inception3a.branch2.1.conv" in approximated
     keep = {n: plan[n] for n in ["inception3a.branch2.1.conv", "inception4e.branch3.1.conv",
                                  "fc"]}
-    comp, rep = compress(model, images(2, 64), plan=keep, max_samples=300, max_iter=30,
-                         progress=False, fallback=None)
+    comp, rep = compress(model, images(2, 64), keep,
+                         solver=SolverSettings(max_samples=300, max_iter=30), progress=False,
+                         fallback=None)
     assert isinstance(comp.get_submodule("inception3a.branch2.1.conv"), SparseLowRankConv2d)
     assert count_parameters(comp) < count_parameters(model)
     assert comp(images(1, 64, seed=1)[0]).shape == (1, 10)
@@ -41,8 +42,9 @@ def test_alexnet_convs_compress_and_run():
     torch.manual_seed(0)
     model = alexnet(num_classes=10).eval()
     exclude = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    comp, rep = compress(model, images(2, 64), exclude=exclude, max_samples=200, frac=0.1,
-                         max_iter=20, progress=False, fallback=None)
+    comp, rep = compress(model, images(2, 64), Budget(frac=0.1, exclude=exclude),
+                         solver=SolverSettings(max_samples=200, max_iter=20), progress=False,
+                         fallback=None)
     kinds = {r["name"]: r["kind"] for r in rep.layers}
     assert kinds["features.0"] == "original"  # the paper keeps the first conv
     assert all(kinds[n] == "original" for n in exclude)

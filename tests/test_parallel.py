@@ -57,13 +57,14 @@ def test_symmetric_layers_on_two_workers_equal_serial(setup):
     same structure and, to float tolerance, the same weights as the serial run."""
     import torch
 
-    from lrsa.pipeline import compress
+    from lrsa.pipeline import Budget, SolverSettings, compress
 
-    kw = dict(network_cr=0.5, strategy="symmetric", max_samples=1000, fallback=None,
+    kw = dict(strategy="symmetric", solver=SolverSettings(max_samples=1000), fallback=None,
               progress=False)
-    serial, rep_serial = compress(setup.model, setup.calib, **kw)
+    serial, rep_serial = compress(setup.model, setup.calib, Budget(size=0.5), **kw)
     with parallel.dask_client(workers=2) as client:
-        remote, rep_remote = compress(setup.model, setup.calib, client=client, **kw)
+        remote, rep_remote = compress(setup.model, setup.calib, Budget(size=0.5),
+                                      client=client, **kw)
     for a, b in zip(rep_remote.layers, rep_serial.layers):
         assert (a["name"], a["kind"], a["rank"], a["nonzero_columns"],
                 a["params_compressed"]) == (b["name"], b["kind"], b["rank"],

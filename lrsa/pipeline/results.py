@@ -1,0 +1,183 @@
+"""What :func:`compress` returns besides the model: one row per layer (paper Table I) and the
+totals, describing the model as it is stored."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+from ..utils import format_table
+
+
+@dataclass
+class LayerReport(Mapping):
+    """One layer's row of :attr:`CompressionReport.layers` (paper Table I). Read its fields as
+    attributes or by key (``row["cr"]``, ``row.get("choice")``, ``dict(row)``).
+
+    Attributes
+    ----------
+    name : str
+        Module name.
+    type : str
+        ``"Conv2d"`` or ``"Linear"``.
+    n, d : int
+        Rows and columns of the lowered weight W (outputs; k_h k_w c inputs).
+    params_original : int
+        n d.
+    kind : str
+        ``"factored"`` (runs A + U V), ``"dense"`` (solved, but stored with its original
+        weights: see ``decision`` and ``tried``), ``"original"`` (not approximated by the
+        plan). Every field below describes the layer as stored: a dense or original layer
+        has its full size, CR 100 %, rank min(n, d), all columns.
+    cr_a, cr_b, cr : float
+        Stored sizes of A (kept columns x n), B (r (n + d)) and of both, over n d
+        (paper eq. 15).
+    rank : int
+        r, the rank of B.
+    nonzero_columns : int
+        Columns of A kept (kept channels x k_h k_w).
+    params_compressed : int
+        Parameters the layer stores as it runs (n d when dense or original).
+    rel_error : float or None
+        ||Y - r(W X + b)||_F / ||Y||_F on the calibration samples (None for the data-free SVD).
+    seconds : float
+        Time to sample and solve the layer.
+    converged : bool
+        The ADMM's convergence flag (True where no ADMM ran).
+    response : str or None
+        The response fitted: ``"relu"`` where a ReLU follows the layer, else ``"linear"``.
+    choice : str or None
+        ``"A+B"``, ``"A only"`` or ``"B only"``: the split of the budget chosen on held-out
+        samples; ``"B only (A+B not faster)"`` where the chosen A + B ran no faster than the
+        dense layer and B alone at the same size did (``fallback="time"``).
+    kept_channels : int or None
+        Input channels (columns for a Linear layer) the sparse part keeps.
+    frac : float or None
+        lam1 relative to the layer's gradient scale (lrsa only).
+    method : str or None
+        ``"lrsa"``, ``"svd"`` or ``"rrr"``.
+    refined : bool
+        The ReLU refinement was kept (it lowered the held-out error).
+    ranked_by : str or None
+        What ranked the input channels: ``"admm"`` or ``"energy"`` (very large layers).
+    layer_speedups : dict or None
+        Batch size -> the factored layer's measured speed-up in place (median of interleaved
+        repeats; ``fallback="time"``).
+    decision : str or None
+        Why the solved layer is stored factored or dense, with the figures behind it (the
+        multiply-add ratio, or the timings).
+    tried : dict or None
+        For a ``"dense"`` layer: the solved structure it did not use (``choice``, ``rank``,
+        ``kept_channels``, ``cr_a``, ``cr_b``, ``cr``, ``params``, ``rel_error``).
+    """
+
+    name: str
+    type: str
+    n: int
+    d: int
+    params_original: int
+    kind: str = "original"
+    cr_a: float = 0.0
+    cr_b: float = 1.0
+    cr: float = 1.0
+    rank: int = 0
+    nonzero_columns: int = 0
+    params_compressed: int = 0
+    rel_error: float | None = 0.0
+    seconds: float = 0.0
+    converged: bool = True
+    response: str | None = None
+    choice: str | None = None
+    kept_channels: int | None = None
+    frac: float | None = None
+    method: str | None = None
+    refined: bool = False
+    ranked_by: str | None = None
+    layer_speedups: dict | None = None
+    decision: str | None = None
+    tried: dict | None = None
+
+    def __getitem__(self, key):
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self):
+        return len(self.__dataclass_fields__)
+
+    def stored_dense(self, decision):
+        """This solved row as stored with the original weights: full size, and what was
+        tried in ``tried``."""
+        tried = {k: self[k] for k in ("choice", "rank", "kept_channels", "cr_a", "cr_b", "cr",
+                                      "rel_error")}
+        tried["params"] = self.params_compressed
+        return dataclasses.replace(
+            self, kind="dense", decision=decision, tried=tried, cr_a=0.0, cr_b=1.0, cr=1.0,
+            rank=min(self.n, self.d), nonzero_columns=self.d, kept_channels=None, choice=None,
+            params_compressed=self.params_original, rel_error=0.0, refined=False)
+
+
+@dataclass
+class CompressionReport:
+    """Per-layer results (paper Table I) and totals. CR = approximated / original size.
+
+    Attributes
+    ----------
+    layers : list of LayerReport
+        In the order the forward pass calls the layers.
+    strategy, response, method : str
+        The settings of the run.
+    fallback : str or None
+        The rule that decided where a solved layer is stored dense (see :func:`compress`).
+    budget : dict or None
+        The :class:`Budget` asked for (as a dict), or None for per-layer plans.
+    seconds : float
+        Wall time of :func:`compress`.
+    speed : dict or None
+        The whole-model check of ``fallback="time"``: measured ``speedups`` per batch size,
+        ``faster``, and the layers ``reverted`` to their original weights.
+    """
+
+    layers: list = field(default_factory=list)
+    strategy: str = "asymmetric"
+    response: str = "relu"
+    method: str = "lrsa"
+    fallback: str | None = "macs"
+    budget: dict | None = None
+    seconds: float = 0.0
+    speed: dict | None = None
+
+    @property
+    def params_original(self):
+        return sum(r["params_original"] for r in self.layers)
+
+    @property
+    def params_compressed(self):
+        return sum(r["params_compressed"] for r in self.layers)
+
+    def to_dict(self):
+        """Plain JSON-able dict (layers as dicts) with the totals."""
+        d = asdict(self)
+        d.update(params_original=self.params_original, params_compressed=self.params_compressed)
+        return d
+
+    def markdown(self):
+        return format_table(
+            ["layer", "kind", "structure", "CR(A) %", "CR(B) %", "CR(A+B) %", "rank",
+             "kept channels", "rel. error", "s"],
+            [_markdown_row(r) for r in self.layers])
+
+
+def _markdown_row(r):
+    """A Table-I row as stored: the structure columns only for a factored layer."""
+    factored = r["kind"] == "factored"
+    return [r["name"], r["kind"], r.get("choice") if factored else None,
+            f"{100 * r['cr_a']:.1f}" if factored else None,
+            f"{100 * r['cr_b']:.1f}" if factored else None, f"{100 * r['cr']:.1f}",
+            r["rank"] if factored else None, r.get("kept_channels") if factored else None,
+            None if r["rel_error"] is None else f"{r['rel_error']:.3f}", f"{r['seconds']:.1f}"]
+
