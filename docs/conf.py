@@ -355,7 +355,7 @@ def execute_notebook(src: Path) -> bytes:
         import nbformat
     except ImportError as e:
         raise ImportError('the docs execute the notebooks with nbclient: pip install -e '
-                          '".[docs,nb]"') from e
+                          '".[docs]"') from e
     nb = nbformat.read(src, as_version=4)
     # LRSA_DOCS_ALLOW_ERRORS=1 (never in CI): show a failing cell's error on the page and go on,
     # to look at a site while a notebook is being edited; such a copy is never reused
