@@ -19,7 +19,8 @@ with :math:`X \in \mathbb R^{d\times N}` lowered inputs (d = c k^2, PyTorch's ch
     \hat M = \operatorname{prox}_{f/t}(\hat A + \hat B + \Lambda/t),
 
 :math:`\hat\Lambda = \Lambda + t(\hat A + \hat B - \hat M)`, then corrects
-:math:`(B, -M, \Lambda)` by :func:`lrsa.admm.he_yuan_correction`.
+:math:`(B, -M, \Lambda)` by :func:`lrsa.admm.he_yuan_correction` (the essential variables of
+He and Yuan's theorem; eq. 13 as printed acts on :math:`(B, M)`, a form it does not cover).
 
 The M-step. With :math:`G = XX^\top/N` and :math:`C = (Y - b\mathbf 1^\top)X^\top/N`:
 
@@ -31,7 +32,11 @@ The M-step. With :math:`G = XX^\top/N` and :math:`C = (Y - b\mathbf 1^\top)X^\to
   plus :math:`\tfrac t2\|M'-V\|^2` gives the step
   :math:`M' = M - (\nabla f(M) + t(M - V))(G+tI)^{-1}`, which never increases the
   subproblem's objective and is exact in one step for the linear response. ``inner_iter``
-  such steps are taken per ADMM iteration, warm-started.
+  such steps (default 1) are taken per ADMM iteration, warm-started, so for the ReLU the
+  predicted M approximates the prox instead of solving it.
+
+:func:`lrsa.compress` runs this ADMM on the linear response only, to rank input channels
+(``lrsa.pipeline.approximate_layer``); the weights it keeps come from exact fits.
 """
 
 from __future__ import annotations
@@ -111,7 +116,9 @@ class ADMMStep(NamedTuple):
     A, B, M, Lam : (n, d) the predicted A-hat, B-hat = U diag(s) Vh, M-hat, Lambda-hat.
     U, s, Vh : (n, r), (r,), (r, d) the thin SVD of B-hat.
     f : data term at the M the iteration started from (ReLU) or at M-hat (linear).
-    size : max(||A-hat + B-hat||, ||M-hat||); primal, dual : the relative residuals.
+    size : max(||A-hat + B-hat||, ||M-hat||); primal, dual : the relative residuals
+    ||A-hat + B-hat - M-hat|| / size and ||M-hat - M|| / ||M-hat||, M the iterate this
+    prediction started from.
     """
 
     A: torch.Tensor
@@ -175,8 +182,9 @@ class LayerSolution:
     history : dict of str -> list
         Per iteration: ``objective`` (f(M) + penalties of the predicted A, B; for ReLU f is
         taken at the M the iteration starts from), ``primal_residual``
-        ``||A+B-M|| / max(||A+B||, ||M||)``, ``dual_residual`` ``||M_new - M|| / ||M_new||``,
-        ``rank`` of B, ``nonzero_columns`` of A.
+        ``||A_hat+B_hat-M_hat|| / max(||A_hat+B_hat||, ||M_hat||)``, ``dual_residual``
+        ``||M_hat_k - M_k|| / ||M_hat_k||`` (the prediction against the M the iteration
+        started from, not the corrected M_{k+1}), ``rank`` of B, ``nonzero_columns`` of A.
     converged : bool
         Both residuals fell below ``tol``.
     iterations : int
