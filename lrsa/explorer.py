@@ -1,7 +1,10 @@
 r"""A slider explorer over a precomputed lambda grid (:func:`lrsa.experiments.lambda_grid`).
 
 Moving a slider only looks a point up in the grid, so it answers instantly even for a
-VGG-16 layer whose solves take a minute each. :func:`grid_explorer` builds the sliders and
+VGG-16 layer whose solves take a minute each. Each point is what :func:`lrsa.compress` does
+at those lambdas without a size target: the linear ADMM's structure sets the budget, and the
+point shows the split chosen on held-out samples and refitted (ReLU: refined), not the ADMM's
+minimizer. :func:`grid_explorer` builds the sliders and
 their one live figure (:func:`lrsa.widgets.interact`), with a static version for renderers
 without widgets.
 """
@@ -105,8 +108,9 @@ def plot_grid_point(grid, frac=None, ratio=None, axes=None, label=None):
 def grid_explorer(grid, frac=None, ratio=None, label=None):
     r"""One live :func:`plot_grid_point` figure with two sliders over the grid's values:
     :math:`\lambda_1/s` (``frac``; :math:`s` is the layer's gradient scale, the mean column
-    norm of the data term's gradient at 0, so a column of A starts to be kept near
-    :math:`\lambda_1/s = 1`) and :math:`\lambda_2/\lambda_1` (``ratio``; inf: no low-rank
+    norm of the data term's gradient at 0; with B = 0, A is empty from
+    :math:`\lambda_1/s = \max_j\|C_{:,j}\|/\operatorname{mean}_j\|C_{:,j}\| \ge 1` on, the
+    largest column norm over the mean) and :math:`\lambda_2/\lambda_1` (``ratio``; inf: no low-rank
     part). A move only looks a point up: instant even for layers whose solves take minutes.
     ``label`` names the layer in the titles.
 

@@ -52,6 +52,23 @@ def test_notebook_is_committed_clean(path):
     assert any("assert" in c.source for c in code), f"{path.name} has no assert cell"
 
 
+COURSE = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", COURSE, ids=[p.stem for p in COURSE])
+def test_notebook_opens_with_what_the_student_learns(path):
+    """The first cell says what the student will learn (a list) before the run times."""
+    first = _read(path).cells[0]
+    assert first.cell_type == "markdown"
+    text = first.source
+    learn, runtime = text.find("**What you will learn.**"), text.find("**Run time.**")
+    assert learn != -1, f"{path.name}: no 'What you will learn' in the first cell"
+    assert runtime != -1, f"{path.name}: no 'Run time' in the first cell"
+    assert learn < runtime, f"{path.name}: run times come before what the student learns"
+    items = text[learn:runtime].count("\n* ")
+    assert items >= 2, f"{path.name}: 'What you will learn' lists {items} items"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path):
     # executed once per session (tests/_notebook_runs.py): the docs build in test_docs.py
