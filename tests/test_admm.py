@@ -21,7 +21,8 @@ def test_corrected_scheme_converges():
 
 
 def test_correction_in_raw_coordinates_diverges():
-    # eq. (13) applied to (B, M) instead of (B, -M) when the constraint is A + B - M = 0
+    # the third essential variable's sign flipped: on A + B - M = 0 that is eq. (13) applied to
+    # (B, M); on this example (A3 = (1, 2, 2)^T) an analogue of it, which diverges
     assert chen_he_ye_yuan_spectral_radius(correction=True, coordinates="raw") > 1.05
     norms = chen_he_ye_yuan_iterates(400, correction=True, coordinates="raw")
     assert norms[-1] > 1e6 * norms[0]
