@@ -2,7 +2,8 @@
 
 Build:  sphinx-build -W --keep-going -b html docs docs/_build/html
 
-At configuration time this file writes ``docs/_generated/`` (ignored by git):
+When the build starts (``config-inited``, and only when the source folder is ``docs/``) this
+file writes ``docs/_generated/`` (ignored by git):
 
 * ``_generated/notebooks/``: ``../notebooks/*.ipynb`` and ``../notebooks/solutions/*.ipynb``
   **executed** (smoke mode, ``LRSA_SMOKE=1``: the small CNN on scikit-learn's bundled digits,
@@ -458,7 +459,12 @@ def _generate() -> None:
                                         "api_optional.md": "\n".join(optional).encode()})
 
 
-_generate()
+
+def _generate_for_this_site(app, config):
+    """Generate only when building this folder: tests reuse this configuration for a tiny
+    project of their own (``sphinx-build -c docs``), which must not execute the notebooks."""
+    if Path(app.srcdir).resolve() == DOCS:
+        _generate()
 
 
 class _DropBareWidgets(SphinxPostTransform):
@@ -481,6 +487,7 @@ class _DropBareWidgets(SphinxPostTransform):
 
 
 def setup(app):
+    app.connect("config-inited", _generate_for_this_site)
     app.connect("builder-inited", _copy_mathjax)
     app.add_post_transform(_DropBareWidgets)
     app.connect("autodoc-process-docstring", _verbatim_docstring, priority=300)
