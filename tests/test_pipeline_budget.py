@@ -1,0 +1,114 @@
+"""lrsa.pipeline.budget: Budget and plans, the spread of a whole-network target (brute-force
+optima), the multiply-add budget."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lrsa.features import fold_batchnorm
+from lrsa.pipeline import Budget, LayerPlan, compress
+from lrsa.pipeline.budget import spread_network_target
+
+
+def test_mac_budget_is_met_and_cuts_early_layers_more(trained):
+    """network_macs spreads the sizes by each layer's multiply-adds: the compressed model
+    stays within the MAC budget (a factored layer's MACs are its stored size per output
+    position), and the high-resolution early layer keeps less than under a weight budget
+    of the same overall size."""
+    from lrsa.report import count_macs
+    model, calib, _ = trained
+    by_macs, rep_macs = compress(model, calib, Budget(macs=0.5), fallback=None,
+                                 progress=False)
+    original = fold_batchnorm(model)
+    assert count_macs(by_macs, (1, 1, 8, 8)) <= 0.5 * count_macs(original, (1, 1, 8, 8))
+    stored = rep_macs.params_compressed / rep_macs.params_original
+    _, rep_params = compress(model, calib, Budget(size=stored), fallback=None, progress=False)
+    cr = lambda rep, name: next(r["params_compressed"] / r["params_original"]  # noqa: E731
+                                for r in rep.layers if r["name"] == name)
+    assert cr(rep_macs, "features.3") < cr(rep_params, "features.3")
+    with pytest.raises(ValueError, match="takes one of size, macs"):
+        compress(model, calib, Budget(size=0.5, macs=0.5), progress=False)
+
+
+def _linear_with_spectrum(n, d, singular_values, seed):
+    """nn.Linear(d, n) whose weight has the given singular values (random singular vectors)."""
+    g = torch.Generator().manual_seed(seed)
+    P, _ = torch.linalg.qr(torch.randn(n, n, generator=g))
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
+    s = torch.tensor(singular_values, dtype=torch.float32)
+    layer = nn.Linear(d, n)
+    with torch.no_grad():
+        layer.weight.copy_(P[:, :len(s)] @ torch.diag(s) @ Q[:, :len(s)].T)
+    return layer
+
+
+def test_network_spread_is_the_brute_force_optimum_of_the_energy_product():
+    """Equal-shaped layers (every rank costs the same): the greedy spread's ranks maximize
+    the product of the layers' kept shares of ||W||_F^2 over every rank combination within
+    the budget (brute force), and the budget holds."""
+    n, d, budget_ranks = 12, 12, 9  # a rank of a 12 x 12 layer stores 24 of its 144 weights
+    spectra = [[9, 0.5, 0.3, 0.2, 0.1, 0.05], [3, 2.9, 2.8, 2.7, 0.2, 0.1],
+               [5, 4, 1, 0.5, 0.2, 0.1]]  # optimum (1, 4, 4), not the even (3, 3, 3)
+    layers = [(f"fc{i}", _linear_with_spectrum(n, d, s, i)) for i, s in enumerate(spectra)]
+    plan = {name: LayerPlan() for name, _ in layers}
+    spread_network_target(plan, layers, budget_ranks * (n + d) / (3 * n * d))
+    ranks = [round(plan[name].target_cr * n * d / (n + d)) for name, _ in layers]
+
+    def log_energy(rs):
+        return sum(math.log(sum(x * x for x in s[:r]) / sum(x * x for x in s))
+                   for s, r in zip(spectra, rs))
+
+    best = max((rs for rs in itertools.product(range(1, 6), repeat=3)
+                if sum(rs) <= budget_ranks), key=log_energy)
+    assert sum(ranks) <= budget_ranks
+    assert log_energy(ranks) == pytest.approx(log_energy(best), abs=1e-9)
+
+
+def test_network_spread_keeps_a_layer_dense_and_refuses_a_budget_below_rank_one():
+    """A budget near the whole network's size leaves a layer dense (target_cr 1) rather than
+    storing factors larger than its weight; one that cannot give every layer rank 1 names
+    the problem."""
+    layers = [("a", _linear_with_spectrum(8, 8, [1] * 8, 0)),
+              ("b", _linear_with_spectrum(8, 8, [4, 2, 1, 0.5], 1))]
+    plan = {name: LayerPlan() for name, _ in layers}
+    spread_network_target(plan, layers, 0.99)
+    assert plan["a"].target_cr == 1.0
+    with pytest.raises(ValueError, match="smallest rank"):
+        spread_network_target(plan, layers, 0.05)
+
+
+def test_network_spread_in_rank_multiples_is_the_brute_force_optimum():
+    """With rank_multiple=2 every layer's rank is a multiple of 2 and the ranks maximize the
+    energy product over all multiples of 2 within the budget (brute force)."""
+    n, d, budget_ranks = 12, 12, 10
+    spectra = [[9, 0.5, 0.3, 0.2, 0.1, 0.05], [3, 2.9, 2.8, 2.7, 0.2, 0.1],
+               [5, 4, 1, 0.5, 0.2, 0.1]]
+    layers = [(f"fc{i}", _linear_with_spectrum(n, d, s, i)) for i, s in enumerate(spectra)]
+    plan = {name: LayerPlan(rank_multiple=2) for name, _ in layers}
+    spread_network_target(plan, layers, budget_ranks * (n + d) / (3 * n * d))
+    ranks = [round(plan[name].target_cr * n * d / (n + d)) for name, _ in layers]
+
+    def log_energy(rs):
+        return sum(math.log(sum(x * x for x in s[:r]) / sum(x * x for x in s))
+                   for s, r in zip(spectra, rs))
+
+    best = max((rs for rs in itertools.product((2, 4), repeat=3) if sum(rs) <= budget_ranks),
+               key=log_energy)
+    assert all(r % 2 == 0 for r in ranks) and sum(ranks) <= budget_ranks
+    assert log_energy(ranks) == pytest.approx(log_energy(best), abs=1e-9)
+
+
+def test_compress_refuses_a_rank_multiple_that_is_not_a_positive_integer(trained):
+    """As an argument or in a plan of its own (0 would never grow a rank in the spread)."""
+    model, calib, _ = trained
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="rank_multiple must be a positive integer"):
+            compress(model, calib, Budget(size=0.3, rank_multiple=bad), progress=False)
+    plan = {n: LayerPlan(rank_multiple=0) for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
+    with pytest.raises(ValueError, match="rank_multiple must be a positive integer, got 0 "
+                                         r"\(layer "):
+        compress(model, calib, plan, progress=False)

@@ -1,0 +1,207 @@
+"""lrsa.pipeline.network: compress end to end on the digits CNN (the `trained` fixture of
+conftest.py): agreement with A + B, strategies, resume and its refusals, damaged work files,
+bad arguments, baselines at matching sizes."""
+
+import pytest
+import torch
+from torch import nn
+
+import lrsa.pipeline
+from lrsa.features import fold_batchnorm
+from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
+from lrsa.models import small_cnn
+from lrsa.pipeline import Budget, LayerPlan, compress
+from lrsa.report import count_parameters
+from lrsa.train import evaluate
+
+
+def test_compressed_is_smaller_and_matches_dense_a_plus_b(trained, tmp_path):
+    model, calib, test = trained
+    comp, rep = compress(model, calib, Budget(size=0.5), workdir=tmp_path, progress=False,
+                         fallback=None)
+    assert count_parameters(comp) < 0.75 * count_parameters(model)
+    assert rep.params_compressed <= 0.55 * rep.params_original
+    x = torch.cat(calib)[:64]
+    # replace each factored module by a dense layer with the solver's A + U V
+    dense = fold_batchnorm(model)
+    files = sorted(tmp_path.glob("layer_*.pt"))
+    names = [r["name"] for r in rep.layers]
+    assert files, "each finished layer is written to the workdir"
+    for f in files:
+        saved = torch.load(f, weights_only=True)
+        name = saved["row"]["name"]
+        assert name in names
+        mod = dense.get_submodule(name)
+        W = saved["A"] + saved["U"] @ saved["V"]
+        with torch.no_grad():
+            mod.weight.copy_(W.reshape(mod.weight.shape))
+            mod.bias.copy_(saved["bias"])
+        assert isinstance(comp.get_submodule(name), (SparseLowRankConv2d, SparseLowRankLinear))
+    with torch.no_grad():
+        torch.testing.assert_close(comp(x), dense(x), rtol=1e-4, atol=1e-4)
+    # the logits layer has no ReLU after it: it is fitted on the linear response
+    _, rep = compress(model, calib, Budget(layer_size=0.5), progress=False, fallback=None)
+    responses = {r["name"]: r.get("response") for r in rep.layers}
+    assert responses["classifier.2"] == "linear" and responses["features.3"] == "relu"
+    base, ours = evaluate(model, test)["top1"], evaluate(comp, test)["top1"]
+    assert ours >= base - 10, (base, ours)
+
+
+def test_resume_after_crash_gives_the_same_model(trained, tmp_path, monkeypatch):
+    model, calib, _ = trained
+    budget = Budget(frac=0.05)
+    ref, ref_rep = compress(model, calib, budget, workdir=tmp_path / "ref", progress=False,
+                            fallback=None)
+    calls = {"n": 0}
+    original = lrsa.pipeline.network.approximate_layer
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lrsa.pipeline.network, "approximate_layer", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        compress(model, calib, budget, workdir=tmp_path / "run", progress=False, fallback=None)
+    assert len(list((tmp_path / "run").glob("layer_*.pt"))) == 2
+    monkeypatch.setattr(lrsa.pipeline.network, "approximate_layer", original)
+    calls["n"] = 0
+    resumed, rep = compress(model, calib, budget, workdir=tmp_path / "run", progress=False,
+                            fallback=None)
+    x = torch.cat(calib)[:32]
+    with torch.no_grad():
+        torch.testing.assert_close(resumed(x), ref(x), rtol=1e-5, atol=1e-5)
+    assert [r["cr"] for r in rep.layers] == pytest.approx([r["cr"] for r in ref_rep.layers])
+    # other settings in the same folder are refused, not mixed in
+    with pytest.raises(ValueError, match="other settings"):
+        compress(model, calib, Budget(frac=0.2), workdir=tmp_path / "run", progress=False)
+
+
+def test_symmetric_and_asymmetric_agree_on_the_first_approximated_layer_only(trained):
+    # the first approximated layer sees the original inputs under both strategies; later
+    # ones see the approximated network's inputs only under the asymmetric one
+    model, calib, _ = trained
+    kw = dict(response="linear", progress=False, fallback=None)
+    nets = [compress(model, calib, Budget(frac=0.05), strategy=s, **kw)[0]
+            for s in ("symmetric", "asymmetric")]
+
+    def weights(net):
+        return {n: m.to_dense_weight().flatten(1) for n, m in net.named_modules()
+                if isinstance(m, (SparseLowRankConv2d, SparseLowRankLinear))}
+    sym, asym = map(weights, nets)
+    names = list(sym)
+    assert len(names) >= 2 and list(asym) == names
+    torch.testing.assert_close(sym[names[0]], asym[names[0]])
+    assert any(not torch.allclose(sym[n], asym[n], atol=1e-4) for n in names[1:])
+
+
+class Grouped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 3, padding=1)
+        self.g = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+
+    def forward(self, x):
+        return self.g(self.a(x)).mean((2, 3))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"strategy": "sideways"}, "strategy"),
+    ({"response": "tanh"}, "response"),
+    ({"budget": {"nope": LayerPlan()}}, "nope"),
+    ({"budget": 0.2}, r"Budget\(size=0.2\)"),
+    ({"solver": {"max_samples": 10}}, "SolverSettings"),
+    ({"fallback": "always"}, "fallback"),
+])
+def test_bad_arguments(trained, kwargs, match):
+    model, calib, _ = trained
+    with pytest.raises(ValueError, match=match):
+        compress(model, calib, progress=False, **kwargs)
+
+
+def test_unsupported_layer_is_named():
+    with pytest.raises(ValueError, match="g"):
+        compress(Grouped(), [torch.randn(4, 1, 8, 8)], progress=False)
+
+
+def test_empty_calibration_data(trained):
+    with pytest.raises(ValueError, match="empty"):
+        compress(trained[0], [], progress=False)
+
+
+def test_tensor_calibration_equals_its_batches(trained):
+    model, calib, _ = trained
+    images = torch.cat(calib)
+    budget = Budget(layer_size=0.4)
+    a, rep_a = compress(model, images, budget, progress=False, fallback=None)
+    b, rep_b = compress(model, list(images.split(128)), budget, progress=False, fallback=None)
+    x = images[:8]
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))
+    with pytest.raises(ValueError, match="batch of inputs"):
+        compress(model, torch.randn(10), progress=False)
+
+
+def test_resume_refuses_layers_of_other_code_or_weights(trained, tmp_path, monkeypatch):
+    model, calib, _ = trained
+    compress(model, calib, Budget(layer_size=0.4), workdir=tmp_path, progress=False)
+    other = small_cnn()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():  # one value deep inside a tensor, past any prefix a hash might read
+        other.classifier[2].weight.view(-1)[-1] += 1e-3
+    with pytest.raises(ValueError, match="other model weights"):
+        compress(other.eval(), calib, Budget(layer_size=0.4), workdir=tmp_path, progress=False)
+    monkeypatch.setattr(lrsa.pipeline.network, "code_version", lambda: "another")
+    with pytest.raises(ValueError, match="another version of lrsa's code"):
+        compress(model, calib, Budget(layer_size=0.4), workdir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other object"])
+def test_a_damaged_work_file_is_named_and_recomputed(trained, tmp_path, damage):
+    model, calib, _ = trained
+    budget = Budget(layer_size=0.4)
+    ref, ref_rep = compress(model, calib, budget, workdir=tmp_path, progress=False,
+                            fallback=None)
+    victim = sorted(tmp_path.glob("layer_*.pt"))[1]
+    if damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:200])
+    elif damage == "garbage":
+        victim.write_bytes(b"not a torch file at all\n" * 10)
+    else:
+        torch.save({"state_dict": {}}, victim)
+    with pytest.warns(UserWarning, match=f"{victim.name}.*recomputing layer"):
+        again, rep = compress(model, calib, budget, workdir=tmp_path, progress=False,
+                              fallback=None)
+    x = torch.cat(calib)[:16]
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), ref(x), rtol=1e-5, atol=1e-5)
+    torch.load(victim, weights_only=True)  # rewritten whole
+    assert [r["params_compressed"] for r in rep.layers] == \
+        [r["params_compressed"] for r in ref_rep.layers]
+
+
+def test_baselines_at_matching_sizes_and_lrsa_never_fits_worse(trained):
+    """Symmetric inputs, linear response: every layer sees the same data in both runs, and
+    lrsa's candidates include reduced-rank regression at its size, so its error is never
+    larger; the baselines get lrsa's stored size to within one rank-1 term."""
+    model, calib, _ = trained
+    kw = dict(strategy="symmetric", response="linear", progress=False, fallback=None)
+    _, ours = compress(model, calib, Budget(layer_size=0.3), **kw)
+    plan = lrsa.pipeline.matching_plan(ours)
+    for method in ("rrr", "svd"):
+        _, base = compress(model, calib, plan, method=method, **kw)
+        for r, q in zip(ours.layers, base.layers):
+            assert r["name"] == q["name"] and r["kind"] in ("factored", "original")
+            if r["kind"] == "original":
+                assert q["kind"] == "original"
+                continue
+            assert q["choice"] == "B only" and q["kept_channels"] == 0
+            assert r["params_compressed"] - (r["n"] + r["d"]) < q["params_compressed"] \
+                <= r["params_compressed"]
+            if method == "rrr":
+                assert r["rel_error"] <= q["rel_error"] + 1e-6
+    with pytest.raises(ValueError, match="needs a size to match"):
+        compress(model, calib, Budget(frac=0.1), method="rrr", progress=False)
+    with pytest.raises(ValueError, match="method"):
+        compress(model, calib, method="pca", progress=False)

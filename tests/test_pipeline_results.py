@@ -1,0 +1,48 @@
+"""lrsa.pipeline.results: the report describes the model as stored."""
+
+import pytest
+
+from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
+from lrsa.pipeline import (Budget, compress, load_compressed,
+                           save_compressed)
+
+
+def test_report_rows_describe_the_model_as_stored(trained, tmp_path, latency_script):
+    """A layer solved but stored dense reports kind dense, its full size and CR 100 %, with
+    what was tried (and why it was not kept) in separate fields; every row's size is what
+    the saved model holds, counted module by module, in the report object, its JSON and its
+    markdown."""
+    model, calib, _ = trained
+
+    def per_layer(dense, factored, shape, repeats):  # features.7 (64 x 32) is slower
+        s = 0.7 if tuple(dense.weight.shape[:2]) == (64, 32) else 1.5
+        return {"original_median_s": s, "compressed_median_s": 1.0, "speedup": s,
+                "original_min_s": s, "compressed_min_s": 1.0}
+
+    def whole(original, compressed, shape, repeats):
+        return {"original_median_s": 1.3, "compressed_median_s": 1.0, "speedup": 1.3,
+                "original_min_s": 1.3, "compressed_min_s": 1.0}
+
+    latency_script(per_layer, whole)
+    comp, rep = compress(model, calib, Budget(layer_size=0.4), fallback="time", progress=False)
+    save_compressed(comp, tmp_path / "c.pt", arch="small_cnn", report=rep)
+    loaded, saved_report = load_compressed(tmp_path / "c.pt")
+    rows = {r["name"]: r for r in rep.layers}
+    dense = rows["features.7"]
+    assert dense["kind"] == "dense" and dense["cr"] == 1.0 and dense["choice"] is None
+    assert dense["params_compressed"] == dense["params_original"] == 64 * 32 * 9
+    assert dense["tried"]["params"] < dense["params_original"]
+    assert dense["tried"]["cr"] == pytest.approx(dense["tried"]["params"] / (64 * 32 * 9))
+    assert "slower" in dense["decision"] and "0.70x" in dense["decision"]
+    for saved in (rep.to_dict()["layers"], saved_report["layers"]):
+        assert [r["params_compressed"] for r in saved] == [r["params_compressed"]
+                                                           for r in rep.layers]
+    for name, r in rows.items():
+        mod = loaded.get_submodule(name)
+        held = (mod.num_parameters_stored - r["n"] if r["kind"] == "factored"
+                else mod.weight.numel())  # biases aside, as eq. 15 counts
+        assert held == r["params_compressed"], name
+        assert isinstance(mod, (SparseLowRankConv2d, SparseLowRankLinear)) == \
+            (r["kind"] == "factored")
+    line = next(s for s in rep.markdown().splitlines() if s.startswith("| features.7 "))
+    assert line.split(" | ")[1:8] == ["dense", "-", "-", "-", "100.0", "-", "-"]

@@ -1,0 +1,40 @@
+"""lrsa.pipeline.saving: save and rebuild, for a registered architecture and one's own."""
+
+import pytest
+import torch
+from torch import nn
+
+from lrsa.pipeline import (Budget, compress, load_compressed,
+                           save_compressed)
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    model, calib, _ = trained
+    comp, rep = compress(model, calib, Budget(frac=0.05), progress=False)
+    save_compressed(comp, tmp_path / "c.pt", arch="small_cnn", report=rep)
+    loaded, report = load_compressed(tmp_path / "c.pt")
+    x = torch.cat(calib)[:16]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), comp(x))
+    assert report["layers"][1]["name"] == rep.layers[1]["name"]
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="not a compressed model"):
+        load_compressed(tmp_path / "plain.pt")
+
+
+def test_a_model_of_ones_own_reloads_through_its_constructor(tmp_path):
+    def build():  # not a registered architecture
+        return nn.Sequential(nn.Conv2d(2, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(16 * 25, 4))
+    torch.manual_seed(0)
+    calib = [torch.randn(64, 2, 5, 5)]
+    comp, _ = compress(build(), calib, Budget(layer_size=0.5), progress=False, fallback=None)
+    save_compressed(comp, tmp_path / "own.pt")
+    with pytest.raises(ValueError, match="build="):
+        load_compressed(tmp_path / "own.pt")
+    with pytest.raises(ValueError, match="not a torch.nn.Module"):
+        load_compressed(tmp_path / "own.pt", build=lambda: "vgg")
+    loaded, _ = load_compressed(tmp_path / "own.pt", build=build)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(calib[0]), comp(calib[0]))
+    assert any(type(m).__name__.startswith("SparseLowRank") for m in loaded.modules())
