@@ -29,18 +29,15 @@ Saving and loading a compressed model: :meth:`structure` gives a JSON-friendly d
 
 from __future__ import annotations
 
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from .features import check_supported
-from .timing import compare_latency
 
-__all__ = ["ImplementationChoice", "SparseLowRankConv2d", "SparseLowRankLinear",
-           "apply_structure", "choose_implementation", "estimate_macs", "keep_structure_hook",
-           "model_structure"]
+__all__ = ["SparseLowRankConv2d", "SparseLowRankLinear", "apply_structure", "estimate_macs",
+           "keep_structure_hook", "model_structure"]
 
 
 def _pair(v):
@@ -531,59 +528,3 @@ def estimate_macs(module, x_shape):
     if isinstance(module, nn.Linear):
         return module.weight.numel() * int(np.prod(x_shape[:-1]))
     raise ValueError(f"estimate_macs: unsupported module {type(module).__name__}")
-
-
-class ImplementationChoice(NamedTuple):
-    """Result of :func:`choose_implementation`: the faster ``module``, ``kind`` ("dense" or
-    "factored"), both costs and their ``unit`` ("MACs" or "seconds"); for ``"time"`` the
-    costs are at the shape where the factored layer fares worst, and ``speedups`` maps each
-    timed batch size to dense / factored median time."""
-
-    module: nn.Module
-    kind: str
-    dense_cost: float
-    factored_cost: float
-    unit: str
-    speedups: dict | None = None
-
-
-def choose_implementation(layer, A, U, V, x_shape, *, bias=None, method="macs", repeats=10,
-                          tol=0.0, batch_sizes=None):
-    """Dense fall-back decision: realize ``A + U V`` as a SparseLowRank module or, when that
-    is not faster, as a dense layer of the original type with the weight ``A + U V``.
-
-    Parameters
-    ----------
-    layer : nn.Conv2d or nn.Linear
-        The original layer (groups=1): geometry, dtype, device.
-    A, U, V : the factors (see :meth:`SparseLowRankConv2d.from_factors`).
-    x_shape : tuple
-        The input shape the layer will see (batch included).
-    method : {"macs", "time"}
-        Estimated multiply-accumulates (ties go to dense), or wall time measured in place:
-        both modules timed interleaved (:func:`lrsa.timing.compare_latency`, median of
-        ``repeats``) on the layer's device, at every batch size of ``batch_sizes``
-        (default: that of ``x_shape``); the factored one is kept only if faster at all.
-
-    Returns
-    -------
-    ImplementationChoice
-    """
-    cls = SparseLowRankLinear if isinstance(layer, nn.Linear) else SparseLowRankConv2d
-    factored = cls.from_factors(layer, A, U, V, bias, tol=tol)
-    dense = factored.to_dense_module()
-    speedups = None
-    if method == "macs":
-        cd, cf, unit = estimate_macs(dense, x_shape), estimate_macs(factored, x_shape), "MACs"
-    elif method == "time":
-        runs = {int(b): compare_latency(dense, factored, (int(b), *x_shape[1:]),
-                                        repeats=int(repeats))
-                for b in (batch_sizes or (x_shape[0],))}
-        speedups = {b: r["speedup"] for b, r in runs.items()}
-        worst = runs[min(speedups, key=speedups.get)]
-        cd, cf, unit = worst["original_median_s"], worst["compressed_median_s"], "seconds"
-    else:
-        raise ValueError(f"method must be 'macs' or 'time', got {method!r}")
-    if cf < cd:
-        return ImplementationChoice(factored, "factored", float(cd), float(cf), unit, speedups)
-    return ImplementationChoice(dense, "dense", float(cd), float(cf), unit, speedups)

@@ -12,7 +12,6 @@ from lrsa.layers import (
     SparseLowRankConv2d,
     SparseLowRankLinear,
     apply_structure,
-    choose_implementation,
     estimate_macs,
     keep_structure_hook,
     model_structure,
@@ -212,50 +211,6 @@ def test_linear_degenerate():
     with torch.no_grad():
         torch.testing.assert_close(m(x), lin.bias.expand(2, 3))
     assert m.num_parameters_effective == 3
-
-
-def test_choose_implementation():
-    torch.manual_seed(0)
-    conv = nn.Conv2d(16, 32, 3, padding=1)
-    shape = (1, 16, 8, 8)
-    A, U, V = _factors(32, 16, 3, 2, zero_channels=range(1, 16))
-    small = choose_implementation(conv, A, U, V, shape)
-    assert small.kind == "factored" and isinstance(small.module, SparseLowRankConv2d)
-    assert small.unit == "MACs" and small.factored_cost < small.dense_cost
-    A2, U2, V2 = _factors(32, 16, 3, 30, zero_channels=())
-    big = choose_implementation(conv, A2, U2, V2, shape)
-    assert big.kind == "dense" and isinstance(big.module, nn.Conv2d)
-    x = torch.randn(shape)
-    with torch.no_grad():
-        ref = F.conv2d(x, (A2 + U2 @ V2).reshape(32, 16, 3, 3), conv.bias, padding=1)
-        _close(big.module(x), ref)
-    lin = choose_implementation(nn.Linear(8, 8), torch.zeros(8, 8), torch.randn(8, 1),
-                                torch.randn(1, 8), (4, 8))
-    assert lin.kind == "factored" and isinstance(lin.module, SparseLowRankLinear)
-
-
-@pytest.mark.parametrize("speedups,kind", [({1: 1.5, 64: 1.2}, "factored"),
-                                           ({1: 0.8, 64: 1.6}, "dense"),
-                                           ({1: 1.3, 64: 0.9}, "dense")])
-def test_time_fallback_keeps_factored_only_where_faster_at_every_batch(monkeypatch, speedups,
-                                                                       kind):
-    """The "time" decision in place: timed at each batch size, factored only if faster at
-    all of them; the measured speed-ups are returned."""
-    import lrsa.layers
-    seen = []
-
-    def fake(dense, factored, shape, repeats):
-        seen.append((type(dense).__name__, type(factored).__name__, shape[0]))
-        s = speedups[shape[0]]
-        return {"original_median_s": s, "compressed_median_s": 1.0, "speedup": s}
-
-    monkeypatch.setattr(lrsa.layers, "compare_latency", fake)
-    conv = nn.Conv2d(16, 32, 3, padding=1)
-    A, U, V = _factors(32, 16, 3, 4, zero_channels=range(4, 16))
-    choice = choose_implementation(conv, A, U, V, (1, 16, 8, 8), method="time",
-                                   batch_sizes=(1, 64))
-    assert choice.kind == kind and choice.speedups == speedups
-    assert seen == [("Conv2d", "SparseLowRankConv2d", 1), ("Conv2d", "SparseLowRankConv2d", 64)]
 
 
 def test_asymmetric_inputs_from_compressed_network():

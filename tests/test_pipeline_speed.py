@@ -213,3 +213,55 @@ def test_speedup_budget_out_of_reach_says_why(trained, monkeypatch):
         compress(model, calib, Budget(speedup=2.0), progress=False)
     with pytest.raises(ValueError, match="must be > 1"):
         compress(model, calib, Budget(speedup=0.5), progress=False)
+
+
+def _conv_factors(rank, kept_channels, seed=0):
+    """A 32 x 16 x 3 x 3 conv and factors: A on ``kept_channels`` input channels, U V of
+    ``rank``."""
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(16, 32, 3, padding=1)
+    A = torch.zeros(32, 144)
+    A[:, :9 * kept_channels] = torch.randn(32, 9 * kept_channels, generator=g)
+    return conv, A, torch.randn(32, rank, generator=g), torch.randn(rank, 144, generator=g)
+
+
+def test_realize_by_multiply_adds_keeps_the_original_weights_where_dense():
+    """fallback="macs": factored where it needs fewer multiply-adds (the decision gives the
+    ratio), else the original layer itself (a dense A + U V would only add its error)."""
+    from lrsa.pipeline.speed import realize
+    conv, A, U, V = _conv_factors(rank=2, kept_channels=1)
+    small = realize(conv, A, U, V, conv.bias.detach(), (1, 16, 8, 8), "macs", [1])
+    assert small.kind == "factored" and isinstance(small.module, SparseLowRankConv2d)
+    ratio = (32 * 9 + 2 * (32 + 144)) / (32 * 144)  # stored weights per position, eq. 15
+    assert f"{ratio:.2f} of the dense layer's multiply-adds" in small.decision
+    conv, A, U, V = _conv_factors(rank=30, kept_channels=0)  # 30 x 176 > 32 x 144
+    big = realize(conv, A, U, V, conv.bias.detach(), (1, 16, 8, 8), "macs", [1])
+    assert big.kind == "dense" and big.decision.startswith("dense: 1.15")
+    assert torch.equal(big.module.weight, conv.weight) and big.module is not conv
+    lin = nn.Linear(8, 8)
+    one = realize(lin, torch.zeros(8, 8), torch.randn(8, 1), torch.randn(1, 8),
+                  lin.bias.detach(), (4, 8), "macs", [4])
+    assert one.kind == "factored" and isinstance(one.module, SparseLowRankLinear)
+
+
+@pytest.mark.parametrize("speedups,kind", [({1: 1.5, 64: 1.2}, "factored"),
+                                           ({1: 0.8, 64: 1.6}, "dense"),
+                                           ({1: 1.3, 64: 0.9}, "dense")])
+def test_realize_by_time_is_factored_only_where_faster_at_every_batch(monkeypatch, speedups,
+                                                                      kind):
+    """fallback="time": the layer against its factored form in place at each batch size;
+    slower at one (median and minimum alike) is dense; the speed-ups are returned."""
+    from lrsa.pipeline import speed
+    seen = []
+
+    def fake(dense, factored, shape, repeats):
+        seen.append((type(dense).__name__, type(factored).__name__, shape[0]))
+        s = speedups[shape[0]]
+        return {"original_median_s": s, "compressed_median_s": 1.0, "speedup": s,
+                "original_min_s": s, "compressed_min_s": 1.0}
+
+    monkeypatch.setattr(speed, "compare_latency", fake)
+    conv, A, U, V = _conv_factors(rank=4, kept_channels=4)
+    got = speed.realize(conv, A, U, V, conv.bias.detach(), (1, 16, 8, 8), "time", [1, 64])
+    assert got.kind == kind and got.speedups == speedups
+    assert seen == [("Conv2d", "SparseLowRankConv2d", 1), ("Conv2d", "SparseLowRankConv2d", 64)]
