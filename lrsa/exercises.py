@@ -411,3 +411,106 @@ def network_mac_fraction(answer, original, compressed, input_shape):
             "layer's stored size by its number of output positions (1 for a Linear layer). "
             "The plain ratio of stored weights is the size ratio, not the MAC ratio.")
     return _verdict(title, math.isclose(got, reference, rel_tol=1e-9), hint)
+
+
+# ----------------------------------------------------------------- 08 where the time goes
+
+def amdahl_bound(answer, original_ms, changed):
+    r"""The most a plan can speed the network up when every stage it changes (``changed``,
+    stage names) takes no time at all, from the original's time per stage
+    (``original_ms``: stage name -> ms), to a relative 1e-9.
+
+    Reference: the total time over the summed time of the stages not in ``changed`` (the
+    student derives :math:`1/p` with :math:`p` the unchanged share).
+    """
+    changed = set(changed)
+    total = math.fsum(original_ms.values())
+    left = math.fsum(t for s, t in original_ms.items() if s not in changed)
+    return _compare("Amdahl bound", answer, total / left,
+                    "the changed stages cost nothing; the others take exactly what they "
+                    "took. Divide the old total time by what is left (not by the changed "
+                    "stages' time).", rtol=1e-9)
+
+
+def amdahl_speedup(answer, original_ms, compressed_ms, changed):
+    r"""The whole network's speed-up predicted from two numbers, the unchanged share
+    :math:`p` of the original's time and the speed-up :math:`s` of the changed stages taken
+    together, to a relative 1e-9.
+
+    Reference: the summed stage times, original over compressed, with the unchanged
+    stages' times taken from the original (that is what "unchanged" means); the closed form
+    to derive is :math:`1/(p + (1 - p)/s)`.
+    """
+    changed = set(changed)
+    kept = math.fsum(t for s, t in original_ms.items() if s not in changed)
+    before = math.fsum(original_ms[s] for s in changed)
+    after = math.fsum(compressed_ms[s] for s in changed)
+    return _compare("predicted whole-network speed-up", answer, (kept + before) / (kept + after),
+                    "the new total time is p T + (1 - p) T / s for an old total T; the "
+                    "speed-up of the changed stages alone is not the network's.", rtol=1e-9)
+
+
+def uv_mac_speedup(answer, in_channels, out_channels, ranks, kernel_size=3):
+    r"""Dense multiply-adds over factored ones for a k x k convolution replaced by a k x k
+    convolution to rank r and a 1 x 1 convolution (B = U V), one value per rank in
+    ``ranks``, to a relative 1e-9.
+
+    Reference: :func:`lrsa.layers.estimate_macs` of the two modules built by
+    :func:`lrsa.lessons.factored_conv`.
+    """
+    from .lessons import factored_conv
+
+    shape = (1, in_channels, 8, 8)
+    ref = []
+    for r in ranks:
+        dense, fact = factored_conv(in_channels, out_channels, int(r), kernel_size)
+        ref.append(estimate_macs(dense, shape) / estimate_macs(fact, shape))
+    return _compare("MAC speed-up of U V per rank", answer, ref,
+                    "per output position the dense conv costs n c k^2; U V costs r c k^2 for "
+                    "the k x k conv to r channels plus r n for the 1 x 1 conv.", rtol=1e-9)
+
+
+# ----------------------------------------------------------------- 09 fine-tuning
+
+def _soft_gradient(student_logits, teacher_logits, temperature):
+    from .train import Distillation
+
+    s = torch.as_tensor(as_numpy(student_logits), dtype=torch.float64).requires_grad_(True)
+    t = torch.as_tensor(as_numpy(teacher_logits), dtype=torch.float64)
+    crit = Distillation(torch.nn.Identity(), alpha=1.0, temperature=float(temperature))
+    (g,) = torch.autograd.grad(crit(s, t, torch.zeros(s.shape[0], dtype=torch.long)), s)
+    return g.numpy()
+
+
+def soft_term_gradient(answer, student_logits, teacher_logits, temperature):
+    r"""The gradient of :class:`lrsa.train.Distillation`'s soft term
+    :math:`T^2\,\mathrm{KL}(\mathrm{softmax}(t/T)\,\|\,\mathrm{softmax}(s/T))` (averaged over
+    the batch) with respect to the student logits ``s`` (a B x K array), to 1e-6.
+
+    Reference: autograd through the class itself (``alpha=1``, the teacher an
+    ``nn.Identity`` fed the teacher's logits; the class casts the teacher's logits to
+    float32, hence the tolerance).
+    """
+    ref = _soft_gradient(student_logits, teacher_logits, temperature)
+    return _compare("gradient of the soft term", answer, ref,
+                    "differentiate log-softmax: d/ds of -sum_k q_k log softmax(s/T)_k is "
+                    "(softmax(s/T) - q)/T; then count the T^2 in front and the average over "
+                    "the batch.", atol=1e-6)
+
+
+def soft_term_limit(answer, student_logits, teacher_logits):
+    r"""The Frobenius norm that the soft term's gradient (with its :math:`T^2`, see
+    :func:`soft_term_gradient`) tends to as :math:`T \to \infty`, to a relative 1e-3.
+
+    Reference: the gradient by autograd at :math:`T = 10^4`, where it is within about
+    :math:`10^{-4}` of its limit for logits of order 1-10.
+    """
+    ref = float(np.linalg.norm(_soft_gradient(student_logits, teacher_logits, 1e4)))
+    return _compare("limit of the soft term's gradient norm", answer, ref,
+                    "expand softmax(z/T) to first order in 1/T: (1 + z/T - mean(z)/T)/K; "
+                    "the T^2 and the 1/T of the gradient leave a finite limit. Each row's "
+                    "logits count only relative to their mean.", rtol=1e-3)
+
+
+__all__ += ["amdahl_bound", "amdahl_speedup", "soft_term_gradient", "soft_term_limit",
+            "uv_mac_speedup"]

@@ -189,3 +189,66 @@ def test_factored_layer_checks_refuse_a_dense_conv(check):
 def test_midpoint_gap_refuses_an_unknown_response():
     with pytest.raises(ValueError, match="response"):
         ex.midpoint_gap(0.0, 1.0, 1.0, -1.0, 1.0, response="tanh")
+
+
+# ----------------------------------------------------------------- notebooks 08 and 09
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _cases_08_09():
+    """name -> (checker, args after the answer, right answer, wrong answer), from the
+    closed forms the exercises of notebooks 08 and 09 ask for."""
+    original = {"a": 2.0, "b": 6.0, "c": 1.0, "d": 1.0}  # total 10, b and c changed
+    compressed = {"a": 2.0, "b": 1.5, "c": 0.5, "d": 1.0}
+    p, s = 3.0 / 10.0, 7.0 / 2.0  # unchanged share; changed stages 7 ms -> 2 ms
+    g = np.random.default_rng(2)
+    S, T, temp = g.standard_normal((4, 6)), 3 * g.standard_normal((4, 6)), 2.5
+    grad = temp * (_softmax(S / temp) - _softmax(T / temp)) / S.shape[0]
+    centred = (S - S.mean(1, keepdims=True)) - (T - T.mean(1, keepdims=True))
+    limit = float(np.linalg.norm(centred)) / (S.shape[1] * S.shape[0])
+    c, n = 64, 128
+    return {
+        "amdahl_bound": (ex.amdahl_bound, (original, ["b", "c"]), 1 / p, 10 / 7),
+        "amdahl_speedup": (ex.amdahl_speedup, (original, compressed, ["b", "c"]),
+                           1 / (p + (1 - p) / s), s),
+        "uv_mac_speedup": (ex.uv_mac_speedup, (c, n, [16, 17]),
+                           [n * 9 * c / (r * (9 * c + n)) for r in (16, 17)],
+                           [n * 9 * c / (r * 9 * c) for r in (16, 17)]),
+        "soft_term_gradient": (ex.soft_term_gradient, (S, T, temp), grad, grad / temp ** 2),
+        "soft_term_limit": (ex.soft_term_limit, (S, T), limit,
+                            float(np.linalg.norm(S - T)) / (S.shape[1] * S.shape[0])),
+    }
+
+
+CASES_08_09 = _cases_08_09()
+
+
+@pytest.mark.parametrize("name", sorted(CASES_08_09))
+def test_08_09_checks_accept_the_right_answer_and_reject_a_wrong_one(name, capsys):
+    check, args, right, wrong = CASES_08_09[name]
+    assert check(right, *args) is True
+    assert "correct" in capsys.readouterr().out
+    assert check(wrong, *args) is False
+    assert "not yet. Hint:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(CASES_08_09))
+def test_08_09_checks_wait_on_the_placeholder_and_refuse_malformed_answers(name, capsys):
+    check, args, _, _ = CASES_08_09[name]
+    assert check(..., *args) is None
+    assert "not answered yet" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="answer must be"):
+        check("seven", *args)
+    with pytest.raises(ValueError, match="expected"):
+        check(np.zeros((3, 3, 3)), *args)
+
+
+def test_amdahl_speedup_check_equals_the_stage_sum_ratio():
+    """The closed form the exercise asks for is the ratio of summed stage times."""
+    _, (original, compressed, changed), right, _ = CASES_08_09["amdahl_speedup"]
+    total = sum(original.values())
+    new = sum(compressed[k] if k in changed else v for k, v in original.items())
+    assert math.isclose(right, total / new, rel_tol=1e-12)
