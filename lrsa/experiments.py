@@ -44,7 +44,7 @@ from .train import evaluate
 from .paper import PAPER_VGG16
 from .parallel import map_on
 from .setups import cache_key
-from .utils import (as_numpy, atomic_write_text, format_table, progress_bar,
+from .utils import (as_numpy, atomic_write_text, code_version, format_table, progress_bar,
                     weights_fingerprint)
 
 __all__ = ["benchmark_comparison", "dead_weight", "executed_macs", "lambda_grid",
@@ -227,8 +227,9 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
     baseline_top1 : float, optional
         Top-1 of ``model`` (evaluated when None).
     workdir : path, optional
-        Keep the per-point runs there (a rerun with the same arguments resumes); None: a
-        temporary folder, removed at the end.
+        Keep the per-point runs there (a rerun with the same arguments and the same version
+        of lrsa's code resumes; a point whose saved layers another version computed is
+        recomputed); None: a temporary folder, removed at the end.
     samples_per_image, max_samples, max_iter, tol
         As in :func:`lrsa.pipeline.compress`.
     progress : bool
@@ -253,7 +254,7 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
         tmp = tempfile.TemporaryDirectory(prefix="lrsa-strategy-")
         root = Path(tmp.name)
     else:
-        root = Path(workdir) / f"{strategy}-{cache_key(weights_fingerprint(model), settings)}"
+        root = Path(workdir) / f"{strategy}-{cache_key(weights_fingerprint(model), settings, code_version())}"
     rows, prev, bar = [], None, progress_bar(progress, len(names), f"{strategy} strategy")
     try:
         for k in range(1, len(names) + 1):
@@ -263,10 +264,20 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
                 for f in prev.glob("layer_*.pt"):
                     shutil.copy2(f, run / f.name)
             plan = _plan_for(model, names[:k], frac, ratio, fc_ratio)
-            comp, rep = compress(model, calib, plan, response=response, strategy=strategy,
-                                 solver=SolverSettings(samples_per_image, max_samples,
-                                                       max_iter, tol),
-                                 workdir=run, fallback=None, progress=False)
+
+            def point():
+                return compress(model, calib, plan, response=response, strategy=strategy,
+                                solver=SolverSettings(samples_per_image, max_samples,
+                                                      max_iter, tol),
+                                workdir=run, fallback=None, progress=False)
+
+            try:
+                comp, rep = point()
+            except ValueError as exc:  # layers saved by another version of lrsa's code
+                if "cannot be resumed" not in str(exc):
+                    raise
+                shutil.rmtree(run)  # recompute this point instead of failing
+                comp, rep = point()
             top1 = evaluate(comp, test_loader)["top1"]
             done = [r for r in rep.layers if r["name"] in plan]
             r = _row(rep, names[k - 1])
