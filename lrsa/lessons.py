@@ -563,11 +563,11 @@ def plot_grad_norms(traces, cap=None, *, ax=None):
     for name, tr in traces.items():
         line, = ax.plot(range(1, len(tr["grad_norm"]) + 1), tr["grad_norm"], marker="o",
                         label=name)
-        if tr["diverged_at"] is not None:
+        if tr["diverged_at"] is not None:  # x in data units, y as a fraction of the axes
             ax.axvline(tr["diverged_at"] + 1, color=line.get_color(), ls=":", lw=1)
-            ax.annotate("loss not finite", (tr["diverged_at"] + 1, ax.get_ylim()[1]),
-                        color=line.get_color(), fontsize=8, ha="right", va="top",
-                        rotation=90)
+            ax.text(tr["diverged_at"] + 1, 0.97, "loss not finite", color=line.get_color(),
+                    fontsize=8, ha="right", va="top", rotation=90,
+                    transform=ax.get_xaxis_transform())
     if cap is not None:
         ax.axhline(cap, color="k", lw=0.8, ls="--", label=f"cap {cap:g}")
     ax.set(yscale="log", xlabel="step", ylabel="gradient norm (before the cap)")

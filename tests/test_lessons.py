@@ -207,3 +207,22 @@ def test_plots_return_their_axes():
     assert all(isinstance(ax, plt.Axes) for ax in axes)
     assert axes[2].get_title() == "unchanged share 33 %: at most 3.00x"
     plt.close("all")
+
+
+def test_the_saved_digits_study_has_what_notebook_09_reads():
+    """notebooks/09_fine_tuning_digits.json, written by digits_fine_tuning_study: three
+    curves of epochs + 1 points from one start size, and the two traces of section 3."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "09_fine_tuning_digits.json"
+    study = json.loads(path.read_text())
+    assert set(study["curves"]) == {"lrsa", "truncated SVD", "reduced-rank regression"}
+    assert all(len(c) == study["epochs"] + 1 for c in study["curves"].values())
+    assert all(0 <= v <= 100 for c in study["curves"].values() for v in c)
+    assert len(study["traces"]) == 2
+    uncapped = next(v for k, v in study["traces"].items() if "no cap" in k)
+    capped = next(v for k, v in study["traces"].items() if "no cap" not in k)
+    assert uncapped["diverged_at"] is not None and capped["diverged_at"] is None
+    assert len(uncapped["grad_norm"]) == uncapped["diverged_at"]
+    assert capped["grad_norm"][0] == pytest.approx(uncapped["grad_norm"][0], rel=1e-5)
