@@ -172,9 +172,11 @@ suppress_warnings: list[str] = []
 # Until they are fixed in the library they are shown verbatim, as a literal block, under the
 # object's signature. The workaround switches itself off once the docstring has a numpydoc
 # "Parameters" section (the fix), so this list can simply be emptied afterwards.
-#   lrsa.layers.choose_implementation: a parameter list without a "Parameters" header whose
-#       continuation lines are indented ("Unexpected indentation").
-VERBATIM_DOCSTRINGS: set = set()
+#   lrsa.pipeline.Budget, lrsa.pipeline.SolverSettings: field lists ("size : ...") without a
+#       "Parameters" header, one with a :func: role broken over two lines ("Definition list
+#       ends without a blank line").
+VERBATIM_DOCSTRINGS: set = {"lrsa.pipeline.Budget", "lrsa.pipeline.budget.Budget",
+                            "lrsa.pipeline.SolverSettings", "lrsa.pipeline.layer.SolverSettings"}
 
 
 def _verbatim_docstring(app, what, name, obj, options, lines):
