@@ -168,26 +168,6 @@ nitpicky = False  # free-form numpy-style types ("array or tensor") are not cros
 # No warning is suppressed: the build passes with -W as it is.
 suppress_warnings: list[str] = []
 
-# Docstrings in lrsa/ that are not valid reStructuredText (each would fail the -W build).
-# Until they are fixed in the library they are shown verbatim, as a literal block, under the
-# object's signature. The workaround switches itself off once the docstring has a numpydoc
-# "Parameters" section (the fix), so this list can simply be emptied afterwards.
-#   lrsa.pipeline.Budget, lrsa.pipeline.SolverSettings: field lists ("size : ...") without a
-#       "Parameters" header, one with a :func: role broken over two lines ("Definition list
-#       ends without a blank line").
-VERBATIM_DOCSTRINGS: set = {"lrsa.pipeline.Budget", "lrsa.pipeline.budget.Budget",
-                            "lrsa.pipeline.SolverSettings", "lrsa.pipeline.layer.SolverSettings"}
-
-
-def _verbatim_docstring(app, what, name, obj, options, lines):
-    has_sections = any(len(ln.strip()) >= 3 and set(ln.strip()) == {"-"} for ln in lines)
-    if name in VERBATIM_DOCSTRINGS and not has_sections:
-        body = list(lines)
-        while body and not body[-1].strip():
-            body.pop()
-        lines[:] = ["::", ""] + ["    " + ln if ln.strip() else "" for ln in body] + [""]
-
-
 _FIELD_SECTIONS = {"Parameters", "Other Parameters", "Attributes", "Returns", "Yields"}
 _ENTRY = re.compile(r"^(\s*)([A-Za-z_*][\w*]*(?:,\s*[A-Za-z_*][\w*]*)*) : (.+)$")
 
@@ -492,6 +472,5 @@ def setup(app):
     app.connect("config-inited", _generate_for_this_site)
     app.connect("builder-inited", _copy_mathjax)
     app.add_post_transform(_DropBareWidgets)
-    app.connect("autodoc-process-docstring", _verbatim_docstring, priority=300)
     app.connect("autodoc-process-docstring", _entries_as_descriptions, priority=400)
     app.connect("autodoc-skip-member", _skip_namedtuple_aliases)

@@ -24,20 +24,31 @@ from .speed import speedup_spread
 class Budget:
     """What the compressed network may cost: at most one of ``size``, ``macs``, ``speedup``,
     ``layer_size``; with none of them the lambdas set each layer's size (the paper's mode).
+    A wrong value or combination is refused here, with a ValueError that names it.
 
-    size : whole-network stored size, a fraction in (0, 1] of the original Conv2d / Linear
-        weights, spread over the layers by :func:`spread_network_target` (the default rule:
-        on VGG-16 it beat the paper's Table-I pattern by 0.7-0.8 points before fine-tuning).
-    macs : instead, a fraction of the multiply-adds per image, spread by the same rule with
-        each layer's MACs as its cost (cuts the early high-resolution layers most).
-    speedup : instead, a whole-model speed-up (> 1) on the model's device at the
-        calibration batch size, spread on measured layer times (:func:`lrsa.pipeline.speed.
-        speedup_spread`); timed, so it varies between runs and machines.
-    layer_size : instead, the same stored fraction in (0, 1] for every approximated layer.
-    frac : lam1 relative to each layer's gradient scale (with a size, the ranking ADMM's).
-    ratio : lam2 / lam1 (paper 2.5-3; ``math.inf``: A alone; 0: B alone, needs a size).
-    rank_multiple : ranks in multiples of this (see :class:`LayerPlan`).
-    exclude : names of layers to keep as they are, besides the first conv and 1x1 convs.
+    Parameters
+    ----------
+    size : float, optional
+        Whole-network stored size, a fraction in (0, 1] of the original Conv2d / Linear
+        weights, spread over the layers by :func:`spread_network_target` (on VGG-16 it beat
+        the paper's Table-I pattern by 0.7-0.8 points before fine-tuning).
+    macs : float, optional
+        Instead, a fraction of the multiply-adds per image, spread by the same rule with each
+        layer's MACs as its cost (cuts the early high-resolution layers most).
+    speedup : float, optional
+        Instead, a whole-model speed-up (> 1) on the model's device at the calibration batch
+        size, spread on measured layer times (:func:`lrsa.pipeline.speed.speedup_spread`);
+        timed, so it varies between runs and machines.
+    layer_size : float, optional
+        Instead, the same stored fraction in (0, 1] for every approximated layer.
+    frac : float
+        lam1 relative to each layer's gradient scale (with a size, the ranking ADMM's).
+    ratio : float
+        lam2 / lam1 (paper 2.5-3; ``math.inf``: A alone; 0: B alone, which needs a size).
+    rank_multiple : int
+        Ranks in multiples of this (see :class:`LayerPlan`).
+    exclude : sequence of str
+        Names of layers to keep as they are, besides the first conv and 1x1 convs.
     """
 
     size: float | None = None

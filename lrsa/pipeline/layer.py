@@ -24,11 +24,18 @@ from ..solver import LayerProblem, LayerSolution, StructuredFit, layer_objective
 class SolverSettings:
     """How each layer's features are sampled and its problem solved.
 
-    samples_per_image, max_samples : feature positions sampled per calibration image, and
-        the cap on a layer's samples N (see :func:`lrsa.features.collect_features`).
-    max_iter, tol : ADMM limits in the lambda mode (no size target; see
-        :func:`lrsa.solve_layer`); under a size target the ranking ADMM runs loosely.
-    seed : the sampling and the held-out split.
+    Parameters
+    ----------
+    samples_per_image : int
+        Feature positions sampled per calibration image (see
+        :func:`lrsa.features.collect_features`).
+    max_samples : int
+        The cap on a layer's samples N.
+    max_iter, tol : int, float
+        ADMM limits in the lambda mode (no size target; see :func:`lrsa.solve_layer`); under
+        a size target the ranking ADMM runs loosely.
+    seed : int
+        The sampling and the held-out split.
     """
 
     samples_per_image: int = 10
