@@ -66,19 +66,12 @@ def he_yuan_correction(w2, w2_hat, w3, w3_hat, lam, lam_hat, tau=0.5, alpha=0.75
 
 
 def _chyy_step(state, correction, sign, t, tau, alpha):
-    """One iteration on the state (A2 x2, A3 x3, Lambda), stacked in a 9-vector."""
-    w2, w3, lam = state[0:3], state[3:6], state[6:9]
-    proj = [A @ np.linalg.pinv(A) for A in np.split(CHEN_HE_YE_YUAN_MATRIX, 3, axis=1)]
-    # prediction: one Gauss-Seidel sweep of the direct extension (all theta_i = 0)
-    w1 = -proj[0] @ (w2 + w3 + lam / t)
-    w2_hat = -proj[1] @ (w1 + w3 + lam / t)
-    w3_hat = -proj[2] @ (w1 + w2_hat + lam / t)
-    lam_hat = lam + t * (w1 + w2_hat + w3_hat)
-    if not correction:
-        return np.concatenate([w2_hat, w3_hat, lam_hat])
-    w2, w3, lam = he_yuan_correction(w2, w2_hat, sign * w3, sign * w3_hat, lam, lam_hat,
-                                     tau, alpha)
-    return np.concatenate([w2, sign * w3, lam])
+    """One iteration on the state (A2 x2, A3 x3, Lambda), stacked in a 9-vector: the
+    quadratic step with every theta_i = 0 (one Gauss-Seidel sweep of the direct extension,
+    then the correction)."""
+    blocks = np.split(CHEN_HE_YE_YUAN_MATRIX, 3, axis=1)
+    return _quadratic_step(state, blocks, [np.zeros((1, 1))] * 3, correction, sign, t, tau,
+                           alpha)
 
 
 def _check_coordinates(coordinates):

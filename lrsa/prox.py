@@ -80,13 +80,7 @@ def prox_l21(V, tau):
     -------
     (n, d) array or tensor, same kind as ``V``.
     """
-    T, was_numpy = as_float_tensor(V)
-    _check_matrix(T)
-    tau = _check_tau(tau)
-    norms = torch.linalg.vector_norm(T, dim=0)
-    # clamp the denominator: a zero column has scale 0 anyway, so no NaN appears
-    scale = torch.clamp(1 - tau / torch.clamp(norms, min=torch.finfo(T.dtype).tiny), min=0)
-    return _back(T * scale, was_numpy)
+    return prox_group_l21(V, tau, 1)  # a column is a block of one
 
 
 def prox_group_l21(V, tau, group):
@@ -125,6 +119,7 @@ def prox_group_l21(V, tau, group):
         raise ValueError(f"group must be a positive divisor of the {d} columns, got {group}")
     blocks = T.reshape(n, d // group, group)
     norms = torch.linalg.vector_norm(blocks, dim=(0, 2))
+    # clamp the denominator: a zero block has scale 0 anyway, so no NaN appears
     scale = torch.clamp(1 - tau / torch.clamp(norms, min=torch.finfo(T.dtype).tiny), min=0)
     return _back((blocks * scale[None, :, None]).reshape(n, d), was_numpy)
 
