@@ -84,6 +84,7 @@ def cmd_train(args):
     from .utils import atomic_torch_save
     dev = _start_processes(args)
     rank0 = distributed.is_main()
+    torch.manual_seed(args.seed)  # the initial weights follow --seed, not the process's history
     model = _model(args.model).to(dev)
     train_loader, test_loader, _, _ = _loaders(args, batch_size=args.batch_size)
     out = Path(args.out)
