@@ -352,8 +352,8 @@ def _compress_options(sp):
     size.add_argument("--macs", "--network-macs", dest="macs", type=float, default=None,
                       help="whole-network multiply-add fraction in (0, 1] instead")
     size.add_argument("--speedup", "--target-speedup", dest="speedup", type=float,
-                      default=None, help="whole-model speed-up (> 1) on this device instead "
-                      "(needs --fallback time); spread by measured layer times")
+                      default=None, help="whole-model speed-up (> 1) on this device instead, "
+                      "spread by measured layer times (--fallback time also checks it)")
     size.add_argument("--layer-size", "--target-cr", dest="layer_size", type=float,
                       default=None, help="each layer's stored size in (0, 1] instead")
     sp.add_argument("--fallback", choices=["macs", "time", "none"], default="macs",

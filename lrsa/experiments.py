@@ -254,7 +254,8 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
         tmp = tempfile.TemporaryDirectory(prefix="lrsa-strategy-")
         root = Path(tmp.name)
     else:
-        root = Path(workdir) / f"{strategy}-{cache_key(weights_fingerprint(model), settings, code_version())}"
+        key = cache_key(weights_fingerprint(model), settings, code_version())
+        root = Path(workdir) / f"{strategy}-{key}"
     rows, prev, bar = [], None, progress_bar(progress, len(names), f"{strategy} strategy")
     try:
         for k in range(1, len(names) + 1):

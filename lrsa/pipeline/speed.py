@@ -58,7 +58,7 @@ def realize(mod, A, U, V, b, x_shape, fallback, batch_sizes):
     if fallback is None:
         return Realization(factored, "factored", "factored: no fall-back asked for")
     ratio = estimate_macs(factored, x_shape) / estimate_macs(mod, x_shape)
-    by_macs = (f"{ratio:.2f} of the dense layer's multiply-adds")
+    by_macs = f"{ratio:.2f} of the dense layer's multiply-adds"
     if fallback == "macs":
         return Realization(factored, "factored", f"factored: {by_macs}") if ratio < 1 else \
             Realization(copy.deepcopy(mod), "dense", f"dense: {by_macs}")
