@@ -149,14 +149,15 @@ BASELINES = {"svd": ("truncated SVD (data-free)", dict(method="svd")),
 
 
 def baselines_phase(state, save, model, calib, test, lrsa_layers, strategy="asymmetric",
-                    work=None, arch=None):
-    """Each of :data:`BASELINES` at exactly the per-layer sizes of an lrsa run (layers it
-    left as they were stay so; no speed fall-back, so the sizes hold). Returns key ->
-    summary; each model is saved as ``work/compressed_<key>.pt`` when ``work`` is given."""
+                    work=None, arch=None, keys=tuple(BASELINES)):
+    """Each of :data:`BASELINES` named in ``keys`` at exactly the per-layer sizes of an lrsa
+    run (layers it left as they were stay so; no speed fall-back, so the sizes hold).
+    Returns key -> summary; each model is saved as ``work/compressed_<key>.pt`` when
+    ``work`` is given."""
     return {key: phase(state, save, f"run_{key}", lambda key=key, kw=kw: compress_and_evaluate(
         model, calib, test, like={"layers": lrsa_layers}, strategy=strategy, progress=False,
         save_as=None if work is None else Path(work) / f"compressed_{key}.pt", arch=arch,
-        **kw)[1]) for key, (_, kw) in BASELINES.items()}
+        **kw)[1]) for key, (_, kw) in BASELINES.items() if key in keys}
 
 
 def comparison_table(lrsa_run, others, params_original):

@@ -127,7 +127,7 @@ def _compress_args(args):
     from .pipeline import Budget, SolverSettings
     return dict(budget=Budget(size=args.size, macs=args.macs, speedup=args.speedup,
                               layer_size=args.layer_size, frac=args.frac, ratio=args.ratio,
-                              rank_multiple=args.rank_multiple),
+                              rank_multiple=args.rank_multiple, spread=args.spread),
                 response=args.response, strategy=args.strategy,
                 solver=SolverSettings(samples_per_image=args.samples_per_image,
                                       max_samples=args.max_samples, seed=args.seed),
@@ -356,6 +356,9 @@ def _compress_options(sp):
                       "spread by measured layer times (--fallback time also checks it)")
     size.add_argument("--layer-size", "--target-cr", dest="layer_size", type=float,
                       default=None, help="each layer's stored size in (0, 1] instead")
+    sp.add_argument("--spread", choices=["energy", "sqrt"], default="energy",
+                    help="how --size is spread over the layers: by weight energy per stored "
+                         "weight (default), or CR ~ 1/sqrt(layer size) as the paper's Table I")
     sp.add_argument("--fallback", choices=["macs", "time", "none"], default="macs",
                     help="where a solved layer stays dense: fewer multiply-adds or not "
                          "(default; the same model on every run), measured time (a quiet "

@@ -227,9 +227,9 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
     baseline_top1 : float, optional
         Top-1 of ``model`` (evaluated when None).
     workdir : path, optional
-        Keep the per-point runs there (a rerun with the same arguments and the same version
-        of lrsa's code resumes; a point whose saved layers another version computed is
-        recomputed); None: a temporary folder, removed at the end.
+        Keep the per-point runs there, in a folder keyed by the arguments, the weights and
+        the version of lrsa's code (a rerun with all three the same resumes; other code
+        starts a folder of its own); None: a temporary folder, removed at the end.
     samples_per_image, max_samples, max_iter, tol
         As in :func:`lrsa.pipeline.compress`.
     progress : bool
@@ -266,19 +266,11 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
                     shutil.copy2(f, run / f.name)
             plan = _plan_for(model, names[:k], frac, ratio, fc_ratio)
 
-            def point():
-                return compress(model, calib, plan, response=response, strategy=strategy,
-                                solver=SolverSettings(samples_per_image, max_samples,
-                                                      max_iter, tol),
-                                workdir=run, fallback=None, progress=False)
-
-            try:
-                comp, rep = point()
-            except ValueError as exc:  # layers saved by another version of lrsa's code
-                if "cannot be resumed" not in str(exc):
-                    raise
-                shutil.rmtree(run)  # recompute this point instead of failing
-                comp, rep = point()
+            # the root is keyed by the code version, so every file here is this code's own
+            comp, rep = compress(model, calib, plan, response=response, strategy=strategy,
+                                 solver=SolverSettings(samples_per_image, max_samples,
+                                                       max_iter, tol),
+                                 workdir=run, fallback=None, progress=False)
             top1 = evaluate(comp, test_loader)["top1"]
             done = [r for r in rep.layers if r["name"] in plan]
             r = _row(rep, names[k - 1])

@@ -112,3 +112,43 @@ def test_compress_refuses_a_rank_multiple_that_is_not_a_positive_integer(trained
     with pytest.raises(ValueError, match="rank_multiple must be a positive integer, got 0 "
                                          r"\(layer "):
         compress(model, calib, plan, progress=False)
+
+
+def test_sqrt_spread_is_the_closed_form_and_saturates_small_layers():
+    """Budget(spread="sqrt"): CR_l = c / sqrt(size_l). Where no layer reaches its full size,
+    c = budget / sum_l sqrt(size_l) in closed form; with a budget that fills the smallest
+    layer, that layer is kept whole and the others share the rest at one c."""
+    from lrsa.pipeline.budget import sqrt_spread
+    shapes = [(8, 8), (16, 32), (64, 64)]
+    layers = [(f"fc{i}", nn.Linear(d, n)) for i, (n, d) in enumerate(shapes)]
+    sizes = [n * d for n, d in shapes]
+    total = sum(sizes)
+
+    plan = {name: LayerPlan() for name, _ in layers}
+    sqrt_spread(plan, layers, 0.05)
+    c = 0.05 * total / sum(math.sqrt(s) for s in sizes)
+    for (name, _), s in zip(layers, sizes):
+        assert plan[name].target_cr == pytest.approx(c / math.sqrt(s), rel=1e-9)
+
+    plan = {name: LayerPlan() for name, _ in layers}
+    sqrt_spread(plan, layers, 0.35)
+    assert plan["fc0"].target_cr == 1.0
+    rest = 0.35 * total - sizes[0]
+    c = rest / (math.sqrt(sizes[1]) + math.sqrt(sizes[2]))
+    assert plan["fc2"].target_cr == pytest.approx(c / math.sqrt(sizes[2]), rel=1e-9)
+    stored = sum(plan[n].target_cr * s for (n, _), s in zip(layers, sizes))
+    assert stored == pytest.approx(0.35 * total, rel=1e-9)
+
+
+def test_budget_spread_is_checked(trained):
+    model, calib, _ = trained
+    with pytest.raises(ValueError, match="spread is one of"):
+        Budget(size=0.3, spread="uniform")
+    with pytest.raises(ValueError, match="spreads a size"):
+        Budget(macs=0.3, spread="sqrt")
+    _, energy = compress(model, calib, Budget(size=0.3), fallback=None, progress=False)
+    _, sqrt = compress(model, calib, Budget(size=0.3, spread="sqrt"), fallback=None,
+                       progress=False)
+    crs = [[r["params_compressed"] / r["params_original"] for r in rep.layers
+            if r["kind"] == "factored"] for rep in (energy, sqrt)]
+    assert crs[0] != crs[1]  # the two rules give this network different per-layer sizes

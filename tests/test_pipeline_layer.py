@@ -8,6 +8,7 @@ import pytest
 from torch import nn
 
 from lrsa.pipeline import Budget, LayerPlan, compress
+from lrsa.pipeline.layer import columns_per_channel
 
 
 def test_per_layer_target_is_met_to_within_one_rank(trained):
@@ -66,3 +67,24 @@ def test_ratio_zero_is_low_rank_alone_at_the_budget(trained):
         compress(model, calib, plan, progress=False)
     with pytest.raises(ValueError, match="ratio=0 .* needs a size"):
         Budget(ratio=0.0)
+
+
+def test_heldout_errors_record_every_split_and_the_chosen_one_is_least(trained):
+    """Each solved row lists the splits judged on held-out samples, B alone among them; each
+    fits the layer's budget, and the split stored is the one with the least held-out
+    error (what notebook 07 reads to show where A + B beats B alone)."""
+    model, calib, _ = trained
+    _, rep = compress(model, calib, Budget(layer_size=0.3), fallback=None, progress=False)
+    solved = [r for r in rep.layers if r["kind"] == "factored"]
+    for r in solved:
+        group = columns_per_channel(model.get_submodule(r["name"]))
+        splits = {(m, k): e for m, k, e in r["heldout"]}
+        assert any(m == 0 for m, _ in splits), r["name"]  # B alone was judged
+        assert all(0 < e < 2 for e in splits.values())
+        for m, k in splits:
+            assert m * group * r["n"] + k * (r["n"] + r["d"]) <= r["params_original"] * 0.3 + 1
+        chosen = splits[(r["kept_channels"], r["rank"])]
+        assert chosen == min(splits.values()), r["name"]
+    _, svd = compress(model, calib, Budget(layer_size=0.3), method="svd", fallback=None,
+                      progress=False)
+    assert all(r["heldout"] is None for r in svd.layers)  # data-free: nothing was judged

@@ -20,6 +20,10 @@ from .layer import energy_shares, lowered_weight
 from .speed import speedup_spread
 
 
+#: the rules that spread a whole-network size over the layers (:class:`Budget` ``spread``)
+SPREADS = ("energy", "sqrt")
+
+
 @dataclass(frozen=True)
 class Budget:
     """What the compressed network may cost: at most one of ``size``, ``macs``, ``speedup``,
@@ -30,8 +34,7 @@ class Budget:
     ----------
     size : float, optional
         Whole-network stored size, a fraction in (0, 1] of the original Conv2d / Linear
-        weights, spread over the layers by :func:`spread_network_target` (on VGG-16 it beat
-        the paper's Table-I pattern by 0.7-0.8 points before fine-tuning).
+        weights, spread over the layers as ``spread`` says.
     macs : float, optional
         Instead, a fraction of the multiply-adds per image, spread by the same rule with each
         layer's MACs as its cost (cuts the early high-resolution layers most).
@@ -41,6 +44,12 @@ class Budget:
         timed, so it varies between runs and machines.
     layer_size : float, optional
         Instead, the same stored fraction in (0, 1] for every approximated layer.
+    spread : {"energy", "sqrt"}
+        How ``size`` is spread over the layers. "energy" (default): greedily, by the weight
+        energy each rank adds (:func:`spread_network_target`; on VGG-16 it beat "sqrt" by
+        0.7-0.8 points before fine-tuning). "sqrt": CR_l ~ 1/sqrt(weights_l), the pattern of
+        the paper's Table I (:func:`sqrt_spread`), for comparison (benchmarks/frontier.py,
+        notebook 07).
     frac : float
         lam1 relative to each layer's gradient scale (with a size, the ranking ADMM's).
     ratio : float
@@ -55,6 +64,7 @@ class Budget:
     macs: float | None = None
     speedup: float | None = None
     layer_size: float | None = None
+    spread: str = "energy"
     frac: float = 0.03
     ratio: float = 3.0
     rank_multiple: int = 1
@@ -70,6 +80,10 @@ class Budget:
             v = getattr(self, k)
             if v is not None and not 0 < v <= 1:
                 raise ValueError(f"Budget.{k} is a fraction in (0, 1], got {v}")
+        if self.spread not in SPREADS:
+            raise ValueError(f"Budget.spread is one of {SPREADS}, got {self.spread!r}")
+        if self.spread != "energy" and self.size is None:
+            raise ValueError(f"Budget.spread={self.spread!r} spreads a size: give size")
         if self.speedup is not None and not self.speedup > 1:
             raise ValueError(f"Budget.speedup must be > 1, got {self.speedup}")
         if not self.frac > 0:
@@ -169,7 +183,9 @@ def network_plan(layers, in_shapes, budget, *, original, batch_shape):
     if unknown:
         raise ValueError(f"Budget.exclude names layers the model does not have: "
                          f"{sorted(unknown)}")
-    if budget.size is not None:
+    if budget.size is not None and budget.spread == "sqrt":
+        sqrt_spread(plan, layers, budget.size)
+    elif budget.size is not None:
         spread_network_target(plan, layers, budget.size)
     if budget.macs is not None:
         macs = {n: estimate_macs(m, in_shapes[n]) for n, m in layers}
@@ -201,23 +217,16 @@ def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
     where the earlier rule CR_l ~ 1/sqrt(weights_l) (the pattern of the paper's Table I)
     gave 86.94 % and 87.04 % (the docs' benchmarks page).
     """
-    if not 0 < target <= 1:
-        raise ValueError(f"{name} must be in (0, 1], got {target}")
     modules = dict(layers)
     sizes = costs if costs is not None else {n: lowered_weight(m).numel() for n, m in layers}
-    total = sum(sizes.values())
-    kept = sum(sizes[n] for n in sizes if plan[n].skip)
-    free = [n for n in sizes if not plan[n].skip]
-    if not free or target * total <= kept:
-        raise ValueError(f"{name}={target} is out of reach: the skipped layers alone "
-                         f"hold {kept / total:.1%} of the {unit}")
+    free, budget, kept, total = _free_budget(plan, sizes, target, name, unit)
     shapes = {n: lowered_weight(modules[n]).shape for n in free}
     per_rank = {n: (nn_ + d) / (nn_ * d) for n, (nn_, d) in shapes.items()}  # of n d
     step = {n: sizes[n] * per_rank[n] for n in free}
     shares = {n: energy_shares(modules[n]) for n in free}
     full = {n: min(len(shares[n]), nn_ * d // (nn_ + d)) for n, (nn_, d) in shapes.items()}
     rank = {n: min(plan[n].rank_multiple, full[n]) for n in free}
-    budget, spent = target * total - kept, sum(rank[n] * step[n] for n in free)
+    spent = sum(rank[n] * step[n] for n in free)
     if spent > budget:
         raise ValueError(f"{name}={target} is out of reach: the smallest rank (1, or the plan's "
                          "rank_multiple) on every layer that may be approximated already "
@@ -244,3 +253,37 @@ def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
             heapq.heappush(heap, (-gain(n), n))
     for n in free:
         plan[n].target_cr = 1.0 if rank[n] >= full[n] else rank[n] * per_rank[n]
+
+
+def _free_budget(plan, sizes, target, name, unit):
+    """(layers that may be approximated, what they may hold, what the kept ones hold, the
+    total) for a spread of ``target`` of ``sizes``; a ValueError when it is out of reach."""
+    if not 0 < target <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {target}")
+    total = sum(sizes.values())
+    kept = sum(sizes[n] for n in sizes if plan[n].skip)
+    free = [n for n in sizes if not plan[n].skip]
+    if not free or target * total <= kept:
+        raise ValueError(f"{name}={target} is out of reach: the skipped layers alone "
+                         f"hold {kept / total:.1%} of the {unit}")
+    return free, target * total - kept, kept, total
+
+
+def sqrt_spread(plan, layers, target):
+    r"""Per-layer sizes meeting ``target`` of the network's weights by the pattern of the
+    paper's Table I: layer :math:`l` keeps :math:`CR_l = \min(1, c / \sqrt{n_l d_l})` of its
+    weights (a large layer a small share), with :math:`c` found by bisection so that the
+    stored total meets the target. The rule lrsa used before ``cf958f3``; kept to compare
+    with :func:`spread_network_target` (benchmarks/frontier.py, notebook 07)."""
+    sizes = {n: lowered_weight(m).numel() for n, m in layers}
+    free, budget, _, _ = _free_budget(plan, sizes, target, "Budget.size", "weights")
+
+    def stored(c):
+        return sum(min(1.0, c / math.sqrt(sizes[n])) * sizes[n] for n in free)
+
+    lo, hi = 0.0, max(math.sqrt(sizes[n]) for n in free)  # at hi every layer is whole
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if stored(mid) <= budget else (lo, mid)
+    for n in free:
+        plan[n].target_cr = min(1.0, lo / math.sqrt(sizes[n]))

@@ -108,7 +108,8 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
         sparse part is stored per kept input channel, so channels are what it keeps.
 
     Returns a :class:`lrsa.solver.LayerSolution` and the row fields it adds to the report
-    (``choice``, ``kept_channels``, ``params_compressed``, ``frac``, ``refined``).
+    (``choice``, ``kept_channels``, ``params_compressed``, ``frac``, ``refined``,
+    ``heldout``).
 
     ``method="lrsa"``: the ADMM (Algorithm 1, linear response, where the problem is convex)
     ranks the input channels by the l2 norm of their columns of A (:func:`_rank_channels`);
@@ -138,7 +139,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
         raise ValueError("ratio=0 (low-rank only) needs a target_cr (a size to fill)")
     r_max = 0 if sparse_only else min(n, d)
     lin = LayerProblem(X, Z, b, "linear")
-    admm, refined = None, False
+    admm, refined, heldout = None, False, None
     if method == "svd":
         A, (U, V), m = torch.zeros_like(W), truncated_svd(W, budget // (n + d)), 0
     else:
@@ -156,8 +157,8 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
                          for m in cands if m * group * n <= budget})
         if p.target_cr is not None and not sparse_only:  # A alone: see the docstring
             splits = [(m, r) for m, r in splits if r > 0 or m == 0] or splits
-        (m, r), refine = _choose(X, Z, b, splits, order, group,
-                                 response == "relu" and method == "lrsa", seed)
+        (m, r), refine, heldout = _choose(X, Z, b, splits, order, group,
+                                          response == "relu" and method == "lrsa", seed)
         A, U, V, _ = fit.fit(_columns(order, m, group), r)
         if refine:
             A, U, V, b = fit.refine_relu(lin.retarget(torch.relu(Z), "relu"), A, U, V)
@@ -174,7 +175,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
              "kept_channels": m, "frac": p.frac if method == "lrsa" else None,
              "method": method, "refined": refined,
              "ranked_by": None if method != "lrsa" else "admm" if admm is not None else "energy",
-             "params_compressed": m * group * n + r * (n + d)}
+             "params_compressed": m * group * n + r * (n + d), "heldout": heldout}
     return sol, extra
 
 
@@ -219,10 +220,11 @@ def _rank_channels(lin, fit, W, p, group, loose, max_iter, tol):
 def _choose(X, Z, b, splits, order, group, relu, seed):
     """Pick the (kept channels, rank) split whose exact fit on 80 % of the samples has the
     smallest error on the other 20 % (post-ReLU error when ``relu``), and whether the ReLU
-    refinement lowers that held-out error too. One split and no refinement to judge: no
-    split is made."""
+    refinement lowers that held-out error too. Returns ((kept channels, rank), refine,
+    [[kept channels, rank, relative held-out error] for each split], the last None where
+    there was nothing to judge: one split and no refinement)."""
     if len(splits) == 1 and not relu:
-        return splits[0], False
+        return splits[0], False, None
     N = X.shape[1]
     perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed))
     held, used = perm[:max(1, int(HELD_OUT * N))], perm[max(1, int(HELD_OUT * N)):]
@@ -241,6 +243,7 @@ def _choose(X, Z, b, splits, order, group, relu, seed):
     err, best, (A, U, V) = min(scored, key=lambda t: t[0])
     refine = relu and error(*fit.refine_relu(part.retarget(torch.relu(Z[:, used]), "relu"),
                                              A, U, V)) < err
-    return best, refine
+    scale = max(float(torch.linalg.norm(Yh)), 1e-30)
+    return best, refine, [[m, r, e / scale] for e, (m, r), _ in scored]
 
 

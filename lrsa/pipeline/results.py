@@ -67,6 +67,11 @@ class LayerReport(Mapping):
     decision : str or None
         Why the solved layer is stored factored or dense, with the figures behind it (the
         multiply-add ratio, or the timings).
+    heldout : list or None
+        ``[kept channels, rank, error]`` for each split of the layer's size that was judged
+        (B alone has 0 kept channels), the error relative on the held-out 20 % of the
+        samples (post-ReLU where a ReLU follows; fitted on the other 80 %); None where only
+        one split was possible.
     tried : dict or None
         For a ``"dense"`` layer: the solved structure it did not use (``choice``, ``rank``,
         ``kept_channels``, ``cr_a``, ``cr_b``, ``cr``, ``params``, ``rel_error``).
@@ -96,6 +101,7 @@ class LayerReport(Mapping):
     ranked_by: str | None = None
     layer_speedups: dict | None = None
     decision: str | None = None
+    heldout: list | None = None
     tried: dict | None = None
 
     def __getitem__(self, key):
