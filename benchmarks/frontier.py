@@ -6,8 +6,9 @@ regression at several whole-network sizes, each size spread over the layers two 
 For every size and spread (``Budget(size=..., spread=...)``): lrsa with its defaults
 (asymmetric, ReLU response, 1000 calibration images, fall-back "macs"), then truncated SVD and
 reduced-rank regression at exactly the per-layer stored sizes lrsa chose; top-1 on the 10,000
-test images before any fine-tuning. Then, for the "energy" spread (the default), each model's
-batch-1 and batch-128 time against the BN-folded original, interleaved, in the realization
+test images before any fine-tuning; per layer, its stored size and (lrsa) the held-out
+error of each sparse/low-rank split tried. Then, for the "energy" spread (the default),
+each model's batch-1 and batch-128 time against the BN-folded original, interleaved, in the realization
 (contiguous or channels_last, fp32) that is faster for the original at that batch size.
 Needs the shared VGG-16 baseline and CIFAR-10 (LRSA_DATA). Every phase is saved as it ends;
 a rerun resumes only a run of the same code version and settings. Writes
@@ -51,6 +52,14 @@ def accuracy_phase(state, save, model, calib, test, work, size, spread):
     others = baselines_phase(sub, sub_save, model, calib, test, lrsa["layers"], work=folder,
                              arch="vgg16_bn", keys=("svd", "rrr"))
     return {"lrsa": lrsa, **others}
+
+
+def layer_rows(layers):
+    """Per layer what notebook 07 reads: kind, stored weights, rank, kept input channels and
+    (lrsa) the held-out error of each split tried, B alone among them."""
+    keys = ("name", "kind", "params_compressed", "params_original", "rank", "kept_channels",
+            "heldout")
+    return [{k: x.get(k) for k in keys} for x in layers]
 
 
 def faster_layout(original, batch, repeats):
@@ -100,7 +109,7 @@ def main():
                 rows.append({"size": size, "spread": spread, "method": method,
                              "params": r["params"], "ratio": params_original / r["params"],
                              "top1": r["top1"], "approx_seconds": r["seconds"],
-                             "kinds": [x["kind"] for x in r["layers"]]})
+                             "layers": layer_rows(r["layers"])})
 
     layouts = {}
     for b in (1, 128):

@@ -5,8 +5,9 @@ Build:  sphinx-build -W --keep-going -b html docs docs/_build/html
 When the build starts (``config-inited``, and only when the source folder is ``docs/``) this
 file writes ``docs/_generated/`` (ignored by git):
 
-* ``_generated/notebooks/``: ``../notebooks/*.ipynb`` and ``../notebooks/solutions/*.ipynb``
-  **executed** (smoke mode, ``LRSA_SMOKE=1``: the small CNN on scikit-learn's bundled digits,
+* ``_generated/notebooks/``: each lesson's source ``../notebooks/solutions/*.ipynb`` (the
+  notebook with its exercises answered; the student version in ``../notebooks/`` is the same
+  without the answers) **executed** (smoke mode, ``LRSA_SMOKE=1``: the small CNN on scikit-learn's bundled digits,
   offline, seeded), so every page shows its figures, tables and checks; a placeholder page
   when there are none. An executed copy is reused where one exists for the same cells: in
   ``$LRSA_DOCS_EXECUTED`` (where tests/test_docs.py leaves the copies the test session
@@ -381,18 +382,13 @@ def _notebook_files(src_dir: Path, dst_dir: Path, rel_prefix: str) -> dict[str, 
 
 
 def _generate() -> None:
-    # notebooks and their worked solutions, executed (or reused, see the module docstring)
-    nb_dir = ROOT / "notebooks"
-    files = _notebook_files(nb_dir, GENERATED / "notebooks", "")
+    # each lesson's source, its exercises answered, executed (or reused, see the docstring)
+    files = _notebook_files(ROOT / "notebooks" / "solutions", GENERATED / "notebooks",
+                            "solutions/")
     if not any(name.endswith(".ipynb") for name in files):
-        files["none.md"] = (b"# No notebooks yet\n\nThere are no notebooks in `notebooks/` "
-                            b"at the time of this build.\n")
+        files["none.md"] = (b"# No notebooks yet\n\nThere are no notebooks in "
+                            b"`notebooks/solutions/` at the time of this build.\n")
     _sync_dir(GENERATED / "notebooks", files)
-    solutions = _notebook_files(nb_dir / "solutions", GENERATED / "notebooks" / "solutions",
-                                "solutions/")
-    if not solutions:
-        solutions["none.md"] = b"# No worked solutions yet\n"
-    _sync_dir(GENERATED / "notebooks" / "solutions", solutions)
 
     # benchmark results, or a note that they have not been produced
     vgg = RESULTS / "vgg16_cifar10.md"

@@ -313,6 +313,18 @@ def cmd_fetch_checkpoint(args):
         raise ValueError(str(exc)) from exc
 
 
+def cmd_course(args):
+    from . import course
+    root = Path(args.folder)
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(f"{root} is not empty; give a new folder for the nbgrader course")
+    names = course.make_course(root, args.notebooks)
+    print(f"nbgrader course in {root}: {len(names)} lessons ({', '.join(names)}).\n"
+          f"Next: cd {root} && nbgrader generate_assignment {names[0]} (pip install -e "
+          "'.[grade]' for nbgrader); collect submissions into submitted/<student>/<lesson>/, "
+          f"then nbgrader autograde {names[0]}")
+
+
 def cmd_report(args):
     path = Path(args.report)
     if path.is_dir():  # a run folder: its report
@@ -443,6 +455,12 @@ def build_parser():
     _common_options(sp)
     sp.add_argument("--checkpoint", required=True)
     sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("course", help="lay out the course as an nbgrader course folder")
+    sp.add_argument("folder", help="a new folder for the course")
+    sp.add_argument("--notebooks", default=None,
+                    help="the notebooks/ folder of an lrsa clone (default: this install's)")
+    sp.set_defaults(func=cmd_course)
 
     sp = sub.add_parser("report", help="print a report.json as markdown")
     sp.add_argument("report", help="report.json from lrsa compress or demo, or its folder")

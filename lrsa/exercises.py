@@ -4,18 +4,22 @@ Each checker takes the student's ``answer`` first, then the objects the exercise
 computes the reference answer by a route of its own (a brute-force count, the library's own
 accounting, an evaluation of the objective, ...) and prints one line:
 
-* ``answer is ...`` (the placeholder): "not answered yet"; returns None and never raises,
-  so a notebook with open exercises still runs top to bottom;
+* ``answer is ...`` (the placeholder): "not answered yet"; returns None, so a notebook with
+  open exercises still runs top to bottom;
 * right within the stated tolerance: "correct"; returns True;
 * wrong: "not yet" with a hint (never the answer); returns False.
 
-The solution notebooks ``assert`` the return value. An answer of the wrong kind or shape
-raises ``TypeError`` / ``ValueError`` saying what was expected.
+Under nbgrader (``nbgrader autograde`` or ``validate`` set ``NBGRADER_EXECUTION`` in the
+kernel's environment) an unanswered exercise raises :class:`NotAnswered` and a wrong one
+:class:`WrongAnswer`, so the check cell (an autograded cell of one point) scores zero; a
+right one prints "correct" and scores its point. An answer of the wrong kind or shape raises
+``TypeError`` / ``ValueError`` saying what was expected.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -28,10 +32,31 @@ from .report import count_macs
 from .solver import layer_objective
 from .utils import as_numpy
 
-__all__ = ["break_even_rank", "combined_cr", "first_possible_difference", "he_yuan_step",
-           "lambda_max", "mac_fraction", "macs_saved", "midpoint_gap", "moreau_residual",
+__all__ = ["NotAnswered", "WrongAnswer", "break_even_rank", "combined_cr",
+           "first_possible_difference", "he_yuan_step", "lambda_max", "mac_fraction",
+           "macs_saved", "midpoint_gap", "moreau_residual",
            "network_mac_fraction", "paper_network_cr", "prox_frobenius", "relu_term_all_dead",
            "segment_ratio", "stored_parameters", "surviving_columns", "svt_rank"]
+
+
+class NotAnswered(AssertionError):
+    """An exercise still at its placeholder ``...``, checked under nbgrader."""
+
+
+class WrongAnswer(AssertionError):
+    """A wrong answer, checked under nbgrader."""
+
+
+def _grading():
+    """Whether nbgrader runs this kernel (autograde or validate): checks then raise."""
+    return os.environ.get("NBGRADER_EXECUTION") in ("autograde", "validate")
+
+
+def _not_answered(title, what="answer"):
+    message = f"{title}: not answered yet (replace ... with your {what})."
+    if _grading():
+        raise NotAnswered(message)
+    print(message)
 
 
 def _unanswered(answer):
@@ -56,15 +81,17 @@ def _numbers(answer, shape, title):
 
 
 def _verdict(title, ok, hint):
-    print(f"{title}: correct." if ok else f"{title}: not yet. Hint: {hint}")
+    message = f"{title}: correct." if ok else f"{title}: not yet. Hint: {hint}"
+    if not ok and _grading():
+        raise WrongAnswer(message)
+    print(message)
     return bool(ok)
 
 
 def _compare(title, answer, reference, hint, *, atol=0.0, rtol=0.0):
     """Shared path of every checker: placeholder, shape check, comparison, one line."""
     if _unanswered(answer):
-        print(f"{title}: not answered yet (replace ... with your answer).")
-        return None
+        return _not_answered(title)
     reference = np.asarray(reference, dtype=float)
     got = _numbers(answer, reference.shape, title)
     return _verdict(title, np.allclose(got, reference, atol=atol, rtol=rtol), hint)
@@ -106,8 +133,7 @@ def prox_frobenius(prox_fro, V, taus=None):
     """
     title = "prox of tau ||X||_F"
     if _unanswered(prox_fro):
-        print(f"{title}: not answered yet (replace ... with your function).")
-        return None
+        return _not_answered(title, "function")
     if not callable(prox_fro):
         raise TypeError(f"{title}: the answer must be a function prox_fro(V, tau), got "
                         f"{type(prox_fro).__name__}")
@@ -180,8 +206,7 @@ def lambda_max(answer, X, Y, bias=None):
     cols = np.linalg.norm(C, axis=0)
     reference = np.array([cols.max(), np.linalg.norm(C, 2), cols.max() / cols.mean()])
     if _unanswered(answer):
-        print(f"{title}: not answered yet (replace ... with your answers).")
-        return None
+        return _not_answered(title, "answers")
     got = _numbers(answer, reference.shape, title)
     ok = np.isclose(got, reference, rtol=1e-6, atol=0)
     hints = ["lambda_1 max: write the optimality condition at A = 0 column by column; the "
@@ -404,8 +429,7 @@ def network_mac_fraction(answer, original, compressed, input_shape):
     reference = count_macs(compressed, input_shape) / total
     title = "network MACs, compressed / original"
     if _unanswered(answer):
-        print(f"{title}: not answered yet (replace ... with your answer).")
-        return None
+        return _not_answered(title)
     got = float(_numbers(answer, (), title))
     hint = ("a layer's MACs per image are (stored weights) x (output positions): weight each "
             "layer's stored size by its number of output positions (1 for a Linear layer). "
@@ -514,3 +538,73 @@ def soft_term_limit(answer, student_logits, teacher_logits):
 
 __all__ += ["amdahl_bound", "amdahl_speedup", "soft_term_gradient", "soft_term_limit",
             "uv_mac_speedup"]
+
+
+# ----------------------------------------------------------------- 07 against the baselines
+
+def equal_size_rank(answer, n, d, kept_columns, rank):
+    r"""The rank truncated SVD (B alone, :math:`UV`) gets at exactly the stored size of an
+    lrsa layer with ``kept_columns`` nonzero columns of :math:`A` and rank ``rank``, for an
+    :math:`n \times d` weight. Exact (an integer).
+
+    Reference: a brute-force count, the largest :math:`r'` with
+    :math:`r'(n + d) \le n c + r(n + d)`, found by stepping :math:`r'` up from 0.
+    """
+    stored = n * kept_columns + rank * (n + d)
+    r = 0
+    while (r + 1) * (n + d) <= stored:
+        r += 1
+    return _compare("rank of B alone at equal size", answer, r,
+                    "eq. (15) counts n per nonzero column of A and n + d per rank of U V; "
+                    "spend lrsa's whole count on U V alone and round down.")
+
+
+def sqrt_spread_share(answer, shapes, c):
+    r"""The share of the weights a network of layers of ``shapes`` (a list of :math:`(n_l,
+    d_l)`) keeps when each layer keeps :math:`\mathrm{CR}_l = \min(1, c/\sqrt{n_l d_l})` of
+    its :math:`n_l d_l` weights (``Budget(spread="sqrt")``), to 1e-9.
+
+    Reference: :func:`lrsa.pipeline.budget.sqrt_spread` itself, asked for the student's
+    share: its bisection must land on ``c`` (a wrong share finds another :math:`c`).
+    """
+    from .pipeline.budget import LayerPlan, sqrt_spread
+
+    title = "network share kept by the sqrt spread"
+    if _unanswered(answer):
+        return _not_answered(title)
+    share = float(_numbers(answer, (), title))
+    layers = [(f"l{i}", torch.nn.Linear(int(d), int(n), bias=False))
+              for i, (n, d) in enumerate(shapes)]
+    if not 0 < share <= 1:
+        return _verdict(title, False, "a share of the weights lies between 0 and 1")
+    plan = {name: LayerPlan() for name, _ in layers}
+    sqrt_spread(plan, layers, share)
+    found = [plan[name].target_cr * math.sqrt(m.weight.numel()) for name, m in layers
+             if plan[name].target_cr < 1]
+    ok = bool(found) and math.isclose(found[0], c, rel_tol=1e-6)
+    return _verdict(title, ok, "weight each layer's CR by its n d: the share is "
+                    "sum_l min(n_l d_l, c sqrt(n_l d_l)) / sum_l n_l d_l.")
+
+
+def _top1(rows, size, spread, method):
+    return next(r["top1"] for r in rows
+                if r["size"] == size and r["spread"] == spread and r["method"] == method)
+
+
+def spread_and_method_gaps(answer, rows, size):
+    r"""Two numbers from the saved grid (``frontier.json``'s rows) at network size ``size``:
+    how many points of top-1 the spread rule moves lrsa (energy minus sqrt), and how many
+    points separate the best and the worst of the three methods under the default spread
+    ("energy"). To 1e-9.
+
+    Reference: each row looked up by its size, spread and method.
+    """
+    spread_gap = _top1(rows, size, "energy", "lrsa") - _top1(rows, size, "sqrt", "lrsa")
+    methods = [_top1(rows, size, "energy", m) for m in ("lrsa", "svd", "rrr")]
+    return _compare("spread gap and method gap", answer, [spread_gap, max(methods) -
+                                                          min(methods)],
+                    "the first is a difference of two lrsa rows (keep its sign); the second "
+                    "the range of three rows of one spread.", atol=1e-9)
+
+
+__all__ += ["equal_size_rank", "sqrt_spread_share", "spread_and_method_gaps"]

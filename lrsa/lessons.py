@@ -28,13 +28,16 @@ import copy
 import math
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["amdahl_bound", "amdahl_speedup", "benchmark_recovery", "digits_fine_tuning_study",
-           "factored_conv",
+__all__ = ["RESULTS_DIR", "saved_results", "amdahl_bound", "amdahl_speedup",
+           "benchmark_recovery", "digits_fine_tuning_study", "equal_size_runs",
+           "factored_conv", "heldout_splits", "plot_equal_size_top1", "plot_frontier",
+           "plot_heldout_splits",
            "grad_norm_trace", "layer_macs", "plot_grad_norms", "plot_macs_vs_time",
            "plot_rank_sweep", "plot_recovery", "plot_time_shares", "rank_sweep",
            "recovery_curves", "report_macs", "soft_term_gradient_norms", "stage_times",
@@ -42,6 +45,24 @@ __all__ = ["amdahl_bound", "amdahl_speedup", "benchmark_recovery", "digits_fine_
 
 
 # ----------------------------------------------------------------- Amdahl
+
+#: the measurements the notebooks read: ``benchmarks/results`` of the lrsa repository (the
+#: notebooks run from a clone, with lrsa installed from it: ``pip install -e .``)
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def saved_results(name):
+    """The saved measurement ``benchmarks/results/<name>.json`` as a dict, wherever the
+    notebook runs (its own folder, or an nbgrader course's ``autograded/`` folder)."""
+    import json
+
+    path = RESULTS_DIR / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no saved measurement {name}.json in {RESULTS_DIR}: the notebooks read the results "
+            "saved in the lrsa repository; install lrsa from a clone (pip install -e .)")
+    return json.loads(path.read_text())
+
 
 def amdahl_speedup(unchanged_share, factored_speedup):
     r"""Whole-model speed-up when the stages holding ``1 - unchanged_share`` of the time run
@@ -455,6 +476,58 @@ def digits_fine_tuning_study(setup, *, size=0.3, epochs=4, lr=1e-3, max_grad_nor
             "curves": curves, "traces": traces, "seconds": time.perf_counter() - start}
 
 
+def equal_size_runs(model, calibration_data, test, budget, **kwargs):
+    """lrsa at ``budget``, then truncated SVD and reduced-rank regression at exactly the
+    per-layer stored sizes lrsa chose (:func:`lrsa.compress_like`): notebook 07's fair
+    comparison, on the same calibration data, with no fine-tuning.
+
+    Returns
+    -------
+    dict method ("lrsa", "svd", "rrr") -> {"model", "layers" (report rows as dicts),
+    "params" (stored weights of the approximated layers), "top1"}
+    """
+    from .pipeline import compress, compress_like
+    from .train import evaluate
+
+    kwargs.setdefault("progress", False)
+    lrsa_model, report = compress(model, calibration_data, budget, **kwargs)
+    kwargs.pop("solver", None)
+    runs = {"lrsa": (lrsa_model, report)}
+    runs["svd"] = compress_like(model, calibration_data, report, method="svd", **kwargs)
+    runs["rrr"] = compress_like(model, calibration_data, report, method="rrr",
+                                response="linear", **kwargs)
+    out = {}
+    for method, (net, rep) in runs.items():
+        rows = rep.to_dict()["layers"]
+        out[method] = {"model": net, "layers": rows, "top1": evaluate(net, test)["top1"],
+                       "params": sum(r["params_compressed"] for r in rows)}
+    return out
+
+
+def heldout_splits(layers):
+    """Per solved layer, B alone against the best split with a sparse part, on held-out
+    error (the ``heldout`` field of lrsa's report rows: one ``[kept channels, rank, error]``
+    per split tried at the layer's stored size).
+
+    Returns
+    -------
+    list of dict: ``name``, ``b_only`` (error of B alone, None if not tried), ``with_a``
+    (lowest error among splits keeping channels, None if none tried), ``kept`` (channels of
+    the split lrsa chose: its lowest error).
+    """
+    out = []
+    for row in layers:
+        tried = row.get("heldout")
+        if not tried:
+            continue
+        b_only = [e for kept, _, e in tried if kept == 0]
+        with_a = [e for kept, _, e in tried if kept > 0]
+        best = min(tried, key=lambda t: t[2])
+        out.append({"name": row["name"], "b_only": min(b_only) if b_only else None,
+                    "with_a": min(with_a) if with_a else None, "kept": best[0]})
+    return out
+
+
 def benchmark_recovery(result):
     """Top-1 before and after fine-tuning per method, from a saved
     ``benchmarks/vgg16_cifar10.py`` or ``benchmarks/nin_cifar10.py`` result (its JSON).
@@ -553,6 +626,77 @@ def plot_recovery(curves, *, ax=None, xlabel="epochs of fine-tuning", title=None
     if title:
         ax.set_title(title)
     ax.legend(fontsize=8)
+    return ax
+
+
+def plot_heldout_splits(splits, labels=None, *, ax=None, title=None):
+    """:func:`heldout_splits` as paired bars per layer: the held-out relative error of B
+    alone and of the best split keeping a sparse part (hatched where lrsa chose it).
+
+    Returns the Axes.
+    """
+    ax = _ax(ax, figsize=(7, 3.4))
+    x = np.arange(len(splits))
+    names = [labels.get(s["name"], s["name"]) if labels else s["name"] for s in splits]
+    nan = float("nan")
+    b = [s["b_only"] if s["b_only"] is not None else nan for s in splits]
+    a = [s["with_a"] if s["with_a"] is not None else nan for s in splits]
+    ax.bar(x - 0.2, b, 0.4, label="B alone (low rank)", color="C0")
+    bars = ax.bar(x + 0.2, a, 0.4, label="best A + B (kept channels)", color="C1")
+    for bar, s in zip(bars, splits):
+        if s["kept"] > 0:
+            bar.set_hatch("//")
+    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="held-out relative error", title=title)
+    ax.legend(fontsize=8, title="hatched: lrsa's choice", title_fontsize=8)
+    return ax
+
+
+def plot_equal_size_top1(rows, size, spread, *, original=None, ax=None):
+    """Top-1 of lrsa, truncated SVD and reduced-rank regression at one whole-network
+    ``size`` and ``spread`` (rows of ``benchmarks/results/frontier.json``), bars with their
+    values; the original's top-1 as a line.
+
+    Returns the Axes.
+    """
+    ax = _ax(ax, figsize=(4.5, 3.4))
+    names = {"lrsa": "lrsa", "svd": "truncated SVD", "rrr": "reduced-rank\nregression"}
+    pick = {r["method"]: r for r in rows if r["size"] == size and r["spread"] == spread}
+    top1 = [pick[m]["top1"] for m in names]
+    bars = ax.bar(range(3), top1, color=["C3", "C0", "C2"])
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    if original is not None:
+        ax.axhline(original, color="k", lw=1, ls="--", label=f"original {original:.2f}")
+        ax.legend(fontsize=8, loc="lower right")
+    low = min(top1 + ([original] if original else []))
+    ax.set_ylim(low - 4, max(top1 + ([original] if original else [])) + 1.5)
+    ax.set_xticks(range(3), list(names.values()), fontsize=8)
+    ax.set(ylabel="top-1 (%) before fine-tuning",
+           title=f"{pick['lrsa']['ratio']:.1f}x fewer weights, spread {spread!r}")
+    return ax
+
+
+def plot_frontier(rows, *, x="ratio", ax=None):
+    """Top-1 before fine-tuning against ``x`` ("ratio": times fewer stored weights, or
+    "speedup_b128"), one line per method and spread (rows of ``frontier.json``; rows
+    without ``x`` are left out).
+
+    Returns the Axes.
+    """
+    ax = _ax(ax, figsize=(6, 3.8))
+    colors = {"lrsa": "C3", "svd": "C0", "rrr": "C2"}
+    names = {"lrsa": "lrsa", "svd": "truncated SVD", "rrr": "reduced-rank regression"}
+    for spread, style in (("energy", "-"), ("sqrt", ":")):
+        for method, color in colors.items():
+            pts = sorted((r[x], r["top1"]) for r in rows if r["method"] == method
+                         and r["spread"] == spread and r.get(x) is not None)
+            if pts:
+                ax.plot(*zip(*pts), ls=style, marker="o", color=color,
+                        label=f"{names[method]}, {spread}")
+    label = {"ratio": "times fewer stored weights",
+             "speedup_b128": "measured speed-up, batch 128"}.get(x, x)
+    ax.set(xlabel=label, ylabel="top-1 (%) before fine-tuning")
+    ax.legend(fontsize=7)
     return ax
 
 

@@ -21,8 +21,8 @@ pytestmark = [
 ]
 
 
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
+# the site shows each lesson's source (its exercises answered), executed
+SOURCES = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("docs")
     html, doctrees, executed = out / "html", out / "doctrees", out / "executed"
     start = time.perf_counter()
-    failed = _notebook_runs.write_executed(NOTEBOOKS + SOLUTIONS, executed)
+    failed = _notebook_runs.write_executed(SOURCES, executed)
     if failed:
         pytest.fail(f"notebooks failed to execute, so the site cannot show them: {failed} "
                     "(tests/test_notebooks.py says why)", pytrace=False)
@@ -88,11 +88,11 @@ def test_honest_notes(site):
 def test_every_notebook_is_listed(site):
     index = (site / "notebooks.html").read_text(encoding="utf-8")
     course = (site / "course.html").read_text(encoding="utf-8")
-    for nb in NOTEBOOKS + SOLUTIONS:
-        rel = nb.relative_to(ROOT / "notebooks").with_suffix(".html").as_posix()
+    for nb in SOURCES:
+        rel = f"{nb.stem}.html"
         assert (site / "_generated" / "notebooks" / rel).is_file(), nb.name
         assert f"_generated/notebooks/{rel}" in index, nb.name
-        assert f"_generated/notebooks/{rel}" in course, nb.name  # the course page links both
+        assert f"_generated/notebooks/{rel}" in course, nb.name
 
 
 def _image_outputs(nb_path):
@@ -104,16 +104,15 @@ def _image_outputs(nb_path):
 
 
 def test_every_notebook_page_shows_its_outputs(site):
-    """Each notebook and solution page is the executed notebook: a figure for every image
-    output (the static small-multiples image standing in for each slider figure), the printed
-    checks, and no error. The source notebooks hold no outputs (committed clean), so these
-    can only come from the build."""
+    """Each lesson's page is its source executed: a figure for every image output (the
+    static small-multiples image standing in for each slider figure), the printed checks
+    ("correct" for every exercise), and no error. The committed notebooks hold no outputs,
+    so these can only come from the build."""
     pages = 0
-    for nb in NOTEBOOKS + SOLUTIONS:
-        rel = nb.relative_to(ROOT / "notebooks")
-        page = site / "_generated" / "notebooks" / rel.with_suffix(".html")
+    for nb in SOURCES:
+        page = site / "_generated" / "notebooks" / f"{nb.stem}.html"
         html = page.read_text(encoding="utf-8")
-        executed = ROOT / "docs" / "_generated" / "notebooks" / rel
+        executed = ROOT / "docs" / "_generated" / "notebooks" / nb.name
         figures = _image_outputs(executed)
         images = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]+)\"", html)
         assert len(images) >= figures, (nb.name, len(images), figures)
@@ -121,9 +120,11 @@ def test_every_notebook_page_shows_its_outputs(site):
             assert (page.parent / src).resolve().is_file(), (nb.name, src)
         assert 'class="output' in html or "cell_output" in html, nb.name
         assert "output traceback" not in html, nb.name
+        assert "not answered yet" not in html and "not yet. Hint" not in html, nb.name
+        assert ": correct." in html, nb.name
         pages += figures > 0
-    assert pages >= len(NOTEBOOKS)  # every notebook (not every solution) draws something
-    for nb in NOTEBOOKS:
+    assert pages == len(SOURCES)  # every lesson draws something
+    for nb in SOURCES:
         src = "".join(nb.read_text(encoding="utf-8"))
         if "all checks passed" in src:
             html = (site / "_generated" / "notebooks" / f"{nb.stem}.html").read_text(

@@ -252,3 +252,63 @@ def test_amdahl_speedup_check_equals_the_stage_sum_ratio():
     total = sum(original.values())
     new = sum(compressed[k] if k in changed else v for k, v in original.items())
     assert math.isclose(right, total / new, rel_tol=1e-12)
+
+
+def _cases_07():
+    """name -> (checker, args after the answer, right answer, wrong answer) for notebook 07,
+    from closed forms."""
+    n, d, c, r = 64, 576, 10, 20
+    shapes = [(64, 27), (128, 576), (512, 4608)]
+    k = 150.0  # 27 * 64 = 1728 < k^2: the first layer stays whole, the others are cut
+    sizes = np.array([a * b for a, b in shapes], dtype=float)
+    share = float(np.minimum(sizes, k * np.sqrt(sizes)).sum() / sizes.sum())
+    rows = [{"size": 0.2, "spread": sp, "method": m, "top1": t}
+            for sp, m, t in [("energy", "lrsa", 87.0), ("energy", "svd", 86.5),
+                             ("energy", "rrr", 86.9), ("sqrt", "lrsa", 85.5),
+                             ("sqrt", "svd", 84.0), ("sqrt", "rrr", 85.0)]]
+    return {
+        "equal_size_rank": (ex.equal_size_rank, (n, d, c, r), (n * c + r * (n + d)) // (n + d),
+                            r),
+        "sqrt_spread_share": (ex.sqrt_spread_share, (shapes, k), share,
+                              float(np.mean(np.minimum(1, k / np.sqrt(sizes))))),
+        "spread_and_method_gaps": (ex.spread_and_method_gaps, (rows, 0.2), [1.5, 0.5],
+                                   [1.5, 1.5]),
+    }
+
+
+CASES_07 = _cases_07()
+
+
+@pytest.mark.parametrize("name", sorted(CASES_07))
+def test_07_checks_accept_the_right_answer_and_reject_a_wrong_one(name, capsys):
+    check, args, right, wrong = CASES_07[name]
+    assert check(right, *args) is True
+    assert "correct" in capsys.readouterr().out
+    assert check(wrong, *args) is False
+    assert "not yet. Hint:" in capsys.readouterr().out
+    assert check(..., *args) is None
+    assert "not answered yet" in capsys.readouterr().out
+
+
+def test_sqrt_spread_share_check_refuses_a_malformed_share():
+    with pytest.raises(TypeError, match="answer must be"):
+        ex.sqrt_spread_share("half", [(4, 9)], 1.0)
+    assert ex.sqrt_spread_share(1.5, [(4, 9), (8, 8)], 1.0) is False
+
+
+ALL_CASES = {**CASES, **CASES_08_09, **CASES_07}
+
+
+@pytest.mark.parametrize("mode", ["autograde", "validate"])
+@pytest.mark.parametrize("name", sorted(ALL_CASES))
+def test_under_nbgrader_a_check_raises_unless_right(name, mode, monkeypatch, capsys):
+    """nbgrader scores a check cell zero only if it raises: under NBGRADER_EXECUTION the
+    placeholder and a wrong answer raise (naming what is wrong), the right answer passes."""
+    check, args, right, wrong = ALL_CASES[name]
+    monkeypatch.setenv("NBGRADER_EXECUTION", mode)
+    assert check(right, *args) is True
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ex.NotAnswered, match="not answered yet"):
+        check(..., *args)
+    with pytest.raises(ex.WrongAnswer, match="not yet. Hint:"):
+        check(wrong, *args)

@@ -210,13 +210,9 @@ def test_plots_return_their_axes():
 
 
 def test_the_saved_digits_study_has_what_notebook_09_reads():
-    """notebooks/09_fine_tuning_digits.json, written by digits_fine_tuning_study: three
+    """benchmarks/results/fine_tuning_digits.json, written by digits_fine_tuning_study: three
     curves of epochs + 1 points from one start size, and the two traces of section 3."""
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "09_fine_tuning_digits.json"
-    study = json.loads(path.read_text())
+    study = L.saved_results("fine_tuning_digits")
     assert set(study["curves"]) == {"lrsa", "truncated SVD", "reduced-rank regression"}
     assert all(len(c) == study["epochs"] + 1 for c in study["curves"].values())
     assert all(0 <= v <= 100 for c in study["curves"].values() for v in c)
@@ -226,3 +222,9 @@ def test_the_saved_digits_study_has_what_notebook_09_reads():
     assert uncapped["diverged_at"] is not None and capped["diverged_at"] is None
     assert len(uncapped["grad_norm"]) == uncapped["diverged_at"]
     assert capped["grad_norm"][0] == pytest.approx(uncapped["grad_norm"][0], rel=1e-5)
+
+
+def test_saved_results_names_a_missing_measurement(monkeypatch, tmp_path):
+    monkeypatch.setattr(L, "RESULTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no saved measurement nothing.json"):
+        L.saved_results("nothing")

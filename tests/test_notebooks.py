@@ -1,8 +1,9 @@
-"""Every notebook in notebooks/ and every worked solution in notebooks/solutions/ runs top to
-bottom (LRSA_SMOKE=1) and is committed clean.
+"""Every lesson's source (notebooks/solutions/, the notebook with its exercises answered) and
+student version (notebooks/) runs top to bottom (LRSA_SMOKE=1) and is committed clean.
 
-Each notebook checks itself in an ``assert`` cell (a solution asserts its exercises'
-self-checks), so "runs without an error" is a real test.
+Each notebook checks itself in an ``assert`` cell, and a source's exercise checks raise
+unless its answers are right, so "runs without an error" is a real test. How the notebooks
+are executed (by nbgrader's autograde where it is installed): tests/_notebook_runs.py.
 Execution needs nbclient, nbformat, ipykernel and a kernel named python3
 (``pip install 'lrsa[nb]'`` provides all four); without them the execution tests skip.
 """
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-SOLUTION_DIR = NOTEBOOK_DIR / "solutions"
-SOLUTIONS = sorted(SOLUTION_DIR.glob("*.ipynb"))
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb")) + SOLUTIONS
+SOURCE_DIR = NOTEBOOK_DIR / "solutions"
+SOURCES = sorted(SOURCE_DIR.glob("*.ipynb"))
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb")) + SOURCES
 KERNEL = "python3"
 
 nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed: "
@@ -31,10 +32,9 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, f"no notebooks found in {NOTEBOOK_DIR}"
 
 
-def test_every_notebook_has_its_solutions():
-    """notebooks/NN_name.ipynb <-> notebooks/solutions/NN_name_solutions.ipynb, both ways."""
-    stems = {p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")}
-    assert {p.stem for p in SOLUTIONS} == {f"{s}_solutions" for s in stems}
+def test_every_notebook_has_its_source():
+    """notebooks/NN_name.ipynb <-> notebooks/solutions/NN_name.ipynb, both ways."""
+    assert {p.stem for p in SOURCES} == {p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -82,12 +82,23 @@ def test_notebook_executes(path):
     if ran.error:
         pytest.fail(f"{path.name} failed:\n{ran.error}", pytrace=False)
     nb, elapsed = ran.nb, ran.seconds
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    name = path.relative_to(NOTEBOOK_DIR).as_posix()
+    errors = [(c, o) for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
-    assert not errors, f"{path.name}: {errors[0].ename}: {errors[0].evalue}"
-    _check_interactive_cells(nb, path.name)
-    _check_no_machine_paths(nb, path.name)
-    print(f"{path.name}: {elapsed:.1f} s (LRSA_SMOKE=1, {os.cpu_count()} CPUs)")
+    if ran.graded and path.parent == NOTEBOOK_DIR:
+        # the untouched student version, autograded: only its checks fail, as unanswered
+        unexpected = [o for c, o in errors if not (_is_check(c) and o.ename == "NotAnswered")]
+        assert not unexpected, f"{name}: {unexpected[0].ename}: {unexpected[0].evalue}"
+    else:
+        assert not errors, f"{name}: {errors[0][1].ename}: {errors[0][1].evalue}"
+    _check_interactive_cells(nb, name)
+    _check_no_machine_paths(nb, name)
+    how = "nbgrader autograde" if ran.graded else "nbclient"
+    print(f"{name}: {elapsed:.1f} s (LRSA_SMOKE=1, {os.cpu_count()} CPUs, {how})")
+
+
+def _is_check(cell):
+    return cell.metadata.get("nbgrader", {}).get("grade_id", "").endswith("_check")
 
 
 def _check_interactive_cells(nb, name):
