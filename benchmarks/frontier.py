@@ -8,8 +8,9 @@ For every size and spread (``Budget(size=..., spread=...)``): lrsa with its defa
 reduced-rank regression at exactly the per-layer stored sizes lrsa chose; top-1 on the 10,000
 test images before any fine-tuning; per layer, its stored size and (lrsa) the held-out
 error of each sparse/low-rank split tried. Then, for the "energy" spread (the default),
-each model's batch-1 and batch-128 time against the BN-folded original, interleaved, in the realization
-(contiguous or channels_last, fp32) that is faster for the original at that batch size.
+each model's batch-1 and batch-128 time against the BN-folded original, interleaved, in
+the realization (contiguous or channels_last, fp32) that is faster for the original at that
+batch size.
 Needs the shared VGG-16 baseline and CIFAR-10 (LRSA_DATA). Every phase is saved as it ends;
 a rerun resumes only a run of the same code version and settings. Writes
 benchmarks/results/frontier.json and .md; notebook 07 reads the JSON.

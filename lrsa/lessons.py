@@ -677,9 +677,9 @@ def plot_equal_size_top1(rows, size, spread, *, original=None, ax=None):
 
 
 def plot_frontier(rows, *, x="ratio", ax=None):
-    """Top-1 before fine-tuning against ``x`` ("ratio": times fewer stored weights, or
-    "speedup_b128"), one line per method and spread (rows of ``frontier.json``; rows
-    without ``x`` are left out).
+    """Top-1 before fine-tuning against ``x`` ("ratio": times fewer stored weights, one line
+    per method and spread; or "speedup_b128": one point per network, labelled with its size)
+    from the rows of ``frontier.json`` (rows without ``x`` are left out).
 
     Returns the Axes.
     """
@@ -688,11 +688,17 @@ def plot_frontier(rows, *, x="ratio", ax=None):
     names = {"lrsa": "lrsa", "svd": "truncated SVD", "rrr": "reduced-rank regression"}
     for spread, style in (("energy", "-"), ("sqrt", ":")):
         for method, color in colors.items():
-            pts = sorted((r[x], r["top1"]) for r in rows if r["method"] == method
+            pts = sorted((r[x], r["top1"], r["ratio"]) for r in rows if r["method"] == method
                          and r["spread"] == spread and r.get(x) is not None)
-            if pts:
-                ax.plot(*zip(*pts), ls=style, marker="o", color=color,
-                        label=f"{names[method]}, {spread}")
+            if not pts:
+                continue
+            xs, ys, ratios = zip(*pts)
+            ax.plot(xs, ys, ls=style if x == "ratio" else "none", marker="o", color=color,
+                    label=f"{names[method]}, {spread}")
+            if x != "ratio":  # the sizes, since the points are not in size order
+                for px, py, ratio in pts:
+                    ax.annotate(f"{ratio:.0f}x", (px, py), fontsize=7, color=color,
+                                xytext=(4, 2), textcoords="offset points")
     label = {"ratio": "times fewer stored weights",
              "speedup_b128": "measured speed-up, batch 128"}.get(x, x)
     ax.set(xlabel=label, ylabel="top-1 (%) before fine-tuning")

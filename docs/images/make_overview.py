@@ -50,7 +50,8 @@ def main():
 
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), constrained_layout=True)
     panels = [(W.numpy(), f"W: the layer's weight\n{n} x {d}, {n * d:,} stored"),
-              (A, f"A: structured sparse ($\\ell_{{2,1}}$)\n{kept} input channels kept: {kept * k2 * n:,} stored"),
+              (A, f"A: structured sparse ($\\ell_{{2,1}}$)\n{kept} input channels kept: "
+                  f"{kept * k2 * n:,} stored"),
               (B, f"B: low rank (nuclear norm)\nrank {sol.rank}: {sol.rank * (n + d):,} stored")]
     for ax, (M, title) in zip(axes, panels):
         vmax = float(np.abs(M).max()) * 0.6  # each panel on its own scale: the convex
