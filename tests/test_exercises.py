@@ -226,34 +226,6 @@ def _cases_08_09():
 CASES_08_09 = _cases_08_09()
 
 
-@pytest.mark.parametrize("name", sorted(CASES_08_09))
-def test_08_09_checks_accept_the_right_answer_and_reject_a_wrong_one(name, capsys):
-    check, args, right, wrong = CASES_08_09[name]
-    assert check(right, *args) is True
-    assert "correct" in capsys.readouterr().out
-    assert check(wrong, *args) is False
-    assert "not yet. Hint:" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("name", sorted(CASES_08_09))
-def test_08_09_checks_wait_on_the_placeholder_and_refuse_malformed_answers(name, capsys):
-    check, args, _, _ = CASES_08_09[name]
-    assert check(..., *args) is None
-    assert "not answered yet" in capsys.readouterr().out
-    with pytest.raises(TypeError, match="answer must be"):
-        check("seven", *args)
-    with pytest.raises(ValueError, match="expected"):
-        check(np.zeros((3, 3, 3)), *args)
-
-
-def test_amdahl_speedup_check_equals_the_stage_sum_ratio():
-    """The closed form the exercise asks for is the ratio of summed stage times."""
-    _, (original, compressed, changed), right, _ = CASES_08_09["amdahl_speedup"]
-    total = sum(original.values())
-    new = sum(compressed[k] if k in changed else v for k, v in original.items())
-    assert math.isclose(right, total / new, rel_tol=1e-12)
-
-
 def _cases_07():
     """name -> (checker, args after the answer, right answer, wrong answer) for notebook 07,
     from closed forms."""
@@ -279,15 +251,36 @@ def _cases_07():
 CASES_07 = _cases_07()
 
 
-@pytest.mark.parametrize("name", sorted(CASES_07))
-def test_07_checks_accept_the_right_answer_and_reject_a_wrong_one(name, capsys):
-    check, args, right, wrong = CASES_07[name]
+#: the checks of notebooks 07-09
+LATER_CASES = {**CASES_08_09, **CASES_07}
+
+
+@pytest.mark.parametrize("name", sorted(LATER_CASES))
+def test_07_to_09_checks_accept_the_right_answer_and_reject_a_wrong_one(name, capsys):
+    check, args, right, wrong = LATER_CASES[name]
     assert check(right, *args) is True
     assert "correct" in capsys.readouterr().out
     assert check(wrong, *args) is False
     assert "not yet. Hint:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(LATER_CASES))
+def test_07_to_09_checks_wait_on_the_placeholder_and_refuse_malformed_answers(name, capsys):
+    check, args, _, _ = LATER_CASES[name]
     assert check(..., *args) is None
     assert "not answered yet" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="answer must be"):
+        check("seven", *args)
+    with pytest.raises(ValueError, match="expected"):
+        check(np.zeros((3, 3, 3)), *args)
+
+
+def test_amdahl_speedup_check_equals_the_stage_sum_ratio():
+    """The closed form the exercise asks for is the ratio of summed stage times."""
+    _, (original, compressed, changed), right, _ = CASES_08_09["amdahl_speedup"]
+    total = sum(original.values())
+    new = sum(compressed[k] if k in changed else v for k, v in original.items())
+    assert math.isclose(right, total / new, rel_tol=1e-12)
 
 
 def test_sqrt_spread_share_check_refuses_a_malformed_share():
@@ -296,7 +289,7 @@ def test_sqrt_spread_share_check_refuses_a_malformed_share():
     assert ex.sqrt_spread_share(1.5, [(4, 9), (8, 8)], 1.0) is False
 
 
-ALL_CASES = {**CASES, **CASES_08_09, **CASES_07}
+ALL_CASES = {**CASES, **LATER_CASES}
 
 
 @pytest.mark.parametrize("mode", ["autograde", "validate"])
