@@ -7,15 +7,15 @@ file writes ``docs/_generated/`` (ignored by git):
 
 * ``_generated/notebooks/``: each lesson's source ``../notebooks/solutions/*.ipynb`` (the
   notebook with its exercises answered; the student version in ``../notebooks/`` is the same
-  without the answers) **executed** (smoke mode, ``LRSA_SMOKE=1``: the small CNN on scikit-learn's bundled digits,
-  offline, seeded), so every page shows its figures, tables and checks; a placeholder page
-  when there are none. An executed copy is reused where one exists for the same cells: in
-  ``$LRSA_DOCS_EXECUTED`` (where tests/test_docs.py leaves the copies the test session
-  executed once for both tests/test_notebooks.py and this build), or in this folder from an
-  earlier build by the same version of lrsa's code. Otherwise the notebook is executed here
-  with nbclient (the ``nb`` extra; a failing cell fails the build, unless
-  ``LRSA_DOCS_ALLOW_ERRORS=1`` asks to show the error, for a look while a notebook is being
-  edited);
+  without the answers) **executed** (smoke mode, ``LRSA_SMOKE=1``: the small CNN on
+  scikit-learn's bundled digits, offline, seeded), so every page shows its figures, tables and
+  checks; a placeholder page when there are none. An executed copy is reused where one
+  exists for the same cells: in ``$LRSA_DOCS_EXECUTED`` (where tests/test_docs.py leaves the
+  copies the test session executed once for both tests/test_notebooks.py and this build), or
+  in this folder from an earlier build by the same version of lrsa's code. Otherwise the
+  notebook is executed here with nbclient (the ``nb`` extra; a failing cell fails the build,
+  unless ``LRSA_DOCS_ALLOW_ERRORS=1`` asks to show the error, for a look while a notebook is
+  being edited);
 * ``_generated/fragments/results.md``: ``../benchmarks/results/vgg16_cifar10.md`` if the
   benchmark has been run, else a "not run yet" note;
 * ``_generated/fragments/solver.md``: ``../benchmarks/results/solver.json`` as a table, or a

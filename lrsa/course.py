@@ -80,7 +80,7 @@ def grader(root):
     return NbGraderAPI(coursedir=CourseDirectory(root=str(root), config=config), config=config)
 
 
-def checked(result, what):
+def _checked(result, what):
     """``result`` of an nbgrader API call, or a RuntimeError carrying nbgrader's log."""
     if not result["success"]:
         raise RuntimeError(f"nbgrader {what} failed:\n{result.get('error') or result['log']}")
@@ -91,7 +91,7 @@ def generate(root, names):
     """``nbgrader generate_assignment`` for each lesson; returns lesson -> student notebook."""
     api = grader(root)
     for name in names:
-        checked(api.generate_assignment(name), f"generate_assignment {name}")
+        _checked(api.generate_assignment(name), f"generate_assignment {name}")
     return {name: Path(root) / "release" / name / f"{name}.ipynb" for name in names}
 
 

@@ -573,10 +573,10 @@ def sqrt_spread_share(answer, shapes, c):
     if _unanswered(answer):
         return _not_answered(title)
     share = float(_numbers(answer, (), title))
-    layers = [(f"l{i}", torch.nn.Linear(int(d), int(n), bias=False))
-              for i, (n, d) in enumerate(shapes)]
     if not 0 < share <= 1:
         return _verdict(title, False, "a share of the weights lies between 0 and 1")
+    layers = [(f"l{i}", torch.nn.Linear(int(d), int(n), bias=False))
+              for i, (n, d) in enumerate(shapes)]
     plan = {name: LayerPlan() for name, _ in layers}
     sqrt_spread(plan, layers, share)
     found = [plan[name].target_cr * math.sqrt(m.weight.numel()) for name, m in layers
@@ -601,8 +601,8 @@ def spread_and_method_gaps(answer, rows, size):
     """
     spread_gap = _top1(rows, size, "energy", "lrsa") - _top1(rows, size, "sqrt", "lrsa")
     methods = [_top1(rows, size, "energy", m) for m in ("lrsa", "svd", "rrr")]
-    return _compare("spread gap and method gap", answer, [spread_gap, max(methods) -
-                                                          min(methods)],
+    method_gap = max(methods) - min(methods)
+    return _compare("spread gap and method gap", answer, [spread_gap, method_gap],
                     "the first is a difference of two lrsa rows (keep its sign); the second "
                     "the range of three rows of one spread.", atol=1e-9)
 

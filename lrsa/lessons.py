@@ -44,7 +44,7 @@ __all__ = ["RESULTS_DIR", "saved_results", "amdahl_bound", "amdahl_speedup",
            "time_share_table"]
 
 
-# ----------------------------------------------------------------- Amdahl
+# ----------------------------------------------------------------- saved measurements
 
 #: the measurements the notebooks read: ``benchmarks/results`` of the lrsa repository (the
 #: notebooks run from a clone, with lrsa installed from it: ``pip install -e .``)
@@ -63,6 +63,8 @@ def saved_results(name):
             "saved in the lrsa repository; install lrsa from a clone (pip install -e .)")
     return json.loads(path.read_text())
 
+
+# ----------------------------------------------------------------- Amdahl
 
 def amdahl_speedup(unchanged_share, factored_speedup):
     r"""Whole-model speed-up when the stages holding ``1 - unchanged_share`` of the time run
@@ -491,7 +493,6 @@ def equal_size_runs(model, calibration_data, test, budget, **kwargs):
 
     kwargs.setdefault("progress", False)
     lrsa_model, report = compress(model, calibration_data, budget, **kwargs)
-    kwargs.pop("solver", None)
     runs = {"lrsa": (lrsa_model, report)}
     runs["svd"] = compress_like(model, calibration_data, report, method="svd", **kwargs)
     runs["rrr"] = compress_like(model, calibration_data, report, method="rrr",
@@ -668,8 +669,8 @@ def plot_equal_size_top1(rows, size, spread, *, original=None, ax=None):
     if original is not None:
         ax.axhline(original, color="k", lw=1, ls="--", label=f"original {original:.2f}")
         ax.legend(fontsize=8, loc="lower right")
-    low = min(top1 + ([original] if original else []))
-    ax.set_ylim(low - 4, max(top1 + ([original] if original else [])) + 1.5)
+    shown = top1 + ([original] if original is not None else [])
+    ax.set_ylim(min(shown) - 4, max(shown) + 1.5)
     ax.set_xticks(range(3), list(names.values()), fontsize=8)
     ax.set(ylabel="top-1 (%) before fine-tuning",
            title=f"{pick['lrsa']['ratio']:.1f}x fewer weights, spread {spread!r}")
@@ -692,7 +693,7 @@ def plot_frontier(rows, *, x="ratio", ax=None):
                          and r["spread"] == spread and r.get(x) is not None)
             if not pts:
                 continue
-            xs, ys, ratios = zip(*pts)
+            xs, ys, _ = zip(*pts)
             ax.plot(xs, ys, ls=style if x == "ratio" else "none", marker="o", color=color,
                     label=f"{names[method]}, {spread}")
             if x != "ratio":  # the sizes, since the points are not in size order
