@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: where the reference data and weights are."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -10,8 +11,9 @@ import torch
 
 from lrsa.pipeline import compress, compress_like, finetune, load_compressed, save_compressed
 from lrsa.report import count_parameters
+from lrsa.timing import compare_latency, measure_latency
 from lrsa.train import evaluate
-from lrsa.utils import format_table
+from lrsa.utils import code_version, format_table
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CHECKPOINT = SHARED / "models" / "vgg16_bn_cifar10.pt"
@@ -115,6 +117,45 @@ def phase(state, save, key, fn):
     return value
 
 
+def code_fingerprint():
+    """sha256 (16 hex digits) of the code a benchmark runs: lrsa's sources and
+    benchmarks/*.py. What a resumed run must match (a commit that changes only docs or
+    results leaves it, so a run that spans sessions resumes across such commits)."""
+    h = hashlib.sha256(code_version().encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def faster_layout(original, batch, repeats, sample=(3, 32, 32)):
+    """(channels_last?, both medians): the memory format the original runs faster in."""
+    med = {cl: measure_latency(original, (batch, *sample), repeats=repeats,
+                               channels_last=cl)["median_s"] for cl in (False, True)}
+    return med[True] < med[False], {"contiguous_s": med[False], "channels_last_s": med[True]}
+
+
+def timed_in_faster_layout(state, save, original, compressed, batches, repeats,
+                           sample=(3, 32, 32)):
+    """For each batch size: the layout the original runs faster in (phase
+    ``layout_b<batch>``) and the interleaved comparison of both networks in it (phase
+    ``latency_b<batch>``). Returns a dict of the keys the results JSON carries:
+    ``speedup_b<batch>`` (medians), ``speedup_b<batch>_min`` (minimum times), ``latency``
+    and ``realization`` (batch -> "channels_last" or "contiguous", with both medians)."""
+    out = {"latency": {}, "realization": {}}
+    for b in batches:
+        cl, medians = phase(state, save, f"layout_b{b}",
+                            lambda b=b: faster_layout(original, b, repeats, sample))
+        lat = phase(state, save, f"latency_b{b}", lambda b=b, cl=cl: compare_latency(
+            original, compressed, (b, *sample), repeats=repeats, channels_last=cl))
+        out["realization"][f"b{b}"] = {"layout": "channels_last" if cl else "contiguous",
+                                       "fp32": True, **medians}
+        out["latency"][f"b{b}"] = lat
+        out[f"speedup_b{b}"] = lat["speedup"]
+        out[f"speedup_b{b}_min"] = lat["original_min_s"] / lat["compressed_min_s"]
+    return out
+
+
 def git_version():
     """The commit the benchmark runs at, "-dirty" when the code (lrsa/, benchmarks/*.py)
     differs from it (results files do not count)."""
@@ -136,6 +177,7 @@ def compress_and_evaluate(model, calib, test, like=None, save_as=None, arch=None
     if save_as is not None:
         save_compressed(compressed, save_as, arch=arch)
     return compressed, {"seconds": rep.seconds, "layers": rep.to_dict()["layers"],
+                        "budget": rep.budget,
                         "speed": rep.speed,
                         "params": count_parameters(compressed),
                         "top1": evaluate(compressed, test)["top1"]}
@@ -162,7 +204,7 @@ def baselines_phase(state, save, model, calib, test, lrsa_layers, strategy="asym
 
 def comparison_table(lrsa_run, others, params_original):
     """Markdown: each method's stored parameters, reduction, top-1 and time."""
-    runs = [(name, others[k]) for k, (name, _) in BASELINES.items()]
+    runs = [(name, others[k]) for k, (name, _) in BASELINES.items() if k in others]
     runs.append(("**lrsa (defaults: ReLU response)**", lrsa_run))
     return table([{"method": name, "stored parameters": r["params"],
                    "x fewer": f"{params_original / r['params']:.2f}",

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from _common import (CHECKPOINT, baselines_phase, cifar_root, compress_and_evaluate,
-                     git_version, phase, run_state, table)
+                     faster_layout, git_version, phase, run_state, table)
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.pipeline import Budget, load_compressed, save_compressed
 from lrsa.report import count_parameters, write_report
-from lrsa.timing import compare_latency, measure_latency
+from lrsa.timing import compare_latency
 from lrsa.train import evaluate
 
 RESULTS = Path(__file__).parent / "results"
@@ -61,13 +61,6 @@ def layer_rows(layers):
     keys = ("name", "kind", "params_compressed", "params_original", "rank", "kept_channels",
             "heldout")
     return [{k: x.get(k) for k in keys} for x in layers]
-
-
-def faster_layout(original, batch, repeats):
-    """(channels_last?, both medians): the memory format the original runs faster in."""
-    med = {cl: measure_latency(original, (batch, 3, 32, 32), repeats=repeats,
-                               channels_last=cl)["median_s"] for cl in (False, True)}
-    return med[True] < med[False], {"contiguous_s": med[False], "channels_last_s": med[True]}
 
 
 def main():

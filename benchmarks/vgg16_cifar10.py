@@ -1,16 +1,20 @@
 """Full VGG-16 on CIFAR-10: lrsa against truncated SVD and reduced-rank regression at equal
 stored size, layer by layer; then (optionally) fine-tuning; beside the paper's Table I/III.
 
-    python benchmarks/vgg16_cifar10.py [--network-cr 0.17] [--epochs 0] [--work DIR]
+    python benchmarks/vgg16_cifar10.py [--network-cr 0.17 | --preset fast] [--epochs 0]
+        [--baselines svd rrr lrsa_linear] [--work DIR]
 
 Needs the shared baseline (../shared/models/vgg16_bn_cifar10.pt) and CIFAR-10 in the
 official layout (LRSA_DATA or ../data). lrsa runs with its defaults (asymmetric strategy,
 ReLU response, 1000 calibration images as the paper, per-layer sizes spread from one
-network target, a factored layer kept only where it runs faster); then, at exactly the
-per-layer stored sizes lrsa chose, in the same run: truncated SVD (data-free),
-reduced-rank regression (asymmetric, linear response) and lrsa with the linear response.
-Top-1 on the 10,000 test images before any fine-tuning for each. Every phase is saved as
-it ends; a rerun resumes only a run of the same code version and settings. Writes
+network target, or a named budget with ``--preset``); then, at exactly the per-layer
+stored sizes lrsa chose, in the same run: truncated SVD (data-free), reduced-rank
+regression (asymmetric, linear response) and lrsa with the linear response. Top-1 on the
+10,000 test images before any fine-tuning for each; speed in the memory layout the
+original runs faster in, before fine-tuning (which changes no shape); then, with
+``--epochs``, each model fine-tuned by one recipe. Every phase is saved as it ends (the
+fine-tuning also after each epoch); a rerun resumes only a run of the same code (the
+fingerprint of lrsa/ and benchmarks/*.py) and settings. Writes
 benchmarks/results/vgg16_cifar10.json and .md (``--out``).
 """
 
@@ -21,13 +25,14 @@ from pathlib import Path
 
 import torch
 
-from _common import (CHECKPOINT, baselines_phase, cifar_root, comparison_table,
-                     compress_and_evaluate, finetune_runs, git_version, phase,
-                     run_state, table)
+from _common import (BASELINES, CHECKPOINT, baselines_phase, cifar_root, code_fingerprint,
+                     comparison_table, compress_and_evaluate, finetune_runs, git_version,
+                     phase, run_state, table, timed_in_faster_layout)
 from lrsa.data import load_cifar10, make_loader
 from lrsa.features import fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.pipeline import Budget, load_compressed, save_compressed
+from lrsa.pipeline.budget import PRESETS
 from lrsa.paper import PAPER_TABLE_I, PAPER_VGG16, VGG16_LAYER_NAMES
 from lrsa.report import count_parameters, markdown_table, network_summary, write_report
 from lrsa.train import evaluate
@@ -43,6 +48,10 @@ def main():
                    help="a multiply-add budget instead of --network-cr")
     p.add_argument("--target-speedup", type=float, default=None,
                    help="a whole-model speed-up budget (measured layer times) instead")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named budget (lrsa.Budget.preset) instead of the three above")
+    p.add_argument("--baselines", nargs="+", choices=list(BASELINES), default=list(BASELINES),
+                   help="the other methods run at lrsa's per-layer sizes")
     p.add_argument("--fallback", choices=["macs", "time", "none"], default="macs",
                    help="where a solved layer stays dense (lrsa.compress's fallback; the "
                         "headlines before the pipeline split used 'time')")
@@ -63,11 +72,12 @@ def main():
                          "(set LRSA_DATA to the folder holding cifar-10-batches-py)")
     work = Path(a.work)
     settings = {k: getattr(a, k) for k in ("network_cr", "network_macs", "target_speedup",
-                                           "fallback",
+                                           "preset", "baselines", "fallback",
                                            "epochs", "lr", "distill", "calib_images",
-                                           "train_images")}
-    settings["code_version"] = git_version()  # a rerun with other code is refused
+                                           "train_images", "latency_repeats")}
+    settings["code"] = code_fingerprint()  # a rerun with other code is refused
     state, save = run_state(work, settings)
+    commit = phase(state, save, "code_version", git_version)  # the commit it started at
     t_start = time.perf_counter()
 
     model = vgg16_bn()
@@ -84,7 +94,8 @@ def main():
     params_original = phase(state, save, "params_original", lambda: count_parameters(folded))
 
     def run_lrsa():
-        budget = (Budget(macs=a.network_macs) if a.network_macs else
+        budget = (Budget.preset(a.preset) if a.preset else
+                  Budget(macs=a.network_macs) if a.network_macs else
                   Budget(speedup=a.target_speedup) if a.target_speedup else
                   Budget(size=a.network_cr))
         compressed, summary = compress_and_evaluate(
@@ -95,9 +106,15 @@ def main():
         return summary
     lrsa = phase(state, save, "run_lrsa", run_lrsa)
     others = baselines_phase(state, save, model, calib, test, lrsa["layers"], work=work,
-                             arch="vgg16_bn")
+                             arch="vgg16_bn", keys=a.baselines)
+    # timed before fine-tuning, which changes no shape: the numbers do not wait for hours
+    compressed, _ = load_compressed(work / "compressed.pt")
+    speed = timed_in_faster_layout(state, save, folded, compressed.eval(), (1, 128),
+                                   a.latency_repeats)
 
-    data = {"code_version": settings["code_version"], "threads": torch.get_num_threads(),
+    data = {"code_version": commit, "code_fingerprint": settings["code"],
+            "threads": torch.get_num_threads(), "preset": a.preset,
+            "budget": lrsa.get("budget"),
             "top1_baseline": state["top1_baseline"], "params_original": params_original,
             "top1_compressed": lrsa["top1"], "params_compressed": lrsa["params"],
             "approx_seconds": lrsa["seconds"], "speed_check": lrsa["speed"],
@@ -108,12 +125,13 @@ def main():
         data.update({f"top1_{key}": run["top1"], f"params_{key}": run["params"],
                      f"approx_seconds_{key}": run["seconds"]})
     data["params_ratio"] = params_original / lrsa["params"]
-    data["top1_margin_over_best_baseline"] = lrsa["top1"] - max(data["top1_svd"],
-                                                                data["top1_rrr"])
+    data["top1_margin_over_best_baseline"] = lrsa["top1"] - max(
+        data.get(f"top1_{k}", -1.0) for k in ("svd", "rrr"))
     per_layer = [{"layer": VGG16_LAYER_NAMES.get(r["name"], r["name"]),
                   "n x d": f"{r['n']} x {r['d']}", "kind": r["kind"],
                   "lrsa": r.get("choice", "-"), "rank": r["rank"],
                   "kept channels": r.get("kept_channels", "-"),
+                  "sized by": (r.get("sized_by") or "-").split(": ")[-1],
                   "params lrsa": r["params_compressed"],
                   **{f"params {k}": others[k]["layers"][i]["params_compressed"]
                      for k in others}} for i, r in enumerate(lrsa["layers"])]
@@ -145,21 +163,17 @@ def main():
             f"and control: {data['top1_drop']:.2f} points.", "",
             table(ft_rows, list(ft_rows[0]))])
 
-    compressed, _ = load_compressed(work / "compressed.pt")
-    summary = phase(state, save, "summary", lambda: network_summary(
-        folded, compressed.eval(), (1, 3, 32, 32), latency_batches=(1, 128),
-        repeats=a.latency_repeats))
-    lat = summary["latency"]
-    data.update(summary, speedup_b1=lat["b1"]["speedup"], speedup_b128=lat["b128"]["speedup"],
-                speedup_b128_min=lat["b128"]["original_min_s"] / lat["b128"]["compressed_min_s"],
-                speedup_b1_min=lat["b1"]["original_min_s"] / lat["b1"]["compressed_min_s"])
+    data.update(network_summary(folded, compressed, (1, 3, 32, 32), latency_batches=()),
+                **speed)
+    layouts = ", ".join(f"batch {b[1:]} {r['layout']}" for b, r in speed["realization"].items())
     data["wall_seconds_this_invocation"] = time.perf_counter() - t_start
     data["markdown"] = "\n".join([
         f"VGG-16 on CIFAR-10, code {data['code_version']}, {data['threads']} threads; "
         f"baseline top-1 {data['top1_baseline']:.2f}%.", "",
         "At equal stored size per layer (the sizes lrsa chose), before fine-tuning:", "",
         comparison_table(lrsa, others, params_original), "",
-        f"Speed (BN-folded original vs lrsa, {a.latency_repeats} interleaved repeats): "
+        f"Speed (BN-folded original vs lrsa, fp32 in the layout faster for the original: "
+        f"{layouts}; {a.latency_repeats} interleaved repeats): "
         f"batch 1 {data['speedup_b1']:.2f}x (min {data['speedup_b1_min']:.2f}x), batch 128 "
         f"{data['speedup_b128']:.2f}x (min {data['speedup_b128_min']:.2f}x); MACs "
         f"{data['macs_ratio']:.2f}x fewer.", "",

@@ -125,9 +125,10 @@ def cmd_train(args):
 def _compress_args(args):
     """compress's arguments from the command line's: the same Budget and SolverSettings."""
     from .pipeline import Budget, SolverSettings
-    return dict(budget=Budget(size=args.size, macs=args.macs, speedup=args.speedup,
-                              layer_size=args.layer_size, frac=args.frac, ratio=args.ratio,
-                              rank_multiple=args.rank_multiple, spread=args.spread),
+    given = {k: getattr(args, k) for k in ("size", "macs", "speedup", "layer_size", "frac",
+                                           "ratio", "rank_multiple", "spread")
+             if getattr(args, k) is not None}
+    return dict(budget=Budget.preset(args.preset, **given) if args.preset else Budget(**given),
                 response=args.response, strategy=args.strategy,
                 solver=SolverSettings(samples_per_image=args.samples_per_image,
                                       max_samples=args.max_samples, seed=args.seed),
@@ -242,7 +243,12 @@ def _markdown(data, rep):
              f"- approximation time: {data['approx_seconds']:.0f} s",
              f"- CPU latency against the BN-folded original (median, interleaved runs): "
              f"{lat}; the MAC ratio alone would give {data['macs_ratio']:.2f}x, so the "
-             f"measured speed-ups are {speed_share} of it"]
+             f"measured speed-ups are {speed_share} of it",
+             "", "Why each layer is stored as it is:", "",
+             *[f"- {VGG16_LAYER_NAMES.get(r['name'], r['name']) if vgg else r['name']}: "
+               f"{r['kind']}, rank {r['rank']}"
+               + "".join(f"; {why}" for why in (r.get("sized_by"), r.get("decision")) if why)
+               for r in rep.layers]]
     return "\n".join(lines)
 
 
@@ -352,23 +358,31 @@ def _common_options(sp, model_default="vgg16_bn"):
 
 def _compress_options(sp):
     from .pipeline import MAX_GRAD_NORM
+    from .pipeline.budget import PRESETS
     sp.add_argument("--out", default="runs/compress", help="output folder (resumable)")
-    sp.add_argument("--frac", type=float, default=0.03,
-                    help="lam1 relative to each layer's gradient scale")
-    sp.add_argument("--ratio", type=float, default=3.0, help="lam2 / lam1 (paper 2.5-3)")
-    sp.add_argument("--rank-multiple", type=int, default=1,
+    # None: the preset's value, else Budget's default (0.03, 3.0, 1, energy)
+    sp.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                    help="a named budget (lrsa.Budget.preset); the options below change "
+                         "its fields. fast: the paper's VGG-16 point on a CPU, size 0.2 and "
+                         "multiply-adds 0.3, B alone, ranks in multiples of 16")
+    sp.add_argument("--frac", type=float, default=None,
+                    help="lam1 relative to each layer's gradient scale (default 0.03)")
+    sp.add_argument("--ratio", type=float, default=None,
+                    help="lam2 / lam1 (default 3; paper 2.5-3; 0: B alone)")
+    sp.add_argument("--rank-multiple", type=int, default=None,
                     help="ranks in multiples of this (16 suits CPUs with 512-bit vectors)")
-    size = sp.add_mutually_exclusive_group()  # lrsa.Budget takes one of them
-    size.add_argument("--size", "--network-cr", dest="size", type=float, default=None,
-                      help="whole-network stored size in (0, 1] (Budget(size=...))")
-    size.add_argument("--macs", "--network-macs", dest="macs", type=float, default=None,
-                      help="whole-network multiply-add fraction in (0, 1] instead")
+    sp.add_argument("--size", "--network-cr", dest="size", type=float, default=None,
+                    help="whole-network stored size in (0, 1] (Budget(size=...))")
+    sp.add_argument("--macs", "--network-macs", dest="macs", type=float, default=None,
+                    help="whole-network multiply-add fraction in (0, 1], instead or with "
+                         "--size (both limits hold)")
+    size = sp.add_mutually_exclusive_group()  # lrsa.Budget refuses other pairs by name
     size.add_argument("--speedup", "--target-speedup", dest="speedup", type=float,
                       default=None, help="whole-model speed-up (> 1) on this device instead, "
                       "spread by measured layer times (--fallback time also checks it)")
     size.add_argument("--layer-size", "--target-cr", dest="layer_size", type=float,
                       default=None, help="each layer's stored size in (0, 1] instead")
-    sp.add_argument("--spread", choices=["energy", "sqrt"], default="energy",
+    sp.add_argument("--spread", choices=["energy", "sqrt"], default=None,
                     help="how --size is spread over the layers: by weight energy per stored "
                          "weight (default), or CR ~ 1/sqrt(layer size) as the paper's Table I")
     sp.add_argument("--fallback", choices=["macs", "time", "none"], default="macs",

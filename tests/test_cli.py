@@ -115,3 +115,23 @@ def test_cli_slips_get_one_line_naming_the_file(tmp_path, capsys):
     _one_line_error(capsys, "report.json", "could not be read as a checkpoint")
     assert main(["evaluate", "--model", "small_cnn", "--checkpoint", str(run)]) == 2
     _one_line_error(capsys, "is a folder")
+
+
+def test_cli_preset_is_the_named_budget_with_the_options_given(capsys):
+    """--preset fast is Budget.preset("fast"); an option given changes that field alone;
+    without a preset the options make the Budget as before; a pair Budget refuses is one
+    line naming it."""
+    from lrsa.cli import _compress_args, build_parser
+    from lrsa.pipeline import Budget
+
+    def budget(*argv):
+        return _compress_args(build_parser().parse_args(["compress", *argv]))["budget"]
+
+    assert budget("--preset", "fast") == Budget.preset("fast")
+    assert budget("--preset", "fast", "--size", "0.25", "--ratio", "3") == Budget.preset(
+        "fast", size=0.25, ratio=3.0)
+    assert budget("--size", "0.2", "--macs", "0.3") == Budget(size=0.2, macs=0.3)
+    assert budget() == Budget()
+    assert main(["compress", "--model", "small_cnn", "--size", "0.2", "--layer-size", "0.3",
+                 "--out", "unused"]) == 2
+    assert "takes one of size, macs, speedup, layer_size" in capsys.readouterr().err

@@ -30,7 +30,49 @@ def test_mac_budget_is_met_and_cuts_early_layers_more(trained):
                                 for r in rep.layers if r["name"] == name)
     assert cr(rep_macs, "features.3") < cr(rep_params, "features.3")
     with pytest.raises(ValueError, match="takes one of size, macs"):
-        compress(model, calib, Budget(size=0.5, macs=0.5), progress=False)
+        compress(model, calib, Budget(size=0.5, speedup=2.0), progress=False)
+
+
+def test_size_and_mac_limits_hold_together_and_the_mac_dear_layer_gives_way():
+    """Budget(size, macs): both limits hold; with equal spectra a MAC limit that does not
+    bind leaves the size's ranks (in general it only reorders the greedy steps); one that
+    binds takes ranks from the layer whose ranks cost most multiply-adds (a high-resolution
+    layer: here 10 MACs per weight) and gives the others at least as many; each plan says
+    which limit stopped its layer."""
+    n = d = 12
+    spectra = [[5, 4, 3, 2, 1, 0.5], [5, 4, 3, 2, 1, 0.5], [5, 4, 3, 2, 1, 0.5]]
+    layers = [(f"fc{i}", _linear_with_spectrum(n, d, s, i)) for i, s in enumerate(spectra)]
+    weights = {name: n * d for name, _ in layers}
+    macs = {**weights, "fc0": 10 * n * d}  # fc0 runs on ten positions
+    size = 12 * (n + d) / (3 * n * d)  # 12 ranks in all
+
+    def spread(mac_target):
+        plan = {name: LayerPlan() for name, _ in layers}
+        also = [] if mac_target is None else [(mac_target, macs, "Budget.macs", "MACs")]
+        spread_network_target(plan, layers, size, also=also)
+        return plan, {k: round(p.target_cr * n * d / (n + d)) for k, p in plan.items()}
+
+    _, alone = spread(None)
+    _, loose = spread(1.0)
+    plan, tight = spread(0.25)
+    assert alone == loose == {"fc0": 4, "fc1": 4, "fc2": 4}
+    assert sum(tight.values()) <= 12 and tight["fc0"] < alone["fc0"]
+    assert tight["fc1"] >= alone["fc1"] and tight["fc2"] >= alone["fc2"]
+    mac_total = sum(r * (n + d) / (n * d) * macs[k] for k, r in tight.items())
+    assert mac_total <= 0.25 * sum(macs.values())
+    assert "exceed Budget.macs=0.25" in plan["fc0"].sized_by
+    assert plan["fc0"].sized_by.startswith("Budget.size and Budget.macs spread: rank ")
+
+
+def test_presets_are_budgets_and_take_changes():
+    """Budget.preset(name) is the named Budget; changes replace its fields; an unknown name
+    is refused with the list of presets."""
+    from lrsa.pipeline.budget import PRESETS
+    assert Budget.preset("fast") == Budget(**PRESETS["fast"])
+    assert Budget.preset("fast").macs is not None and Budget.preset("fast").ratio == 0
+    assert Budget.preset("fast", size=0.25).size == 0.25
+    with pytest.raises(ValueError, match=r"no Budget preset 'quick'; presets: \['fast'\]"):
+        Budget.preset("quick")
 
 
 def _linear_with_spectrum(n, d, singular_values, seed):

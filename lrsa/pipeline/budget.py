@@ -26,8 +26,9 @@ SPREADS = ("energy", "sqrt")
 
 @dataclass(frozen=True)
 class Budget:
-    """What the compressed network may cost: at most one of ``size``, ``macs``, ``speedup``,
-    ``layer_size``; with none of them the lambdas set each layer's size (the paper's mode).
+    """What the compressed network may cost: one of ``size``, ``macs``, ``speedup``,
+    ``layer_size``, or ``size`` and ``macs`` together; with none of them the lambdas set
+    each layer's size (the paper's mode).
     A wrong value or combination is refused here, with a ValueError that names it.
 
     Parameters
@@ -36,8 +37,9 @@ class Budget:
         Whole-network stored size, a fraction in (0, 1] of the original Conv2d / Linear
         weights, spread over the layers as ``spread`` says.
     macs : float, optional
-        Instead, a fraction of the multiply-adds per image, spread by the same rule with each
-        layer's MACs as its cost (cuts the early high-resolution layers most).
+        A fraction of the multiply-adds per image, spread by the same rule with each
+        layer's MACs as its cost (cuts the early high-resolution layers most); alone, or
+        with ``size``, when both limits hold at once (the ``"speed"`` preset, :data:`PRESETS`).
     speedup : float, optional
         Instead, a whole-model speed-up (> 1) on the model's device at the calibration batch
         size, spread on measured layer times (:func:`lrsa.pipeline.speed.speedup_spread`);
@@ -73,17 +75,18 @@ class Budget:
     def __post_init__(self):
         given = [k for k in ("size", "macs", "speedup", "layer_size")
                  if getattr(self, k) is not None]
-        if len(given) > 1:
-            raise ValueError(f"a Budget takes one of size, macs, speedup, layer_size; got "
-                             f"{' and '.join(given)}")
+        if len(given) > 1 and given != ["size", "macs"]:
+            raise ValueError(f"a Budget takes one of size, macs, speedup, layer_size (or size "
+                             f"and macs together); got {' and '.join(given)}")
         for k in ("size", "macs", "layer_size"):
             v = getattr(self, k)
             if v is not None and not 0 < v <= 1:
                 raise ValueError(f"Budget.{k} is a fraction in (0, 1], got {v}")
         if self.spread not in SPREADS:
             raise ValueError(f"Budget.spread is one of {SPREADS}, got {self.spread!r}")
-        if self.spread != "energy" and self.size is None:
-            raise ValueError(f"Budget.spread={self.spread!r} spreads a size: give size")
+        if self.spread != "energy" and (self.size is None or self.macs is not None):
+            raise ValueError(f"Budget.spread={self.spread!r} spreads a size alone: give size "
+                             "(and no macs)")
         if self.speedup is not None and not self.speedup > 1:
             raise ValueError(f"Budget.speedup must be > 1, got {self.speedup}")
         if not self.frac > 0:
@@ -101,6 +104,26 @@ class Budget:
 
     def to_dict(self):
         return asdict(self)
+
+    @classmethod
+    def preset(cls, name, **changes):
+        """The budget :data:`PRESETS` names ``name``, with ``changes`` to its fields (e.g.
+        ``Budget.preset("fast", size=0.25)``)."""
+        if name not in PRESETS:
+            raise ValueError(f"no Budget preset {name!r}; presets: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **changes})
+
+
+#: named budgets, ``Budget.preset(name)`` in Python, ``--preset name`` on the command line
+PRESETS = {
+    # The paper's VGG-16 operating point (4.44x fewer weights, 2.2x faster) on a CPU: the
+    # size limit alone leaves the high-resolution early layers, half the time at batch 128,
+    # whole; the multiply-add limit factors them. B alone (no sparse part: on 32x32 and
+    # 16x16 maps a sparse part is a convolution of its own that costs more time than its
+    # multiply-adds), ranks in multiples of 16 (a CPU computes output channels in blocks of
+    # its vector width). Measured on VGG-16: docs/benchmarks.md, "The paper's point".
+    "fast": dict(size=0.2, macs=0.3, ratio=0.0, rank_multiple=16),
+}
 
 
 def _check_rank_multiple(q, where):
@@ -129,6 +152,7 @@ class LayerPlan:
     target_cr: float | None = None
     skip: bool = False
     rank_multiple: int = 1
+    sized_by: str | None = None  # why a whole-network spread stopped here (in the report)
 
 
 def matching_plan(report):
@@ -183,13 +207,15 @@ def network_plan(layers, in_shapes, budget, *, original, batch_shape):
     if unknown:
         raise ValueError(f"Budget.exclude names layers the model does not have: "
                          f"{sorted(unknown)}")
+    macs = [] if budget.macs is None else [
+        (budget.macs, {n: estimate_macs(m, in_shapes[n]) for n, m in layers}, "Budget.macs",
+         "multiply-adds")]
     if budget.size is not None and budget.spread == "sqrt":
         sqrt_spread(plan, layers, budget.size)
     elif budget.size is not None:
-        spread_network_target(plan, layers, budget.size)
-    if budget.macs is not None:
-        macs = {n: estimate_macs(m, in_shapes[n]) for n, m in layers}
-        spread_network_target(plan, layers, budget.macs, macs, "Budget.macs", "multiply-adds")
+        spread_network_target(plan, layers, budget.size, also=macs)
+    elif macs:
+        spread_network_target(plan, layers, *macs[0])
     if budget.speedup is None:
         return plan, None
     return plan, speedup_spread(plan, layers, in_shapes, original, batch_shape,
@@ -197,7 +223,7 @@ def network_plan(layers, in_shapes, budget, *, original, batch_shape):
 
 
 def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
-                           unit="weights"):
+                          unit="weights", also=()):
     """Per-layer sizes meeting ``target`` times the network's total cost, chosen greedily
     (after the rank selection of Zhang et al. 2016, which weighs the energy of the layer's
     *responses*; here the singular values of W, so no pass over the data): every layer that may be
@@ -212,47 +238,64 @@ def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
     multiply-adds for a MAC budget (a factored layer's MACs scale with its stored size, so
     one rank costs (n + d) / (n d) of them).
 
+    ``also``: further limits ``(target, costs, name, unit)`` met at the same time (a size
+    and a multiply-add budget together, :class:`Budget`). A step's cost is then the sum
+    over the limits of its share of each budget, and a step is taken only where it fits all
+    of them: a layer whose ranks are dear in one limit (the high-resolution early layers in
+    multiply-adds) grows less. With one limit this is the rule above.
+
     Measured on VGG-16 (CIFAR-10, 5.08x fewer parameters, top-1 before fine-tuning, same
     calibration images): this spread gave reduced-rank regression 87.76 % and lrsa 87.72 %
     where the earlier rule CR_l ~ 1/sqrt(weights_l) (the pattern of the paper's Table I)
     gave 86.94 % and 87.04 % (the docs' benchmarks page).
     """
     modules = dict(layers)
-    sizes = costs if costs is not None else {n: lowered_weight(m).numel() for n, m in layers}
-    free, budget, kept, total = _free_budget(plan, sizes, target, name, unit)
+    weights = {n: lowered_weight(m).numel() for n, m in layers}
+    limits = [(target, costs if costs is not None else weights, name, unit), *also]
+    budgets = [_free_budget(plan, c, t, nm, u) for t, c, nm, u in limits]
+    free = budgets[0][0]
     shapes = {n: lowered_weight(modules[n]).shape for n in free}
     per_rank = {n: (nn_ + d) / (nn_ * d) for n, (nn_, d) in shapes.items()}  # of n d
-    step = {n: sizes[n] * per_rank[n] for n in free}
+    # one rank's cost in each limit, and as a share of the budgets (what the greedy weighs)
+    steps = [{n: c[n] * per_rank[n] for n in free} for _, c, _, _ in limits]
+    share = {n: sum(step[n] / b[1] for step, b in zip(steps, budgets)) for n in free}
     shares = {n: energy_shares(modules[n]) for n in free}
     full = {n: min(len(shares[n]), nn_ * d // (nn_ + d)) for n, (nn_, d) in shapes.items()}
     rank = {n: min(plan[n].rank_multiple, full[n]) for n in free}
-    spent = sum(rank[n] * step[n] for n in free)
-    if spent > budget:
-        raise ValueError(f"{name}={target} is out of reach: the smallest rank (1, or the plan's "
-                         "rank_multiple) on every layer that may be approximated already "
-                         f"takes {(spent + kept) / total:.1%} of the {unit}")
+    spent = [sum(rank[n] * step[n] for n in free) for step in steps]
+    for s, (_, budget, kept, total), (t, _, nm, u) in zip(spent, budgets, limits):
+        if s > budget:
+            raise ValueError(f"{nm}={t} is out of reach: the smallest rank (1, or the plan's "
+                             "rank_multiple) on every layer that may be approximated already "
+                             f"takes {(s + kept) / total:.1%} of the {u}")
 
     def grown(n):  # the layer's next rank
         return min(rank[n] + plan[n].rank_multiple, full[n])
 
-    def gain(n):  # log energy added by the next rank step, per unit of cost
-        share, r = shares[n], rank[n]
-        return (math.log(max(share[grown(n) - 1], 1e-300))
-                - math.log(max(share[r - 1], 1e-300))) / ((grown(n) - r) * step[n])
+    def gain(n):  # log energy added by the next rank step, per share of the budgets
+        energy, r = shares[n], rank[n]
+        return (math.log(max(energy[grown(n) - 1], 1e-300))
+                - math.log(max(energy[r - 1], 1e-300))) / ((grown(n) - r) * share[n])
 
     heap = [(-gain(n), n) for n in free if rank[n] < full[n]]
     heapq.heapify(heap)
     while heap:
         _, n = heapq.heappop(heap)
-        cost = (grown(n) - rank[n]) * step[n]
-        if spent + cost > budget:
+        cost = [(grown(n) - rank[n]) * step[n] for step in steps]
+        if any(s + c > b[1] for s, c, b in zip(spent, cost, budgets)):
             continue  # its next step no longer fits; cheaper layers' may
-        spent += cost
+        spent = [s + c for s, c in zip(spent, cost)]
         rank[n] = grown(n)
         if rank[n] < full[n]:
             heapq.heappush(heap, (-gain(n), n))
     for n in free:
         plan[n].target_cr = 1.0 if rank[n] >= full[n] else rank[n] * per_rank[n]
+        over = [f"{nm}={t}" for s, step, b, (t, _, nm, _) in zip(spent, steps, budgets, limits)
+                if s + (grown(n) - rank[n]) * step[n] > b[1]]
+        plan[n].sized_by = (f"{' and '.join(nm for _, _, nm, _ in limits)} spread: "
+                            + ("whole, its rank reached the dense size" if rank[n] >= full[n]
+                               else f"rank {rank[n]}, the next step would exceed "
+                                    f"{' and '.join(over)}"))
 
 
 def _free_budget(plan, sizes, target, name, unit):

@@ -189,7 +189,7 @@ def _compress_layer(run, idx, name, mod, p):
     """One layer: kept as it is, resumed from the work folder, or solved (and saved); then
     stored in ``run.compressed`` factored, or dense where the fall-back says so. Returns its
     report row."""
-    row = _initial_row(name, mod)
+    row = dataclasses.replace(_initial_row(name, mod), sized_by=p.sized_by)
     if _kept(p):
         return row
     done = _layer_file(run, idx)
@@ -202,6 +202,7 @@ def _compress_layer(run, idx, name, mod, p):
     else:
         row, (A, U, V, b) = (run.pending[name].result() if name in run.pending else
                              _layer(run, name, mod, p, row))
+        row = dataclasses.replace(row, sized_by=p.sized_by)  # a Dask worker's row lacks it
         if done is not None:
             atomic_torch_save({"row": dict(row), "A": A.cpu(), "U": U.cpu(), "V": V.cpu(),
                                "bias": b.cpu(), "provenance": expected}, done)

@@ -72,6 +72,10 @@ class LayerReport(Mapping):
         (B alone has 0 kept channels), the error relative on the held-out 20 % of the
         samples (post-ReLU where a ReLU follows; fitted on the other 80 %); None where only
         one split was possible.
+    sized_by : str or None
+        Why a whole-network spread gave the layer its size: which limit of the
+        :class:`~lrsa.pipeline.Budget` its next rank step would exceed, or that it stays
+        whole (None without a spread).
     tried : dict or None
         For a ``"dense"`` layer: the solved structure it did not use (``choice``, ``rank``,
         ``kept_channels``, ``cr_a``, ``cr_b``, ``cr``, ``params``, ``rel_error``).
@@ -102,6 +106,7 @@ class LayerReport(Mapping):
     layer_speedups: dict | None = None
     decision: str | None = None
     heldout: list | None = None
+    sized_by: str | None = None
     tried: dict | None = None
 
     def __getitem__(self, key):
