@@ -64,6 +64,25 @@ def test_size_and_mac_limits_hold_together_and_the_mac_dear_layer_gives_way():
     assert plan["fc0"].sized_by.startswith("Budget.size and Budget.macs spread: rank ")
 
 
+def test_compress_meets_size_and_macs_together_and_its_report_says_what_stopped_each_layer(
+        trained):
+    """compress with Budget(size, macs): the stored model holds at most both fractions, and
+    each row of a spread layer names the spread (the skipped first conv has none)."""
+    from lrsa.report import count_macs, count_parameters
+    model, calib, _ = trained
+    original = fold_batchnorm(model)
+    compressed, rep = compress(model, calib, Budget(size=0.4, macs=0.4, ratio=0.0),
+                               fallback=None, progress=False)
+    assert count_macs(compressed, (1, 1, 8, 8)) <= 0.4 * count_macs(original, (1, 1, 8, 8))
+    assert rep.params_compressed <= 0.4 * rep.params_original + 1e-9
+    assert count_parameters(compressed) >= rep.params_compressed  # biases come on top
+    rows = {r.name: r for r in rep.layers}
+    assert rows["features.0"].sized_by is None
+    spread = [r for r in rep.layers if r.sized_by]
+    assert spread and all(r.sized_by.startswith("Budget.size and Budget.macs spread: ")
+                          for r in spread)
+
+
 def test_presets_are_budgets_and_take_changes():
     """Budget.preset(name) is the named Budget; changes replace its fields; an unknown name
     is refused with the list of presets."""
