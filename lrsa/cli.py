@@ -245,10 +245,7 @@ def _markdown(data, rep):
              f"{lat}; the MAC ratio alone would give {data['macs_ratio']:.2f}x, so the "
              f"measured speed-ups are {speed_share} of it",
              "", "Why each layer is stored as it is:", "",
-             *[f"- {VGG16_LAYER_NAMES.get(r['name'], r['name']) if vgg else r['name']}: "
-               f"{r['kind']}, rank {r['rank']}"
-               + "".join(f"; {why}" for why in (r.get("sized_by"), r.get("decision")) if why)
-               for r in rep.layers]]
+             *rep.reasons(VGG16_LAYER_NAMES if vgg else None)]
     return "\n".join(lines)
 
 

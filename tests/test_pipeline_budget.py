@@ -81,6 +81,11 @@ def test_compress_meets_size_and_macs_together_and_its_report_says_what_stopped_
     spread = [r for r in rep.layers if r.sized_by]
     assert spread and all(r.sized_by.startswith("Budget.size and Budget.macs spread: ")
                           for r in spread)
+    md = rep.markdown().splitlines()
+    for r in spread:  # the report's markdown says it, after the fall-back's figures
+        why = "; ".join(w for w in (r.sized_by, r.decision) if w)
+        assert f"- {r.name}: {r.kind}, rank {r.rank}; {why}" in md
+    assert rep.reasons({spread[0].name: "first"})[0].startswith("- first: ")
 
 
 def test_presets_are_budgets_and_take_changes():

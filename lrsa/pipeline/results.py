@@ -177,10 +177,23 @@ class CompressionReport:
         return d
 
     def markdown(self):
-        return format_table(
+        """The Table-I rows as stored, then why each layer is stored so (:meth:`reasons`)."""
+        table = format_table(
             ["layer", "kind", "structure", "CR(A) %", "CR(B) %", "CR(A+B) %", "rank",
              "kept channels", "rel. error", "s"],
             [_markdown_row(r) for r in self.layers])
+        reasons = self.reasons()
+        return table if not reasons else "\n".join(
+            [table, "", "Why each layer is stored as it is:", "", *reasons])
+
+    def reasons(self, names=None):
+        """Markdown list items, one per layer the budget or the fall-back decided: how it is
+        stored and why (``sized_by``, then ``decision``); ``names`` maps module names to the
+        names shown (e.g. :data:`lrsa.paper.VGG16_LAYER_NAMES`)."""
+        names = names or {}
+        return [f"- {names.get(r.name, r.name)}: {r.kind}, rank {r.rank}"
+                + "".join(f"; {why}" for why in (r.sized_by, r.decision) if why)
+                for r in self.layers if r.sized_by or r.decision]
 
 
 def _markdown_row(r):
