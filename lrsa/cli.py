@@ -361,7 +361,7 @@ def _compress_options(sp):
     sp.add_argument("--preset", choices=sorted(PRESETS), default=None,
                     help="a named budget (lrsa.Budget.preset); the options below change "
                          "its fields. fast: the paper's VGG-16 point on a CPU, size 0.2 and "
-                         "multiply-adds 0.3, B alone, ranks in multiples of 16")
+                         "multiply-adds 0.33, B alone, ranks in multiples of 16")
     sp.add_argument("--frac", type=float, default=None,
                     help="lam1 relative to each layer's gradient scale (default 0.03)")
     sp.add_argument("--ratio", type=float, default=None,
