@@ -11,7 +11,7 @@ import torch
 
 from lrsa.pipeline import compress, compress_like, finetune, load_compressed, save_compressed
 from lrsa.report import count_parameters
-from lrsa.timing import compare_latency, measure_latency
+from lrsa.timing import allocator, compare_latency, measure_latency
 from lrsa.train import evaluate
 from lrsa.utils import code_version, format_table
 
@@ -72,39 +72,52 @@ def run_state(work, settings):
 def finetune_phase(state, save, key, model_path, ft_path, train, test, *, arch, **recipe):
     """Fine-tune the model saved at ``model_path`` once with ``lrsa.finetune(**recipe)`` (a
     rerun resumes after it, and mid-run from the epoch checkpoint ``ft_path``.state);
-    records ``top1_<key>`` and ``finetune_seconds_<key>`` in ``state``."""
+    records ``top1_<key>``, ``finetune_seconds_<key>`` (training only, without the tests
+    after each epoch; a resumed run's counts only what ran after the resume) and
+    ``curve_<key>``, the test top-1 after each epoch, in ``state``."""
     if f"top1_{key}" not in state:
         model, _ = load_compressed(model_path)
+        curve = state.setdefault(f"curve_{key}", [])
+        testing = []
+
+        def after_epoch(epoch, stats):  # saved at once, so a resume keeps the epochs done
+            t = time.perf_counter()
+            curve.append({"epoch": epoch + 1, "top1": evaluate(model, test)["top1"],
+                          "train_loss": stats["loss"]})
+            save()
+            testing.append(time.perf_counter() - t)
+
         t0 = time.perf_counter()
-        finetune(model, train, progress=True, checkpoint=f"{ft_path}.state", **recipe)
-        state[f"finetune_seconds_{key}"] = time.perf_counter() - t0
+        finetune(model, train, progress=True, checkpoint=f"{ft_path}.state",
+                 on_epoch_end=after_epoch, **recipe)
+        state[f"finetune_seconds_{key}"] = time.perf_counter() - t0 - sum(testing)
         save_compressed(model, ft_path, arch=arch)
-        state[f"top1_{key}"] = evaluate(model, test)["top1"]
+        done = curve and curve[-1]["epoch"] == recipe["epochs"]  # else it stopped in between
+        state[f"top1_{key}"] = curve[-1]["top1"] if done else evaluate(model, test)["top1"]
         save()
         Path(f"{ft_path}.state").unlink()
     print(f"top1_{key}", state[f"top1_{key}"], flush=True)
 
 
-#: fine-tuned in this order (the headline first): result key -> saved starting model
-FINETUNE_RUNS = {"finetuned": "compressed.pt", "baseline_finetuned": "original.pt",
-                 "svd_finetuned": "compressed_svd.pt", "rrr_finetuned": "compressed_rrr.pt"}
-
-
-def finetune_runs(state, save, work, original, train, test, *, arch, epochs, lr, distill):
-    """lrsa's model, the control (the uncompressed ``original``, BN folded), truncated SVD and
-    reduced-rank regression, each fine-tuned with one recipe: ``epochs`` at peak ``lr``,
-    bf16 autocast (measured faster on this CPU), and with ``distill`` ("logits",
-    "features" or "none") from the uncompressed network. Returns the keys it recorded."""
+def finetune_runs(state, save, work, original, train, test, *, arch, epochs, lr, distill,
+                  baselines=()):
+    """lrsa's model, the control (the uncompressed ``original``, BN folded) and the
+    ``baselines`` run at lrsa's sizes (keys of :data:`BASELINES`), in this order, each
+    fine-tuned with one recipe: ``epochs`` at peak ``lr``, bf16 autocast (measured faster
+    on this CPU), and with ``distill`` ("logits", "features" or "none") from the
+    uncompressed network. Returns the keys it recorded."""
     work = Path(work)
     save_compressed(original, work / "original.pt", arch=arch)
     recipe = dict(epochs=epochs, lr=lr, bf16=True)
     if distill != "none":
         recipe.update(teacher=original, feature_weight=1.0 if distill == "features" else 0.0)
-    for key, start in FINETUNE_RUNS.items():
+    runs = {"finetuned": "compressed.pt", "baseline_finetuned": "original.pt",
+            **{f"{k}_finetuned": f"compressed_{k}.pt" for k in baselines}}
+    for key, start in runs.items():
         finetune_phase(state, save, key, work / start, work / f"{key}.pt", train, test,
                        arch=arch, **recipe)
-    return {k: state[k] for k in state if k.startswith(("top1_", "finetune_seconds_"))
-            and k.endswith(tuple(FINETUNE_RUNS))}
+    return {k: state[k] for k in state if k.startswith(("top1_", "finetune_seconds_", "curve_"))
+            and k.endswith(tuple(runs))}
 
 
 def phase(state, save, key, fn):
@@ -137,7 +150,8 @@ def faster_layout(original, batch, repeats, sample=(3, 32, 32)):
 
 def timed_in_faster_layout(state, save, original, compressed, batches, repeats,
                            sample=(3, 32, 32)):
-    """For each batch size: the layout the original runs faster in (phase
+    """For each batch size, under this process's memory allocator
+    (:func:`lrsa.timing.allocator`): the layout the original runs faster in (phase
     ``layout_b<batch>``) and the interleaved comparison of both networks in it (phase
     ``latency_b<batch>``). Returns a dict of the keys the results JSON carries:
     ``speedup_b<batch>`` (medians), ``speedup_b<batch>_min`` (minimum times), ``latency``
@@ -149,7 +163,7 @@ def timed_in_faster_layout(state, save, original, compressed, batches, repeats,
         lat = phase(state, save, f"latency_b{b}", lambda b=b, cl=cl: compare_latency(
             original, compressed, (b, *sample), repeats=repeats, channels_last=cl))
         out["realization"][f"b{b}"] = {"layout": "channels_last" if cl else "contiguous",
-                                       "fp32": True, **medians}
+                                       "fp32": True, "allocator": allocator(), **medians}
         out["latency"][f"b{b}"] = lat
         out[f"speedup_b{b}"] = lat["speedup"]
         out[f"speedup_b{b}_min"] = lat["original_min_s"] / lat["compressed_min_s"]

@@ -126,7 +126,7 @@ def _compress_args(args):
     """compress's arguments from the command line's: the same Budget and SolverSettings."""
     from .pipeline import Budget, SolverSettings
     given = {k: getattr(args, k) for k in ("size", "macs", "speedup", "layer_size", "frac",
-                                           "ratio", "rank_multiple", "spread")
+                                           "ratio", "rank_multiple", "spread", "all_layers")
              if getattr(args, k) is not None}
     return dict(budget=Budget.preset(args.preset, **given) if args.preset else Budget(**given),
                 response=args.response, strategy=args.strategy,
@@ -359,9 +359,10 @@ def _compress_options(sp):
     sp.add_argument("--out", default="runs/compress", help="output folder (resumable)")
     # None: the preset's value, else Budget's default (0.03, 3.0, 1, energy)
     sp.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                    help="a named budget (lrsa.Budget.preset); the options below change "
-                         "its fields. fast: the paper's VGG-16 point on a CPU, size 0.2 and "
-                         "multiply-adds 0.33, B alone, ranks in multiples of 16")
+                    help="a named budget (lrsa.Budget.preset), the options below changing "
+                         "its fields: " + "; ".join(
+                             f"{name}: " + ", ".join(f"{k}={v}" for k, v in fields.items())
+                             for name, fields in sorted(PRESETS.items())))
     sp.add_argument("--frac", type=float, default=None,
                     help="lam1 relative to each layer's gradient scale (default 0.03)")
     sp.add_argument("--ratio", type=float, default=None,
@@ -382,6 +383,9 @@ def _compress_options(sp):
     sp.add_argument("--spread", choices=["energy", "sqrt"], default=None,
                     help="how --size is spread over the layers: by weight energy per stored "
                          "weight (default), or CR ~ 1/sqrt(layer size) as the paper's Table I")
+    sp.add_argument("--all-layers", action="store_true", default=None,
+                    help="also approximate the first conv and the 1x1 convs (kept by default, "
+                         "as the paper)")
     sp.add_argument("--fallback", choices=["macs", "time", "none"], default="macs",
                     help="where a solved layer stays dense: fewer multiply-adds or not "
                          "(default; the same model on every run), measured time (a quiet "

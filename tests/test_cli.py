@@ -131,6 +131,8 @@ def test_cli_preset_is_the_named_budget_with_the_options_given(capsys):
     assert budget("--preset", "fast", "--size", "0.25", "--ratio", "3") == Budget.preset(
         "fast", size=0.25, ratio=3.0)
     assert budget("--size", "0.2", "--macs", "0.3") == Budget(size=0.2, macs=0.3)
+    assert budget("--preset", "fast", "--all-layers") == Budget.preset("fast", all_layers=True)
+    assert budget("--preset", "fast").all_layers is False
     assert budget() == Budget()
     assert main(["compress", "--model", "small_cnn", "--size", "0.2", "--layer-size", "0.3",
                  "--out", "unused"]) == 2

@@ -8,7 +8,7 @@ from lrsa.features import find_layers
 from lrsa.layers import SparseLowRankConv2d
 from lrsa.models import alexnet, googlenet, nin
 from lrsa.pipeline import Budget, SolverSettings, compress, default_plan
-from lrsa.report import count_parameters
+from lrsa.report import count_macs, count_parameters
 
 
 def images(n, size, seed=0):
@@ -59,3 +59,32 @@ def test_nin_spatial_convs_only():
     plan = default_plan(layers)
     spatial = [n for n, m in layers if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
     assert [n for n, p in plan.items() if not p.skip] == spatial[1:]
+
+
+def test_nin_all_layers_factors_the_first_and_1x1_convs_as_eckart_young():
+    """Budget(all_layers=True) approximates the first conv and the 1x1 convs the defaults keep
+    (only ``exclude`` stays); with truncated SVD each factored conv is the best rank-r
+    approximation of its lowered weight: the error is the tail of the spectrum."""
+    from lrsa.pipeline.layer import lowered_weight
+    model = nin().eval()
+    layers = find_layers(model, torch.zeros(1, 3, 32, 32))
+    last = layers[-1][0]
+    plan = default_plan(layers, all_layers=True, exclude=[last])
+    assert [n for n, p in plan.items() if p.skip] == [last]
+    # a multiply-add budget: random weights' flat spectra would leave the small layers
+    # whole under a size budget; in MACs the full-resolution first layers are dear
+    comp, rep = compress(model, images(2, 32), Budget(macs=0.25, ratio=0.0, all_layers=True,
+                                                      exclude=[last]),
+                         method="svd", progress=False, fallback=None)
+    rows = {r["name"]: r for r in rep.layers}
+    first, pointwise = layers[0][0], "features.cccp1"
+    for name in (first, pointwise):
+        assert rows[name]["kind"] == "factored", name
+        mod = comp.get_submodule(name)
+        A, U, V, _ = mod.factors()
+        W = lowered_weight(model.get_submodule(name)).double()
+        s = torch.linalg.svdvals(W)
+        err = torch.linalg.matrix_norm(W - (A + U @ V).double()) ** 2
+        assert 0 < mod.rank < min(W.shape)
+        assert torch.isclose(err, (s[mod.rank:] ** 2).sum(), rtol=1e-4), name
+    assert count_macs(comp, (1, 3, 32, 32)) <= 0.25 * count_macs(model, (1, 3, 32, 32))

@@ -61,7 +61,7 @@ def test_size_and_mac_limits_hold_together_and_the_mac_dear_layer_gives_way():
     mac_total = sum(r * (n + d) / (n * d) * macs[k] for k, r in tight.items())
     assert mac_total <= 0.25 * sum(macs.values())
     assert "exceed Budget.macs=0.25" in plan["fc0"].sized_by
-    assert plan["fc0"].sized_by.startswith("Budget.size and Budget.macs spread: rank ")
+    assert plan["fc0"].sized_by.startswith("Budget.size and Budget.macs spread: the size of rank ")
 
 
 def test_compress_meets_size_and_macs_together_and_its_report_says_what_stopped_each_layer(
@@ -97,6 +97,8 @@ def test_presets_are_budgets_and_take_changes():
     assert Budget.preset("fast", size=0.25).size == 0.25
     with pytest.raises(ValueError, match=r"no Budget preset 'quick'; presets: \['fast'\]"):
         Budget.preset("quick")
+    with pytest.raises(ValueError, match="Budget.all_layers is True or False, got 'yes'"):
+        Budget(all_layers="yes")
 
 
 def _linear_with_spectrum(n, d, singular_values, seed):

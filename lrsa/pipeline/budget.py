@@ -39,7 +39,7 @@ class Budget:
     macs : float, optional
         A fraction of the multiply-adds per image, spread by the same rule with each
         layer's MACs as its cost (cuts the early high-resolution layers most); alone, or
-        with ``size``, when both limits hold at once (the ``"speed"`` preset, :data:`PRESETS`).
+        with ``size``, when both limits hold at once (the ``"fast"`` preset, :data:`PRESETS`).
     speedup : float, optional
         Instead, a whole-model speed-up (> 1) on the model's device at the calibration batch
         size, spread on measured layer times (:func:`lrsa.pipeline.speed.speedup_spread`);
@@ -60,6 +60,10 @@ class Budget:
         Ranks in multiples of this (see :class:`LayerPlan`).
     exclude : sequence of str
         Names of layers to keep as they are, besides the first conv and 1x1 convs.
+    all_layers : bool
+        Also approximate the first conv and the 1x1 convs, which the paper (and the default)
+        keep. On NIN, whose 1x1 layers hold most of the time in the faster channels_last
+        layout, no speed-up near the paper's comes without them (docs/benchmarks.md).
     """
 
     size: float | None = None
@@ -71,6 +75,7 @@ class Budget:
     ratio: float = 3.0
     rank_multiple: int = 1
     exclude: tuple = ()
+    all_layers: bool = False
 
     def __post_init__(self):
         given = [k for k in ("size", "macs", "speedup", "layer_size")
@@ -101,6 +106,8 @@ class Budget:
             raise ValueError(f"Budget.exclude is a list of layer names, got the string "
                              f"{self.exclude!r}")
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        if not isinstance(self.all_layers, bool):
+            raise ValueError(f"Budget.all_layers is True or False, got {self.all_layers!r}")
 
     def to_dict(self):
         return asdict(self)
@@ -122,8 +129,8 @@ PRESETS = {
     # 16x16 maps a sparse part is a convolution of its own that costs more time than its
     # multiply-adds), ranks in multiples of 16 (a CPU computes output channels in blocks of
     # its vector width). MACs 0.33, not 0.3: on VGG-16 0.3 lost 0.85 points after 5 epochs
-    # of fine-tuning, 0.33 0.37 (a screen), still 2.2x faster at batch 128. Measured:
-    # docs/benchmarks.md, "The paper's point".
+    # of fine-tuning, 0.33 lost 0.37 and ran 2.51x faster at batch 128 (one fresh run each).
+    # Measured: docs/benchmarks.md, "The paper's point".
     "fast": dict(size=0.2, macs=0.33, ratio=0.0, rank_multiple=16),
 }
 
@@ -167,8 +174,9 @@ def matching_plan(report):
 
 
 def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, rank_multiple=1,
-                 exclude=()):
-    """The paper's defaults: skip the first conv and 1x1 convs; every other layer A + B.
+                 exclude=(), all_layers=False):
+    """The paper's defaults: skip the first conv and 1x1 convs (unless ``all_layers``) and
+    the layers named in ``exclude``; every other layer A + B.
 
     The paper keeps its FC layers sparse only; here they get A + B like the convolutions,
     since dropping whole input features of an FC layer costs more accuracy per stored
@@ -180,8 +188,8 @@ def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, rank_multiple=
     plan, first_conv = {}, True
     for name, mod in layers:
         conv = isinstance(mod, nn.Conv2d)
-        skip = (name in exclude or (conv and first_conv)
-                or (conv and tuple(mod.kernel_size) == (1, 1)))
+        skip = name in exclude or (not all_layers and conv and (
+            first_conv or tuple(mod.kernel_size) == (1, 1)))
         first_conv = first_conv and not conv
         plan[name] = LayerPlan(frac=frac, ratio=ratio, target_cr=target_cr, skip=skip,
                                rank_multiple=rank_multiple)
@@ -204,7 +212,7 @@ def network_plan(layers, in_shapes, budget, *, original, batch_shape):
         return {name: budget.get(name, LayerPlan(skip=True)) for name, _ in layers}, None
     plan = default_plan(layers, frac=budget.frac, ratio=budget.ratio,
                         target_cr=budget.layer_size, rank_multiple=budget.rank_multiple,
-                        exclude=budget.exclude)
+                        exclude=budget.exclude, all_layers=budget.all_layers)
     unknown = set(budget.exclude) - set(plan)
     if unknown:
         raise ValueError(f"Budget.exclude names layers the model does not have: "
@@ -252,17 +260,17 @@ def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
     gave 86.94 % and 87.04 % (the docs' benchmarks page).
     """
     modules = dict(layers)
-    weights = {n: lowered_weight(m).numel() for n, m in layers}
+    shapes = {n: lowered_weight(m).shape for n, m in layers}
+    weights = {n: shape.numel() for n, shape in shapes.items()}
     limits = [(target, costs if costs is not None else weights, name, unit), *also]
     budgets = [_free_budget(plan, c, t, nm, u) for t, c, nm, u in limits]
     free = budgets[0][0]
-    shapes = {n: lowered_weight(modules[n]).shape for n in free}
-    per_rank = {n: (nn_ + d) / (nn_ * d) for n, (nn_, d) in shapes.items()}  # of n d
+    per_rank = {n: sum(shapes[n]) / shapes[n].numel() for n in free}  # (n + d) / (n d)
     # one rank's cost in each limit, and as a share of the budgets (what the greedy weighs)
     steps = [{n: c[n] * per_rank[n] for n in free} for _, c, _, _ in limits]
     share = {n: sum(step[n] / b[1] for step, b in zip(steps, budgets)) for n in free}
     shares = {n: energy_shares(modules[n]) for n in free}
-    full = {n: min(len(shares[n]), nn_ * d // (nn_ + d)) for n, (nn_, d) in shapes.items()}
+    full = {n: min(len(shares[n]), shapes[n].numel() // sum(shapes[n])) for n in free}
     rank = {n: min(plan[n].rank_multiple, full[n]) for n in free}
     spent = [sum(rank[n] * step[n] for n in free) for step in steps]
     for s, (_, budget, kept, total), (t, _, nm, u) in zip(spent, budgets, limits):
@@ -296,7 +304,8 @@ def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
                 if s + (grown(n) - rank[n]) * step[n] > b[1]]
         plan[n].sized_by = (f"{' and '.join(nm for _, _, nm, _ in limits)} spread: "
                             + ("whole, its rank reached the dense size" if rank[n] >= full[n]
-                               else f"rank {rank[n]}, the next step would exceed "
+                               else f"the size of rank {rank[n]}, the next step would "
+                                    f"exceed "
                                     f"{' and '.join(over)}"))
 
 

@@ -189,7 +189,7 @@ def _compress_layer(run, idx, name, mod, p):
     """One layer: kept as it is, resumed from the work folder, or solved (and saved); then
     stored in ``run.compressed`` factored, or dense where the fall-back says so. Returns its
     report row."""
-    row = dataclasses.replace(_initial_row(name, mod), sized_by=p.sized_by)
+    row = _initial_row(name, mod, p)
     if _kept(p):
         return row
     done = _layer_file(run, idx)
@@ -202,7 +202,6 @@ def _compress_layer(run, idx, name, mod, p):
     else:
         row, (A, U, V, b) = (run.pending[name].result() if name in run.pending else
                              _layer(run, name, mod, p, row))
-        row = dataclasses.replace(row, sized_by=p.sized_by)  # a Dask worker's row lacks it
         if done is not None:
             atomic_torch_save({"row": dict(row), "A": A.cpu(), "U": U.cpu(), "V": V.cpu(),
                                "bias": b.cpu(), "provenance": expected}, done)
@@ -263,7 +262,7 @@ def _low_rank_instead(run, name, mod, p, row, stored):
     under a multiply-add budget: rank 48 and 17 kept channels not faster, rank 48 alone
     2.3x faster timed alone). Kept only if it is stored factored; else the dense layer."""
     alone = dataclasses.replace(p, ratio=0.0, target_cr=row.params_compressed / (row.n * row.d))
-    new_row, (A, U, V, b) = _layer(run, name, mod, alone, _initial_row(name, mod),
+    new_row, (A, U, V, b) = _layer(run, name, mod, alone, _initial_row(name, mod, alone),
                                    method="lrsa")
     new = realize(mod, A, U, V, b, run.in_shapes[name], run.fallback, run.batch_sizes)
     if new.kind != "factored":
@@ -272,11 +271,12 @@ def _low_rank_instead(run, name, mod, p, row, stored):
                                seconds=row.seconds + new_row.seconds), new
 
 
-def _initial_row(name, mod):
-    """The report row of a layer kept as it is."""
+def _initial_row(name, mod, p):
+    """The report row of a layer kept as it is (with why its plan sized it so)."""
     n, d = lowered_weight(mod).shape
     return LayerReport(name=name, type=type(mod).__name__, n=n, d=d, params_original=n * d,
-                       rank=min(n, d), nonzero_columns=d, params_compressed=n * d)
+                       rank=min(n, d), nonzero_columns=d, params_compressed=n * d,
+                       sized_by=p.sized_by)
 
 
 def _kept(p):
@@ -296,7 +296,8 @@ def _submit_layers(client, run, layers, plan):
             if not _kept(plan[name])
             and not (run.work is not None and _layer_file(run, idx).exists())]
     solo = dataclasses.replace(run, compressed=None, pending={}, work=None)  # what a worker needs
-    items = [(name, mod, plan[name], _initial_row(name, mod)) for name, mod in todo]
+    items = [(name, mod, plan[name], _initial_row(name, mod, plan[name]))
+             for name, mod in todo]
     futures = submit_all(client, _layer, (solo,), items)
     return {name: f for (name, _), f in zip(todo, futures)}
 

@@ -1,0 +1,120 @@
+"""benchmarks/_headline.py through benchmarks/nin_cifar10.py, end to end on a tiny fake
+CIFAR-10 and a random NIN: what its JSON says must follow from the run (sizes, per-epoch
+curves, the drop), a rerun resumes instead of recomputing, other settings are refused."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lrsa.data import CIFAR10_CLASSES
+from lrsa.models import get_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fake_cifar(parent, per_batch=40):
+    folder = parent / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"labels": rng.integers(0, 10, per_batch).tolist(),
+                 b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
+    meta = {b"label_names": [c.encode() for c in CIFAR10_CLASSES]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=4))
+    return parent
+
+
+@pytest.fixture(scope="module")
+def nin_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    ckpt = tmp / "nin_bn.pt"
+    torch.save({"arch": "nin_bn", "state_dict": get_model("nin_bn").state_dict(),
+                "recipe": "random weights"}, ckpt)
+    env = {**os.environ, "LRSA_DATA": str(_fake_cifar(tmp / "data")), "TQDM_DISABLE": "1"}
+
+    def bench(*args, out="nin"):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "nin_cifar10.py"), "--checkpoint",
+             str(ckpt), "--calib-images", "24", "--train-images", "48",
+             "--latency-repeats", "2", "--work", str(tmp / f"{out}_work"),
+             "--out", str(tmp / out), *args], env=env, capture_output=True, text=True,
+            timeout=900)
+
+    first = bench("--epochs", "2", "--baselines", "svd")
+    assert first.returncode == 0, first.stderr[-3000:]
+    return tmp, bench, json.loads((tmp / "nin.json").read_text())
+
+
+def test_nin_benchmark_json_follows_from_its_run(nin_run):
+    _, _, data = nin_run
+    kinds = {r["name"]: r["kind"] for r in data["layers"]}
+    # the default budget approximates every layer, the first conv and the 1x1 ones too
+    assert kinds["features.conv1"] == kinds["features.cccp1"] == "factored"
+    assert data["budget"]["all_layers"] is True and data["budget"]["macs"] == 0.4
+    assert data["macs_ratio"] >= 1 / 0.4 * 0.999
+    assert data["params_ratio"] == pytest.approx(data["params_original"]
+                                                 / data["params_compressed"])
+    for b in ("b1", "b128"):
+        lat = data["latency"][b]
+        assert data[f"speedup_{b}"] == lat["speedup"]
+        assert data[f"speedup_{b}_min"] == pytest.approx(lat["original_min_s"]
+                                                         / lat["compressed_min_s"])
+        assert data["realization"][b]["layout"] in ("channels_last", "contiguous")
+    for key in ("finetuned", "baseline_finetuned", "svd_finetuned"):
+        curve = data[f"curve_{key}"]
+        assert [e["epoch"] for e in curve] == [1, 2]
+        assert curve[-1]["top1"] == data[f"top1_{key}"]
+    assert "curve_rrr_finetuned" not in data and "top1_rrr" not in data
+    reference = max(data["top1_baseline"], data["top1_baseline_finetuned"])
+    assert data["top1_drop"] == pytest.approx(reference - data["top1_finetuned"])
+    assert data["top1_margin_over_best_baseline"] == pytest.approx(
+        data["top1_compressed"] - data["top1_svd"])
+
+
+def test_nin_benchmark_resumes_and_refuses_other_settings(nin_run):
+    tmp, bench, data = nin_run
+    state_path = tmp / "nin_work" / "state.json"
+    state = json.loads(state_path.read_text())
+    # as if it had stopped before the SVD model's fine-tuning: only that is redone, the same
+    for key in ("top1_svd_finetuned", "finetune_seconds_svd_finetuned",
+                "curve_svd_finetuned"):
+        del state[key]
+    state_path.write_text(json.dumps(state))
+    written = {f: (tmp / "nin_work" / f).stat().st_mtime_ns
+               for f in ("compressed.pt", "finetuned.pt", "svd_finetuned.pt")}
+    again = bench("--epochs", "2", "--baselines", "svd")
+    assert again.returncode == 0, again.stderr[-3000:]
+    redone = json.loads((tmp / "nin.json").read_text())
+    now = {f: (tmp / "nin_work" / f).stat().st_mtime_ns for f in written}
+    assert [f for f in written if now[f] != written[f]] == ["svd_finetuned.pt"]
+    # the same seeds; bf16 training on a CPU is not bit-exact across runs, so the losses
+    # agree closely rather than exactly
+    old, new = data["curve_svd_finetuned"], redone["curve_svd_finetuned"]
+    assert [e["epoch"] for e in new] == [e["epoch"] for e in old] == [1, 2]
+    assert [e["train_loss"] for e in new] == pytest.approx([e["train_loss"] for e in old],
+                                                           rel=0.02)
+    other = bench("--epochs", "2", "--baselines", "svd", "--lr", "0.01")
+    assert other.returncode != 0 and "other settings" in other.stderr
+    assert "'lr': (0.001, 0.01)" in other.stderr
+
+
+def test_nin_benchmark_without_baselines_fine_tunes_lrsa_and_the_control(nin_run):
+    tmp, bench, _ = nin_run
+    run = bench("--epochs", "1", "--baselines", "--table-ii-scale", "1", out="alone")
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads((tmp / "alone.json").read_text())
+    assert data["top1_margin_over_best_baseline"] is None
+    assert {k for k in data if k.startswith("top1_") and k.endswith("finetuned")} == {
+        "top1_finetuned", "top1_baseline_finetuned"}
+    # Table II: the three spatial convolutions only, the cccp layers kept
+    factored = sorted(r["name"] for r in data["layers"] if r["kind"] == "factored")
+    assert factored == ["features.conv1", "features.conv2", "features.conv3"]
