@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from lrsa.data import load_cifar10, make_loader
 from lrsa.pipeline import compress, compress_like, finetune, load_compressed, save_compressed
 from lrsa.report import count_parameters
 from lrsa.timing import allocator, compare_latency, measure_latency
@@ -26,6 +27,17 @@ def cifar_root():
                 root and Path(root).name == "cifar-10-batches-py" and Path(root).is_dir()):
             return Path(root)
     return None
+
+
+def cifar_split(calib_images):
+    """CIFAR-10 as the benchmarks use it: (training images, their labels, the test loader
+    (batches of 500), a fixed permutation of the training indices, the calibration batches:
+    the permutation's first ``calib_images`` images in batches of 250)."""
+    xtr, ytr = load_cifar10(cifar_root(), train=True)
+    xte, yte = load_cifar10(cifar_root(), train=False)
+    idx = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))
+    calib = [x for x, _ in make_loader(xtr[idx[:calib_images]], ytr[idx[:calib_images]], 250)]
+    return xtr, ytr, make_loader(xte, yte, 500), idx, calib
 
 
 def table(rows, columns):

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 
-from _common import (BASELINES, baselines_phase, cifar_root, code_fingerprint,
+from _common import (BASELINES, baselines_phase, cifar_split, code_fingerprint,
                      comparison_table, compress_and_evaluate, finetune_runs, git_version,
                      phase, run_state, table, timed_in_faster_layout)
-from lrsa.data import load_cifar10, make_loader
+from lrsa.data import make_loader
 from lrsa.features import find_layers, fold_batchnorm
 from lrsa.pipeline import load_compressed, save_compressed
 from lrsa.report import count_parameters, markdown_table, network_summary, write_report
+from lrsa.timing import allocator
 from lrsa.train import evaluate
 
 RESULTS = Path(__file__).parent / "results"
@@ -56,18 +57,14 @@ def run(a, settings, *, model, recipe, arch, budget_of, title, paper, paper_tabl
     ``paper_rows(data)``: extra (what, ours, paper) rows for the comparison with the paper.
     Writes ``a.out``.json and .md and returns the data."""
     settings = {**settings, **{k: getattr(a, k) for k in RUN_OPTIONS},
-                "code": code_fingerprint()}  # a rerun with other code is refused
+                "code": code_fingerprint(),  # a rerun with other code is refused,
+                "allocator": allocator()}  # or under another allocator (timings differ)
     work = Path(a.work)
     state, save = run_state(work, settings)
     commit = phase(state, save, "code_version", git_version)  # the commit it started at
     t_start = time.perf_counter()
     folded = fold_batchnorm(copy.deepcopy(model).eval())
-    xtr, ytr = load_cifar10(cifar_root(), train=True)
-    xte, yte = load_cifar10(cifar_root(), train=False)
-    test = make_loader(xte, yte, 500)
-    idx = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))
-    calib = [x for x, _ in make_loader(xtr[idx[:a.calib_images]], ytr[idx[:a.calib_images]],
-                                       250)]
+    xtr, ytr, test, idx, calib = cifar_split(a.calib_images)
     phase(state, save, "top1_baseline", lambda: evaluate(model.eval(), test)["top1"])
     params_original = phase(state, save, "params_original", lambda: count_parameters(folded))
 
@@ -103,7 +100,9 @@ def run(a, settings, *, model, recipe, arch, budget_of, title, paper, paper_tabl
     compared = [data[f"top1_{k}"] for k in ("svd", "rrr") if k in others]
     data["top1_margin_over_best_baseline"] = lrsa["top1"] - max(compared) if compared else None
     if a.epochs:
-        train_sub = idx[-a.train_images:]  # disjoint from the calibration images
+        # the permutation's last images: disjoint from the calibration images only when
+        # train_images <= 50,000 - calib_images (the default, all 50,000, includes them)
+        train_sub = idx[-a.train_images:]
         train = make_loader(xtr[train_sub], ytr[train_sub], 128, train=True, seed=0)
         data.update(finetune_runs(state, save, work, folded, train, test, arch=arch,
                                   epochs=a.epochs, lr=a.lr, distill=a.distill,

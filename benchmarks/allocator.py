@@ -34,12 +34,10 @@ RESULTS = Path(__file__).parent / "results"
 def networks():
     """name -> (BN-folded original, compressed), both in eval mode."""
     from nin_cifar10 import DEFAULT_BUDGET
-    nin_budget = {k: v for k, v in DEFAULT_BUDGET.items() if k != "name"}
     out = {}
-    for name, path, budget in (
-            ("vgg16_bn", CHECKPOINT, Budget.preset("fast")),
-            ("nin_bn", SHARED / "models" / "nin_bn_cifar10.pt",
-             Budget.preset(DEFAULT_BUDGET["name"], **nin_budget))):
+    for name, path, budget in (("vgg16_bn", CHECKPOINT, Budget.preset("fast")),
+                               ("nin_bn", SHARED / "models" / "nin_bn_cifar10.pt",
+                                DEFAULT_BUDGET)):
         model = get_model(name)
         load_checkpoint(model, path)
         calib = [torch.zeros(8, 3, 32, 32)]  # unused by the data-free SVD

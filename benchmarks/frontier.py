@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from _common import (CHECKPOINT, baselines_phase, cifar_root, compress_and_evaluate,
-                     faster_layout, git_version, phase, run_state, table)
-from lrsa.data import load_cifar10, make_loader
+from _common import (CHECKPOINT, baselines_phase, cifar_root, cifar_split,
+                     compress_and_evaluate, faster_layout, git_version, phase, run_state,
+                     table)
 from lrsa.features import fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.pipeline import Budget, load_compressed, save_compressed
@@ -86,12 +86,7 @@ def main():
     load_checkpoint(model, CHECKPOINT)
     model.eval()
     folded = fold_batchnorm(copy.deepcopy(model).eval())
-    xtr, ytr = load_cifar10(cifar_root(), train=True)
-    xte, yte = load_cifar10(cifar_root(), train=False)
-    test = make_loader(xte, yte, 500)
-    idx = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))
-    calib = [x for x, _ in make_loader(xtr[idx[:a.calib_images]], ytr[idx[:a.calib_images]],
-                                       250)]
+    _, _, test, _, calib = cifar_split(a.calib_images)
     top1_original = phase(state, save, "top1_original", lambda: evaluate(model, test)["top1"])
     params_original = count_parameters(folded)
 

@@ -16,7 +16,8 @@ keeps them, cannot be 1.7x faster), or with ``--table-ii-scale`` the paper's Tab
 three spatial convolutions at its per-layer rates (conv1 18.4 %, conv2 16.9 %, conv3
 38.2 %, times the scale), the six 1x1 cccp layers kept. ReLU response, asymmetric strategy,
 1000 calibration images; fine-tuning (of lrsa's model, the baselines and the uncompressed
-control, one recipe) on the training images not used for calibration. Resumable
+control, one recipe) on ``--train-images`` of the training images (all 50,000 by default).
+Resumable
 (benchmarks/_headline.py). Writes benchmarks/results/nin_cifar10.json and .md (``--out``).
 """
 
@@ -30,11 +31,12 @@ from lrsa.pipeline import Budget
 from lrsa.pipeline.budget import PRESETS, default_plan
 from lrsa.paper import NIN_LAYER_NAMES, PAPER_NIN, PAPER_TABLE_II
 
-#: the budget the run uses unless told otherwise: Budget.preset(**DEFAULT_BUDGET)
+#: the preset the run's budget starts from, and the budget it uses unless told otherwise
 # size 0.36 as the paper's 2.77x; macs 0.4: in screens (12-epoch baseline, KEEP_MEMORY
 # allocator) 0.3 / 0.35 / 0.4 / 0.45 gave 78.5 / 81.6 / 81.8 / 82.0 % before fine-tuning and
 # 2.0 / 1.9 / 1.9 / 1.7x at batch 128
-DEFAULT_BUDGET = dict(name="fast", size=0.36, macs=0.4, all_layers=True)
+DEFAULT_PRESET = "fast"
+DEFAULT_BUDGET = Budget.preset(DEFAULT_PRESET, size=0.36, macs=0.4, all_layers=True)
 
 
 def table_ii_plan(layers, scale):
@@ -53,11 +55,11 @@ def main():
     p.add_argument("--model", choices=["nin_bn", "nin"], default="nin_bn")
     p.add_argument("--checkpoint", default=str(SHARED / "models" / "nin_bn_cifar10.pt"),
                    help="default: the shared 12-epoch nin_bn baseline (83.94 %%)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_BUDGET["name"])
-    p.add_argument("--size", type=float, default=DEFAULT_BUDGET["size"])
-    p.add_argument("--macs", type=float, default=DEFAULT_BUDGET["macs"])
+    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    p.add_argument("--size", type=float, default=DEFAULT_BUDGET.size)
+    p.add_argument("--macs", type=float, default=DEFAULT_BUDGET.macs)
     p.add_argument("--all-layers", action=argparse.BooleanOptionalAction,
-                   default=DEFAULT_BUDGET["all_layers"],
+                   default=DEFAULT_BUDGET.all_layers,
                    help="approximate the first conv and the 1x1 convs too")
     p.add_argument("--table-ii-scale", type=float, default=None,
                    help="the paper's Table II rates times this instead of the budget")

@@ -15,6 +15,7 @@ import torch
 
 from lrsa.data import CIFAR10_CLASSES
 from lrsa.models import get_model
+from lrsa.timing import KEEP_MEMORY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,15 +40,16 @@ def nin_run(tmp_path_factory):
     ckpt = tmp / "nin_bn.pt"
     torch.save({"arch": "nin_bn", "state_dict": get_model("nin_bn").state_dict(),
                 "recipe": "random weights"}, ckpt)
-    env = {**os.environ, "LRSA_DATA": str(_fake_cifar(tmp / "data")), "TQDM_DISABLE": "1"}
+    env = {**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"},  # the default
+           "LRSA_DATA": str(_fake_cifar(tmp / "data")), "TQDM_DISABLE": "1"}
 
-    def bench(*args, out="nin"):
+    def bench(*args, out="nin", **more_env):
         return subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "nin_cifar10.py"), "--checkpoint",
              str(ckpt), "--calib-images", "24", "--train-images", "48",
              "--latency-repeats", "2", "--work", str(tmp / f"{out}_work"),
-             "--out", str(tmp / out), *args], env=env, capture_output=True, text=True,
-            timeout=900)
+             "--out", str(tmp / out), *args], env={**env, **more_env}, capture_output=True,
+            text=True, timeout=900)
 
     first = bench("--epochs", "2", "--baselines", "svd")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -105,6 +107,9 @@ def test_nin_benchmark_resumes_and_refuses_other_settings(nin_run):
     other = bench("--epochs", "2", "--baselines", "svd", "--lr", "0.01")
     assert other.returncode != 0 and "other settings" in other.stderr
     assert "'lr': (0.001, 0.01)" in other.stderr
+    # timings under another allocator do not mix with these
+    kept = bench("--epochs", "2", "--baselines", "svd", GLIBC_TUNABLES=KEEP_MEMORY)
+    assert kept.returncode != 0 and "'allocator': ('glibc default', " in kept.stderr
 
 
 def test_nin_benchmark_without_baselines_fine_tunes_lrsa_and_the_control(nin_run):
