@@ -29,14 +29,15 @@ RUN_OPTIONS = ("baselines", "fallback", "epochs", "lr", "distill", "calib_images
                "train_images", "latency_repeats")
 
 
-def add_run_options(p, name):
-    """The options of :data:`RUN_OPTIONS`, ``--work`` and ``--out`` on parser ``p``."""
+def add_run_options(p, name, *, lr=1e-3):
+    """The options of :data:`RUN_OPTIONS`, ``--work`` and ``--out`` on parser ``p``
+    (``lr``: the network's fine-tuning learning rate, ``--lr``'s default)."""
     p.add_argument("--baselines", nargs="*", choices=list(BASELINES), default=["svd", "rrr"],
                    help="the other methods run (and fine-tuned) at lrsa's per-layer sizes")
     p.add_argument("--fallback", choices=["macs", "time", "none"], default="macs",
                    help="where a solved layer stays dense (lrsa.compress's fallback)")
     p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: none)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=lr, help="peak fine-tuning learning rate")
     p.add_argument("--distill", choices=["logits", "features", "none"], default="logits",
                    help="fine-tune learning from the uncompressed network too")
     p.add_argument("--calib-images", type=int, default=1000)

@@ -16,7 +16,7 @@ Fine-tuning (notebook 09)
     :func:`grad_norm_trace`: the first steps of a fine-tuning with their gradient norms,
     also when they diverge; :func:`recovery_curves`: top-1 per epoch of fine-tuning for
     several compressed networks from the same start; :func:`benchmark_recovery`: before and
-    after from a saved benchmark result.
+    after (every epoch where recorded) from a saved benchmark result.
 
 Plots take ``ax=None`` and return the Axes. Nothing here reads the repository's folders: the
 notebooks load the saved JSON and pass it in.
@@ -530,19 +530,23 @@ def heldout_splits(layers):
 
 
 def benchmark_recovery(result):
-    """Top-1 before and after fine-tuning per method, from a saved
+    """Top-1 before fine-tuning and after it, per method, from a saved
     ``benchmarks/vgg16_cifar10.py`` or ``benchmarks/nin_cifar10.py`` result (its JSON).
 
     Returns
     -------
-    dict label -> (before, after), for "lrsa", "truncated SVD", "reduced-rank regression"
-    and "uncompressed (control)".
+    dict label -> list of top-1 (%), for those of "lrsa", "truncated SVD", "reduced-rank
+    regression" and "uncompressed (control)" that the run has: the value before fine-tuning,
+    then the value after every epoch where the run recorded them (its ``curve_<key>``), else
+    the final value alone.
     """
-    keys = {"lrsa": ("top1_compressed", "top1_finetuned"),
-            "truncated SVD": ("top1_svd", "top1_svd_finetuned"),
-            "reduced-rank regression": ("top1_rrr", "top1_rrr_finetuned"),
-            "uncompressed (control)": ("top1_baseline", "top1_baseline_finetuned")}
-    return {label: (float(result[a]), float(result[b])) for label, (a, b) in keys.items()}
+    keys = {"lrsa": ("top1_compressed", "finetuned"),
+            "truncated SVD": ("top1_svd", "svd_finetuned"),
+            "reduced-rank regression": ("top1_rrr", "rrr_finetuned"),
+            "uncompressed (control)": ("top1_baseline", "baseline_finetuned")}
+    return {label: [float(result[before])] + [float(e["top1"]) for e in result[f"curve_{key}"]]
+            if f"curve_{key}" in result else [float(result[before]), float(result[f"top1_{key}"])]
+            for label, (before, key) in keys.items() if f"top1_{key}" in result}
 
 
 # ----------------------------------------------------------------- plots
@@ -617,12 +621,13 @@ def plot_time_shares(table, labels=None, *, ax=None, title=None):
     return ax
 
 
-def plot_recovery(curves, *, ax=None, xlabel="epochs of fine-tuning", title=None):
+def plot_recovery(curves, *, x=None, ax=None, xlabel="epochs of fine-tuning", title=None):
     """Top-1 against fine-tuning progress, one line per method (``curves``: name -> list of
-    top-1, the first value before fine-tuning). Returns the Axes."""
+    top-1, the first value before fine-tuning; ``x``: where each value sits on the x axis,
+    default 0, 1, 2, ...). Returns the Axes."""
     ax = _ax(ax)
     for name, top1 in curves.items():
-        ax.plot(range(len(top1)), top1, marker="o", label=name)
+        ax.plot(range(len(top1)) if x is None else x, top1, marker="o", label=name)
     ax.set(xlabel=xlabel, ylabel="top-1 (%)")
     if title:
         ax.set_title(title)

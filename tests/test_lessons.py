@@ -186,9 +186,15 @@ def test_recovery_curves_and_benchmark_recovery():
               "top1_svd_finetuned": 4, "top1_rrr": 5, "top1_rrr_finetuned": 6,
               "top1_baseline": 7, "top1_baseline_finetuned": 8}
     r = L.benchmark_recovery(result)
-    assert r["lrsa"] == (1.0, 2.0) and r["truncated SVD"] == (3.0, 4.0)
-    assert r["reduced-rank regression"] == (5.0, 6.0)
-    assert r["uncompressed (control)"] == (7.0, 8.0)
+    assert r["lrsa"] == [1.0, 2.0] and r["truncated SVD"] == [3.0, 4.0]
+    assert r["reduced-rank regression"] == [5.0, 6.0]
+    assert r["uncompressed (control)"] == [7.0, 8.0]
+    # a run that recorded every epoch: the curve, in epoch order, after the start
+    result["curve_svd_finetuned"] = [{"epoch": 1, "top1": 3.5}, {"epoch": 2, "top1": 4}]
+    assert L.benchmark_recovery(result)["truncated SVD"] == [3.0, 3.5, 4.0]
+    # a run without baselines: only the methods it ran
+    del result["top1_rrr"], result["top1_rrr_finetuned"]
+    assert "reduced-rank regression" not in L.benchmark_recovery(result)
 
 
 def test_plots_return_their_axes():
@@ -203,13 +209,14 @@ def test_plots_return_their_axes():
     axes = [L.plot_macs_vs_time([1e3, 1e4], [0.1, 0.5], ["a", "b"]),
             L.plot_rank_sweep([8, 16, 17], [2.0, 1.9, 1.2], [3.0, 1.5, 1.4]),
             L.plot_time_shares(t),
-            L.plot_recovery({"a": [50.0, 60.0]}),
+            L.plot_recovery({"a": [50.0, 60.0]}, x=[0, 5]),
             L.plot_grad_norms({"x": {"grad_norm": [1.0, 10.0], "diverged_at": 2}}, cap=5),
             L.plot_heldout_splits(L.heldout_splits(_HELDOUT_ROWS)),
             L.plot_equal_size_top1(_GRID, 0.2, "energy", original=88.0),
             L.plot_frontier(_GRID), L.plot_frontier(_GRID, x="speedup_b128")]
     assert all(isinstance(ax, plt.Axes) for ax in axes)
     assert axes[2].get_title() == "unchanged share 33 %: at most 3.00x"
+    assert list(axes[3].lines[0].get_xdata()) == [0, 5]
     plt.close("all")
 
 
