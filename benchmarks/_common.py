@@ -111,13 +111,16 @@ def finetune_phase(state, save, key, model_path, ft_path, train, test, *, arch, 
     print(f"top1_{key}", state[f"top1_{key}"], flush=True)
 
 
-def finetune_runs(state, save, work, original, train, test, *, arch, epochs, lr, distill,
+def finetune_runs(state, save, work, original, new_train, test, *, arch, epochs, lr, distill,
                   baselines=()):
     """lrsa's model, the control (the uncompressed ``original``, BN folded) and the
     ``baselines`` run at lrsa's sizes (keys of :data:`BASELINES`), in this order, each
     fine-tuned with one recipe: ``epochs`` at peak ``lr``, bf16 autocast (measured faster
     on this CPU), and with ``distill`` ("logits", "features" or "none") from the
-    uncompressed network. Returns the keys it recorded."""
+    uncompressed network. ``new_train()`` makes the training loader, anew for each model so
+    that all see the same images in the same order (one loader shared in turn continues its
+    shuffling from one model to the next, and a resumed run would start it again).
+    Returns the keys it recorded."""
     work = Path(work)
     save_compressed(original, work / "original.pt", arch=arch)
     recipe = dict(epochs=epochs, lr=lr, bf16=True)
@@ -126,7 +129,7 @@ def finetune_runs(state, save, work, original, train, test, *, arch, epochs, lr,
     runs = {"finetuned": "compressed.pt", "baseline_finetuned": "original.pt",
             **{f"{k}_finetuned": f"compressed_{k}.pt" for k in baselines}}
     for key, start in runs.items():
-        finetune_phase(state, save, key, work / start, work / f"{key}.pt", train, test,
+        finetune_phase(state, save, key, work / start, work / f"{key}.pt", new_train(), test,
                        arch=arch, **recipe)
     return {k: state[k] for k in state if k.startswith(("top1_", "finetune_seconds_", "curve_"))
             and k.endswith(tuple(runs))}

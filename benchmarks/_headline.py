@@ -104,8 +104,10 @@ def run(a, settings, *, model, recipe, arch, budget_of, title, paper, paper_tabl
         # the permutation's last images: disjoint from the calibration images only when
         # train_images <= 50,000 - calib_images (the default, all 50,000, includes them)
         train_sub = idx[-a.train_images:]
-        train = make_loader(xtr[train_sub], ytr[train_sub], 128, train=True, seed=0)
-        data.update(finetune_runs(state, save, work, folded, train, test, arch=arch,
+
+        def new_train():  # made anew for each model: all see one order (finetune_runs)
+            return make_loader(xtr[train_sub], ytr[train_sub], 128, train=True, seed=0)
+        data.update(finetune_runs(state, save, work, folded, new_train, test, arch=arch,
                                   epochs=a.epochs, lr=a.lr, distill=a.distill,
                                   baselines=list(others)))
         _finetune_summary(data, a, len(xtr), others)

@@ -415,7 +415,13 @@ def _generate() -> None:
     extra = []  # the other benchmarks' reports, when they have been run
     for stem, title, command in (
             ("nin_cifar10", "NIN on CIFAR-10 (paper Table II's operating point)",
-             "python benchmarks/nin_cifar10.py --epochs 5 --lr 0.003"),
+             "python benchmarks/nin_cifar10.py --epochs 5"),
+            ("nin_cifar10_lr3e-3", "NIN at the same point, fine-tuned at lr 3e-3 (code b04a5e5)",
+             "python benchmarks/nin_cifar10.py --epochs 5 --lr 0.003 "
+             "--out benchmarks/results/nin_cifar10_lr3e-3"),
+            ("nin_cifar10_20ep", "NIN from the 20-epoch baseline, lr 3e-3 (code 18da3c9)",
+             "python benchmarks/nin_cifar10.py --epochs 5 --lr 0.003 --checkpoint "
+             "nin_bn_cifar10_20ep.pt --baselines --out benchmarks/results/nin_cifar10_20ep"),
             ("nin_table_ii", "NIN on CIFAR-10 at Table II's per-layer rates (code 892f6fd)",
              "python benchmarks/nin_cifar10.py --table-ii-scale 1 --epochs 1 --lr 0.003 "
              "--baselines svd rrr lrsa_linear --out benchmarks/results/nin_table_ii"),

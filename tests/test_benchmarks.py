@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrsa.data import CIFAR10_CLASSES
+from lrsa.data import CIFAR10_CLASSES, make_loader
 from lrsa.models import get_model
 from lrsa.timing import KEEP_MEMORY
 
@@ -123,3 +123,28 @@ def test_nin_benchmark_without_baselines_fine_tunes_lrsa_and_the_control(nin_run
     # Table II: the three spatial convolutions only, the cccp layers kept
     factored = sorted(r["name"] for r in data["layers"] if r["kind"] == "factored")
     assert factored == ["features.conv1", "features.conv2", "features.conv3"]
+
+
+def test_every_model_is_fine_tuned_on_the_same_order(monkeypatch, tmp_path):
+    """finetune_runs gives each model a loader of its own: lrsa's model, the control and the
+    baselines see the same images in the same order (a shared loader would reshuffle)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import _common
+
+    seen = {}
+
+    def record(state, save, key, start, ft_path, train, test, **recipe):
+        seen[key] = [y.tolist() for _ in range(2) for _, y in train]  # two epochs' labels
+
+    monkeypatch.setattr(_common, "finetune_phase", record)
+    monkeypatch.setattr(_common, "save_compressed", lambda *args, **kw: None)
+    _common.finetune_runs({}, lambda: None, tmp_path, torch.nn.Linear(1, 1),
+                          lambda: make_loader(torch.zeros(20, 3, 4, 4), torch.arange(20), 5,
+                                              train=True, mean=None, std=None, pad=0, seed=0),
+                          None, arch="nin_bn", epochs=2, lr=1e-3, distill="none",
+                          baselines=["svd", "rrr"])
+    orders = list(seen.values())
+    assert list(seen) == ["finetuned", "baseline_finetuned", "svd_finetuned", "rrr_finetuned"]
+    assert all(o == orders[0] for o in orders)
+    assert orders[0][:4] != orders[0][4:]  # and the order does change from epoch to epoch
+
