@@ -17,8 +17,7 @@ three spatial convolutions at its per-layer rates (conv1 18.4 %, conv2 16.9 %, c
 38.2 %, times the scale), the six 1x1 cccp layers kept. ReLU response, asymmetric strategy,
 1000 calibration images; fine-tuning (of lrsa's model, the baselines and the uncompressed
 control, one recipe) on ``--train-images`` of the training images (all 50,000 by default).
-Resumable
-(benchmarks/_headline.py). Writes benchmarks/results/nin_cifar10.json and .md (``--out``).
+Resumable (benchmarks/_headline.py). Writes benchmarks/results/nin_cifar10.json and .md (``--out``).
 """
 
 import argparse

@@ -544,9 +544,13 @@ def benchmark_recovery(result):
             "truncated SVD": ("top1_svd", "svd_finetuned"),
             "reduced-rank regression": ("top1_rrr", "rrr_finetuned"),
             "uncompressed (control)": ("top1_baseline", "baseline_finetuned")}
-    return {label: [float(result[before])] + [float(e["top1"]) for e in result[f"curve_{key}"]]
-            if f"curve_{key}" in result else [float(result[before]), float(result[f"top1_{key}"])]
-            for label, (before, key) in keys.items() if f"top1_{key}" in result}
+
+    def top1s(before, key):
+        after = ([e["top1"] for e in result[f"curve_{key}"]] if f"curve_{key}" in result
+                 else [result[f"top1_{key}"]])
+        return [float(v) for v in (result[before], *after)]
+    return {label: top1s(before, key) for label, (before, key) in keys.items()
+            if f"top1_{key}" in result}
 
 
 # ----------------------------------------------------------------- plots

@@ -147,4 +147,3 @@ def test_every_model_is_fine_tuned_on_the_same_order(monkeypatch, tmp_path):
     assert list(seen) == ["finetuned", "baseline_finetuned", "svd_finetuned", "rrr_finetuned"]
     assert all(o == orders[0] for o in orders)
     assert orders[0][:4] != orders[0][4:]  # and the order does change from epoch to epoch
-
