@@ -394,20 +394,35 @@ def evaluate(model: nn.Module, loader, topk=(1,), bf16: bool = False) -> dict:
     ks = sorted({int(k) for k in topk})
     if not ks or ks[0] < 1:
         raise ValueError(f"topk must hold positive ints, got {topk}")
-    dev = device_and_dtype(model)[0]
     hits, n = dict.fromkeys(ks, 0), 0
-    with evaluating(model):
-        for x, y in loader:
-            x, y = x.to(dev), y.to(dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                out = _logits(model(x)).float()
-            if ks[-1] > out.shape[1]:
-                raise ValueError(f"top-{ks[-1]} asked but the model has {out.shape[1]} outputs")
-            pred = out.topk(ks[-1], dim=1).indices
-            match = pred == y[:, None]
-            for k in ks:
-                hits[k] += match[:, :k].any(1).sum().item()
-            n += y.shape[0]
+    for out, y in _outputs(model, loader, bf16):
+        if ks[-1] > out.shape[1]:
+            raise ValueError(f"top-{ks[-1]} asked but the model has {out.shape[1]} outputs")
+        match = out.topk(ks[-1], dim=1).indices == y[:, None]
+        for k in ks:
+            hits[k] += match[:, :k].any(1).sum().item()
+        n += y.shape[0]
     if n == 0:
         raise ValueError("loader yielded no samples")
     return {f"top{k}": 100.0 * hits[k] / n for k in ks}
+
+
+def predictions(model: nn.Module, loader, bf16: bool = False):
+    """The class ``model`` predicts for each sample of ``loader``, and the labels, in the
+    loader's order: two int64 numpy arrays of shape (samples,). What the intervals of
+    :mod:`lrsa.evaluation` are computed from (``predicted == labels``)."""
+    pairs = [(out.argmax(1).cpu(), y.cpu()) for out, y in _outputs(model, loader, bf16)]
+    if not pairs:
+        raise ValueError("loader yielded no samples")
+    return tuple(torch.cat(t).numpy() for t in zip(*pairs))
+
+
+def _outputs(model, loader, bf16):
+    """(float logits, labels) of each batch of ``loader``, in eval mode, on the model's
+    device."""
+    dev = device_and_dtype(model)[0]
+    with evaluating(model), torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(dev), y.to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                yield _logits(model(x)).float(), y
