@@ -8,6 +8,7 @@ the options.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -87,6 +88,13 @@ def cmd_train(args):
     torch.manual_seed(args.seed)  # the initial weights follow --seed, not the process's history
     model = _model(args.model).to(dev)
     train_loader, test_loader, _, _ = _loaders(args, batch_size=args.batch_size)
+    val_loader = None
+    if args.model != "small_cnn" and args.val_images:  # the digits keep the demo's split
+        from .data import make_loader, validation_split
+        (xtr, ytr), (xval, yval) = validation_split(*_cifar(args, True), args.val_images)
+        train_loader = make_loader(xtr, ytr, args.batch_size, train=True, seed=args.seed,
+                                   shard=True)
+        val_loader = make_loader(xval, yval, 500)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = out.with_name(out.name + ".state")  # per-epoch, resumable: rerun to continue
@@ -107,19 +115,25 @@ def cmd_train(args):
     if not rank0:
         return
     acc = evaluate(model, test_loader)["top1"]
+    val_acc = None if val_loader is None else evaluate(model, val_loader)["top1"]
     k = distributed.world_size()
     recipe = (f"lrsa train --model {args.model} --epochs {args.epochs} --lr {args.lr} "
               f"--batch-size {args.batch_size} --warmup-epochs {warmup} --seed {args.seed}"
+              + (f" --val-images {args.val_images}" if args.model != "small_cnn" else "")
               + (" --bf16" if args.bf16 else "") + "; SGD Nesterov 0.9, weight decay 5e-4, "
               "cosine per step, random crop (pad 4) + flip"
               + (f"; {k} processes (torchrun, DDP), global batch {args.batch_size}"
                  if k > 1 else ""))
     atomic_torch_save({"arch": model.arch, "state_dict": model.cpu().state_dict(),
                        "test_acc": acc / 100, "epochs": args.epochs, "recipe": recipe,
-                       "train_loss": hist.loss, "train_acc": hist.acc}, out)
+                       "train_loss": hist.loss, "train_acc": hist.acc,
+                       "val_acc": None if val_acc is None else val_acc / 100,
+                       "val_images": 0 if val_loader is None else args.val_images}, out)
     state.unlink()
+    val = "" if val_acc is None else f"validation top-1 {val_acc:.2f}%, "
     print(f"trained {args.model} for {args.epochs} epochs ({time.perf_counter() - t0:.0f} s "
-          f"in this run): test top-1 {acc:.2f}% -> {out}")
+          f"in this run): {val}test top-1 {acc:.2f}% -> {out} (sha256 "
+          f"{hashlib.sha256(out.read_bytes()).hexdigest()})")
 
 
 def _compress_args(args):
@@ -421,6 +435,7 @@ def _device_option(sp, what):
 
 
 def build_parser():
+    from .data import CIFAR10_VALIDATION_IMAGES
     p = argparse.ArgumentParser(prog="lrsa", description="Unified sparse + low-rank "
                                 "approximation of CNNs (Ma et al., ICTAI 2019).",
                                 epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter)
@@ -454,6 +469,11 @@ def build_parser():
     sp.add_argument("--warmup-epochs", type=float, default=None,
                     help="linear warm-up (default: min(2, epochs - 1))")
     sp.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU")
+    sp.add_argument("--val-images", type=int, default=CIFAR10_VALIDATION_IMAGES,
+                    help="CIFAR-10 training images held out for validation, the same ones "
+                         "for every model (lrsa.data.validation_split; default "
+                         f"{CIFAR10_VALIDATION_IMAGES}; 0: train on all 50,000, leaving no "
+                         "clean set to choose settings on). The digits keep the demo's split")
     _device_option(sp, "train on")
     sp.add_argument("--out", required=True,
                     help="checkpoint path; OUT.state is written after every epoch and a "

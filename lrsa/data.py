@@ -58,6 +58,10 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+#: CIFAR-10's validation split, held out of the 50,000 training images: every choice (budget,
+#: learning rate, epochs, ...) is made on it, so the 10,000 test images stay for reporting
+CIFAR10_VALIDATION_IMAGES = 5000
+CIFAR10_VALIDATION_SEED = 0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -166,6 +170,21 @@ def load_cifar10(root=None, train: bool = True) -> tuple[torch.Tensor, torch.Ten
     data = np.concatenate([d for d, _ in parts])
     labels = np.concatenate([y for _, y in parts])
     return torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels)
+
+
+def validation_split(images, labels, val_images=CIFAR10_VALIDATION_IMAGES,
+                     seed=CIFAR10_VALIDATION_SEED):
+    """``((train images, labels), (validation images, labels))``: ``val_images`` of the
+    samples held out by a permutation seeded by ``seed``
+    (:func:`lrsa.evaluation.split_indices`), so the same images from the seed alone.
+    ``val_images=0`` keeps every sample for training (no validation set)."""
+    from .evaluation import split_indices
+    if val_images == 0:
+        return (images, labels), (images[:0], labels[:0])
+    if not 0 < val_images < len(labels):
+        raise ValueError(f"val_images must be in [0, {len(labels)}), got {val_images}")
+    val, train = (torch.from_numpy(i) for i in split_indices(len(labels), val_images, seed))
+    return (images[train], labels[train]), (images[val], labels[val])
 
 
 def verify_md5(path, md5: str) -> None:

@@ -137,3 +137,19 @@ def test_cli_preset_is_the_named_budget_with_the_options_given(capsys):
     assert main(["compress", "--model", "small_cnn", "--size", "0.2", "--layer-size", "0.3",
                  "--out", "unused"]) == 2
     assert "takes one of size, macs, speedup, layer_size" in capsys.readouterr().err
+
+
+def test_cli_train_holds_out_a_validation_split_and_records_it(tmp_path, capsys):
+    import hashlib
+
+    from test_data import _fake_cifar
+    folder, _ = _fake_cifar(tmp_path)  # 20 training images
+    out = tmp_path / "nin.pt"
+    assert main(["train", "--model", "nin_bn", "--data", str(folder), "--epochs", "1",
+                 "--batch-size", "8", "--val-images", "5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    ck = torch.load(out, weights_only=True)
+    assert ck["val_images"] == 5 and ck["val_acc"] in {i / 5 for i in range(6)}
+    assert "--val-images 5" in ck["recipe"]
+    assert "validation top-1" in printed
+    assert hashlib.sha256(out.read_bytes()).hexdigest() in printed

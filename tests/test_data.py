@@ -216,3 +216,20 @@ def test_image_folder(tmp_path):
     (tmp_path / "empty" / "x").mkdir(parents=True)
     with pytest.raises(ValueError, match="no images"):
         load_image_folder(tmp_path / "empty")
+
+
+def test_validation_split_is_a_fixed_partition_of_the_training_images():
+    images = torch.arange(100).view(100, 1, 1, 1).expand(100, 3, 2, 2)
+    labels = torch.arange(100) % 10
+    (xtr, ytr), (xval, yval) = data.validation_split(images, labels, 10, seed=0)
+    assert len(xval) == 10 and len(xtr) == 90
+    ids_train, ids_val = set(xtr[:, 0, 0, 0].tolist()), set(xval[:, 0, 0, 0].tolist())
+    assert not ids_train & ids_val and ids_train | ids_val == set(range(100))
+    assert yval.tolist() == [i % 10 for i in sorted(ids_val)]
+    again = data.validation_split(images, labels, 10, seed=0)[1][0]
+    assert torch.equal(again, xval)  # the same images from the seed alone
+    assert not torch.equal(data.validation_split(images, labels, 10, seed=1)[1][0], xval)
+    (all_x, _), (none_x, _) = data.validation_split(images, labels, 0)
+    assert len(all_x) == 100 and len(none_x) == 0
+    with pytest.raises(ValueError, match="val_images"):
+        data.validation_split(images, labels, 100)

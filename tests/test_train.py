@@ -7,7 +7,7 @@ import torch
 
 from lrsa.data import load_digits_images, make_loader
 from lrsa.models import small_cnn
-from lrsa.train import Distillation, cosine_lr, evaluate, train
+from lrsa.train import Distillation, cosine_lr, evaluate, predictions, train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -237,3 +237,16 @@ def test_max_grad_norm_bad_values_and_resume_under_another_cap(digits, tmp_path)
         train(small_cnn(), tr, epochs=2, lr=0.05, max_grad_norm=2.0, checkpoint=ck)
     h = train(small_cnn(), tr, epochs=2, lr=0.05, max_grad_norm=1.0, checkpoint=ck)
     assert len(h.grad_norm) == 2 * len(tr)  # the first epoch's norms came back from the file
+
+
+def test_predictions_agree_with_evaluate_and_keep_the_loader_order():
+    torch.manual_seed(0)
+    d = load_digits_images()
+    model = small_cnn()
+    loader = make_loader(d.x_test, d.y_test, 100, mean=None, std=None)
+    pred, labels = predictions(model, loader)
+    assert pred.shape == labels.shape == (len(d.y_test),)
+    assert labels.tolist() == d.y_test.tolist()
+    assert 100 * (pred == labels).mean() == pytest.approx(evaluate(model, loader)["top1"])
+    with torch.no_grad():
+        assert pred[:100].tolist() == model.eval()(d.x_test[:100].float()).argmax(1).tolist()
