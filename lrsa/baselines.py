@@ -9,8 +9,9 @@ gives them the per-layer sizes of an lrsa run.
   (Eckart-Young).
 * :func:`reduced_rank_regression`: :math:`\min_{\operatorname{rank} B\le r}
   \|Z - b\mathbf 1^\top - BX\|_F` on sampled inputs X and pre-activation responses Z, the
-  linear case of Zhang et al. (2016); :class:`lrsa.solver.StructuredFit` with no sparse
-  columns.
+  linear case of Zhang et al. (X. Zhang, J. Zou, K. He, J. Sun, "Accelerating Very Deep
+  Convolutional Networks for Classification and Detection", IEEE TPAMI 38(10), 2016);
+  :class:`lrsa.solver.StructuredFit` with no sparse columns.
 """
 
 from __future__ import annotations

@@ -49,9 +49,11 @@ class Budget:
     spread : {"energy", "sqrt"}
         How ``size`` is spread over the layers. "energy" (default): greedily, by the weight
         energy each rank adds (:func:`spread_network_target`; on VGG-16 it beat "sqrt" by
-        0.7-0.8 points before fine-tuning). "sqrt": CR_l ~ 1/sqrt(weights_l), the pattern of
-        the paper's Table I (:func:`sqrt_spread`), for comparison (benchmarks/frontier.py,
-        notebook 07).
+        0.7-0.8 points before fine-tuning). "sqrt": CR_l ~ 1/sqrt(weights_l)
+        (:func:`sqrt_spread`), a heuristic after the trend of the paper's Table I (large
+        layers keep small shares), not the paper's rule: in Table I CR_l sqrt(weights_l) runs
+        from about 110 to 530, and fc3 keeps 24 % where this rule keeps it whole. For
+        comparison (benchmarks/frontier.py, notebook 07).
     frac : float
         lam1 relative to each layer's gradient scale (with a size, the ranking ADMM's).
     ratio : float
@@ -235,13 +237,18 @@ def network_plan(layers, in_shapes, budget, *, original, batch_shape):
 def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
                           unit="weights", also=()):
     """Per-layer sizes meeting ``target`` times the network's total cost, chosen greedily
-    (after the rank selection of Zhang et al. 2016, which weighs the energy of the layer's
-    *responses*; here the singular values of W, so no pass over the data): every layer that may be
-    approximated starts at rank 1, and the one whose next rank adds the most log weight
-    energy (the share of ||W||_F^2 its leading singular values hold) per unit of cost takes
-    it, until the budget is spent. So the objective is the product of the layers' shares;
-    since each share is concave in the rank, the greedy steps are optimal where the steps
-    cost the same. A layer whose rank reaches its dense size stays dense (``target_cr`` 1).
+    (adapted from the rank selection of Zhang et al. 2016, which maximizes the product of the
+    layers' energies under a multiply-add budget, starting at full rank and removing ranks
+    greedily, and weighs the energy of the layer's *responses*; here ranks are added, the
+    cost may be stored weights, and the energy is the singular values of W, so no pass over
+    the data; reference: X. Zhang, J. Zou, K. He, J. Sun, "Accelerating Very Deep
+    Convolutional Networks for Classification and Detection", IEEE TPAMI 38(10), 2016):
+    every layer that may be approximated starts at rank 1, and the one whose next rank adds
+    the most log weight energy (the share of ||W||_F^2 its leading singular values hold) per
+    unit of cost takes it, until the budget is spent. So the objective is the product of the
+    layers' shares; since each share is concave in the rank, the greedy steps are optimal
+    where the steps cost the same. A layer whose rank reaches its dense size stays dense
+    (``target_cr`` 1).
     With a plan's ``rank_multiple`` q, its layer starts at rank q and grows q ranks a step.
 
     ``costs``: name -> the layer's cost at full size, its weights by default; its
@@ -256,8 +263,9 @@ def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
 
     Measured on VGG-16 (CIFAR-10, 5.08x fewer parameters, top-1 before fine-tuning, same
     calibration images): this spread gave reduced-rank regression 87.76 % and lrsa 87.72 %
-    where the earlier rule CR_l ~ 1/sqrt(weights_l) (the pattern of the paper's Table I)
-    gave 86.94 % and 87.04 % (the docs' benchmarks page).
+    where the earlier rule CR_l ~ 1/sqrt(weights_l) (a heuristic after the trend of the
+    paper's Table I, :func:`sqrt_spread`) gave 86.94 % and 87.04 % (the docs' benchmarks
+    page).
     """
     modules = dict(layers)
     shapes = {n: lowered_weight(m).shape for n, m in layers}
@@ -324,11 +332,15 @@ def _free_budget(plan, sizes, target, name, unit):
 
 
 def sqrt_spread(plan, layers, target):
-    r"""Per-layer sizes meeting ``target`` of the network's weights by the pattern of the
-    paper's Table I: layer :math:`l` keeps :math:`CR_l = \min(1, c / \sqrt{n_l d_l})` of its
+    r"""Per-layer sizes meeting ``target`` of the network's weights by a :math:`1/\sqrt{\cdot}`
+    heuristic: layer :math:`l` keeps :math:`CR_l = \min(1, c / \sqrt{n_l d_l})` of its
     weights (a large layer a small share), with :math:`c` found by bisection so that the
-    stored total meets the target. The rule lrsa used before ``cf958f3``; kept to compare
-    with :func:`spread_network_target` (benchmarks/frontier.py, notebook 07)."""
+    stored total meets the target. It follows the trend of the paper's Table I, not its
+    numbers: there :math:`CR_l \sqrt{n_l d_l}` runs from about 110 to 530 instead of being one
+    :math:`c`, fc3 keeps 24 % where this rule keeps it whole, and over the convolutions
+    :math:`CR_l` falls about as :math:`(n_l d_l)^{-0.34}`. The rule lrsa used before
+    ``cf958f3``; kept to compare with :func:`spread_network_target` (benchmarks/frontier.py,
+    notebook 07)."""
     sizes = {n: lowered_weight(m).numel() for n, m in layers}
     free, budget, _, _ = _free_budget(plan, sizes, target, "Budget.size", "weights")
 

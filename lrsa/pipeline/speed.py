@@ -116,7 +116,11 @@ def check_speedup(speed, target, predicted, batch):
 
 def speedup_spread(plan, layers, in_shapes, original, batch_shape, speedup):
     """Per-layer sizes for a whole-model ``speedup`` at ``batch_shape``, chosen greedily on
-    measured times (after the rank selection of Zhang et al. 2016, on timings instead of MACs).
+    measured times (adapted from the rank selection of Zhang et al. 2016, which also steps
+    layers down greedily from full rank, but on multiply-adds and the energy of the layers'
+    responses; here on timings and the weights' singular values; reference: X. Zhang, J. Zou,
+    K. He, J. Sun, "Accelerating Very Deep Convolutional Networks for Classification and
+    Detection", IEEE TPAMI 38(10), 2016).
 
     The model and each approximable layer (dense) are timed on the model's device, and each
     layer's factored form U V (random factors, in place) at the stored fractions
