@@ -396,7 +396,8 @@ def _compress_options(sp):
                       default=None, help="each layer's stored size in (0, 1] instead")
     sp.add_argument("--spread", choices=["energy", "sqrt"], default=None,
                     help="how --size is spread over the layers: by weight energy per stored "
-                         "weight (default), or CR ~ 1/sqrt(layer size) as the paper's Table I")
+                         "weight (default), or CR ~ 1/sqrt(layer size), a heuristic after the "
+                         "trend of the paper's Table I")
     sp.add_argument("--all-layers", action="store_true", default=None,
                     help="also approximate the first conv and the 1x1 convs (kept by default, "
                          "as the paper)")

@@ -137,7 +137,8 @@ def compare_latency(original, compressed, input_shape, *, repeats=10, channels_l
     -------
     dict
         ``original_median_s``, ``compressed_median_s``, ``original_min_s``,
-        ``compressed_min_s``, ``repeats`` and ``speedup`` = original / compressed median.
+        ``compressed_min_s``, ``repeats``, ``speedup`` = original / compressed median, and
+        the raw times, ``original_times_s`` and ``compressed_times_s`` (lists, in order).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -155,4 +156,5 @@ def compare_latency(original, compressed, input_shape, *, repeats=10, channels_l
     med = [statistics.median(t) for t in times]
     return {"original_median_s": med[0], "compressed_median_s": med[1],
             "original_min_s": min(times[0]), "compressed_min_s": min(times[1]),
-            "repeats": repeats, "speedup": med[0] / med[1] if med[1] > 0 else float("inf")}
+            "repeats": repeats, "speedup": med[0] / med[1] if med[1] > 0 else float("inf"),
+            "original_times_s": times[0], "compressed_times_s": times[1]}

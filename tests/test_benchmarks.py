@@ -56,6 +56,7 @@ def nin_run(tmp_path_factory):
     return tmp, bench, json.loads((tmp / "nin.json").read_text())
 
 
+@pytest.mark.slow
 def test_nin_benchmark_json_follows_from_its_run(nin_run):
     _, _, data = nin_run
     kinds = {r["name"]: r["kind"] for r in data["layers"]}
@@ -82,6 +83,7 @@ def test_nin_benchmark_json_follows_from_its_run(nin_run):
         data["top1_compressed"] - data["top1_svd"])
 
 
+@pytest.mark.slow
 def test_nin_benchmark_resumes_and_refuses_other_settings(nin_run):
     tmp, bench, data = nin_run
     state_path = tmp / "nin_work" / "state.json"
@@ -112,6 +114,7 @@ def test_nin_benchmark_resumes_and_refuses_other_settings(nin_run):
     assert kept.returncode != 0 and "'allocator': ('glibc default', " in kept.stderr
 
 
+@pytest.mark.slow
 def test_nin_benchmark_without_baselines_fine_tunes_lrsa_and_the_control(nin_run):
     tmp, bench, _ = nin_run
     run = bench("--epochs", "1", "--baselines", "--table-ii-scale", "1", out="alone")
@@ -147,3 +150,108 @@ def test_every_model_is_fine_tuned_on_the_same_order(monkeypatch, tmp_path):
     assert list(seen) == ["finetuned", "baseline_finetuned", "svd_finetuned", "rrr_finetuned"]
     assert all(o == orders[0] for o in orders)
     assert orders[0][:4] != orders[0][4:]  # and the order does change from epoch to epoch
+
+
+@pytest.fixture(scope="module")
+def ablation_run(tmp_path_factory):
+    """benchmarks/ablation.py on the fake CIFAR-10 and a random NIN, two seeds."""
+    tmp = tmp_path_factory.mktemp("ablation")
+    torch.manual_seed(0)
+    ckpt = tmp / "nin_bn.pt"
+    torch.save({"arch": "nin_bn", "state_dict": get_model("nin_bn").state_dict(),
+                "recipe": "random weights"}, ckpt)
+    env = {**os.environ, "LRSA_DATA": str(_fake_cifar(tmp / "data")), "TQDM_DISABLE": "1"}
+
+    def bench(*args):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "ablation.py"), "--checkpoint",
+             str(ckpt), "--calib-images", "24", "--seeds", "0", "1", "--work",
+             str(tmp / "work"), "--out", str(tmp / "ablation"), *args], env=env,
+            capture_output=True, text=True, timeout=900)
+
+    first = bench()
+    assert first.returncode == 0, first.stderr[-3000:]
+    return tmp, bench, json.loads((tmp / "ablation.json").read_text())
+
+
+@pytest.mark.slow
+def test_ablation_json_follows_from_its_saved_predictions(ablation_run):
+    import hashlib
+
+    from lrsa.data import load_cifar10
+    tmp, _, data = ablation_run
+    labels = load_cifar10(tmp / "data", train=False)[1].numpy()
+    saved = np.load(tmp / "ablation_correct.npz")
+    val, report = saved["validation"], saved["report"]
+    assert sorted(np.concatenate([val, report]).tolist()) == list(range(len(labels)))
+    assert data["seeds"] == [0, 1] and data["split"]["report"] == len(report)
+    for key in data["params"]:
+        for stage in ("before", "after"):
+            correct = np.stack([np.load(tmp / "work" / f"seed{s}" / f"{key}_{stage}.npy")
+                                == labels for s in (0, 1)])
+            packed = np.unpackbits(saved[f"{key}__{stage}"], axis=1)[:, :len(labels)]
+            assert np.array_equal(packed, correct)
+            iv = data["report_top1"][key][stage]
+            assert iv["mean"] == pytest.approx(100 * correct[:, report].mean())
+            assert iv["low"] <= iv["mean"] <= iv["high"]
+            assert data["selection"]["validation_top1"][key][stage] == pytest.approx(
+                100 * correct[:, val].mean())
+            pred = np.load(tmp / "work" / "seed0" / f"{key}_{stage}.npy")
+            assert (data["per_seed"]["0"][key][stage]["predictions_sha256"]
+                    == hashlib.sha256(pred.tobytes()).hexdigest())
+    sel = data["selection"]
+    assert sel["winner"] == max(sel["candidates"], key=lambda k: sel["validation_top1"][k]["after"])
+    drop = data["comparisons"]["control - b_alone, before"]
+    assert drop["mean"] == pytest.approx(data["report_top1"]["control"]["before"]["mean"]
+                                         - data["report_top1"]["b_alone"]["before"]["mean"])
+    # the baselines take exactly B alone's per-layer sizes; the control is the whole network
+    assert data["params"]["svd"] == data["params"]["rrr"] == data["params"]["b_alone"]
+    assert data["params"]["control"] > data["params"]["b_alone"]
+    assert data["per_seed"]["1"]["control"]["curve"][0]["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_ablation_resumes_and_refuses_other_settings(ablation_run):
+    tmp, bench, data = ablation_run
+    again = bench()
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp / "ablation.json").read_text())["report_top1"] == data["report_top1"]
+    other = bench("--lr", "0.5")
+    assert other.returncode != 0 and "other settings" in other.stderr
+
+
+@pytest.mark.slow
+def test_timing_records_raw_times_and_a_ratio_per_process(tmp_path):
+    from lrsa.pipeline import Budget, compress, save_compressed
+    torch.manual_seed(0)
+    model = get_model("nin_bn")
+    ckpt = tmp_path / "nin_bn.pt"
+    torch.save({"arch": "nin_bn", "state_dict": model.state_dict()}, ckpt)
+    compressed, _ = compress(model, torch.randn(16, 3, 32, 32), Budget(size=0.4),
+                             progress=False)
+    save_compressed(compressed, tmp_path / "compressed.pt", arch="nin_bn")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "timing.py"), "--checkpoint", str(ckpt),
+         "--compressed", str(tmp_path / "compressed.pt"), "--processes", "2", "--repeats",
+         "3", "--out", str(tmp_path / "timing")], env=env, capture_output=True, text=True,
+        timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((tmp_path / "timing.json").read_text())
+    assert list(data["allocators"]) == ["glibc default", "KEEP_MEMORY"]
+    for batch, medians in data["realization"]["original_medians_s"].items():
+        faster = min(("contiguous", "channels_last"), key=lambda f: medians[f"{f}_s"])
+        assert data["realization"]["layout"][batch] == faster
+    for row in data["allocators"].values():
+        assert len(row["processes"]) == 2
+        for batch in ("b1", "b128"):
+            runs = [p[batch] for p in row["processes"]]
+            assert all(len(r["original_times_s"]) == len(r["compressed_times_s"]) == 3
+                       for r in runs)
+            ratios = [np.median(r["original_times_s"]) / np.median(r["compressed_times_s"])
+                      for r in runs]
+            assert row[batch]["per_process_ratios"] == pytest.approx(ratios)
+            iv = row[batch]["median_ratio"]
+            assert iv["mean"] == pytest.approx(np.median(ratios))
+            assert iv["low"] <= iv["mean"] <= iv["high"]
+        assert row["peak_rss_added_mb_b128"]["original"] >= 0

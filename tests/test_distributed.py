@@ -60,6 +60,7 @@ def assert_same(a, b):
         torch.testing.assert_close(a[k], b[k], atol=TOL, rtol=0, msg=k)
 
 
+@pytest.mark.slow
 def test_two_processes_take_the_steps_of_one(saved, one_process, tmp_path):
     done = torchrun(worker.__file__, saved / "compressed.pt", saved / "teacher.pt",
                     tmp_path / "out.pt", "--epochs", 3)
@@ -76,6 +77,7 @@ def test_two_processes_take_the_steps_of_one(saved, one_process, tmp_path):
     assert torch.all(out["state_dict"]["conv2.sparse.weight"][:, ~mask[0]] == 0)
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes(saved, one_process, tmp_path):
     args = (worker.__file__, saved / "compressed.pt", saved / "teacher.pt", tmp_path / "out.pt",
             "--epochs", 3, "--checkpoint", tmp_path / "ft.state")
@@ -144,6 +146,7 @@ def cli_trained(tmp_path_factory):
     return ckpt, torchrun("-m", "lrsa", *TRAIN, "--out", ckpt)
 
 
+@pytest.mark.slow
 def test_cli_train_under_torchrun(cli_trained):
     ckpt, done = cli_trained
     assert done.returncode == 0, done.stderr[-3000:]
@@ -156,6 +159,7 @@ def test_cli_train_under_torchrun(cli_trained):
     assert saved["test_acc"] > 0.75
 
 
+@pytest.mark.slow
 def test_cli_compress_finetunes_under_torchrun(cli_trained, tmp_path):
     from lrsa.cli import _load_any, build_parser, _loaders
     from lrsa.train import evaluate

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lrsa.evaluation import (Interval, bootstrap_interval, bootstrap_replicates, mcnemar,
-                             split_indices)
+                             percentile_bootstrap, split_indices)
 
 
 def test_split_indices_is_a_seeded_partition():
@@ -111,3 +111,16 @@ def test_interval_wording():
     assert Interval(-0.5, -0.9, -0.1).comparison("A higher", "B higher") == "B higher"
     assert Interval(0.99, 0.6, 1.4).target(1.0).startswith("mean 0.99")
     assert Interval(0.5, 0.2, 0.8).target(1.0).startswith("met")
+
+
+def test_percentile_bootstrap_of_a_mean_matches_the_normal_interval():
+    values = np.random.default_rng(3).normal(2.0, 0.3, 400)
+    iv = percentile_bootstrap(values, np.mean, replicates=4000)
+    half = 1.959964 * values.std() / math.sqrt(values.size)
+    assert iv.mean == pytest.approx(values.mean())
+    assert (iv.low, iv.high) == pytest.approx((values.mean() - half, values.mean() + half),
+                                              abs=0.006)
+    same = percentile_bootstrap([1.8, 1.8, 1.8])
+    assert (same.low, same.mean, same.high) == (1.8, 1.8, 1.8)
+    with pytest.raises(ValueError, match=">= 2 finite"):
+        percentile_bootstrap([1.0])

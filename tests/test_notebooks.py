@@ -69,6 +69,7 @@ def test_notebook_opens_with_what_the_student_learns(path):
     assert items >= 2, f"{path.name}: 'What you will learn' lists {items} items"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path):
     # executed once per session (tests/_notebook_runs.py): the docs build in test_docs.py
