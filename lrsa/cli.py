@@ -305,9 +305,25 @@ def cmd_demo(args):
         torch.save({"arch": model.arch, "state_dict": model.state_dict()}, base)
         print(f"trained the baseline ({args.epochs} epochs): "
               f"top-1 {evaluate(model, test_loader)['top1']:.2f}%")
+    _start_over_if_stale(out / "work")
     data = run_compress(args, model)
     print(data["markdown"])
     print(f"\nwrote {out / 'report.json'}, {out / 'report.md'}, {out / 'compressed.pt'}")
+
+
+def _start_over_if_stale(work):
+    """The demo's saved layers are reused only when this version of lrsa's code computed
+    them; after an update the folder is cleared, with one line saying why (``compress``
+    itself refuses stale files rather than guess, which suits a user's own runs)."""
+    import shutil
+
+    from .utils import code_version, load_torch_file
+    files = sorted(Path(work).glob("layer_*.pt"))
+    codes = {(load_torch_file(f, "a saved layer").get("provenance") or {}).get("code")
+             for f in files}
+    if files and codes != {code_version()}:
+        print(f"{work} was computed by another version of lrsa's code: starting over")
+        shutil.rmtree(work)
 
 
 def cmd_evaluate(args):

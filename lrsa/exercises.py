@@ -608,3 +608,59 @@ def spread_and_method_gaps(answer, rows, size):
 
 
 __all__ += ["equal_size_rank", "sqrt_spread_share", "spread_and_method_gaps"]
+
+
+# ----------------------------------------------------------------- 09 evaluating honestly
+
+def _lab_pair():
+    """The visible case of the evaluation labs: two models on 600 images, 60 discordant."""
+    rng = np.random.default_rng(2019)
+    a = (rng.random(600) < 0.82).astype(np.uint8)
+    b = a.copy()
+    flip = rng.choice(600, 60, replace=False)
+    b[flip] = 1 - b[flip]
+    return a, b
+
+
+def mcnemar_lab(function):
+    r"""Lab: ``function(correct_a, correct_b)`` returns McNemar's exact two-sided p-value of
+    two models on the same images (0/1 arrays), to 1e-9, on one pair of models.
+
+    Reference: :func:`lrsa.evaluation.mcnemar` (SciPy's binomial distribution).
+    """
+    from .evaluation import mcnemar
+    a, b = _lab_pair()
+    answer = function(a, b)
+    if answer is None or _unanswered(answer):
+        return _not_answered("McNemar's exact test", "code")
+    ok = math.isclose(float(answer), mcnemar(a, b)["p_value"], rel_tol=1e-9, abs_tol=1e-12)
+    return _verdict("McNemar's exact test", ok,
+                    "only the discordant images count: b right only under A, c only under B; "
+                    "p = min(1, 2 P[Binomial(b + c, 1/2) <= min(b, c)]).")
+
+
+def paired_interval_lab(function):
+    r"""Lab: ``function(correct_a, correct_b, replicates, seed)`` returns ``(mean, low,
+    high)``: the difference of the two accuracies in points and its 95 % percentile
+    interval from a bootstrap that resamples the images with replacement, the same images
+    for both models. The mean to 1e-9; the ends within 0.3 points of the reference's
+    (bootstrap noise with 2,000 replicates is about 0.1).
+
+    Reference: :func:`lrsa.evaluation.bootstrap_interval` with one seed.
+    """
+    from .evaluation import bootstrap_interval
+    a, b = _lab_pair()
+    answer = function(a, b, 2000, 0)
+    if answer is None or _unanswered(answer):
+        return _not_answered("paired bootstrap interval", "code")
+    ref = bootstrap_interval([a, b], replicates=2000)
+    got = _numbers(answer, (3,), "paired bootstrap interval")
+    ok = (math.isclose(got[0], ref.mean, abs_tol=1e-9)
+          and np.allclose(got[1:], [ref.low, ref.high], atol=0.3))
+    return _verdict("paired bootstrap interval", ok,
+                    "draw one set of image indices per replicate and use it for both models: "
+                    "the replicate is the mean of 100 * (a - b) over those images; take the "
+                    "2.5 and 97.5 percentiles of the replicates.")
+
+
+__all__ += ["mcnemar_lab", "paired_interval_lab"]

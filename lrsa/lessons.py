@@ -64,6 +64,40 @@ def saved_results(name):
     return json.loads(path.read_text())
 
 
+def saved_correctness(name):
+    """The per-image correctness a benchmark saved, ``benchmarks/results/<name>.npz``
+    (:mod:`benchmarks/ablation.py`'s): ``(seeds, validation indices, report indices,
+    {(method, stage): uint8 array (seeds, images), 1 where the image was classified
+    correctly})``."""
+    path = RESULTS_DIR / f"{name}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved correctness {name}.npz in {RESULTS_DIR}")
+    with np.load(path) as saved:
+        n = len(saved["validation"]) + len(saved["report"])
+        correct = {tuple(k.split("__")): np.unpackbits(saved[k], axis=1)[:, :n]
+                   for k in saved.files if "__" in k}
+        return saved["seeds"].tolist(), saved["validation"], saved["report"], correct
+
+
+def plot_intervals(intervals, *, ax=None, xlabel="top-1 (%)", title=None, reference=None):
+    """Means with their intervals, one row per entry (``intervals``: label ->
+    :class:`lrsa.evaluation.Interval` or its dict); ``reference``: a vertical line (e.g. the
+    control's mean, or 0 for differences). Returns the Axes."""
+    ax = _ax(ax, figsize=(7, 0.45 * len(intervals) + 1.2))
+    for y, iv in enumerate(intervals.values()):
+        iv = iv if isinstance(iv, dict) else iv.to_dict()
+        ax.errorbar(iv["mean"], y, xerr=[[iv["mean"] - iv["low"]], [iv["high"] - iv["mean"]]],
+                    fmt="o", capsize=4, color="C0")
+    ax.set_yticks(range(len(intervals)), list(intervals))
+    ax.invert_yaxis()
+    if reference is not None:
+        ax.axvline(reference, color="0.5", lw=1, ls="--")
+    ax.set(xlabel=xlabel)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 # ----------------------------------------------------------------- Amdahl
 
 def amdahl_speedup(unchanged_share, factored_speedup):

@@ -153,3 +153,17 @@ def test_cli_train_holds_out_a_validation_split_and_records_it(tmp_path, capsys)
     assert "--val-images 5" in ck["recipe"]
     assert "validation top-1" in printed
     assert hashlib.sha256(out.read_bytes()).hexdigest() in printed
+
+
+def test_demo_starts_over_when_its_layers_come_from_other_code(tmp_path, capsys):
+    from lrsa.cli import _start_over_if_stale
+    from lrsa.utils import code_version
+    work = tmp_path / "work"
+    work.mkdir()
+    torch.save({"provenance": {"code": code_version()}}, work / "layer_000.pt")
+    _start_over_if_stale(work)
+    assert (work / "layer_000.pt").exists() and capsys.readouterr().out == ""
+    torch.save({"provenance": {"code": "0123456789abcdef"}}, work / "layer_001.pt")
+    _start_over_if_stale(work)
+    assert not work.exists()
+    assert "another version of lrsa's code: starting over" in capsys.readouterr().out

@@ -305,3 +305,30 @@ def test_under_nbgrader_a_check_raises_unless_right(name, mode, monkeypatch, cap
         check(..., *args)
     with pytest.raises(ex.WrongAnswer, match="not yet. Hint:"):
         check(wrong, *args)
+
+
+def _mcnemar_by_hand(a, b):
+    b_only, c_only = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    n = b_only + c_only
+    tail = sum(math.comb(n, i) for i in range(min(b_only, c_only) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _paired_by_hand(a, b, replicates, seed):
+    d = 100 * (np.asarray(a, float) - np.asarray(b, float))
+    idx = np.random.default_rng(seed).integers(0, d.size, (replicates, d.size))
+    return (d.mean(), *np.percentile(d[idx].mean(1), [2.5, 97.5]))
+
+
+@pytest.mark.parametrize("lab,right,wrong", [
+    (ex.mcnemar_lab, _mcnemar_by_hand, lambda a, b: 0.05),
+    (ex.paired_interval_lab, _paired_by_hand, lambda a, b, r, s: (0.0, -1.0, 1.0))])
+def test_evaluation_labs_grade_a_function(lab, right, wrong, monkeypatch, capsys):
+    assert lab(right) is True
+    assert lab(wrong) is False and "not yet" in capsys.readouterr().out
+    assert lab(lambda *args: ...) is None and "not answered" in capsys.readouterr().out
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(ex.NotAnswered):
+        lab(lambda *args: ...)
+    with pytest.raises(ex.WrongAnswer):
+        lab(wrong)

@@ -275,3 +275,27 @@ def test_equal_size_runs_give_the_baselines_lrsa_sizes_layer_by_layer(trained):
                                              for r in runs[method]["layers"])
     assert all(0 <= r["top1"] <= 100 for r in runs.values())
     assert runs["lrsa"]["model"] is not runs["svd"]["model"]
+
+
+def test_saved_correctness_unpacks_what_the_ablation_packs(monkeypatch, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lrsa.evaluation import bootstrap_interval
+    rng = np.random.default_rng(0)
+    correct = (rng.random((3, 13)) < 0.7).astype(np.uint8)  # 13 images: packbits pads to 16
+    np.savez_compressed(tmp_path / "abl.npz", seeds=np.array([0, 1, 2]),
+                        validation=np.arange(5), report=np.arange(5, 13),
+                        **{"b_alone__after": np.packbits(correct, axis=1)})
+    monkeypatch.setattr(L, "RESULTS_DIR", tmp_path)
+    seeds, val, report, got = L.saved_correctness("abl")
+    assert seeds == [0, 1, 2] and len(val) + len(report) == 13
+    assert np.array_equal(got["b_alone", "after"], correct)
+    with pytest.raises(FileNotFoundError, match="no saved correctness"):
+        L.saved_correctness("nothing")
+    ax = L.plot_intervals({"B alone": bootstrap_interval([correct]),
+                           "as a dict": {"mean": 50.0, "low": 40.0, "high": 60.0}}, reference=0)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["B alone", "as a dict"]
+    plt.close("all")
