@@ -59,6 +59,7 @@ METHODS = {"b_alone": "lrsa, B alone (low-rank only; the fast preset)",
            "rrr": "reduced-rank regression at B alone's sizes",
            "control": "uncompressed (control)"}
 SPLIT_SEED = 0  # the fixed halves of the test set
+STAGES = ("before", "after")  # fine-tuning
 
 
 def main():
@@ -72,6 +73,9 @@ def main():
     p.add_argument("--calib-images", type=int, default=1000)
     p.add_argument("--work", required=True, help="the run's folder (resumes from it)")
     p.add_argument("--out", default=str(RESULTS / "ablation_nin"))
+    p.add_argument("--summarize", action="store_true",
+                   help="only write the results from what the work folder holds (no new "
+                        "computation, so no check that today's code matches the run's)")
     a = p.parse_args()
     if not Path(a.checkpoint).is_file() or cifar_root() is None:
         raise SystemExit(f"needs a NIN checkpoint ({a.checkpoint}; `lrsa train --model nin_bn` "
@@ -81,17 +85,21 @@ def main():
                                            "lr", "calib_images")}
     settings.update(code=code_fingerprint(), allocator=allocator())
     work = Path(a.work)
-    state, save = run_state(work, settings)
-    state.setdefault("code_version", git_version())
     model = get_model("nin_bn")
     meta = load_checkpoint(model, a.checkpoint)
-    folded = fold_batchnorm(copy.deepcopy(model).eval())
-    xtr, ytr = load_cifar10(cifar_root(), train=True)
-    xte, yte = load_cifar10(cifar_root(), train=False)
-    test = make_loader(xte, yte, 500)
-    for seed in a.seeds:
-        run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test)
-    data = summarize(a, state, work, meta, settings, len(yte))
+    yte = load_cifar10(cifar_root(), train=False)[1]
+    if a.summarize:
+        state = json.loads((work / "state.json").read_text())
+        settings = state["settings"]
+    else:
+        state, save = run_state(work, settings)
+        state.setdefault("code_version", git_version())
+        folded = fold_batchnorm(copy.deepcopy(model).eval())
+        xtr, ytr = load_cifar10(cifar_root(), train=True)
+        test = make_loader(load_cifar10(cifar_root(), train=False)[0], yte, 500)
+        for seed in a.seeds:
+            run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test)
+    data = summarize(a, state, work, meta, settings, yte.numpy())
     for ext, text in (("json", json.dumps(data, indent=1)), ("md", data["markdown"])):
         path = Path(f"{a.out}.{ext}")
         path.write_text(text + "\n")
@@ -160,33 +168,36 @@ def run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test):
         (folder / f"{key}.finetune.state").unlink(missing_ok=True)
 
 
-def summarize(a, state, work, meta, settings, n_test):
-    """Validation scores, the winner among the splits, report-half intervals, records."""
+def summarize(a, state, work, meta, settings, labels):
+    """Validation scores, the winner among the splits, report-half intervals, records.
+    Each stage (before / after fine-tuning) rests on the seeds for which every method
+    reached it (a run stopped early has fewer seeds after fine-tuning than before)."""
+    n_test = len(labels)
     val, report = split_indices(n_test, n_test // 2, seed=SPLIT_SEED)
-    labels = load_cifar10(cifar_root(), train=False)[1].numpy()
-    seeds = [str(s) for s in a.seeds if str(s) in state.get("runs", {})
-             and all("after" in state["runs"][str(s)].get(k, {}) for k in METHODS)]
+    runs = state["runs"]
+    seeds = {stage: [s for s in map(str, settings["seeds"]) if s in runs
+                     and all(stage in runs[s].get(k, {}) for k in METHODS)]
+             for stage in STAGES}
     correct = {(k, stage): np.stack([np.load(work / f"seed{s}" / f"{k}_{stage}.npy")
-                                     == labels for s in seeds]).astype(np.uint8)
-               for k in METHODS for stage in ("before", "after")}
+                                     == labels for s in seeds[stage]]).astype(np.uint8)
+               for k in METHODS for stage in STAGES}
     validation = {k: {stage: 100 * float(correct[k, stage][:, val].mean())
-                      for stage in ("before", "after")} for k in METHODS}
+                      for stage in STAGES} for k in METHODS}
     winner = max(SPLITS, key=lambda k: validation[k]["after"])
     rep = {key: c[:, report] for key, c in correct.items()}
     intervals = {k: {stage: bootstrap_interval([rep[k, stage]]).to_dict()
-                     for stage in ("before", "after")} for k in METHODS}
+                     for stage in STAGES} for k in METHODS}
     comparisons = {}
     pairs = [("control", k) for k in METHODS if k != "control"]  # the drops
     pairs += [("a_plus_b", "b_alone"), ("a_plus_b", "a_alone"), ("b_alone", "a_alone"),
               (winner, "svd"), (winner, "rrr")]
     for first, second in dict.fromkeys(pairs):
-        for stage in ("before", "after"):
+        for stage in STAGES:
             iv = bootstrap_interval([rep[first, stage], rep[second, stage]])
             comparisons[f"{first} - {second}, {stage}"] = {
                 **iv.to_dict(), "verdict": iv.comparison(f"{first} higher", f"{second} higher"),
                 "mcnemar_per_seed": [mcnemar(x, y) for x, y in
                                      zip(rep[first, stage], rep[second, stage])]}
-    runs = state["runs"]
     data = {
         "what": "ablation of the sparse part at NIN's headline budget",
         "argv": sys.argv, "settings": settings, "code_version": state["code_version"],
@@ -200,24 +211,28 @@ def summarize(a, state, work, meta, settings, n_test):
         "split": {"rule": "lrsa.evaluation.split_indices(10000, 5000, seed=0): validation "
                           "first, report the rest", "seed": SPLIT_SEED,
                   "validation": len(val), "report": len(report)},
-        "seeds": [int(s) for s in seeds],
-        "cut": f"{a.epochs} epoch(s) of fine-tuning at lr {a.lr} (the NIN headline's 5 "
-               "epochs did not fit the session); lr 1e-2 was chosen on the test set at an "
-               "earlier stop, not re-made on validation",
+        "seeds": {stage: [int(s) for s in seeds[stage]] for stage in STAGES},
+        "cut": f"{settings['epochs']} epoch(s) of fine-tuning at lr {settings['lr']} (the NIN "
+               "headline's 5 epochs did not fit the session); lr 1e-2 was chosen on the test "
+               "set at an earlier stop, not re-made on validation"
+               + ("" if seeds["after"] == seeds["before"] else
+                  f"; after fine-tuning {len(seeds['after'])} seeds, not "
+                  f"{len(seeds['before'])}: the rest did not fit the session"),
         "selection": {"candidates": list(SPLITS), "criterion": "mean validation top-1 after "
                       "fine-tuning over the seeds", "validation_top1": validation,
                       "winner": winner},
         "report_top1": intervals, "comparisons": comparisons,
-        "params": {k: runs[seeds[0]][k]["before"]["params"] for k in METHODS},
-        "macs": {k: runs[seeds[0]][k]["before"]["macs"] for k in METHODS},
-        "per_seed": {s: {k: {stage: runs[s][k][stage] for stage in ("before", "after")}
+        "params": {k: runs[seeds["before"][0]][k]["before"]["params"] for k in METHODS},
+        "macs": {k: runs[seeds["before"][0]][k]["before"]["macs"] for k in METHODS},
+        "per_seed": {s: {k: {stage: runs[s][k][stage] for stage in STAGES if stage in runs[s][k]}
                          | {"curve": runs[s][k].get("curve", []),
                             "layers": _layer_summary(runs[s][k].get("layers"))}
-                         for k in METHODS} for s in seeds},
+                         for k in METHODS} for s in seeds["before"]},
         "correct_file": f"{Path(a.out).name}_correct.npz",
     }
-    np.savez_compressed(f"{a.out}_correct.npz", seeds=np.array(seeds, dtype=int),
-                        validation=val, report=report,
+    np.savez_compressed(f"{a.out}_correct.npz", validation=val, report=report,
+                        **{f"seeds__{stage}": np.array(seeds[stage], dtype=int)
+                           for stage in STAGES},
                         **{f"{k}__{stage}": np.packbits(c, axis=1)
                            for (k, stage), c in correct.items()})
     data["markdown"] = _markdown(data)
@@ -251,7 +266,8 @@ def _markdown(d):
               "verdict": c["verdict"]} for key, c in d["comparisons"].items()]
     return "\n".join([
         f"Ablation on NIN (CIFAR-10), code {d['code_version']}, {d['threads']} threads, "
-        f"seeds {d['seeds']}; {d['cut']}.", "",
+        f"seeds {d['seeds']['before']} before fine-tuning, {d['seeds']['after']} after; "
+        f"{d['cut']}.", "",
         f"Winner among lrsa's splits on validation: **{d['selection']['winner']}**.", "",
         table(rows, list(rows[0])), "", table(comps, list(comps[0]))])
 

@@ -66,17 +66,20 @@ def saved_results(name):
 
 def saved_correctness(name):
     """The per-image correctness a benchmark saved, ``benchmarks/results/<name>.npz``
-    (:mod:`benchmarks/ablation.py`'s): ``(seeds, validation indices, report indices,
-    {(method, stage): uint8 array (seeds, images), 1 where the image was classified
-    correctly})``."""
+    (``benchmarks/ablation.py``'s): ``(seeds, validation indices, report indices,
+    correct)``: ``seeds`` maps each stage ("before" / "after" fine-tuning) to the seeds it
+    holds, ``correct`` maps (method, stage) to a uint8 array (seeds, images), 1 where the
+    image was classified correctly."""
     path = RESULTS_DIR / f"{name}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"no saved correctness {name}.npz in {RESULTS_DIR}")
     with np.load(path) as saved:
         n = len(saved["validation"]) + len(saved["report"])
-        correct = {tuple(k.split("__")): np.unpackbits(saved[k], axis=1)[:, :n]
-                   for k in saved.files if "__" in k}
-        return saved["seeds"].tolist(), saved["validation"], saved["report"], correct
+        parts = [(k, *k.split("__")) for k in saved.files if "__" in k]
+        seeds = {stage: saved[k].tolist() for k, what, stage in parts if what == "seeds"}
+        correct = {(what, stage): np.unpackbits(saved[k], axis=1)[:, :n]
+                   for k, what, stage in parts if what != "seeds"}
+        return seeds, saved["validation"], saved["report"], correct
 
 
 def plot_intervals(intervals, *, ax=None, xlabel="top-1 (%)", title=None, reference=None):

@@ -184,7 +184,8 @@ def test_ablation_json_follows_from_its_saved_predictions(ablation_run):
     saved = np.load(tmp / "ablation_correct.npz")
     val, report = saved["validation"], saved["report"]
     assert sorted(np.concatenate([val, report]).tolist()) == list(range(len(labels)))
-    assert data["seeds"] == [0, 1] and data["split"]["report"] == len(report)
+    assert data["seeds"] == {"before": [0, 1], "after": [0, 1]}
+    assert data["split"]["report"] == len(report)
     for key in data["params"]:
         for stage in ("before", "after"):
             correct = np.stack([np.load(tmp / "work" / f"seed{s}" / f"{key}_{stage}.npy")

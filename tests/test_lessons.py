@@ -286,12 +286,13 @@ def test_saved_correctness_unpacks_what_the_ablation_packs(monkeypatch, tmp_path
     from lrsa.evaluation import bootstrap_interval
     rng = np.random.default_rng(0)
     correct = (rng.random((3, 13)) < 0.7).astype(np.uint8)  # 13 images: packbits pads to 16
-    np.savez_compressed(tmp_path / "abl.npz", seeds=np.array([0, 1, 2]),
+    np.savez_compressed(tmp_path / "abl.npz", seeds__after=np.array([0, 1, 2]),
                         validation=np.arange(5), report=np.arange(5, 13),
                         **{"b_alone__after": np.packbits(correct, axis=1)})
     monkeypatch.setattr(L, "RESULTS_DIR", tmp_path)
     seeds, val, report, got = L.saved_correctness("abl")
-    assert seeds == [0, 1, 2] and len(val) + len(report) == 13
+    assert seeds == {"after": [0, 1, 2]} and len(val) + len(report) == 13
+    assert list(got) == [("b_alone", "after")]
     assert np.array_equal(got["b_alone", "after"], correct)
     with pytest.raises(FileNotFoundError, match="no saved correctness"):
         L.saved_correctness("nothing")
