@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import time
 from pathlib import Path
@@ -183,6 +184,15 @@ def timed_in_faster_layout(state, save, original, compressed, batches, repeats,
         out[f"speedup_b{b}"] = lat["speedup"]
         out[f"speedup_b{b}_min"] = lat["original_min_s"] / lat["compressed_min_s"]
     return out
+
+
+def cpu_model():
+    """The CPU's model name (Linux's /proc/cpuinfo), else what platform reports."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else ():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def git_version():

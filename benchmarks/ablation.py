@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import SHARED, cifar_root, code_fingerprint, git_version, run_state, table
+from _common import (SHARED, cifar_root, code_fingerprint, cpu_model, git_version, run_state,
+                     table)
 from lrsa.data import load_cifar10, make_loader
 from lrsa.evaluation import bootstrap_interval, mcnemar, split_indices
 from lrsa.features import fold_batchnorm
@@ -205,7 +206,7 @@ def summarize(a, state, work, meta, settings, labels):
                      "onednn": torch.backends.mkldnn.version()
                      if hasattr(torch.backends.mkldnn, "version") else None,
                      "numpy": np.__version__},
-        "cpu": _cpu_model(), "threads": torch.get_num_threads(), "allocator": allocator(),
+        "cpu": cpu_model(), "threads": torch.get_num_threads(), "allocator": allocator(),
         "checkpoint_sha256": hashlib.sha256(Path(a.checkpoint).read_bytes()).hexdigest(),
         "baseline_recipe": meta.get("recipe"),
         "split": {"rule": "lrsa.evaluation.split_indices(10000, 5000, seed=0): validation "
@@ -244,13 +245,6 @@ def _layer_summary(rows):
         return None
     return [{k: r.get(k) for k in ("name", "kind", "choice", "rank", "kept_channels",
                                    "params_compressed", "params_original")} for r in rows]
-
-
-def _cpu_model():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _markdown(d):

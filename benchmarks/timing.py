@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import SHARED, git_version, table
+from _common import SHARED, cpu_model, git_version, table
 from lrsa.evaluation import percentile_bootstrap
 from lrsa.features import fold_batchnorm
 from lrsa.models import get_model, load_checkpoint
@@ -107,7 +107,7 @@ def main():
                       **{f"b{b}": _summary(runs, f"b{b}") for b in BATCHES}}
     data = {"argv": sys.argv, "code_version": git_version(), "torch": torch.__version__,
             "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "cpu": _cpu_model(), "allocator_of_parent": allocator(),
+            "cpu": cpu_model(), "allocator_of_parent": allocator(),
             "compressed": a.compressed, "processes": a.processes, "repeats": a.repeats,
             "realization": {"chosen_on": "the original alone, default allocator, median of "
                             f"{a.repeats} repeats", "original_medians_s": chosen,
@@ -129,13 +129,6 @@ def _summary(runs, batch):
             "original_median_s": float(np.median([r[batch]["original_median_s"] for r in runs])),
             "compressed_median_s": float(np.median([r[batch]["compressed_median_s"]
                                                     for r in runs]))}
-
-
-def _cpu_model():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _markdown(d):

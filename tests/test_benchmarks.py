@@ -33,13 +33,19 @@ def _fake_cifar(parent, per_batch=40):
     return parent
 
 
+def _random_nin(folder):
+    """A checkpoint of a random NIN (seeded) in ``folder``; its path."""
+    torch.manual_seed(0)
+    ckpt = folder / "nin_bn.pt"
+    torch.save({"arch": "nin_bn", "state_dict": get_model("nin_bn").state_dict(),
+                "recipe": "random weights"}, ckpt)
+    return ckpt
+
+
 @pytest.fixture(scope="module")
 def nin_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
-    torch.manual_seed(0)
-    ckpt = tmp / "nin_bn.pt"
-    torch.save({"arch": "nin_bn", "state_dict": get_model("nin_bn").state_dict(),
-                "recipe": "random weights"}, ckpt)
+    ckpt = _random_nin(tmp)
     env = {**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"},  # the default
            "LRSA_DATA": str(_fake_cifar(tmp / "data")), "TQDM_DISABLE": "1"}
 
@@ -156,10 +162,7 @@ def test_every_model_is_fine_tuned_on_the_same_order(monkeypatch, tmp_path):
 def ablation_run(tmp_path_factory):
     """benchmarks/ablation.py on the fake CIFAR-10 and a random NIN, two seeds."""
     tmp = tmp_path_factory.mktemp("ablation")
-    torch.manual_seed(0)
-    ckpt = tmp / "nin_bn.pt"
-    torch.save({"arch": "nin_bn", "state_dict": get_model("nin_bn").state_dict(),
-                "recipe": "random weights"}, ckpt)
+    ckpt = _random_nin(tmp)
     env = {**os.environ, "LRSA_DATA": str(_fake_cifar(tmp / "data")), "TQDM_DISABLE": "1"}
 
     def bench(*args):
