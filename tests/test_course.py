@@ -58,7 +58,12 @@ def test_every_exercise_is_marked_for_nbgrader(path):
         assert check["grade"] and check["locked"] and check["points"] == 1
         before, _, after = cells[1].source.partition("### BEGIN SOLUTION")
         assert re.search(r"= \.\.\.", before) and "### END SOLUTION" in after, (path.name, k)
-        assert "exercises." in cells[2].source and cells[2].source.rstrip().endswith(";")
+        # hidden tests (graded only by nbgrader) come after the visible check
+        visible = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", "", cells[2].source,
+                         flags=re.S)
+        assert "exercises." in visible and visible.rstrip().endswith(";")
+        hidden = cells[2].source.find("### BEGIN HIDDEN TESTS")
+        assert hidden == -1 or cells[2].source.find("exercises.") < hidden
 
 
 def test_make_course_lays_out_an_nbgrader_course(tmp_path):
