@@ -125,12 +125,18 @@ def bootstrap_interval(arrays, weights=None, *, level=0.95, replicates=10_000, s
         weights = {1: [1.0], 2: [1.0, -1.0]}.get(len(arrays))
         if weights is None:
             raise ValueError("give weights for more than two arrays")
-    stack = _as_stack(arrays)
-    mean = 100 * float(np.tensordot(np.asarray(weights, float), stack, axes=1).mean())
+    mean = 100 * float(np.tensordot(np.asarray(weights, float), _as_stack(arrays),
+                                    axes=1).mean())
     reps = bootstrap_replicates(arrays, weights, replicates=replicates, seed=seed)
+    return _percentile_interval(mean, reps, level)
+
+
+def _percentile_interval(mean, replicates, level):
+    """:class:`Interval` of ``mean`` with the two-sided ``level`` percentile interval of the
+    bootstrap ``replicates``."""
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(reps, [tail, 100 - tail])
-    return Interval(mean, float(low), float(high), level, replicates)
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return Interval(float(mean), float(low), float(high), level, len(replicates))
 
 
 def percentile_bootstrap(values, statistic=np.median, *, level=0.95, replicates=10_000,
@@ -143,10 +149,8 @@ def percentile_bootstrap(values, statistic=np.median, *, level=0.95, replicates=
         raise ValueError(f"percentile_bootstrap needs >= 2 finite values, got {values}")
     rng = np.random.default_rng(seed)
     draws = values[rng.integers(0, values.size, size=(replicates, values.size))]
-    reps = np.apply_along_axis(statistic, 1, draws)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(reps, [tail, 100 - tail])
-    return Interval(float(statistic(values)), float(low), float(high), level, replicates)
+    return _percentile_interval(statistic(values), np.apply_along_axis(statistic, 1, draws),
+                                level)
 
 
 def mcnemar(correct_a, correct_b):
