@@ -36,8 +36,9 @@ from torch import nn
 
 from .features import check_supported
 
-__all__ = ["SparseLowRankConv2d", "SparseLowRankLinear", "apply_structure", "estimate_macs",
-           "keep_structure_hook", "model_structure"]
+__all__ = ["EntrySparseLowRankLinear", "FACTORED_MODULES", "SparseLowRankConv2d",
+           "SparseLowRankLinear", "apply_structure", "estimate_macs", "keep_structure_hook",
+           "model_structure"]
 
 
 def _pair(v):
@@ -445,8 +446,95 @@ class SparseLowRankLinear(_Base):
                 f"bias={self.has_bias}")
 
 
+class EntrySparseLowRankLinear(_Base):
+    """A Linear realized as a masked A (single weights zero: unstructured or N:M sparsity)
+    plus Linear(d->r), Linear(r->n).
+
+    A is held as a dense (n, d) weight with a boolean ``mask`` buffer of its nonzeros
+    (:func:`keep_structure_hook` re-zeroes the rest during fine-tuning), so it runs at a
+    dense layer's cost: the gain is storage (counted with the index cost by
+    :func:`lrsa.decompose.entry_storage`), and speed only where a sparse kernel runs it
+    (2:4 on GPUs with sparse tensor cores).
+    """
+
+    kept_index = None
+
+    def __init__(self, in_features, out_features, rank=0, bias=True, device=None, dtype=None):
+        super().__init__()
+        fk = {"device": device, "dtype": dtype}
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self._n, self._d = self.out_features, self.in_features
+        rank = int(rank)
+        if rank < 0:
+            raise ValueError(f"rank must be >= 0, got {rank}")
+        self.sparse = nn.Linear(self._d, self._n, bias=False, **fk)
+        self.register_buffer("mask", torch.ones(self._n, self._d, dtype=torch.bool,
+                                                device=device))
+        if rank > 0:
+            self.lowrank_v = nn.Linear(self._d, rank, bias=False, **fk)
+            self.lowrank_u = nn.Linear(rank, self._n, bias=False, **fk)
+        else:
+            self.lowrank_v = self.lowrank_u = None
+        self._place_bias(bias, device, dtype)
+
+    @classmethod
+    def from_factors(cls, linear, A, U, V, bias=None):
+        """Build from the original ``nn.Linear`` and lowered factors; A's zeros are the mask."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"from_factors needs an nn.Linear, got {type(linear).__name__}")
+        A, U, V, b = _factors(linear, A, U, V, bias)
+        w = linear.weight
+        mod = cls(linear.in_features, linear.out_features, U.shape[1], b is not None,
+                  device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            mod.mask.copy_(A != 0)
+            mod.sparse.weight.copy_(A)
+            if mod.rank:
+                mod.lowrank_v.weight.copy_(V)
+                mod.lowrank_u.weight.copy_(U)
+            if b is not None:
+                mod.bias.copy_(b)
+        return mod
+
+    def structure(self):
+        return {"type": type(self).__name__, "in_features": self.in_features,
+                "out_features": self.out_features, "rank": self.rank, "bias": self.has_bias}
+
+    def forward(self, x):
+        out = self.sparse(x)
+        return out + self.lowrank_u(self.lowrank_v(x)) if self.lowrank_v is not None else out
+
+    @property
+    def nonzeros(self):
+        return int(self.mask.sum())
+
+    @property
+    def nonzero_columns(self):
+        return int(self.mask.any(0).sum())
+
+    @property
+    def num_parameters_effective(self):
+        """nonzeros of A + r (n + d) (+ n for the bias), without A's index cost."""
+        return (self.nonzeros + self.rank * (self._n + self._d)
+                + (self._n if self.has_bias else 0))
+
+    def sparse_matrix(self):
+        return (self.sparse.weight * self.mask).detach().clone()
+
+    to_dense_weight = SparseLowRankLinear.to_dense_weight
+    to_dense_module = SparseLowRankLinear.to_dense_module
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"nonzeros={self.nonzeros}/{self._n * self._d}, rank={self.rank}, "
+                f"bias={self.has_bias}")
+
+
 _TYPES = {"SparseLowRankConv2d": SparseLowRankConv2d,
-          "SparseLowRankLinear": SparseLowRankLinear}
+          "SparseLowRankLinear": SparseLowRankLinear,
+          "EntrySparseLowRankLinear": EntrySparseLowRankLinear}
+#: the modules that stand for an approximated layer
+FACTORED_MODULES = tuple(_TYPES.values())
 
 
 # ---------------------------------------------------------------------- fine-tuning
@@ -471,13 +559,16 @@ def keep_structure_hook(model):
     ``optimizer.register_step_post_hook(keep_structure_hook(model))`` (it ignores its
     arguments). Dropped channels/features need nothing (they are not in the weights); the
     zero columns inside kept channels of :class:`SparseLowRankConv2d` are re-zeroed with its
-    ``column_mask`` buffer. The modules are found when the hook is made.
+    ``column_mask`` buffer, the zeros of :class:`EntrySparseLowRankLinear` with its
+    ``mask``. The modules are found when the hook is made.
     """
     pairs = []
     for m in model.modules():
         if isinstance(m, SparseLowRankConv2d) and m.sparse is not None \
                 and not bool(m.column_mask.all()):
             pairs.append((m.sparse.weight, m.column_mask))
+        if isinstance(m, EntrySparseLowRankLinear) and not bool(m.mask.all()):
+            pairs.append((m.sparse.weight, m.mask))
     return _KeepStructure(pairs)
 
 
@@ -486,7 +577,7 @@ def keep_structure_hook(model):
 def model_structure(model):
     """``{name: structure()}`` of every SparseLowRank module of ``model`` (JSON-friendly)."""
     return {name: m.structure() for name, m in model.named_modules()
-            if isinstance(m, (SparseLowRankConv2d, SparseLowRankLinear))}
+            if isinstance(m, FACTORED_MODULES)}
 
 
 def apply_structure(model, structures, *, device=None, dtype=None):
@@ -511,12 +602,17 @@ def apply_structure(model, structures, *, device=None, dtype=None):
 def estimate_macs(module, x_shape):
     """Multiply-accumulates of one forward of ``module`` on an input of shape ``x_shape``
     ((B, c, H, W) for convolutions, (..., d) for linear layers). Supports nn.Conv2d
-    (any groups), nn.Linear, SparseLowRankConv2d and SparseLowRankLinear."""
+    (any groups), nn.Linear and the SparseLowRank modules; for
+    :class:`EntrySparseLowRankLinear` it counts A's nonzeros, the multiply-adds a sparse
+    kernel performs (the module itself runs A densely)."""
     if isinstance(module, SparseLowRankConv2d):
         B, (ho, wo) = int(np.prod(x_shape[:-3])), module._out_hw(x_shape[-2], x_shape[-1])
         L, kk = B * ho * wo, int(np.prod(module.kernel_size))
         macs = module._n * module.kept_index.numel() * kk * L
         return macs + module.rank * (module._d + module._n) * L
+    if isinstance(module, EntrySparseLowRankLinear):
+        L = int(np.prod(x_shape[:-1]))
+        return (module.nonzeros + module.rank * (module._d + module._n)) * L
     if isinstance(module, SparseLowRankLinear):
         L = int(np.prod(x_shape[:-1]))
         return (module._n * module.nonzero_columns + module.rank * (module._d + module._n)) * L

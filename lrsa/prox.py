@@ -17,7 +17,8 @@ import torch
 
 from .utils import as_float_tensor
 
-__all__ = ["prox_l21", "prox_group_l21", "svt", "svt_factors", "soft_threshold"]
+__all__ = ["hard_threshold", "project_n_m", "prox_l21", "prox_group_l21", "svt", "svt_factors",
+           "soft_threshold"]
 
 
 def _check_tau(tau):
@@ -177,3 +178,71 @@ def svt(V, tau):
     if s.numel() == 0:
         return _back(torch.zeros_like(T), was_numpy)
     return _back((U * s) @ Vh, was_numpy)
+
+
+def hard_threshold(V, k):
+    r"""Projection onto the matrices with at most ``k`` nonzero entries (unstructured
+    sparsity): keep the ``k`` entries of largest magnitude, zero the rest.
+
+    .. math::
+
+        P_k(V) = \arg\min_{\|X\|_0 \le k} \tfrac12\|X - V\|_F^2 ,
+
+    since for a support S the best X is V on S, at distance :math:`\sum_{ij\notin S}
+    V_{ij}^2`, smallest when S holds the largest :math:`|V_{ij}|`. The set is not convex:
+    this is a projection (the prox of its indicator), not the prox of a norm; ties are broken
+    by position.
+
+    Parameters
+    ----------
+    V : (n, d) array or tensor
+    k : int, 0 <= k
+
+    Returns
+    -------
+    (n, d) array or tensor, same kind as ``V``, with at most ``k`` nonzeros.
+    """
+    T, was_numpy = as_float_tensor(V)
+    _check_matrix(T)
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise ValueError(f"k must be an integer >= 0, got {k!r}")
+    k = min(int(k), T.numel())
+    flat = T.reshape(-1)
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[torch.topk(flat.abs(), k, sorted=False).indices] = True
+    return _back((flat * keep).reshape(T.shape), was_numpy)
+
+
+def project_n_m(V, n, m):
+    r"""Projection onto N:M sparsity along the rows: in every block of ``m`` consecutive
+    entries of a row (``m`` input features of one output), at most ``n`` are nonzero
+    (``n, m = 2, 4``: the 2:4 pattern of sparse tensor cores).
+
+    The blocks are disjoint and the distance is a sum over blocks, so each block keeps its
+    ``n`` entries of largest magnitude (:func:`hard_threshold` block by block).
+
+    Parameters
+    ----------
+    V : (rows, d) array or tensor, d a multiple of ``m``
+    n, m : int, 0 <= n <= m
+
+    Returns
+    -------
+    (rows, d) array or tensor, same kind as ``V``.
+    """
+    T, was_numpy = as_float_tensor(V)
+    _check_matrix(T)
+    n, m = _check_n_m(n, m)
+    rows, d = T.shape
+    if d % m:
+        raise ValueError(f"N:M sparsity needs the {d} columns to be a multiple of m={m}")
+    blocks = T.reshape(rows, d // m, m)
+    keep = torch.zeros_like(blocks, dtype=torch.bool)
+    keep.scatter_(2, torch.topk(blocks.abs(), n, dim=2, sorted=False).indices, True)
+    return _back((blocks * keep).reshape(rows, d), was_numpy)
+
+
+def _check_n_m(n, m):
+    if any(isinstance(v, bool) or int(v) != v for v in (n, m)) or not 0 <= n <= m or m < 1:
+        raise ValueError(f"N:M sparsity needs integers 0 <= n <= m, m >= 1; got {n}:{m}")
+    return int(n), int(m)

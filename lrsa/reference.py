@@ -45,7 +45,8 @@ def soft_threshold_cvxpy(V, tau, solver="CLARABEL"):
     return _prox(V, tau, lambda X: cp.sum(cp.abs(X)), solver)
 
 
-def solve_linear_layer_cvxpy(X, Y, lam1, lam2, bias=None, solver="CLARABEL"):
+def solve_linear_layer_cvxpy(X, Y, lam1, lam2, bias=None, solver="CLARABEL",
+                             sparsity="column"):
     r"""The linear-response layer problem
 
     .. math::
@@ -53,7 +54,8 @@ def solve_linear_layer_cvxpy(X, Y, lam1, lam2, bias=None, solver="CLARABEL"):
         \min_{A,B} \frac1{2N}\|Y - (A+B)X - b\mathbf 1^\top\|_F^2 + \lambda_1\|A\|_{2,1}
         + \lambda_2\|B\|_*
 
-    solved by cvxpy. Returns ``(A, B, objective)``.
+    solved by cvxpy (``sparsity="unstructured"``: :math:`\lambda_1\|A\|_1` instead).
+    Returns ``(A, B, objective)``.
     """
     cp = _cp()
     X, Y = np.asarray(X, float), np.asarray(Y, float)
@@ -62,7 +64,9 @@ def solve_linear_layer_cvxpy(X, Y, lam1, lam2, bias=None, solver="CLARABEL"):
     A = cp.Variable((n, X.shape[0]))
     B = cp.Variable((n, X.shape[0]))
     data = cp.sum_squares(Y - b[:, None] - (A + B) @ X) / (2 * N)
-    obj = data + lam1 * cp.sum(cp.norm(A, 2, axis=0)) + lam2 * cp.normNuc(B)
+    sparse = {"column": lambda: cp.sum(cp.norm(A, 2, axis=0)),
+              "unstructured": lambda: cp.sum(cp.abs(A))}[sparsity]()
+    obj = data + lam1 * sparse + lam2 * cp.normNuc(B)
     prob = cp.Problem(cp.Minimize(obj))
     prob.solve(solver=solver)
     return A.value, B.value, float(prob.value)

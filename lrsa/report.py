@@ -13,14 +13,14 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .layers import SparseLowRankConv2d, SparseLowRankLinear, estimate_macs
+from .layers import FACTORED_MODULES, estimate_macs
 from .timing import compare_latency, measure_latency
 from .utils import atomic_write_text, device_and_dtype, evaluating, format_table
 
 __all__ = ["accuracy", "compare_latency", "count_macs", "count_parameters", "markdown_table",
            "measure_latency", "network_summary", "write_report"]
 
-_SLR = (SparseLowRankConv2d, SparseLowRankLinear)
+
 
 
 def count_parameters(model):
@@ -51,10 +51,10 @@ def count_macs(model, input_shape):
     -------
     int
         Sum of :func:`lrsa.layers.estimate_macs` over every nn.Conv2d, nn.Linear,
-        SparseLowRankConv2d and SparseLowRankLinear called (modules inside a SparseLowRank
+        and the SparseLowRank modules called (modules inside a SparseLowRank
         module are not counted again). Other operations (BN, pooling, ...) are ignored.
     """
-    inner = {id(c) for m in model.modules() if isinstance(m, _SLR)
+    inner = {id(c) for m in model.modules() if isinstance(m, FACTORED_MODULES)
              for c in m.modules() if c is not m}
     total, handles = [0], []
 
@@ -62,7 +62,7 @@ def count_macs(model, input_shape):
         total[0] += int(estimate_macs(mod, tuple(args[0].shape)))
 
     for m in model.modules():
-        if isinstance(m, (*_SLR, nn.Conv2d, nn.Linear)) and id(m) not in inner:
+        if isinstance(m, (*FACTORED_MODULES, nn.Conv2d, nn.Linear)) and id(m) not in inner:
             handles.append(m.register_forward_pre_hook(hook))
     dev, dt = device_and_dtype(model)
     try:

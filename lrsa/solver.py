@@ -50,7 +50,7 @@ from typing import NamedTuple
 import torch
 
 from .admm import he_yuan_correction
-from .prox import prox_l21, svt_factors
+from .prox import project_n_m, prox_l21, soft_threshold, svt_factors
 from .utils import as_float_tensor, progress_bar
 
 __all__ = ["ADMMOptions", "ADMMStep", "LayerProblem", "LayerSolution", "StructuredFit",
@@ -64,7 +64,7 @@ HISTORY = ("objective", "primal_residual", "dual_residual", "rank", "nonzero_col
 
 @dataclass(frozen=True)
 class ADMMOptions:
-    """Settings of the three-block ADMM, checked once (ValueError naming a bad one).
+    r"""Settings of the three-block ADMM, checked once (ValueError naming a bad one).
 
     Attributes
     ----------
@@ -84,7 +84,16 @@ class ADMMOptions:
         Majorize-minimize steps per ReLU M-step.
     debias : bool
         After the ADMM, refit the data term on the structure it found (the nonzero columns
-        of A and the row space of B), without penalties.
+        of A and the row space of B), without penalties (column sparsity only).
+    sparsity : str
+        The sparse block's penalty, and so its prox in the A-step:
+        ``"column"`` (default, the paper): :math:`\lambda_1\|A\|_{2,1}`,
+        :func:`lrsa.prox.prox_l21`, whole columns zero; ``"unstructured"``:
+        :math:`\lambda_1\|A\|_1`, :func:`lrsa.prox.soft_threshold`, single entries zero
+        (both convex: the linear problem keeps the convergence guarantee);
+        ``"N:M"`` (e.g. ``"2:4"``): the indicator of N:M sparsity,
+        :func:`lrsa.prox.project_n_m` (lam1 is unused; the set is not convex, so the ADMM
+        is a heuristic there, without a guarantee).
     """
 
     t: float | str = "auto"
@@ -95,8 +104,13 @@ class ADMMOptions:
     alpha: float = 0.75
     inner_iter: int = 1
     debias: bool = False
+    sparsity: str = "column"
 
     def __post_init__(self):
+        sparse_penalty(self.sparsity)  # a ValueError naming a wrong value
+        if self.debias and self.sparsity != "column":
+            raise ValueError("debias refits column supports; it needs sparsity='column', got "
+                             f"{self.sparsity!r}")
         if not (isinstance(self.t, str) and self.t == "auto"):
             object.__setattr__(self, "t", _check_number("t", self.t, positive=True))
         for name in ("tol", "alpha"):
@@ -151,9 +165,10 @@ class ADMMState:
     t_changes: int = 0
 
 
-def _record(history, step, lam1, lam2):
-    history["objective"].append(step.f + _penalty(lam1, _l21(step.A)) + _penalty(
-        lam2, float(step.s.sum())))
+def _record(history, step, lam1, lam2, sparsity):
+    sparse_norm = sparse_penalty(sparsity)[1]
+    history["objective"].append(step.f + _penalty(lam1, sparse_norm(step.A))
+                                + _penalty(lam2, float(step.s.sum())))
     history["primal_residual"].append(step.primal)
     history["dual_residual"].append(step.dual)
     history["rank"].append(step.rank)
@@ -324,14 +339,14 @@ class LayerProblem:
         last, k = None, 0
         with progress_bar(progress, opts.max_iter, f"solve_layer ({self.response})") as bar:
             for k in range(1, opts.max_iter + 1):
-                step = self._predict(state, lam1, lam2, opts.inner_iter)
+                step = self._predict(state, lam1, lam2, opts)
                 if step is None:
                     message = f"diverged: non-finite values at iteration {k}"
                     break
                 last = step
                 self._adapt_penalty(state, step, k, opts)
                 self._correct(state, step, opts)
-                _record(history, step, lam1, lam2)
+                _record(history, step, lam1, lam2, opts.sparsity)
                 if callback is not None:
                     callback(k, step)
                 bar.update(1)
@@ -367,13 +382,18 @@ class LayerProblem:
                              f"got {tuple(A.shape)}")
         M = A + B
         t = _initial_penalty(M, lam1, lam2, self.mean_eig) if opts.t == "auto" else opts.t
+        if opts.t == "auto" and sparse_penalty(opts.sparsity)[1] is _indicator:
+            # a projection onto a nonconvex set: a small t lets A jump between supports
+            # and the iteration wander (2:4 on a random layer: t = 0.1 ends with 16x the
+            # data term of t >= mean eigenvalue of G, which converges)
+            t = max(t, 3.0 ** math.ceil(math.log(self.mean_eig, 3)))
         return ADMMState(A=A, B=B, M=M, Lam=self.f_and_grad(M)[1], t=t, Hinv=self.factor(t))
 
-    def _predict(self, state, lam1, lam2, inner_iter):
+    def _predict(self, state, lam1, lam2, opts):
         """One sweep of the direct extension: A-hat, B-hat, M-hat, Lambda-hat (None when a
         value is not finite)."""
-        M, B, Lam, t = state.M, state.B, state.Lam, state.t
-        A_hat = prox_l21(M - B - Lam / t, lam1 / t)
+        M, B, Lam, t, inner_iter = state.M, state.B, state.Lam, state.t, opts.inner_iter
+        A_hat = sparse_penalty(opts.sparsity)[0](M - B - Lam / t, lam1 / t)
         if not _finite(A_hat):
             return None
         U, s, Vh = svt_factors(M - A_hat - Lam / t, lam2 / t)
@@ -406,9 +426,10 @@ class LayerProblem:
     def _adapt_penalty(self, state, step, k, opts):
         """Residual balancing (Boyd et al. 2011, 3.4.1) every ADAPT_EVERY iterations, at most
         ADAPT_MAX times and only until ADAPT_UNTIL: afterwards t is fixed, as the
-        convergence theory assumes."""
+        convergence theory assumes. Not for an N:M set (see :meth:`_start`)."""
         if not (opts.t == "auto" and k % ADAPT_EVERY == 0 and k <= ADAPT_UNTIL
-                and state.t_changes < ADAPT_MAX):
+                and state.t_changes < ADAPT_MAX
+                and sparse_penalty(opts.sparsity)[1] is not _indicator):
             return
         norm_M = float(torch.linalg.norm(step.M))
         s_dual = state.t * step.dual * norm_M / max(float(torch.linalg.norm(step.Lam)), 1e-30)
@@ -441,7 +462,8 @@ class LayerProblem:
         U, s, Vh = U[:, keep], s[keep], Vh[keep]
         B = (U * s) @ Vh
         root = torch.sqrt(s)
-        obj = self.f_and_grad(A + B, grad=False)[0] + _penalty(lam1, _l21(A)) + _penalty(
+        obj = self.f_and_grad(A + B, grad=False)[0] + _penalty(
+            lam1, sparse_penalty(opts.sparsity)[1](A)) + _penalty(
             lam2, float(s.sum()))
         out = (lambda T: T.cpu().numpy()) if self.was_numpy else (lambda T: T)
         return LayerSolution(A=out(A), B=out(B), U=out(U * root), V=out(root[:, None] * Vh),
@@ -462,18 +484,52 @@ class LayerProblem:
         return f, -((R * (Z > 0)) @ self.X.T) / self.N
 
 
-def layer_objective(X, Y, A, B, lam1, lam2, *, response="relu", bias=None):
-    r"""Evaluate :math:`F(A,B)` directly (no solver state): the reference for tests."""
+def layer_objective(X, Y, A, B, lam1, lam2, *, response="relu", bias=None, sparsity="column"):
+    r"""Evaluate :math:`F(A,B)` directly (no solver state): the reference for tests.
+    ``sparsity`` names A's penalty (see :class:`ADMMOptions`)."""
     X, Y, bias, _ = _check_inputs(X, Y, bias)
     A, B = as_float_tensor(A, "A")[0].to(X), as_float_tensor(B, "B")[0].to(X)
     Z = (A + B) @ X + bias[:, None]
     out = torch.clamp(Z, min=0) if response == "relu" else Z
     data = 0.5 * float(((Y - out).double() ** 2).sum()) / X.shape[1]
-    return data + lam1 * _l21(A) + lam2 * _nuclear(B)
+    return data + _penalty(lam1, sparse_penalty(sparsity)[1](A)) + lam2 * _nuclear(B)
 
 
 def _l21(A):
     return float(torch.linalg.vector_norm(A.double(), dim=0).sum())
+
+
+def _l1(A):
+    return float(A.double().abs().sum())
+
+
+def sparse_penalty(sparsity):
+    """(prox, norm) of the sparse block for ``sparsity`` (see :class:`ADMMOptions`): the
+    prox ``(V, tau) -> A`` used in the A-step and the penalty's norm (0 on the N:M set,
+    where the penalty is its indicator). A ValueError names a wrong value."""
+    if sparsity == "column":
+        return prox_l21, _l21
+    if sparsity == "unstructured":
+        return soft_threshold, _l1
+    n, m = parse_n_m(sparsity)
+    return (lambda V, tau: project_n_m(V, n, m)), _indicator
+
+
+def _indicator(A):
+    """The N:M indicator's value on the set (the A-step keeps A there)."""
+    return 0.0
+
+
+def parse_n_m(sparsity):
+    """(n, m) of an ``"N:M"`` string such as ``"2:4"``; a ValueError naming anything else."""
+    try:
+        n, m = (int(v) for v in str(sparsity).split(":"))
+        if not 0 < n < m:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"sparsity must be 'column', 'unstructured' or 'N:M' with integers "
+                         f"0 < N < M (e.g. '2:4'), got {sparsity!r}") from None
+    return n, m
 
 
 def _nuclear(B):
@@ -534,7 +590,8 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progre
         ``max_iter``, ``tol``, ``correction``, ``tau``, ``alpha``, ``inner_iter``,
         ``debias`` (refit the data term on the structure found, removing the shrinkage bias
         of the convex relaxation; the result then no longer minimizes F, the pipeline uses
-        it).
+        it), ``sparsity`` (``"column"``, the paper's l2,1; ``"unstructured"``, l1; or
+        ``"N:M"``).
 
     Returns
     -------

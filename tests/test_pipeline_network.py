@@ -1,6 +1,10 @@
 """lrsa.pipeline.network: compress end to end on the digits CNN (the `trained` fixture of
 conftest.py): agreement with A + B, strategies, resume and its refusals, damaged work files,
-bad arguments, baselines at matching sizes."""
+bad arguments, baselines at matching sizes; then a small torch transformer: attention and
+MLP projections, single-weight sparsity, the layers that cannot take it."""
+
+import copy
+import math
 
 import pytest
 import torch
@@ -8,9 +12,10 @@ from torch import nn
 
 import lrsa.pipeline
 from lrsa.features import fold_batchnorm
-from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
+from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear, keep_structure_hook
 from lrsa.models import small_cnn
-from lrsa.pipeline import Budget, LayerPlan, compress
+from lrsa.pipeline import Budget, LayerPlan, compress, load_compressed, save_compressed
+from lrsa.pipeline.trace import set_module
 from lrsa.report import count_parameters
 from lrsa.train import evaluate
 
@@ -205,3 +210,130 @@ def test_baselines_at_matching_sizes_and_lrsa_never_fits_worse(trained):
         compress(model, calib, Budget(frac=0.1), method="rrr", progress=False)
     with pytest.raises(ValueError, match="method"):
         compress(model, calib, method="pca", progress=False)
+
+
+# ---------------------------------------------------------------------------- transformers
+
+class _TinyTransformer(nn.Module):
+    """Tokens (batch, 6, 8) -> an embedding, one torch encoder layer, a linear head."""
+
+    def __init__(self, activation="gelu", d_ff=64):
+        super().__init__()
+        self.embed = nn.Linear(8, 32)
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(
+            32, 4, d_ff, dropout=0.0, batch_first=True, activation=activation), 1)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x)).mean(1))
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    torch.manual_seed(0)
+    return torch.randn(96, 6, 8)
+
+
+PROJECTIONS = ["encoder.layers.0.self_attn.q_proj", "encoder.layers.0.self_attn.k_proj",
+               "encoder.layers.0.self_attn.v_proj", "encoder.layers.0.self_attn.out_proj",
+               "encoder.layers.0.linear1", "encoder.layers.0.linear2"]
+
+
+def test_transformer_at_full_size_gives_the_original_outputs(tokens):
+    torch.manual_seed(0)
+    model = _TinyTransformer().eval()
+    compressed, report = compress(model, tokens, Budget(layer_size=1.0), progress=False)
+    assert [r.name for r in report.layers] == ["embed", *PROJECTIONS, "head"]
+    assert all(r.kind == "original" for r in report.layers)
+    with torch.no_grad():
+        torch.testing.assert_close(compressed(tokens), model(tokens), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation,response", [("relu", "relu"), ("gelu", "linear")])
+def test_factored_attention_and_mlp_equal_their_dense_a_plus_uv(tokens, activation, response):
+    torch.manual_seed(1)
+    model = _TinyTransformer(activation).eval()
+    compressed, report = compress(model, tokens, Budget(size=0.5), progress=False,
+                                  fallback=None)
+    rows = {r.name: r for r in report.layers}
+    assert all(rows[name].kind == "factored" for name in PROJECTIONS)
+    assert rows["encoder.layers.0.linear1"].response == response
+    assert rows["encoder.layers.0.self_attn.q_proj"].response == "linear"
+    dense = copy.deepcopy(compressed)
+    for name in PROJECTIONS:
+        set_module(dense, name, compressed.get_submodule(name).to_dense_module())
+    with torch.no_grad():
+        torch.testing.assert_close(dense(tokens), compressed(tokens), rtol=1e-4, atol=1e-5)
+        error = (compressed(tokens) - model(tokens)).norm() / model(tokens).norm()
+    assert float(error) < 0.5
+    assert report.params_compressed / report.params_original == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("sparsity", ["unstructured", "2:4"])
+def test_single_weight_sparsity_keeps_its_pattern_and_its_stated_size(tokens, sparsity, tmp_path):
+    from lrsa.decompose import entry_storage
+    from lrsa.layers import EntrySparseLowRankLinear
+    torch.manual_seed(2)
+    model = _TinyTransformer().eval()
+    compressed, report = compress(model, tokens, Budget(layer_size=0.75, ratio=3.0),
+                                  sparsity=sparsity, progress=False)
+    rows = {r.name: r for r in report.layers}
+    for name in PROJECTIONS:
+        mod, row = compressed.get_submodule(name), rows[name]
+        assert row.sparsity == sparsity and row.kind == "factored"
+        assert isinstance(mod, EntrySparseLowRankLinear)
+        A = mod.sparse_matrix()
+        assert int((A != 0).sum()) == row.nonzeros == mod.nonzeros
+        stored = entry_storage(sparsity, row.nonzeros, row.n) + row.rank * (row.n + row.d)
+        assert row.params_compressed == math.ceil(stored) <= 0.75 * row.n * row.d + 1
+        if sparsity == "2:4" and row.nonzeros:
+            assert ((A != 0).reshape(row.n, -1, 4).sum(-1) <= 2).all()
+    # fine-tuning keeps the zeros; the saved model loads back with them
+    opt = torch.optim.SGD(compressed.parameters(), lr=0.1)
+    opt.register_step_post_hook(keep_structure_hook(compressed))
+    compressed(tokens).square().mean().backward()
+    opt.step()
+    for name in PROJECTIONS:
+        mod = compressed.get_submodule(name)
+        assert int((mod.sparse.weight != 0).sum()) <= mod.nonzeros
+    save_compressed(compressed, tmp_path / "m.pt", report=report)
+    loaded, _ = load_compressed(tmp_path / "m.pt", build=_TinyTransformer)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens), compressed(tokens))
+
+
+def test_layers_that_cannot_take_the_pattern_are_kept_with_the_reason(tokens):
+    torch.manual_seed(3)
+    model = _FirstOutput(nn.Sequential(
+        nn.Linear(8, 10), nn.ReLU(), nn.Linear(10, 12), nn.ReLU(),
+        nn.MultiheadAttention(12, 2, batch_first=True, add_bias_kv=True)))
+    _, report = compress(model, tokens, Budget(layer_size=0.6, all_layers=True),
+                         sparsity="2:4", progress=False)
+    rows = {r.name: r for r in report.layers}
+    assert rows["net.0"].kind == "factored" and rows["net.0"].sparsity == "2:4"
+    assert rows["net.2"].kind == "original"
+    assert rows["net.2"].decision == ("kept as it is: 2:4 sparsity needs in_features to be a "
+                                      "multiple of 4, got 10")
+    assert rows["net.4"].type == "MultiheadAttention" and rows["net.4"].kind == "original"
+    assert "add_bias_kv" in rows["net.4"].decision
+
+
+class _FirstOutput(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        h = self.net[:4](x)
+        return self.net[4](h, h, h)[0]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(method="oats"), "thresholds single weights"),
+    (dict(sparsity="2:4", budget=None), "needs a size to fill"),
+    (dict(sparsity="rows"), "'channel', 'unstructured'"),
+])
+def test_bad_sparsity_arguments(tokens, kwargs, match):
+    kwargs.setdefault("budget", Budget(size=0.5))
+    with pytest.raises(ValueError, match=match):
+        compress(_TinyTransformer(), tokens, progress=False, **kwargs)

@@ -203,3 +203,63 @@ def test_group_prox_closed_form_and_edge_cases():
     assert np.isfinite(prox_group_l21(np.zeros((3, 6)), 1.0, 3)).all()
     with pytest.raises(ValueError, match="group"):
         prox_group_l21(V, 1.0, 5)  # 12 columns are not blocks of 5
+
+
+# ------------------------------------------------------------- projections onto sparse sets
+
+def _brute_projection(V, allowed):
+    """The closest matrix supported on one of the ``allowed`` supports (boolean masks):
+    V on the support that keeps the most of ||V||^2."""
+    return max(((V * S) for S in allowed), key=lambda P: float((P ** 2).sum()))
+
+
+def _supports_with_at_most(k, shape):
+    import itertools
+    size = int(np.prod(shape))
+    for idx in itertools.combinations(range(size), min(k, size)):
+        S = np.zeros(size, bool)
+        S[list(idx)] = True
+        yield S.reshape(shape)
+
+
+def _n_m_supports(n, m, shape):
+    import itertools
+    rows, d = shape
+    blocks = [np.isin(np.arange(m), c) for c in itertools.combinations(range(m), n)]
+    for choice in itertools.product(blocks, repeat=rows * d // m):
+        yield np.concatenate(choice).reshape(rows, d)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 6])
+def test_hard_threshold_is_the_projection_by_brute_force(k):
+    from lrsa.prox import hard_threshold
+    rng = np.random.default_rng(k)
+    V = rng.standard_normal((2, 3))
+    got = hard_threshold(V, k)
+    ref = _brute_projection(V, list(_supports_with_at_most(k, V.shape)))
+    assert np.count_nonzero(got) == k
+    np.testing.assert_allclose(np.linalg.norm(got - V), np.linalg.norm(ref - V), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n,m,shape", [(2, 4, (2, 4)), (1, 4, (2, 8)), (2, 4, (1, 8)),
+                                       (1, 2, (3, 4))])
+def test_n_m_projection_by_brute_force(n, m, shape):
+    from lrsa.prox import project_n_m
+    rng = np.random.default_rng(n * m)
+    V = rng.standard_normal(shape)
+    got = project_n_m(V, n, m)
+    ref = _brute_projection(V, list(_n_m_supports(n, m, shape)))
+    np.testing.assert_allclose(np.linalg.norm(got - V), np.linalg.norm(ref - V), rtol=1e-12)
+    blocks = (got != 0).reshape(shape[0], -1, m).sum(-1)
+    assert (blocks <= n).all() and blocks.sum() == n * V.size // m
+    assert torch.is_tensor(project_n_m(torch.tensor(V), n, m))
+
+
+def test_sparse_projections_refuse_bad_arguments():
+    from lrsa.prox import hard_threshold, project_n_m
+    with pytest.raises(ValueError, match="k must be an integer"):
+        hard_threshold(np.ones((2, 2)), -1)
+    with pytest.raises(ValueError, match="multiple of m=4"):
+        project_n_m(np.ones((2, 6)), 2, 4)
+    with pytest.raises(ValueError, match="0 <= n <= m"):
+        project_n_m(np.ones((2, 4)), 5, 4)

@@ -277,3 +277,45 @@ def test_refine_relu_never_worse_and_keeps_the_structure():
     assert torch.equal(A2.abs().sum(0) > 0, A.abs().sum(0) > 0) and U2.shape == U.shape
     # each round is monotone: more rounds never increase the error
     assert err(*fit.refine_relu(relu, A, U, V, rounds=8, steps=5)) <= err(A2, U2, V2, b2) + 1e-9
+
+
+@needs_cvxpy
+@pytest.mark.parametrize("lam", [0.05, 0.3])
+def test_unstructured_sparsity_reaches_cvxpy_optimum(lam):
+    """The l1 penalty in the A-step (soft thresholding) solves the convex l1 + nuclear
+    problem: the same optimum as cvxpy."""
+    X, Y, b = problem(5, 8, 90, seed=7)
+    A_ref, B_ref, f_ref = solve_linear_layer_cvxpy(X, Y, lam, 2 * lam, bias=b,
+                                                   sparsity="unstructured")
+    sol = solve_layer(X, Y, lam, 2 * lam, response="linear", bias=b, tol=1e-7, max_iter=5000,
+                      sparsity="unstructured")
+    assert sol.converged, sol.message
+    assert abs(sol.objective - f_ref) / abs(f_ref) <= 1e-4
+    direct = layer_objective(X, Y, sol.A, sol.B, lam, 2 * lam, response="linear", bias=b,
+                             sparsity="unstructured")
+    assert sol.objective == pytest.approx(direct, rel=1e-10)
+    # single entries, not whole columns, are zero
+    assert 0 < np.count_nonzero(sol.A) < sol.A.size
+
+
+def test_n_m_sparsity_keeps_the_pattern_and_fits_better_than_pruning_the_fit():
+    X, Y, b = problem(6, 8, 120, seed=3)
+    sol = solve_layer(X, Y, 0.0, 0.5, response="linear", bias=b, max_iter=500,
+                      sparsity="2:4")
+    blocks = (np.abs(sol.A) > 0).reshape(6, 2, 4).sum(-1)
+    assert (blocks <= 2).all()
+    # against the pruned least-squares fit plus nothing (the B part only helps)
+    W_ls = np.linalg.lstsq(X.T, (Y - b[:, None]).T, rcond=None)[0].T
+    from lrsa.prox import project_n_m
+    pruned = layer_objective(X, Y, project_n_m(W_ls, 2, 4), np.zeros_like(W_ls), 0.0, 0.0,
+                             response="linear", bias=b)
+    assert layer_objective(X, Y, sol.A, sol.B, 0.0, 0.0, response="linear", bias=b) < pruned
+
+
+@pytest.mark.parametrize("sparsity,match", [("3:2", "0 < N < M"), ("rows", "'column'"),
+                                            ("2:4", "debias")])
+def test_bad_sparsity_is_named(sparsity, match):
+    X, Y, b = problem(4, 8, 40, seed=1)
+    with pytest.raises(ValueError, match=match):
+        solve_layer(X, Y, 0.1, 0.1, response="linear", sparsity=sparsity,
+                    debias=sparsity == "2:4")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers import SparseLowRankConv2d, SparseLowRankLinear, keep_structure_hook
+from ..layers import FACTORED_MODULES, keep_structure_hook
 from ..train import Distillation, train
 
 #: :func:`finetune`'s default gradient-norm cap
@@ -51,7 +51,7 @@ def finetune(model, loader, *, epochs, lr=1e-3, teacher=None, alpha=0.5, tempera
     criterion = None
     if teacher is not None:
         approximated = [n for n, m in model.named_modules()
-                        if isinstance(m, (SparseLowRankConv2d, SparseLowRankLinear))]
+                        if isinstance(m, FACTORED_MODULES)]
         criterion = Distillation(teacher, model, alpha=alpha, temperature=temperature,
                                  features=approximated if feature_weight > 0 else (),
                                  feature_weight=feature_weight, bf16=bf16)

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..baselines import truncated_svd
-from ..solver import LayerProblem, LayerSolution, StructuredFit, layer_objective
+from ..decompose import entry_storage, fit_sparse_low_rank, nonzeros_within, oats
+from ..solver import LayerProblem, LayerSolution, StructuredFit, layer_objective, parse_n_m
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,43 @@ def log_energy(mod):
     return lambda cr: math.log(max(share[min(rank_at(cr, n, d), len(share)) - 1], 1e-300))
 
 
-METHODS = ("lrsa", "svd", "rrr")
+METHODS = ("lrsa", "svd", "rrr", "oats")
+#: what the sparse part keeps: whole input channels (the paper), or single weights
+SPARSITIES = ("channel", "unstructured", "N:M (e.g. 2:4)")
+ENTRY_SHARES = (0.25, 0.5, 0.75)  # shares of the budget tried for unstructured A with B
 HELD_OUT = 0.2  # share of the samples that judges the structure and the ReLU refinement
 LOOSE_ITERATIONS = 40  # ADMM iterations for ranking channels under a size target
 ADMM_MAX_MACS = 2e12  # above this (about 2 min on 2 cores) the ranking uses the energy
 
 
+def check_sparsity(sparsity, method="lrsa"):
+    """A ValueError naming a wrong ``sparsity`` or a method that cannot use it."""
+    if sparsity not in ("channel", "unstructured"):
+        try:
+            parse_n_m(sparsity)
+        except ValueError:
+            raise ValueError(f"sparsity must be 'channel', 'unstructured' or 'N:M' with "
+                             f"integers 0 < N < M (e.g. '2:4'), got {sparsity!r}") from None
+    if method == "oats" and sparsity == "channel":
+        raise ValueError("method='oats' thresholds single weights: give sparsity="
+                         "'unstructured' or an N:M pattern such as '2:4'")
+
+
+def cannot_take(mod, sparsity):
+    """Why ``mod`` cannot carry a sparse part of this kind (None where it can)."""
+    if sparsity == "channel":
+        return None
+    if not isinstance(mod, nn.Linear):
+        return (f"kept as it is: sparsity={sparsity!r} is implemented for nn.Linear layers, "
+                f"this is a {type(mod).__name__}")
+    if sparsity != "unstructured" and mod.in_features % parse_n_m(sparsity)[1]:
+        return (f"kept as it is: {sparsity} sparsity needs in_features to be a multiple of "
+                f"{parse_n_m(sparsity)[1]}, got {mod.in_features}")
+    return None
+
+
 def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=200, tol=1e-3,
-                      seed=0):
+                      seed=0, sparsity="channel"):
     """Solve one layer for its plan.
 
     group : columns per input channel (k_h k_w for a conv, 1 for a linear layer): the
@@ -127,7 +157,13 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     all candidates stay.
     ``"svd"``: truncated SVD of W (data-free); ``"rrr"``: reduced-rank regression (B
     only, linear response). Both need ``target_cr``.
+
+    ``sparsity`` other than ``"channel"`` (``"unstructured"`` or ``"N:M"``, see
+    :func:`_entry_sparse`): A keeps single weights; ``"lrsa"`` fits each split by
+    :func:`lrsa.decompose.fit_sparse_low_rank`, ``"oats"`` by :func:`lrsa.decompose.oats`.
     """
+    if sparsity != "channel" and method in ("lrsa", "oats"):
+        return _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed)
     n, d = W.shape
     # the small margin: a size given as params / (n d) must not floor to one weight less
     budget = None if p.target_cr is None else int(p.target_cr * n * d + 1e-6)
@@ -175,8 +211,74 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
              "kept_channels": m, "frac": p.frac if method == "lrsa" else None,
              "method": method, "refined": refined,
              "ranked_by": None if method != "lrsa" else "admm" if admm is not None else "energy",
-             "params_compressed": m * group * n + r * (n + d), "heldout": heldout}
+             "params_compressed": m * group * n + r * (n + d), "heldout": heldout,
+             "nonzero_columns": m * group, "sparsity": "channel", "nonzeros": m * group * n}
     return sol, extra
+
+
+def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
+    """One layer whose A keeps single weights (unstructured or N:M), under ``p.target_cr``.
+
+    The candidate splits of the layer's stored size (:func:`lrsa.decompose.entry_storage`
+    counts A's values with their indices): B alone (``ratio`` 0), A alone (``ratio`` inf),
+    else B alone and A + B with A given ``ENTRY_SHARES`` of the size (unstructured) or the
+    whole N:M pattern (the rest to the rank, if any is left). Each is fitted on 80 % of the
+    samples to their least-squares map and judged on the other 20 % (post-ReLU error where
+    a ReLU follows), as for channels; the winner is refitted on all samples. There is no
+    ReLU refinement for these patterns.
+    """
+    n, d = W.shape
+    if p.target_cr is None:
+        raise ValueError(f"sparsity={sparsity!r} needs a size to fill (a Budget with a size, "
+                         "or per-layer target_cr)")
+    budget = p.target_cr * n * d + 1e-6
+    fitter = fit_sparse_low_rank if method == "lrsa" else oats
+    shares = [0.0] if p.ratio == 0 else [1.0] if math.isinf(p.ratio) else \
+        [0.0, *ENTRY_SHARES] if sparsity == "unstructured" else [0.0, 1.0]
+    splits = []
+    for share in shares:
+        k = nonzeros_within(sparsity, share * budget, n, d) if share else 0
+        r = max(0, min(n, d, int((budget - entry_storage(sparsity, k, n)) // (n + d))))
+        if (k or r) and (k, r) not in splits:
+            splits.append((k, r))
+    if not splits:
+        raise ValueError(f"a size of {p.target_cr:.3g} leaves no room for A or B in a "
+                         f"{n} x {d} layer with sparsity={sparsity!r}")
+    relu = response == "relu"
+    used, held = _holdout(X.shape[1], seed)
+    part = StructuredFit(LayerProblem(X[:, used], Z[:, used], b, "linear"))
+    Xh, Yh = X[:, held], (torch.relu(Z[:, held]) if relu else Z[:, held])
+
+    def error(A, U, V):
+        out = (A + U @ V).to(Xh) @ Xh + b[:, None]
+        return float(torch.linalg.norm(Yh - (torch.relu(out) if relu else out)))
+
+    scored = [(error(*fitter(part.W_full, part.G, r, sparsity, k)), (k, r)) for k, r in splits]
+    (k, r) = min(scored)[1]
+    full = StructuredFit(LayerProblem(X, Z, b, "linear"))
+    A, U, V = (T.to(X.dtype) for T in fitter(full.W_full, full.G, r, sparsity, k))
+    Y = Z if response == "linear" else torch.relu(Z)
+    sol = LayerSolution(A=A, B=U @ V, U=U, V=V, bias=b, history={}, converged=True,
+                        iterations=0, message=method, response=response, lam1=0.0, lam2=0.0,
+                        t=0.0, objective=layer_objective(X, Y, A, U @ V, 0.0, 0.0,
+                                                         response=response, bias=b))
+    nonzeros = int((A != 0).sum())
+    scale = max(float(torch.linalg.norm(Yh)), 1e-30)
+    extra = {"choice": "A+B" if k and r else ("A only" if k else "B only"),
+             "kept_channels": None, "frac": None, "method": method, "refined": False,
+             "ranked_by": None, "heldout": [[kk, rr, e / scale] for e, (kk, rr) in scored],
+             "params_compressed": math.ceil(entry_storage(sparsity, nonzeros, n)
+                                            + r * (n + d)),
+             "nonzero_columns": int((A != 0).any(0).sum()), "sparsity": sparsity,
+             "nonzeros": nonzeros}
+    return sol, extra
+
+
+def _holdout(N, seed):
+    """(used, held): a seeded split of N samples, ``HELD_OUT`` of them held out."""
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed))
+    cut = max(1, int(HELD_OUT * N))
+    return perm[cut:], perm[:cut]
 
 
 def _split(budget, m, n, d, group, r_max, multiple):
@@ -225,9 +327,7 @@ def _choose(X, Z, b, splits, order, group, relu, seed):
     there was nothing to judge: one split and no refinement)."""
     if len(splits) == 1 and not relu:
         return splits[0], False, None
-    N = X.shape[1]
-    perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed))
-    held, used = perm[:max(1, int(HELD_OUT * N))], perm[max(1, int(HELD_OUT * N)):]
+    used, held = _holdout(X.shape[1], seed)
     part = LayerProblem(X[:, used], Z[:, used], b, "linear")
     fit = StructuredFit(part)
     Xh, Yh = X[:, held], (torch.relu(Z[:, held]) if relu else Z[:, held])

@@ -26,13 +26,14 @@ from pathlib import Path
 
 import torch
 
+from ..attention import split_attention
 from ..features import batch_input, collect_features, find_layers, fold_batchnorm
 from ..parallel import submit_all
 from ..utils import (atomic_torch_save, code_version, load_torch_file, progress_bar,
                      weights_fingerprint)
 from .budget import Budget, matching_plan, network_plan
-from .layer import (METHODS, SolverSettings, approximate_layer, columns_per_channel,
-                    layer_bias, lowered_weight)
+from .layer import (METHODS, SolverSettings, approximate_layer, cannot_take, check_sparsity,
+                    columns_per_channel, layer_bias, lowered_weight)
 from .results import CompressionReport, LayerReport
 from .speed import FALLBACKS, check_speedup, never_slower, realize
 from .trace import set_module, trace
@@ -40,21 +41,27 @@ from .trace import set_module, trace
 
 def compress(model, calibration_data, budget=None, *, method="lrsa", response="relu",
              strategy="asymmetric", solver=None, fallback="macs", workdir=None,
-             progress=True, client=None):
+             progress=True, client=None, sparsity="channel"):
     """Compress ``model`` by layer-wise sparse + low-rank approximation.
 
     Parameters
     ----------
-    model : nn.Module (not modified). Conv2d (groups=1) and Linear layers are approximated.
+    model : nn.Module (not modified). Conv2d (groups=1) and Linear layers are approximated,
+        and the four projections of every ``nn.MultiheadAttention`` (in the compressed
+        model it becomes the equivalent :class:`lrsa.attention.SplitProjectionAttention`;
+        one with ``add_bias_kv`` or ``add_zero_attn`` is kept, with the reason in the
+        report).
     calibration_data : a tensor of inputs (split into batches of 128), or an iterable of
         input batches or (inputs, labels) pairs, re-iterated once per layer (a list of
-        tensors or a loader with a fixed order).
+        tensors or a loader with a fixed order). Token inputs (batch, tokens, features)
+        are sampled token by token, like image positions.
     budget : :class:`Budget` (default ``Budget()``: the lambdas set each layer's size), or a
         dict name -> :class:`LayerPlan` (layers it does not name are kept as they are).
         E.g. ``Budget(size=0.2)``: 5x fewer stored weights over the whole network.
     method : "lrsa" (sparse + low-rank, see :func:`lrsa.pipeline.layer.approximate_layer`),
-        or a baseline at the same per-layer sizes: "svd" (truncated SVD, data-free) or "rrr"
-        (reduced-rank regression, linear response); both need a size.
+        or a baseline at the same per-layer sizes: "svd" (truncated SVD, data-free), "rrr"
+        (reduced-rank regression, linear response) or "oats" (OATS, single-weight
+        sparsity only, :func:`lrsa.decompose.oats`); all need a size.
     response : "relu" (paper: the response after the ReLU, where one follows) or "linear".
     strategy : "asymmetric" (paper) or "symmetric".
     solver : :class:`SolverSettings` (sampling, ADMM limits, seed); default ``SolverSettings()``.
@@ -71,17 +78,24 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
     client : dask.distributed.Client, optional. With ``strategy="symmetric"`` the layers are
         solved in parallel on its workers (:func:`lrsa.parallel.dask_client`); the results
         are the serial ones.
+    sparsity : what A keeps. "channel" (the paper: whole input channels, which a CPU
+        skips), "unstructured" (single weights) or "N:M" such as "2:4" (N of every M
+        consecutive inputs of a row); the last two need a size and apply to nn.Linear
+        layers (others are kept, with the reason in the report) and are stored as a masked
+        dense A (:class:`lrsa.layers.EntrySparseLowRankLinear`): smaller, not faster on a
+        CPU.
 
     Returns
     -------
     (compressed model, :class:`CompressionReport`)
     """
     budget, solver = _check_options(budget, method, response, strategy, solver, fallback,
-                                    client)
+                                    client, sparsity)
     batches = _as_batches(calibration_data)
     first = batch_input(batches[0])
     start = time.perf_counter()
     original = fold_batchnorm(copy.deepcopy(model).eval())
+    attention_kept = split_attention(original)
     layers = find_layers(original, first[:1])
     in_shapes, relu_after = trace(original, first[:1])
     plan, predicted = network_plan(layers, in_shapes, budget, original=original,
@@ -89,6 +103,8 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
     # fallback is left out: it decides how A + U V is stored, not what A, U, V are
     settings = dict(response=response, strategy=strategy, method=method, **asdict(solver),
                     calibration_images=sum(len(batch_input(b)) for b in batches))
+    if sparsity != "channel":  # so that older work folders' layer keys stay valid
+        settings["sparsity"] = sparsity
     run = _Run(original=original, compressed=copy.deepcopy(original), batches=batches,
                settings=settings, in_shapes=in_shapes, relu_after=relu_after,
                fallback=fallback, batch_sizes=sorted({1, int(first.shape[0])}))
@@ -101,6 +117,7 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
     report = CompressionReport(strategy=strategy, response=response, method=method,
                                fallback=fallback,
                                budget=budget.to_dict() if isinstance(budget, Budget) else None)
+    report.layers += [_attention_row(original, name, why) for name, why in attention_kept]
     with progress_bar(progress, len(layers), "compress", unit="layer") as bar:
         for idx, (name, mod) in enumerate(layers):
             row = _compress_layer(run, idx, name, mod, plan[name])
@@ -124,9 +141,10 @@ def compress_like(model, calibration_data, report, **kwargs):
     return compress(model, calibration_data, matching_plan(report), fallback=None, **kwargs)
 
 
-def _check_options(budget, method, response, strategy, solver, fallback, client):
+def _check_options(budget, method, response, strategy, solver, fallback, client, sparsity):
     """(budget, solver) with their defaults; a ValueError naming a wrong value or
     combination."""
+    check_sparsity(sparsity, method)
     if response not in ("relu", "linear"):
         raise ValueError(f"response must be 'relu' or 'linear', got {response!r}")
     if strategy not in ("asymmetric", "symmetric"):
@@ -144,6 +162,9 @@ def _check_options(budget, method, response, strategy, solver, fallback, client)
                          f"{budget!r} (for a whole-network size: Budget(size={budget!r}))")
     sized = isinstance(budget, dict) or any(
         v is not None for v in (budget.size, budget.macs, budget.speedup, budget.layer_size))
+    if sparsity != "channel" and not sized:
+        raise ValueError(f"sparsity={sparsity!r} needs a size to fill: a Budget with a size, "
+                         "or per-layer plans")
     if method != "lrsa" and not sized:
         raise ValueError(f"method={method!r} needs a size to match: a Budget with a size, or "
                          "per-layer plans (compress_like does that)")
@@ -192,6 +213,9 @@ def _compress_layer(run, idx, name, mod, p):
     row = _initial_row(name, mod, p)
     if _kept(p):
         return row
+    why_not = cannot_take(mod, run.settings.get("sparsity", "channel"))
+    if why_not is not None:
+        return dataclasses.replace(row, decision=why_not)
     done = _layer_file(run, idx)
     expected = None if done is None else {
         **run.provenance, "settings": _layer_key(name, p, run.settings)}
@@ -205,8 +229,10 @@ def _compress_layer(run, idx, name, mod, p):
         if done is not None:
             atomic_torch_save({"row": dict(row), "A": A.cpu(), "U": U.cpu(), "V": V.cpu(),
                                "bias": b.cpu(), "provenance": expected}, done)
-    stored = realize(mod, A, U, V, b, run.in_shapes[name], run.fallback, run.batch_sizes)
-    if stored.kind != "factored" and row.choice == "A+B" and run.fallback == "time":
+    stored = realize(mod, A, U, V, b, run.in_shapes[name], run.fallback, run.batch_sizes,
+                     row.sparsity or "channel")
+    if stored.kind != "factored" and row.choice == "A+B" and run.fallback == "time" \
+            and row.sparsity == "channel":
         row, stored = _low_rank_instead(run, name, mod, p, row, stored)
     set_module(run.compressed, name, stored.module)
     if stored.kind != "factored":
@@ -271,6 +297,15 @@ def _low_rank_instead(run, name, mod, p, row, stored):
                                seconds=row.seconds + new_row.seconds), new
 
 
+def _attention_row(model, name, why):
+    """The report row of an attention module kept whole (its projections are not modules)."""
+    mha = model.get_submodule(name)
+    n, d = 4 * mha.embed_dim, mha.embed_dim
+    return LayerReport(name=name, type=type(mha).__name__, n=n, d=d, params_original=n * d,
+                       rank=d, nonzero_columns=d, params_compressed=n * d,
+                       decision=f"kept as it is: {why}")
+
+
 def _initial_row(name, mod, p):
     """The report row of a layer kept as it is (with why its plan sized it so)."""
     n, d = lowered_weight(mod).shape
@@ -321,16 +356,16 @@ def _layer(run, name, mod, p, row, method=None):
         X, Z = feats.X, feats.Z
         W, b = W.to(X), b.to(X)
     sol, extra = approximate_layer(X, Z, W, b, p, resp, group, method, s["max_iter"], s["tol"],
-                                   s["seed"])
+                                   s["seed"], s.get("sparsity", "channel"))
     rel = None
     if method != "svd":  # sol.objective is the data term ||Y - r(W X + b)||^2 / 2N
         Y = torch.relu(Z) if resp == "relu" else Z
         rel = math.sqrt(2 * X.shape[1] * sol.objective) / max(float(torch.linalg.norm(Y)),
                                                                1e-30)
-    m, r = extra["kept_channels"], sol.rank
+    r = sol.rank
     row = dataclasses.replace(
-        row, kind="factored", response=resp, cr_a=m * group / d, cr_b=r * (n + d) / (n * d),
-        cr=extra["params_compressed"] / (n * d), rank=r, nonzero_columns=m * group,
-        rel_error=rel, seconds=time.perf_counter() - t0, converged=bool(sol.converged),
-        **extra)
+        row, kind="factored", response=resp, cr_b=r * (n + d) / (n * d),
+        cr_a=(extra["params_compressed"] - r * (n + d)) / (n * d),
+        cr=extra["params_compressed"] / (n * d), rank=r, rel_error=rel,
+        seconds=time.perf_counter() - t0, converged=bool(sol.converged), **extra)
     return row, (sol.A, sol.U, sol.V, sol.bias)

@@ -79,6 +79,12 @@ class LayerReport(Mapping):
     tried : dict or None
         For a ``"dense"`` layer: the solved structure it did not use (``choice``, ``rank``,
         ``kept_channels``, ``cr_a``, ``cr_b``, ``cr``, ``params``, ``rel_error``).
+    sparsity : str or None
+        What A keeps: ``"channel"`` (whole input channels), ``"unstructured"`` or an N:M
+        pattern such as ``"2:4"`` (single weights; then ``cr_a`` and ``params_compressed``
+        count A's values with their index cost, :func:`lrsa.decompose.entry_storage`).
+    nonzeros : int or None
+        Nonzero entries of A.
     """
 
     name: str
@@ -108,6 +114,8 @@ class LayerReport(Mapping):
     heldout: list | None = None
     sized_by: str | None = None
     tried: dict | None = None
+    sparsity: str | None = None
+    nonzeros: int | None = None
 
     def __getitem__(self, key):
         if key not in self.__dataclass_fields__:
@@ -129,7 +137,8 @@ class LayerReport(Mapping):
         return dataclasses.replace(
             self, kind="dense", decision=decision, tried=tried, cr_a=0.0, cr_b=1.0, cr=1.0,
             rank=min(self.n, self.d), nonzero_columns=self.d, kept_channels=None, choice=None,
-            params_compressed=self.params_original, rel_error=0.0, refined=False)
+            params_compressed=self.params_original, rel_error=0.0, refined=False,
+            nonzeros=None)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..attention import split_attention
 from ..features import fold_batchnorm
 from ..layers import apply_structure, model_structure
 from ..models import get_model
@@ -55,6 +56,7 @@ def load_compressed(path, build=None):
     if not isinstance(model, nn.Module):
         raise ValueError(f"build() returned a {type(model).__name__}, not a torch.nn.Module")
     model = fold_batchnorm(model.eval())
+    split_attention(model)  # as compress did: the projections are modules there
     apply_structure(model, obj["structure"])
     try:
         model.load_state_dict(obj["state_dict"])

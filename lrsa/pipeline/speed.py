@@ -17,7 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..layers import SparseLowRankConv2d, SparseLowRankLinear, estimate_macs
+from ..layers import (EntrySparseLowRankLinear, SparseLowRankConv2d, SparseLowRankLinear,
+                      estimate_macs)
 from ..timing import compare_latency, measure_latency
 from .layer import log_energy, lowered_weight, rank_at
 from .trace import set_module
@@ -38,13 +39,16 @@ class Realization(NamedTuple):
     speedups: dict | None = None
 
 
-def factored_module(mod, A, U, V, b):
-    """``mod``'s A + U V as a SparseLowRank module (bias ``b``)."""
+def factored_module(mod, A, U, V, b, sparsity="channel"):
+    """``mod``'s A + U V as a SparseLowRank module (bias ``b``); an A of single weights
+    (``sparsity`` not ``"channel"``) as an :class:`~lrsa.layers.EntrySparseLowRankLinear`."""
+    if sparsity != "channel":
+        return EntrySparseLowRankLinear.from_factors(mod, A, U, V, b)
     cls = SparseLowRankLinear if isinstance(mod, nn.Linear) else SparseLowRankConv2d
     return cls.from_factors(mod, A, U, V, b)
 
 
-def realize(mod, A, U, V, b, x_shape, fallback, batch_sizes):
+def realize(mod, A, U, V, b, x_shape, fallback, batch_sizes, sparsity="channel"):
     """Store the solved layer factored, or keep ``mod`` (its original weights: a dense
     A + U V would cost the same and only add the approximation's error).
 
@@ -54,7 +58,7 @@ def realize(mod, A, U, V, b, x_shape, fallback, batch_sizes):
     minimum times, factored where it is faster at all by both, and where the two disagree
     (the difference is inside the timing noise) the multiply-adds decide; None: factored.
     """
-    factored = factored_module(mod, A, U, V, b)
+    factored = factored_module(mod, A, U, V, b, sparsity)
     if fallback is None:
         return Realization(factored, "factored", "factored: no fall-back asked for")
     ratio = estimate_macs(factored, x_shape) / estimate_macs(mod, x_shape)
