@@ -415,7 +415,7 @@ def _compress_options(sp):
                          "weight (default), or CR ~ 1/sqrt(layer size), a heuristic after the "
                          "trend of the paper's Table I")
     sp.add_argument("--all-layers", action="store_true", default=None,
-                    help="also approximate the first conv and the 1x1 convs (kept by default, "
+                    help="also approximate the first layer and the 1x1 convs (kept by default, "
                          "as the paper)")
     sp.add_argument("--fallback", choices=["macs", "time", "none"], default="macs",
                     help="where a solved layer stays dense: fewer multiply-adds or not "

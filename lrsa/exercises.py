@@ -664,3 +664,62 @@ def paired_interval_lab(function):
 
 
 __all__ += ["mcnemar_lab", "paired_interval_lab"]
+
+
+# ----------------------------------------------------------------- 10 transformers
+
+def _lab_layer(seed=2025):
+    """The visible case of the transformer labs: a 12 x 16 weight and correlated inputs."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(16, 400, generator=g, dtype=torch.float64)
+    X = X * torch.linspace(0.2, 3.0, 16, dtype=torch.float64)[:, None]
+    X[1] += X[0]
+    return torch.randn(12, 16, generator=g, dtype=torch.float64), X @ X.T / 400
+
+
+def n_m_projection_lab(function):
+    r"""Lab: ``function(W)`` returns the projection of ``W`` (rows x d, d a multiple of 4)
+    onto 2:4 sparsity: in every block of 4 consecutive entries of a row the 2 of largest
+    magnitude stay, the other 2 become 0.
+
+    Reference: :func:`lrsa.prox.project_n_m` (checked by brute force in the tests).
+    """
+    from .prox import project_n_m
+    W, _ = _lab_layer()
+    answer = function(W.clone())
+    if answer is None or _unanswered(answer):
+        return _not_answered("2:4 projection", "code")
+    got = _numbers(answer, tuple(W.shape), "2:4 projection")
+    return _verdict("2:4 projection", np.allclose(got, as_numpy(project_n_m(W, 2, 4))),
+                    "reshape each row into blocks of 4 (W.reshape(rows, -1, 4)), find the 2 "
+                    "largest |entries| of each block (torch.topk on W.abs()), keep those and "
+                    "zero the rest, reshape back.")
+
+
+def oats_lab(function):
+    r"""Lab: ``function(W, G, rank, nonzeros, rounds)`` runs OATS's alternating
+    thresholding and returns ``(S, U, V)``: with :math:`D = \operatorname{diag}(G)^{1/2}`,
+    from S = 0, ``rounds`` times :math:`L \leftarrow [WD - S]_r` (truncated SVD),
+    :math:`S \leftarrow` the ``nonzeros`` largest entries of :math:`WD - L`; then S and the
+    factors of L divided by D. Compared through the product S + U V.
+
+    Reference: :func:`lrsa.decompose.oats` with ``sparsity="unstructured"``.
+    """
+    from .decompose import oats
+    W, G = _lab_layer()
+    answer = function(W.clone(), G.clone(), 3, 40, 10)
+    if answer is None or _unanswered(answer):
+        return _not_answered("OATS", "code")
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 3):
+        raise TypeError(f"OATS: return (S, U, V), got {type(answer).__name__}")
+    S, U, V = (torch.as_tensor(as_numpy(T), dtype=torch.float64) for T in answer)
+    ref = oats(W, G, 3, "unstructured", 40, rounds=10)
+    ok = (S.shape == W.shape and int((S != 0).sum()) <= 40
+          and torch.allclose(S + U @ V, ref[0] + ref[1] @ ref[2], atol=1e-8))
+    return _verdict("OATS", ok,
+                    "scale first: WD = W * D[None, :] with D = sqrt(diag(G)); in each round "
+                    "take the rank-r SVD of WD - S, then keep the `nonzeros` largest "
+                    "|entries| of WD - L; divide S and V (not U) by D at the end.")
+
+
+__all__ += ["n_m_projection_lab", "oats_lab"]

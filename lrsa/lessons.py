@@ -18,8 +18,13 @@ Fine-tuning (notebook 09)
     several compressed networks from the same start; :func:`benchmark_recovery`: before and
     after (every epoch where recorded) from a saved benchmark result.
 
-Plots take ``ax=None`` and return the Axes. Nothing here reads the repository's folders: the
-notebooks load the saved JSON and pass it in.
+Transformers (notebook 10)
+    :func:`split_errors`, :func:`plot_split_errors`: one layer's held-out error as its size
+    is split between A and B; :func:`plot_transformer_benchmark`: the saved benchmark.
+
+Plots take ``ax=None`` and return the Axes. :func:`saved_results` and
+:func:`saved_correctness` read the repository's ``benchmarks/results`` (so the notebooks
+need a clone); everything else takes what it works on as arguments.
 """
 
 from __future__ import annotations
@@ -770,3 +775,80 @@ def plot_grad_norms(traces, cap=None, *, ax=None):
     ax.set(yscale="log", xlabel="step", ylabel="gradient norm (before the cap)")
     ax.legend(fontsize=8)
     return ax
+
+
+# ----------------------------------------------------------------- transformers (notebook 10)
+
+def split_errors(model, layer, calibration, size, shares, *, sparsity="unstructured", seed=0):
+    """One linear layer of ``model`` at the stored fraction ``size``: the held-out relative
+    output error of :func:`lrsa.decompose.oats` and :func:`lrsa.decompose.fit_sparse_low_rank`
+    for each share of the size given to A (the rest to the rank; 0 is low rank alone).
+
+    The layer's inputs and outputs are sampled on ``calibration`` (every token), fitted on
+    80 % of the samples (their least-squares map and second moment) and judged on the rest,
+    on the linear response. Returns ``{"shares", "nonzeros", "rank", "oats", "lrsa"}``."""
+    from .attention import split_attention
+    from .decompose import entry_storage, fit_sparse_low_rank, nonzeros_within, oats
+    from .features import collect_features, fold_batchnorm
+    from .pipeline.layer import _holdout
+    from .solver import LayerProblem, StructuredFit
+
+    net = fold_batchnorm(copy.deepcopy(model).eval())
+    split_attention(net)
+    feats = collect_features(net, [layer], [calibration], samples_per_image=None)[layer]
+    X, Z = feats.X.double(), feats.Z.double()
+    n, d = Z.shape[0], X.shape[0]
+    bias = net.get_submodule(layer).bias.detach().double()
+    used, held = _holdout(X.shape[1], seed)
+    fit = StructuredFit(LayerProblem(X[:, used], Z[:, used], bias, "linear"))
+    Zh = Z[:, held] - bias[:, None]
+    out = {"shares": list(shares), "nonzeros": [], "rank": [], "oats": [], "lrsa": []}
+    for share in shares:
+        words = size * n * d
+        k = nonzeros_within(sparsity, share * words, n, d) if share else 0
+        r = max(0, int((words - entry_storage(sparsity, k, n)) // (n + d)))
+        out["nonzeros"].append(k)
+        out["rank"].append(r)
+        for name, fitter in (("oats", oats), ("lrsa", fit_sparse_low_rank)):
+            A, U, V = fitter(fit.W_full, fit.G, r, sparsity, k)
+            err = torch.linalg.norm(Zh - (A + U @ V) @ X[:, held]) / torch.linalg.norm(Zh)
+            out[name].append(float(err))
+    return out
+
+
+def plot_split_errors(errors, share=None, *, ax=None, title=None):
+    """:func:`split_errors`'s curves, the chosen ``share`` marked. Returns the Axes."""
+    ax = _ax(ax)
+    for name, label in (("oats", "OATS (diagonal scaling, thresholding)"),
+                        ("lrsa", "lrsa (whitened, exact blocks)")):
+        ax.plot(errors["shares"], errors[name], marker="o", label=label)
+    if share is not None:
+        ax.axvline(share, color="0.5", ls="--", lw=1)
+    ax.set(xlabel="share of the stored size given to the sparse part A",
+           ylabel="held-out relative output error", title=title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_transformer_benchmark(results, *, stage="after", ax=None, title=None):
+    """Top-1 with 95 % intervals per method at each stored size, from
+    ``benchmarks/results/transformer_digits.json``'s ``results``. Returns the Axes."""
+    ax = _ax(ax, figsize=(8, 4))
+    methods = list(dict.fromkeys(r["method"] for r in results.values()))
+    sizes = sorted({r["size"] for r in results.values()})
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        rows = [next(r for r in results.values() if r["method"] == method and r["size"] == s)
+                for s in sizes]
+        x = np.arange(len(sizes)) + (i - (len(methods) - 1) / 2) * width
+        iv = [r[f"top1_{stage}"] for r in rows]
+        mean = np.array([v["mean"] for v in iv])
+        ax.errorbar(x, mean, yerr=[mean - [v["low"] for v in iv], [v["high"] for v in iv] - mean],
+                    fmt="o", capsize=3, label=rows[0]["label"])
+    ax.set_xticks(range(len(sizes)), [f"{s:.0%} of the weights" for s in sizes])
+    ax.set(ylabel=f"top-1 {stage} fine-tuning (%)", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+__all__ += ["plot_split_errors", "plot_transformer_benchmark", "split_errors"]

@@ -332,3 +332,43 @@ def test_evaluation_labs_grade_a_function(lab, right, wrong, monkeypatch, capsys
         lab(lambda *args: ...)
     with pytest.raises(ex.WrongAnswer):
         lab(wrong)
+
+
+def _two_four_by_hand(W):
+    """2:4 written out with numpy: per block, zero the two smallest magnitudes."""
+    out = np.array(W, dtype=float)
+    blocks = out.reshape(out.shape[0], -1, 4)
+    smallest = np.argsort(np.abs(blocks), axis=2)[:, :, :2]
+    np.put_along_axis(blocks, smallest, 0.0, axis=2)
+    return blocks.reshape(out.shape)
+
+
+def _oats_by_hand(W, G, rank, nonzeros, rounds):
+    """OATS with numpy: scale, alternate SVD and hard threshold, unscale."""
+    W, G = np.asarray(W), np.asarray(G)
+    D = np.sqrt(np.diag(G))
+    WD, S = W * D, np.zeros_like(W)
+    for _ in range(rounds):
+        P, s, Qh = np.linalg.svd(WD - S, full_matrices=False)
+        Lr = (P[:, :rank] * s[:rank]) @ Qh[:rank]
+        R = WD - Lr
+        keep = np.argsort(np.abs(R), axis=None)[-nonzeros:]
+        S = np.zeros_like(R)
+        S.flat[keep] = R.flat[keep]
+    return S / D, P[:, :rank] * s[:rank], Qh[:rank] / D
+
+
+@pytest.mark.parametrize("lab,right,wrong", [
+    (ex.n_m_projection_lab, _two_four_by_hand, lambda W: W),
+    (ex.oats_lab, _oats_by_hand,
+     lambda W, G, r, k, n: (np.zeros_like(W), np.zeros((W.shape[0], r)),
+                            np.zeros((r, W.shape[1]))))])
+def test_transformer_labs_grade_a_function(lab, right, wrong, monkeypatch, capsys):
+    assert lab(right) is True
+    assert lab(wrong) is False and "not yet" in capsys.readouterr().out
+    assert lab(lambda *args: ...) is None and "not answered" in capsys.readouterr().out
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(ex.NotAnswered):
+        lab(lambda *args: ...)
+    with pytest.raises(ex.WrongAnswer):
+        lab(wrong)
