@@ -53,6 +53,10 @@ METHODS = {
 RECIPE = {"original": dict(epochs=150, lr=0.05, warmup_epochs=5, weight_decay=1e-4, seed=0),
           "finetune": dict(epochs=5, lr=0.01)}
 STAGES = ("before", "after")
+#: the paired method-against-method differences the results state
+PAIRS = [("lrsa_channel", "rrr"), ("lrsa_2_4", "rrr"), ("lrsa_unstructured", "rrr"),
+         ("lrsa_2_4", "oats_2_4"), ("lrsa_unstructured", "oats_unstructured"),
+         ("lrsa_channel", "lrsa_2_4")]
 
 
 def main():
@@ -63,17 +67,23 @@ def main():
     p.add_argument("--timing-repeats", type=int, default=30)
     p.add_argument("--work", required=True, help="the run's folder (resumes from it)")
     p.add_argument("--out", default=str(RESULTS / "transformer_digits"))
+    p.add_argument("--summarize", action="store_true",
+                   help="only write the results from what the work folder holds (no new "
+                        "computation, so no check that today's code matches the run's)")
     a = p.parse_args()
     settings = {k: getattr(a, k) for k in ("seeds", "sizes", "calib_images", "timing_repeats")}
     settings.update(code=code_fingerprint(), recipe=RECIPE)
-    state, save = run_state(Path(a.work), settings)
-    state.setdefault("code_version", git_version())
     digits = load_digits_images()
-    test = make_loader(digits.x_test, digits.y_test, 256, mean=None, std=None)
-    original = trained_original(Path(a.work), digits, state, save, test)
-    for seed in a.seeds:
-        run_seed(a, seed, state, save, Path(a.work), original, digits, test)
-    timing(a, state, save, original, digits)
+    if a.summarize:
+        state = json.loads((Path(a.work) / "state.json").read_text())
+    else:
+        state, save = run_state(Path(a.work), settings)
+        state.setdefault("code_version", git_version())
+        test = make_loader(digits.x_test, digits.y_test, 256, mean=None, std=None)
+        original = trained_original(Path(a.work), digits, state, save, test)
+        for seed in a.seeds:
+            run_seed(a, seed, state, save, Path(a.work), original, digits, test)
+        timing(a, state, save, original, digits)
     data = summarize(a, state, Path(a.work), digits.y_test.numpy())
     for ext, text in (("json", json.dumps(data, indent=1)), ("md", data["markdown"])):
         Path(f"{a.out}.{ext}").write_text(text + "\n")
@@ -192,6 +202,16 @@ def summarize(a, state, work, labels):
             rows.append([f"{size:.1f}", label, f"{results[name]['stored_fraction']:.3f}",
                          str(iv["before"]), str(iv["after"]), str(drop),
                          f"{speed['1']:.2f}x / {speed['256']:.2f}x"])
+    comparisons, lines = {}, []
+    for size in a.sizes:
+        for first, second in PAIRS:
+            for stage in STAGES:
+                iv = bootstrap_interval([correct(f"{first}@{size}", stage),
+                                         correct(f"{second}@{size}", stage)])
+                key = f"{first} - {second} @ {size}, {stage}"
+                verdict = iv.comparison(f"{first} higher", f"{second} higher")
+                comparisons[key] = {**iv.to_dict(), "verdict": verdict}
+                lines.append([key, str(iv), verdict])
     np.savez_compressed(f"{a.out}_correct.npz", **packed, seeds=np.array(a.seeds),
                         images=np.array(len(labels)))
     head = (f"TinyViT on the bundled digits (450 test images), code {state['code_version']}, "
@@ -209,7 +229,9 @@ def summarize(a, state, work, labels):
                          "numpy": np.__version__},
             "cpu": cpu_model(), "threads": torch.get_num_threads(), "allocator": allocator(),
             "original": state["original"], "control_after": bootstrap_interval([control]).to_dict(),
-            "results": results, "markdown": head + "\n\n" + table}
+            "results": results, "comparisons": comparisons,
+            "markdown": head + "\n\n" + table + "\n\nPaired differences (points, 95 %):\n\n"
+            + format_table(["difference", "mean [95 %]", "verdict"], lines)}
 
 
 if __name__ == "__main__":

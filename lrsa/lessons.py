@@ -847,7 +847,7 @@ def plot_transformer_benchmark(results, *, stage="after", ax=None, title=None):
                     fmt="o", capsize=3, label=rows[0]["label"])
     ax.set_xticks(range(len(sizes)), [f"{s:.0%} of the weights" for s in sizes])
     ax.set(ylabel=f"top-1 {stage} fine-tuning (%)", title=title)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     return ax
 
 

@@ -243,3 +243,22 @@ def test_features_solver_layer_end_to_end():
     x = torch.randn(2, 6, 6, 6)
     with torch.no_grad():
         _close(m(x), F.conv2d(x, sol.W.reshape(6, 6, 3, 3), sol.bias, padding=1))
+
+
+def test_entry_sparse_linear_equals_its_dense_a_plus_uv_and_counts_nonzeros():
+    from lrsa.layers import EntrySparseLowRankLinear
+    from lrsa.prox import project_n_m
+    torch.manual_seed(0)
+    lin = nn.Linear(8, 6)
+    A = project_n_m(torch.randn(6, 8), 2, 4)
+    U, V = torch.randn(6, 2), torch.randn(2, 8)
+    mod = EntrySparseLowRankLinear.from_factors(lin, A, U, V)
+    x = torch.randn(5, 3, 8)
+    want = x @ (A + U @ V).T + lin.bias
+    torch.testing.assert_close(mod(x), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mod.to_dense_module()(x), want, rtol=1e-5, atol=1e-5)
+    assert mod.nonzeros == 24 and mod.rank == 2
+    assert estimate_macs(mod, (5, 3, 8)) == (24 + 2 * 14) * 15
+    rebuilt = EntrySparseLowRankLinear.from_structure(mod.structure())
+    rebuilt.load_state_dict(mod.state_dict())
+    torch.testing.assert_close(rebuilt(x), mod(x))

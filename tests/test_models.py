@@ -184,3 +184,18 @@ def test_small_cnn_and_registry():
     assert isinstance(models.get_model("nin"), models.NIN)
     with pytest.raises(ValueError, match="unknown model"):
         models.get_model("resnet")
+
+
+def test_tiny_vit_tokens_are_the_patches_row_by_row():
+    from lrsa.models import get_model
+    vit = get_model("tiny_vit", patch=2)
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    tokens = vit.tokens(x)
+    assert tokens.shape == (2, 16, 4)
+    # token 1 is the 2 x 2 patch at rows 0-1, columns 2-3
+    assert tokens[0, 1].tolist() == [2.0, 3.0, 10.0, 11.0]
+    assert vit(x).shape == (2, 10) and vit.arch == "tiny_vit"
+    with pytest.raises(ValueError, match="whole number of 2 x 2 patches"):
+        vit(torch.zeros(1, 1, 7, 7))
+    with pytest.raises(ValueError, match="multiple of patch"):
+        get_model("tiny_vit", image_size=9, patch=2)
