@@ -166,6 +166,25 @@ class _Base(nn.Module):
             return p
         return torch.empty(0, device=self.kept_index.device)
 
+    def _load_low_rank_and_bias(self, U, V, bias):
+        """Copy U (n x r), V (r x d) into the low-rank branch and the bias (under no_grad)."""
+        if self.rank:
+            self.lowrank_v.weight.copy_(V.reshape(self.lowrank_v.weight.shape))
+            self.lowrank_u.weight.copy_(U.reshape(self.lowrank_u.weight.shape))
+        if bias is not None:
+            self.bias.copy_(bias)
+
+    def _linear_low_rank(self, rank, fk):
+        """The low-rank branch of a Linear: Linear(d -> r), Linear(r -> n); none at r = 0."""
+        rank = int(rank)
+        if rank < 0:
+            raise ValueError(f"rank must be >= 0, got {rank}")
+        if rank == 0:
+            self.lowrank_v = self.lowrank_u = None
+            return
+        self.lowrank_v = nn.Linear(self._d, rank, bias=False, **fk)
+        self.lowrank_u = nn.Linear(rank, self._n, bias=False, **fk)
+
     def _place_bias(self, bias, device, dtype):
         self.bias_only = None
         m = self._bias_module()
@@ -250,11 +269,7 @@ class SparseLowRankConv2d(_Base):
                 mask = cols[kept].unsqueeze(0)
                 mod.column_mask.copy_(mask)
                 mod.sparse.weight.copy_(A.reshape(n, c, kh, kw)[:, kept] * mask)
-            if mod.rank:
-                mod.lowrank_v.weight.copy_(V.reshape(-1, c, kh, kw))
-                mod.lowrank_u.weight.copy_(U.reshape(n, -1, 1, 1))
-            if b is not None:
-                mod.bias.copy_(b)
+            mod._load_low_rank_and_bias(U, V, b)
         return mod
 
     def structure(self):
@@ -356,18 +371,11 @@ class SparseLowRankLinear(_Base):
         kept = sorted({int(c) for c in kept_features})
         if kept and (kept[0] < 0 or kept[-1] >= self.in_features):
             raise ValueError(f"kept_features must lie in [0, {self.in_features})")
-        rank = int(rank)
-        if rank < 0:
-            raise ValueError(f"rank must be >= 0, got {rank}")
         self._n, self._d = self.out_features, self.in_features
         self._all_kept = len(kept) == self.in_features
         self.register_buffer("kept_index", torch.tensor(kept, dtype=torch.long, device=device))
         self.sparse = nn.Linear(len(kept), self._n, bias=False, **fk) if kept else None
-        if rank > 0:
-            self.lowrank_v = nn.Linear(self._d, rank, bias=False, **fk)
-            self.lowrank_u = nn.Linear(rank, self._n, bias=False, **fk)
-        else:
-            self.lowrank_v = self.lowrank_u = None
+        self._linear_low_rank(rank, fk)
         self._place_bias(bias, device, dtype)
 
     @classmethod
@@ -383,11 +391,7 @@ class SparseLowRankLinear(_Base):
         with torch.no_grad():
             if kept:
                 mod.sparse.weight.copy_(A[:, kept])
-            if mod.rank:
-                mod.lowrank_v.weight.copy_(V)
-                mod.lowrank_u.weight.copy_(U)
-            if b is not None:
-                mod.bias.copy_(b)
+            mod._load_low_rank_and_bias(U, V, b)
         return mod
 
     def structure(self):
@@ -464,17 +468,10 @@ class EntrySparseLowRankLinear(_Base):
         fk = {"device": device, "dtype": dtype}
         self.in_features, self.out_features = int(in_features), int(out_features)
         self._n, self._d = self.out_features, self.in_features
-        rank = int(rank)
-        if rank < 0:
-            raise ValueError(f"rank must be >= 0, got {rank}")
         self.sparse = nn.Linear(self._d, self._n, bias=False, **fk)
         self.register_buffer("mask", torch.ones(self._n, self._d, dtype=torch.bool,
                                                 device=device))
-        if rank > 0:
-            self.lowrank_v = nn.Linear(self._d, rank, bias=False, **fk)
-            self.lowrank_u = nn.Linear(rank, self._n, bias=False, **fk)
-        else:
-            self.lowrank_v = self.lowrank_u = None
+        self._linear_low_rank(rank, fk)
         self._place_bias(bias, device, dtype)
 
     @classmethod
@@ -489,11 +486,7 @@ class EntrySparseLowRankLinear(_Base):
         with torch.no_grad():
             mod.mask.copy_(A != 0)
             mod.sparse.weight.copy_(A)
-            if mod.rank:
-                mod.lowrank_v.weight.copy_(V)
-                mod.lowrank_u.weight.copy_(U)
-            if b is not None:
-                mod.bias.copy_(b)
+            mod._load_low_rank_and_bias(U, V, b)
         return mod
 
     def structure(self):
