@@ -723,3 +723,71 @@ def oats_lab(function):
 
 
 __all__ += ["n_m_projection_lab", "oats_lab"]
+
+
+# ----------------------------------------------------------------- 07 and 08: implementation labs
+
+def _lab_regression(seed=2016):
+    """The visible case of the regression lab: correlated inputs, a rank-5 map and noise."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(12, 300, generator=g, dtype=torch.float64)
+    X[1] += 0.9 * X[0]
+    W = torch.randn(8, 5, generator=g, dtype=torch.float64) @ torch.randn(
+        5, 12, generator=g, dtype=torch.float64)
+    return X, W @ X + 0.1 * torch.randn(8, 300, generator=g, dtype=torch.float64)
+
+
+def reduced_rank_regression_lab(function):
+    r"""Lab: ``function(X, Z, rank)`` returns ``(U, V)``, U (n x r) and V (r x d), whose
+    product minimizes :math:`\|Z - UVX\|_F` over rank r: the least-squares map
+    :math:`W_\star = ZX^\top(XX^\top)^{-1}`, projected onto the top r left singular
+    vectors :math:`P_r` of its fitted responses :math:`W_\star X`:
+    :math:`UV = P_rP_r^\top W_\star`. Compared through the fit error, to 1e-8 relative.
+
+    Reference: :func:`lrsa.baselines.reduced_rank_regression`.
+    """
+    from .baselines import reduced_rank_regression
+    X, Z = _lab_regression()
+    answer = function(X.clone(), Z.clone(), 3)
+    if answer is None or _unanswered(answer):
+        return _not_answered("reduced-rank regression", "code")
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+        raise TypeError(f"reduced-rank regression: return (U, V), got {type(answer).__name__}")
+    U, V = (torch.as_tensor(as_numpy(T), dtype=torch.float64) for T in answer)
+    ref_U, ref_V = reduced_rank_regression(X, Z, 3)
+    ok = (U.shape == (8, 3) and V.shape == (3, 12) and math.isclose(
+        float(torch.linalg.norm(Z - U @ V @ X)), float(torch.linalg.norm(Z - ref_U @ ref_V @ X)),
+        rel_tol=1e-8))
+    return _verdict("reduced-rank regression", ok,
+                    "fit W* = Z X^T (X X^T)^-1 first (torch.linalg.solve), then take the top r "
+                    "left singular vectors P of W* X; U = P, V = P^T W* is one answer.")
+
+
+def factored_conv_lab(function):
+    r"""Lab: ``function(conv, U, V)`` returns a module computing ``conv`` with its lowered
+    weight replaced by U V: a k x k convolution with r filters (V reshaped to
+    (r, c, k, k), the conv's stride and padding, no bias) followed by a 1 x 1 convolution
+    with U (n x r) and the conv's bias. Compared with the dense convolution of weight
+    U V on one input, to 1e-5.
+    """
+    from torch.nn import functional as F
+    g = torch.Generator().manual_seed(8)
+    conv = torch.nn.Conv2d(6, 10, 3, stride=2, padding=1)
+    U, V = torch.randn(10, 4, generator=g), torch.randn(4, 6 * 9, generator=g)
+    x = torch.randn(2, 6, 9, 9, generator=g)
+    answer = function(conv, U.clone(), V.clone())
+    if answer is None or _unanswered(answer):
+        return _not_answered("factored convolution", "code")
+    if not callable(answer):
+        raise TypeError(f"factored convolution: return a module, got {type(answer).__name__}")
+    with torch.no_grad():
+        want = F.conv2d(x, (U @ V).reshape(conv.weight.shape), conv.bias, stride=2, padding=1)
+        got = answer(x)
+    ok = tuple(got.shape) == tuple(want.shape) and torch.allclose(got, want, atol=1e-5)
+    return _verdict("factored convolution", ok,
+                    "nn.Conv2d(c, r, k, stride, padding, bias=False) with weight "
+                    "V.reshape(r, c, k, k), then nn.Conv2d(r, n, 1) with weight "
+                    "U.reshape(n, r, 1, 1) and the conv's bias, in an nn.Sequential.")
+
+
+__all__ += ["factored_conv_lab", "reduced_rank_regression_lab"]

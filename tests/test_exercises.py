@@ -346,15 +346,38 @@ def _oats_by_hand(W, G, rank, nonzeros, rounds):
     return S / D, P[:, :rank] * s[:rank], Qh[:rank] / D
 
 
+def _rrr_by_hand(X, Z, rank):
+    X, Z = np.asarray(X), np.asarray(Z)
+    W = np.linalg.solve(X @ X.T, X @ Z.T).T
+    P = np.linalg.svd(W @ X, full_matrices=False)[0][:, :rank]
+    return P, P.T @ W
+
+
+def _factored_by_hand(conv, U, V):
+    r, n = U.shape[1], U.shape[0]
+    first = nn.Conv2d(conv.in_channels, r, conv.kernel_size, conv.stride, conv.padding,
+                      bias=False)
+    second = nn.Conv2d(r, n, 1)
+    with torch.no_grad():
+        first.weight.copy_(V.reshape(r, conv.in_channels, *conv.kernel_size))
+        second.weight.copy_(U.reshape(n, r, 1, 1))
+        second.bias.copy_(conv.bias)
+    return nn.Sequential(first, second)
+
+
 @pytest.mark.parametrize("lab,right,wrong", [
     (ex.mcnemar_lab, _mcnemar_by_hand, lambda a, b: 0.05),
     (ex.paired_interval_lab, _paired_by_hand, lambda a, b, r, s: (0.0, -1.0, 1.0)),
     (ex.n_m_projection_lab, _two_four_by_hand, lambda W: W),
     (ex.oats_lab, _oats_by_hand,
      lambda W, G, r, k, n: (np.zeros_like(W), np.zeros((W.shape[0], r)),
-                            np.zeros((r, W.shape[1]))))])
+                            np.zeros((r, W.shape[1])))),
+    (ex.reduced_rank_regression_lab, _rrr_by_hand,
+     lambda X, Z, r: (np.linalg.svd(np.asarray(Z) @ np.asarray(X).T)[0][:, :r],
+                      np.zeros((r, X.shape[0])))),
+    (ex.factored_conv_lab, _factored_by_hand, lambda conv, U, V: conv)])
 def test_labs_grade_a_function(lab, right, wrong, monkeypatch, capsys):
-    """The labs of notebooks 09 and 10: a right function passes, a wrong one fails, an
+    """The labs of notebooks 07-10: a right function passes, a wrong one fails, an
     unanswered one is named; under nbgrader the last two raise."""
     assert lab(right) is True
     assert lab(wrong) is False and "not yet" in capsys.readouterr().out
