@@ -668,6 +668,14 @@ __all__ += ["mcnemar_lab", "paired_interval_lab"]
 
 # ----------------------------------------------------------------- 10 transformers
 
+def _tensors(answer, title, names):
+    """A lab's tuple of matrices as float64 tensors, or a TypeError naming what to return."""
+    count = len(names.split(","))
+    if not (isinstance(answer, (tuple, list)) and len(answer) == count):
+        raise TypeError(f"{title}: return ({names}), got {type(answer).__name__}")
+    return [torch.as_tensor(as_numpy(T), dtype=torch.float64) for T in answer]
+
+
 def _lab_layer(seed=2025):
     """The visible case of the transformer labs: a 12 x 16 weight and correlated inputs."""
     g = torch.Generator().manual_seed(seed)
@@ -710,9 +718,7 @@ def oats_lab(function):
     answer = function(W.clone(), G.clone(), 3, 40, 10)
     if answer is None or _unanswered(answer):
         return _not_answered("OATS", "code")
-    if not (isinstance(answer, (tuple, list)) and len(answer) == 3):
-        raise TypeError(f"OATS: return (S, U, V), got {type(answer).__name__}")
-    S, U, V = (torch.as_tensor(as_numpy(T), dtype=torch.float64) for T in answer)
+    S, U, V = _tensors(answer, "OATS", "S, U, V")
     ref = oats(W, G, 3, "unstructured", 40, rounds=10)
     ok = (S.shape == W.shape and int((S != 0).sum()) <= 40
           and torch.allclose(S + U @ V, ref[0] + ref[1] @ ref[2], atol=1e-8))
@@ -751,9 +757,7 @@ def reduced_rank_regression_lab(function):
     answer = function(X.clone(), Z.clone(), 3)
     if answer is None or _unanswered(answer):
         return _not_answered("reduced-rank regression", "code")
-    if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
-        raise TypeError(f"reduced-rank regression: return (U, V), got {type(answer).__name__}")
-    U, V = (torch.as_tensor(as_numpy(T), dtype=torch.float64) for T in answer)
+    U, V = _tensors(answer, "reduced-rank regression", "U, V")
     ref_U, ref_V = reduced_rank_regression(X, Z, 3)
     ok = (U.shape == (8, 3) and V.shape == (3, 12) and math.isclose(
         float(torch.linalg.norm(Z - U @ V @ X)), float(torch.linalg.norm(Z - ref_U @ ref_V @ X)),
