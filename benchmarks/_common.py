@@ -136,6 +136,24 @@ def finetune_runs(state, save, work, original, new_train, test, *, arch, epochs,
             and k.endswith(tuple(runs))}
 
 
+def add_run_options(parser, out):
+    """The options of a resumable benchmark: ``--work`` (its folder), ``--out`` (the results'
+    path without extension, default ``out``) and ``--summarize``."""
+    parser.add_argument("--work", required=True, help="the run's folder (resumes from it)")
+    parser.add_argument("--out", default=str(out))
+    parser.add_argument("--summarize", action="store_true",
+                        help="only write the results from what the work folder holds (no new "
+                             "computation, so no check that today's code matches the run's)")
+
+
+def saved_state(work):
+    """The state a resumable run left in folder ``work`` (for ``--summarize``: read only)."""
+    path = Path(work) / "state.json"
+    if not path.is_file():
+        raise SystemExit(f"{work} holds no run to summarize (no state.json)")
+    return json.loads(path.read_text())
+
+
 def phase(state, save, key, fn):
     """``state[key]``, computed by ``fn()`` and saved once (a rerun resumes after it)."""
     if key not in state:

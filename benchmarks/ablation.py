@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import (SHARED, cifar_root, code_fingerprint, cpu_model, git_version, run_state,
-                     table)
+from _common import (SHARED, add_run_options, cifar_root, code_fingerprint, cpu_model,
+                     git_version, phase, run_state, saved_state, table)
 from lrsa.data import load_cifar10, make_loader
 from lrsa.evaluation import bootstrap_interval, mcnemar, split_indices
 from lrsa.features import fold_batchnorm
@@ -72,11 +72,7 @@ def main():
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--calib-images", type=int, default=1000)
-    p.add_argument("--work", required=True, help="the run's folder (resumes from it)")
-    p.add_argument("--out", default=str(RESULTS / "ablation_nin"))
-    p.add_argument("--summarize", action="store_true",
-                   help="only write the results from what the work folder holds (no new "
-                        "computation, so no check that today's code matches the run's)")
+    add_run_options(p, RESULTS / "ablation_nin")
     a = p.parse_args()
     if not Path(a.checkpoint).is_file() or cifar_root() is None:
         raise SystemExit(f"needs a NIN checkpoint ({a.checkpoint}; `lrsa train --model nin_bn` "
@@ -90,11 +86,11 @@ def main():
     meta = load_checkpoint(model, a.checkpoint)
     yte = load_cifar10(cifar_root(), train=False)[1]
     if a.summarize:
-        state = json.loads((work / "state.json").read_text())
+        state = saved_state(work)
         settings = state["settings"]
     else:
         state, save = run_state(work, settings)
-        state.setdefault("code_version", git_version())
+        phase(state, save, "code_version", git_version)
         folded = fold_batchnorm(copy.deepcopy(model).eval())
         xtr, ytr = load_cifar10(cifar_root(), train=True)
         test = make_loader(load_cifar10(cifar_root(), train=False)[0], yte, 500)

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import SHARED, cifar_root, code_fingerprint, cpu_model, git_version, run_state
+from _common import (SHARED, cifar_root, code_fingerprint, cpu_model, git_version, phase,
+                     run_state)
 from lrsa.data import load_cifar10, make_loader
 from lrsa.evaluation import split_indices
 from lrsa.features import fold_batchnorm
@@ -49,7 +50,7 @@ def main():
     settings = {k: getattr(a, k) for k in ("model", "checkpoint", "lrs", "seed", "epochs")}
     settings["code"] = code_fingerprint()
     state, save = run_state(Path(a.work), settings)
-    state.setdefault("code_version", git_version())
+    phase(state, save, "code_version", git_version)
     teacher = get_model("nin_bn")
     load_checkpoint(teacher, a.checkpoint)
     teacher = fold_batchnorm(teacher.eval())

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import code_fingerprint, cpu_model, git_version, run_state
+from _common import (add_run_options, code_fingerprint, cpu_model, git_version, phase,
+                     run_state, saved_state)
 from lrsa.data import load_digits_images, make_loader
 from lrsa.evaluation import bootstrap_interval
 from lrsa.models import tiny_vit
@@ -65,20 +66,16 @@ def main():
     p.add_argument("--sizes", type=float, nargs="+", default=[0.6, 0.7, 0.8])
     p.add_argument("--calib-images", type=int, default=256)
     p.add_argument("--timing-repeats", type=int, default=30)
-    p.add_argument("--work", required=True, help="the run's folder (resumes from it)")
-    p.add_argument("--out", default=str(RESULTS / "transformer_digits"))
-    p.add_argument("--summarize", action="store_true",
-                   help="only write the results from what the work folder holds (no new "
-                        "computation, so no check that today's code matches the run's)")
+    add_run_options(p, RESULTS / "transformer_digits")
     a = p.parse_args()
     settings = {k: getattr(a, k) for k in ("seeds", "sizes", "calib_images", "timing_repeats")}
     settings.update(code=code_fingerprint(), recipe=RECIPE)
     digits = load_digits_images()
     if a.summarize:
-        state = json.loads((Path(a.work) / "state.json").read_text())
+        state = saved_state(a.work)
     else:
         state, save = run_state(Path(a.work), settings)
-        state.setdefault("code_version", git_version())
+        phase(state, save, "code_version", git_version)
         test = make_loader(digits.x_test, digits.y_test, 256, mean=None, std=None)
         original = trained_original(Path(a.work), digits, state, save, test)
         for seed in a.seeds:

@@ -41,7 +41,7 @@ import torch
 from .prox import hard_threshold, project_n_m
 from .solver import parse_n_m
 
-__all__ = ["entry_storage", "fit_sparse_low_rank", "nonzeros_within", "oats",
+__all__ = ["entry_split", "entry_storage", "fit_sparse_low_rank", "nonzeros_within", "oats",
            "output_error", "project"]
 
 #: bits of a column index in the unstructured (CSR) format: d <= 65,536 inputs per row
@@ -74,6 +74,14 @@ def nonzeros_within(sparsity, words, n, d):
     return full if entry_storage(sparsity, full, n) <= words else 0
 
 
+def entry_split(sparsity, words, share, n, d):
+    """(nonzeros of A, rank of B) spending ``words`` of storage on an n x d layer with the
+    share ``share`` of it offered to A (:func:`nonzeros_within`) and what A leaves to the
+    rank (at most min(n, d))."""
+    k = nonzeros_within(sparsity, share * words, n, d) if share else 0
+    return k, max(0, min(n, d, int((words - entry_storage(sparsity, k, n)) // (n + d))))
+
+
 def project(sparsity, V, nonzeros):
     """The projection of V onto the sparsity set: the ``nonzeros`` largest entries
     (unstructured) or the N:M pattern (``nonzeros`` then only says whether A is empty)."""
@@ -86,7 +94,12 @@ def project(sparsity, V, nonzeros):
 
 def output_error(W_star, G, A, U, V):
     """:math:`\\operatorname{tr}((W_\\star - A - UV) G (W_\\star - A - UV)^\\top)`."""
-    R = (W_star - A - U @ V).double()
+    return _metric_error(W_star - A - U @ V, G)
+
+
+def _metric_error(R, G):
+    """tr(R G R^T), in float64."""
+    R = R.double()
     return float(((R @ G.double()) * R).sum())
 
 
@@ -141,7 +154,7 @@ def _sparse_step(T, G, A, step, root, sparsity, nonzeros):
     further where G is ill-conditioned and the gradient step is short)."""
     fits = [_refit_support(T, G, project(sparsity, V, nonzeros))
             for V in (A + step * (T - A) @ G, T * root)]
-    errors = [float((((T - F) @ G) * (T - F)).sum()) for F in fits]
+    errors = [_metric_error(T - F, G) for F in fits]
     return fits[errors.index(min(errors))]
 
 

@@ -788,10 +788,10 @@ def split_errors(model, layer, calibration, size, shares, *, sparsity="unstructu
     80 % of the samples (their least-squares map and second moment) and judged on the rest,
     on the linear response. Returns ``{"shares", "nonzeros", "rank", "oats", "lrsa"}``."""
     from .attention import split_attention
-    from .decompose import entry_storage, fit_sparse_low_rank, nonzeros_within, oats
+    from .decompose import entry_split, fit_sparse_low_rank, oats
     from .features import collect_features, fold_batchnorm
-    from .pipeline.layer import _holdout
-    from .solver import LayerProblem, StructuredFit
+    from .pipeline.layer import HeldOut
+    from .solver import StructuredFit
 
     net = fold_batchnorm(copy.deepcopy(model).eval())
     split_attention(net)
@@ -799,20 +799,17 @@ def split_errors(model, layer, calibration, size, shares, *, sparsity="unstructu
     X, Z = feats.X.double(), feats.Z.double()
     n, d = Z.shape[0], X.shape[0]
     bias = net.get_submodule(layer).bias.detach().double()
-    used, held = _holdout(X.shape[1], seed)
-    fit = StructuredFit(LayerProblem(X[:, used], Z[:, used], bias, "linear"))
-    Zh = Z[:, held] - bias[:, None]
+    held = HeldOut(X, Z, bias, False, seed)
+    fit = StructuredFit(held.part)
+    scale = float(torch.linalg.norm(held.Y - bias[:, None]))  # the response without its bias
     out = {"shares": list(shares), "nonzeros": [], "rank": [], "oats": [], "lrsa": []}
     for share in shares:
-        words = size * n * d
-        k = nonzeros_within(sparsity, share * words, n, d) if share else 0
-        r = max(0, int((words - entry_storage(sparsity, k, n)) // (n + d)))
+        k, r = entry_split(sparsity, size * n * d, share, n, d)
         out["nonzeros"].append(k)
         out["rank"].append(r)
         for name, fitter in (("oats", oats), ("lrsa", fit_sparse_low_rank)):
             A, U, V = fitter(fit.W_full, fit.G, r, sparsity, k)
-            err = torch.linalg.norm(Zh - (A + U @ V) @ X[:, held]) / torch.linalg.norm(Zh)
-            out[name].append(float(err))
+            out[name].append(held.error(A, U, V, bias) / scale)
     return out
 
 

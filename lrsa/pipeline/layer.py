@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..baselines import truncated_svd
-from ..decompose import entry_storage, fit_sparse_low_rank, nonzeros_within, oats
+from ..decompose import entry_split, entry_storage, fit_sparse_low_rank, oats
 from ..solver import LayerProblem, LayerSolution, StructuredFit, layer_objective, parse_n_m
 
 
@@ -96,8 +96,6 @@ def log_energy(mod):
 
 
 METHODS = ("lrsa", "svd", "rrr", "oats")
-#: what the sparse part keeps: whole input channels (the paper), or single weights
-SPARSITIES = ("channel", "unstructured", "N:M (e.g. 2:4)")
 ENTRY_SHARES = (0.25, 0.5, 0.75)  # shares of the budget tried for unstructured A with B
 HELD_OUT = 0.2  # share of the samples that judges the structure and the ReLU refinement
 LOOSE_ITERATIONS = 40  # ADMM iterations for ranking channels under a size target
@@ -200,14 +198,8 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
             A, U, V, b = fit.refine_relu(lin.retarget(torch.relu(Z), "relu"), A, U, V)
             refined = True
     r = U.shape[1]
-    base = admm if admm is not None else LayerSolution(
-        A=A, B=A, U=U, V=V, bias=b, objective=math.nan, history={}, converged=True,
-        iterations=0, message=method, response="linear", lam1=0.0, lam2=0.0, t=0.0)
-    Y = Z if response == "linear" else torch.relu(Z)
-    sol = dataclasses.replace(base, A=A, B=U @ V, U=U, V=V, bias=b, response=response,
-                              objective=layer_objective(X, Y, A, U @ V, 0.0, 0.0,
-                                                        response=response, bias=b))
-    extra = {"choice": "A+B" if m and r else ("A only" if m else "B only"),
+    sol = _solution(X, Z, A, U, V, b, response, method, base=admm)
+    extra = {"choice": _choice(m, r),
              "kept_channels": m, "frac": p.frac if method == "lrsa" else None,
              "method": method, "refined": refined,
              "ranked_by": None if method != "lrsa" else "admm" if admm is not None else "energy",
@@ -237,36 +229,25 @@ def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
         [0.0, *ENTRY_SHARES] if sparsity == "unstructured" else [0.0, 1.0]
     splits = []
     for share in shares:
-        k = nonzeros_within(sparsity, share * budget, n, d) if share else 0
-        r = max(0, min(n, d, int((budget - entry_storage(sparsity, k, n)) // (n + d))))
+        k, r = entry_split(sparsity, budget, share, n, d)
         if (k or r) and (k, r) not in splits:
             splits.append((k, r))
     if not splits:
         raise ValueError(f"a size of {p.target_cr:.3g} leaves no room for A or B in a "
                          f"{n} x {d} layer with sparsity={sparsity!r}")
-    relu = response == "relu"
-    used, held = _holdout(X.shape[1], seed)
-    part = StructuredFit(LayerProblem(X[:, used], Z[:, used], b, "linear"))
-    Xh, Yh = X[:, held], (torch.relu(Z[:, held]) if relu else Z[:, held])
-
-    def error(A, U, V):
-        out = (A + U @ V).to(Xh) @ Xh + b[:, None]
-        return float(torch.linalg.norm(Yh - (torch.relu(out) if relu else out)))
-
-    scored = [(error(*fitter(part.W_full, part.G, r, sparsity, k)), (k, r)) for k, r in splits]
+    held = HeldOut(X, Z, b, response == "relu", seed)
+    part = StructuredFit(held.part)
+    scored = [(held.error(*fitter(part.W_full, part.G, r, sparsity, k), b), (k, r))
+              for k, r in splits]
     (k, r) = min(scored)[1]
     full = StructuredFit(LayerProblem(X, Z, b, "linear"))
     A, U, V = (T.to(X.dtype) for T in fitter(full.W_full, full.G, r, sparsity, k))
-    Y = Z if response == "linear" else torch.relu(Z)
-    sol = LayerSolution(A=A, B=U @ V, U=U, V=V, bias=b, history={}, converged=True,
-                        iterations=0, message=method, response=response, lam1=0.0, lam2=0.0,
-                        t=0.0, objective=layer_objective(X, Y, A, U @ V, 0.0, 0.0,
-                                                         response=response, bias=b))
+    sol = _solution(X, Z, A, U, V, b, response, method)
     nonzeros = int((A != 0).sum())
-    scale = max(float(torch.linalg.norm(Yh)), 1e-30)
-    extra = {"choice": "A+B" if k and r else ("A only" if k else "B only"),
+    extra = {"choice": _choice(k, r),
              "kept_channels": None, "frac": None, "method": method, "refined": False,
-             "ranked_by": None, "heldout": [[kk, rr, e / scale] for e, (kk, rr) in scored],
+             "ranked_by": None,
+             "heldout": [[kk, rr, held.relative(e)] for e, (kk, rr) in scored],
              "params_compressed": math.ceil(entry_storage(sparsity, nonzeros, n)
                                             + r * (n + d)),
              "nonzero_columns": int((A != 0).any(0).sum()), "sparsity": sparsity,
@@ -274,11 +255,45 @@ def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
     return sol, extra
 
 
-def _holdout(N, seed):
-    """(used, held): a seeded split of N samples, ``HELD_OUT`` of them held out."""
-    perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed))
-    cut = max(1, int(HELD_OUT * N))
-    return perm[cut:], perm[:cut]
+def _choice(kept, rank):
+    """The report's name of a split: ``"A+B"``, ``"A only"`` or ``"B only"``."""
+    return "A+B" if kept and rank else ("A only" if kept else "B only")
+
+
+def _solution(X, Z, A, U, V, b, response, message, base=None):
+    """A, U V and the bias as a :class:`LayerSolution` (from ``base``, the ADMM's, where
+    one ran) with the data term of ``response`` at them as its objective."""
+    base = base if base is not None else LayerSolution(
+        A=A, B=A, U=U, V=V, bias=b, objective=math.nan, history={}, converged=True,
+        iterations=0, message=message, response="linear", lam1=0.0, lam2=0.0, t=0.0)
+    Y = Z if response == "linear" else torch.relu(Z)
+    return dataclasses.replace(base, A=A, B=U @ V, U=U, V=V, bias=b, response=response,
+                               objective=layer_objective(X, Y, A, U @ V, 0.0, 0.0,
+                                                         response=response, bias=b))
+
+
+class HeldOut:
+    """A seeded split of a layer's samples: ``part``, the linear problem on the 80 % that
+    fits (:class:`LayerProblem`), and :meth:`error` on the ``HELD_OUT`` 20 % that judge
+    (post-ReLU when ``relu``)."""
+
+    def __init__(self, X, Z, b, relu, seed):
+        perm = torch.randperm(X.shape[1], generator=torch.Generator().manual_seed(seed))
+        cut = max(1, int(HELD_OUT * X.shape[1]))
+        self.used, held = perm[cut:], perm[:cut]
+        self.part = LayerProblem(X[:, self.used], Z[:, self.used], b, "linear")
+        self.relu, self.X = relu, X[:, held]
+        self.Y = torch.relu(Z[:, held]) if relu else Z[:, held]
+        self.scale = max(float(torch.linalg.norm(self.Y)), 1e-30)
+
+    def error(self, A, U, V, bias):
+        """||Y - r((A + U V) X + b)||_F on the held-out samples."""
+        out = (A + U @ V).to(self.X) @ self.X + bias[:, None]
+        return float(torch.linalg.norm(self.Y - (torch.relu(out) if self.relu else out)))
+
+    def relative(self, error):
+        """``error`` over the norm of the held-out targets."""
+        return error / self.scale
 
 
 def _split(budget, m, n, d, group, r_max, multiple):
@@ -327,23 +342,15 @@ def _choose(X, Z, b, splits, order, group, relu, seed):
     there was nothing to judge: one split and no refinement)."""
     if len(splits) == 1 and not relu:
         return splits[0], False, None
-    used, held = _holdout(X.shape[1], seed)
-    part = LayerProblem(X[:, used], Z[:, used], b, "linear")
-    fit = StructuredFit(part)
-    Xh, Yh = X[:, held], (torch.relu(Z[:, held]) if relu else Z[:, held])
-
-    def error(A, U, V, bias):
-        out = (A + U @ V) @ Xh + bias[:, None]
-        return float(torch.linalg.norm(Yh - (torch.relu(out) if relu else out)))
-
+    held = HeldOut(X, Z, b, relu, seed)
+    fit = StructuredFit(held.part)
     scored = []
     for m, r in splits:
         A, U, V, _ = fit.fit(_columns(order, m, group), r)
-        scored.append((error(A, U, V, b), (m, r), (A, U, V)))
+        scored.append((held.error(A, U, V, b), (m, r), (A, U, V)))
     err, best, (A, U, V) = min(scored, key=lambda t: t[0])
-    refine = relu and error(*fit.refine_relu(part.retarget(torch.relu(Z[:, used]), "relu"),
-                                             A, U, V)) < err
-    scale = max(float(torch.linalg.norm(Yh)), 1e-30)
-    return best, refine, [[m, r, e / scale] for e, (m, r), _ in scored]
+    refine = relu and held.error(*fit.refine_relu(
+        held.part.retarget(torch.relu(Z[:, held.used]), "relu"), A, U, V)) < err
+    return best, refine, [[m, r, held.relative(e)] for e, (m, r), _ in scored]
 
 

@@ -107,7 +107,8 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
         settings["sparsity"] = sparsity
     run = _Run(original=original, compressed=copy.deepcopy(original), batches=batches,
                settings=settings, in_shapes=in_shapes, relu_after=relu_after,
-               fallback=fallback, batch_sizes=sorted({1, int(first.shape[0])}))
+               fallback=fallback, batch_sizes=sorted({1, int(first.shape[0])}),
+               sparsity=sparsity)
     if workdir is not None:
         run.work = Path(workdir)
         run.work.mkdir(parents=True, exist_ok=True)
@@ -200,6 +201,7 @@ class _Run:
     relu_after: set
     fallback: str | None
     batch_sizes: list
+    sparsity: str = "channel"
     work: Path | None = None
     provenance: dict | None = None
     factored: dict = field(default_factory=dict)  # name -> its worst in-place speed-up
@@ -213,7 +215,7 @@ def _compress_layer(run, idx, name, mod, p):
     row = _initial_row(name, mod, p)
     if _kept(p):
         return row
-    why_not = cannot_take(mod, run.settings.get("sparsity", "channel"))
+    why_not = cannot_take(mod, run.sparsity)
     if why_not is not None:
         return dataclasses.replace(row, decision=why_not)
     done = _layer_file(run, idx)
@@ -356,7 +358,7 @@ def _layer(run, name, mod, p, row, method=None):
         X, Z = feats.X, feats.Z
         W, b = W.to(X), b.to(X)
     sol, extra = approximate_layer(X, Z, W, b, p, resp, group, method, s["max_iter"], s["tol"],
-                                   s["seed"], s.get("sparsity", "channel"))
+                                   s["seed"], run.sparsity)
     rel = None
     if method != "svd":  # sol.objective is the data term ||Y - r(W X + b)||^2 / 2N
         Y = torch.relu(Z) if resp == "relu" else Z
