@@ -3,9 +3,9 @@ regression at one budget, over several seeds, before and after the same fine-tun
 with paired 95 % intervals; the winner among lrsa's three splits chosen on validation.
 
     LRSA_DATA=<folder with cifar-10-batches-py> python benchmarks/ablation.py \\
-        --work runs/ablation_nin [--seeds 0 1 2] [--epochs 1]
+        --work runs/ablation_nin [--model nin_bn | vgg16_bn] [--seeds 0 1 2] [--epochs 1]
 
-The protocol (docs/evaluation.md): the shared NIN baseline was trained on all 50,000
+The protocol (docs/evaluation.md): the shared baselines were trained on all 50,000
 training images, so CIFAR-10's 10,000 test images are split into two fixed halves
 (:func:`lrsa.evaluation.split_indices`, seed 0): every choice is made on the *validation*
 half, the figures are read on the *report* half. A seed fixes the calibration sample (from
@@ -14,7 +14,7 @@ augmentation, shared by every method within it. Each model's predictions on all 
 test images are kept in the work folder; the results keep which were correct (bit-packed)
 and the predictions' sha256.
 
-Methods, each at the budget of the NIN headline (``--size``, ``--macs``, every layer):
+Methods, each at the budget of the network's headline (``--size``, ``--macs``, every layer):
 ``b_alone`` (ratio 0: the fast preset, reduced-rank regression with the ReLU refit),
 ``a_plus_b`` (ratio 3: Algorithm 1 ranks the input channels and each layer's split between
 kept channels and rank is chosen on held-out calibration samples), ``a_alone`` (ratio inf:
@@ -59,30 +59,45 @@ METHODS = {"b_alone": "lrsa, B alone (low-rank only; the fast preset)",
            "svd": "truncated SVD at B alone's sizes",
            "rrr": "reduced-rank regression at B alone's sizes",
            "control": "uncompressed (control)"}
+#: each network's headline budget and fine-tuning lr (chosen on the test set at earlier
+#: stops, before the protocol; the results say so)
+HEADLINES = {"nin_bn": {"size": 0.36, "macs": 0.4, "lr": 1e-2},
+             "vgg16_bn": {"size": 0.2, "macs": 0.33, "lr": 1e-3}}
+NAMES = {"nin_bn": "NIN", "vgg16_bn": "VGG-16"}
 SPLIT_SEED = 0  # the fixed halves of the test set
 STAGES = ("before", "after")  # fine-tuning
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=str(SHARED / "models" / "nin_bn_cifar10.pt"))
+    p.add_argument("--model", choices=list(HEADLINES), default="nin_bn")
+    p.add_argument("--checkpoint", help="default: the shared checkpoint of --model")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--size", type=float, default=0.36)
-    p.add_argument("--macs", type=float, default=0.4)
+    p.add_argument("--size", type=float, help="default: the headline's (see HEADLINES)")
+    p.add_argument("--macs", type=float, help="default: the headline's")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--lr", type=float, help="default: the headline's")
     p.add_argument("--calib-images", type=int, default=1000)
-    add_run_options(p, RESULTS / "ablation_nin")
+    add_run_options(p, None)
     a = p.parse_args()
+    for key, value in HEADLINES[a.model].items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
+    if a.checkpoint is None:
+        a.checkpoint = str(SHARED / "models" / f"{a.model}_cifar10.pt")
+    if a.out is None:
+        a.out = str(RESULTS / f"ablation_{a.model.removesuffix('_bn')}")
     if not Path(a.checkpoint).is_file() or cifar_root() is None:
-        raise SystemExit(f"needs a NIN checkpoint ({a.checkpoint}; `lrsa train --model nin_bn` "
-                         "makes one) and CIFAR-10 (LRSA_DATA: the folder holding "
+        raise SystemExit(f"needs a {a.model} checkpoint ({a.checkpoint}; `lrsa train --model "
+                         f"{a.model}` makes one) and CIFAR-10 (LRSA_DATA: the folder holding "
                          "cifar-10-batches-py)")
     settings = {k: getattr(a, k) for k in ("checkpoint", "seeds", "size", "macs", "epochs",
                                            "lr", "calib_images")}
+    if a.model != "nin_bn":  # NIN's runs predate the option
+        settings["model"] = a.model
     settings.update(code=code_fingerprint(), allocator=allocator())
     work = Path(a.work)
-    model = get_model("nin_bn")
+    model = get_model(a.model)
     meta = load_checkpoint(model, a.checkpoint)
     yte = load_cifar10(cifar_root(), train=False)[1]
     if a.summarize:
@@ -143,7 +158,7 @@ def run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test):
             net, rep = compress_like(model, calib, like, solver=solver, progress=False, **kw)
             rows = rep.to_dict()["layers"]
         seconds = time.perf_counter() - t0
-        save_compressed(net, folder / f"{key}.pt", arch="nin_bn")
+        save_compressed(net, folder / f"{key}.pt", arch=a.model)
         record(key, net, "before", seconds=seconds,
                params=count_parameters(net), macs=count_macs(net, (1, 3, 32, 32)))
         if rows is not None:
@@ -169,6 +184,7 @@ def summarize(a, state, work, meta, settings, labels):
     """Validation scores, the winner among the splits, report-half intervals, records.
     Each stage (before / after fine-tuning) rests on the seeds for which every method
     reached it (a run stopped early has fewer seeds after fine-tuning than before)."""
+    name = NAMES[settings.get("model", "nin_bn")]
     n_test = len(labels)
     val, report = split_indices(n_test, n_test // 2, seed=SPLIT_SEED)
     runs = state["runs"]
@@ -196,7 +212,7 @@ def summarize(a, state, work, meta, settings, labels):
                 "mcnemar_per_seed": [mcnemar(x, y) for x, y in
                                      zip(rep[first, stage], rep[second, stage])]}
     data = {
-        "what": "ablation of the sparse part at NIN's headline budget",
+        "what": f"ablation of the sparse part at {name}'s headline budget", "model": name,
         "argv": sys.argv, "settings": settings, "code_version": state["code_version"],
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "onednn": torch.backends.mkldnn.version()
@@ -209,9 +225,9 @@ def summarize(a, state, work, meta, settings, labels):
                           "first, report the rest", "seed": SPLIT_SEED,
                   "validation": len(val), "report": len(report)},
         "seeds": {stage: [int(s) for s in seeds[stage]] for stage in STAGES},
-        "cut": f"{settings['epochs']} epoch(s) of fine-tuning at lr {settings['lr']} (the NIN "
-               "headline's 5 epochs did not fit the session); lr 1e-2 was chosen on the test "
-               "set at an earlier stop, not re-made on validation"
+        "cut": f"{settings['epochs']} epoch(s) of fine-tuning at lr {settings['lr']} (the "
+               f"{name} headline's 5 epochs did not fit the session); lr {settings['lr']:g} was "
+               "chosen on the test set at an earlier stop, not re-made on validation"
                + ("" if seeds["after"] == seeds["before"] else
                   f"; after fine-tuning {len(seeds['after'])} seeds, not "
                   f"{len(seeds['before'])}: the rest did not fit the session"),
@@ -255,7 +271,8 @@ def _markdown(d):
     comps = [{"difference (points, report half)": key, "mean [95 %]": _iv(c),
               "verdict": c["verdict"]} for key, c in d["comparisons"].items()]
     return "\n".join([
-        f"Ablation on NIN (CIFAR-10), code {d['code_version']}, {d['threads']} threads, "
+        f"Ablation on {d['model']} (CIFAR-10), code {d['code_version']}, "
+        f"{d['threads']} threads, "
         f"seeds {d['seeds']['before']} before fine-tuning, {d['seeds']['after']} after; "
         f"{d['cut']}.", "",
         f"Winner among lrsa's splits on validation: **{d['selection']['winner']}**.", "",
