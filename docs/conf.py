@@ -137,7 +137,7 @@ myst_update_mathjax = False
 nb_execution_mode = "off"
 # Widget outputs: the site has no kernel and no widget JavaScript (and loads nothing from a
 # network), so a widget view would render as nothing. lrsa's interactive figures
-# (lrsa.widgets.interact) carry a static small-multiples image/png beside the widget view:
+# (lrsa.course.widgets.interact) carry a static small-multiples image/png beside the widget view:
 # never pick the widget view, so that image is shown. ipywidgets_js empty: no require.js or
 # widget manager from a CDN on pages whose notebook saved widget state.
 nb_mime_priority_overrides = [("*", "application/vnd.jupyter.widget-view+json", None)]
@@ -434,9 +434,9 @@ def _generate() -> None:
         extra += [f"### {title}", "", body]
     # modules that other work may or may not have added yet
     optional = []
-    for path in sorted((ROOT / "lrsa").glob("*.py")):
-        name = path.stem
-        if name.startswith("_") or name in API_MODULES or name in NOT_API:
+    for path in sorted([*(ROOT / "lrsa").glob("*.py"), *(ROOT / "lrsa" / "course").glob("*.py")]):
+        name = path.relative_to(ROOT / "lrsa").with_suffix("").as_posix().replace("/", ".")
+        if path.stem.startswith("_") or name in API_MODULES or name in NOT_API:
             continue
         optional += [f"## `lrsa.{name}`", "", "```{eval-rst}", f".. automodule:: lrsa.{name}",
                      "```", ""]

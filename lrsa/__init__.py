@@ -2,18 +2,38 @@
 
 Ma, Chen, Li, Shang, Yu, Cho and Yu, "A Unified Approximation Framework for Compressing and
 Accelerating Deep Neural Networks", ICTAI 2019.
+
+The proximal operators and the ADMM's correction step (:mod:`lrsa.prox`, :mod:`lrsa.admm`)
+need NumPy only; every other name below loads torch when it is first used, so that
+``import lrsa.prox`` works where torch is not installed.
 """
+
+import importlib
 
 from .admm import he_yuan_correction
 from .prox import prox_l21, soft_threshold, svt
-from .baselines import reduced_rank_regression, truncated_svd
-from .pipeline import (Budget, LayerPlan, SolverSettings, compress, compress_like, finetune,
-                       load_compressed, matching_plan, save_compressed)
-from .solver import LayerSolution, StructuredFit, layer_objective, solve_layer
 
-__all__ = ["prox_l21", "svt", "soft_threshold", "solve_layer", "LayerSolution",
-           "layer_objective", "he_yuan_correction", "compress", "Budget", "LayerPlan",
-           "SolverSettings", "finetune", "save_compressed",
-           "load_compressed", "compress_like", "matching_plan", "StructuredFit", "truncated_svd",
-           "reduced_rank_regression"]
+#: the top-level names that need torch, and the module defining each (loaded on first use)
+_LAZY = {
+    **dict.fromkeys(["truncated_svd", "reduced_rank_regression"], "baselines"),
+    **dict.fromkeys(["Budget", "LayerPlan", "SolverSettings", "compress", "compress_like",
+                     "finetune", "load_compressed", "matching_plan", "save_compressed"],
+                    "pipeline"),
+    **dict.fromkeys(["LayerSolution", "StructuredFit", "layer_objective", "solve_layer"],
+                    "solver"),
+}
+
+__all__ = ["prox_l21", "svt", "soft_threshold", "he_yuan_correction", *_LAZY]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # once loaded, an ordinary attribute
+        return value
+    raise AttributeError(f"module 'lrsa' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY})

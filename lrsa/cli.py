@@ -347,7 +347,7 @@ def cmd_fetch_checkpoint(args):
 
 
 def cmd_course(args):
-    from . import course
+    from .course import grading as course
     root = Path(args.folder)
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} is not empty; give a new folder for the nbgrader course")
@@ -511,7 +511,8 @@ def build_parser():
     sp = sub.add_parser("course", help="lay out the course as an nbgrader course folder")
     sp.add_argument("folder", help="a new folder for the course")
     sp.add_argument("--notebooks", default=None,
-                    help="the notebooks/ folder of an lrsa clone (default: this install's)")
+                    help="a folder of course notebooks with solutions/ "
+                         "(default: the ones installed with lrsa)")
     sp.set_defaults(func=cmd_course)
 
     sp = sub.add_parser("report", help="print a report.json as markdown")

@@ -7,29 +7,39 @@ One convention throughout lrsa:
     \operatorname{prox}_{\tau f}(V) = \arg\min_X \; \tau f(X) + \tfrac12 \|X - V\|_F^2 .
 
 Every operator accepts a NumPy array or a torch tensor (any device) and returns the same
-kind, dtype and device.
+kind, dtype and device. They are written once, against the Python array API standard
+(``array_api_compat`` gives NumPy and torch one namespace), so this module runs where torch
+is not installed (JupyterLite, a teaching server with NumPy only).
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+import math
 
-from .utils import as_float_tensor
+from array_api_compat import array_namespace, is_numpy_array, is_torch_array
 
 __all__ = ["hard_threshold", "project_n_m", "prox_l21", "prox_group_l21", "svt", "svt_factors",
            "soft_threshold"]
 
 
+def _floating(V, name="V"):
+    """(V, its array namespace) for a finite floating NumPy array or torch tensor;
+    ValueError naming ``name`` for anything else."""
+    if not (is_numpy_array(V) or is_torch_array(V)):
+        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(V).__name__}")
+    xp = array_namespace(V)
+    if not xp.isdtype(V.dtype, "real floating"):
+        raise ValueError(f"{name} must be a floating array, got dtype {V.dtype}")
+    if not bool(xp.all(xp.isfinite(V))):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return V, xp
+
+
 def _check_tau(tau):
     tau = float(tau)
-    if np.isnan(tau) or tau < 0:  # tau = inf is allowed: the prox is then 0
+    if math.isnan(tau) or tau < 0:  # tau = inf is allowed: the prox is then 0
         raise ValueError(f"tau must be a number >= 0, got {tau}")
     return tau
-
-
-def _back(T, was_numpy):
-    return T.numpy() if was_numpy else T
 
 
 def _check_matrix(T, name="V"):
@@ -54,9 +64,9 @@ def soft_threshold(V, tau):
     -------
     Same kind, shape, dtype and device as ``V``.
     """
-    T, was_numpy = as_float_tensor(V)
+    V, xp = _floating(V)
     tau = _check_tau(tau)
-    return _back(torch.sign(T) * torch.clamp(T.abs() - tau, min=0), was_numpy)
+    return xp.sign(V) * xp.clip(xp.abs(V) - tau, min=0)
 
 
 def prox_l21(V, tau):
@@ -111,18 +121,21 @@ def prox_group_l21(V, tau, group):
     -------
     (n, d) array or tensor, same kind as ``V``.
     """
-    T, was_numpy = as_float_tensor(V)
-    _check_matrix(T)
+    V, xp = _floating(V)
+    _check_matrix(V)
     tau = _check_tau(tau)
     group = int(group)
-    n, d = T.shape
+    n, d = V.shape
     if group < 1 or d % group:
         raise ValueError(f"group must be a positive divisor of the {d} columns, got {group}")
-    blocks = T.reshape(n, d // group, group)
-    norms = torch.linalg.vector_norm(blocks, dim=(0, 2))
-    # clamp the denominator: a zero block has scale 0 anyway, so no NaN appears
-    scale = torch.clamp(1 - tau / torch.clamp(norms, min=torch.finfo(T.dtype).tiny), min=0)
-    return _back((blocks * scale[None, :, None]).reshape(n, d), was_numpy)
+    blocks = xp.reshape(V, (n, d // group, group))
+    norms = xp.linalg.vector_norm(blocks, axis=(0, 2))
+    # a block with norm <= tau becomes 0; dividing only by norms > tau >= 0 keeps zero blocks
+    # and tau = inf free of NaN and overflow
+    shrunk = norms > tau
+    scale = xp.where(shrunk, 1 - tau / xp.where(shrunk, norms, xp.ones_like(norms)),
+                     xp.zeros_like(norms))
+    return xp.reshape(blocks * scale[None, :, None], (n, d))
 
 
 def svt_factors(V, tau):
@@ -135,23 +148,21 @@ def svt_factors(V, tau):
     :math:`O(\min(n,d)^2 \max(n,d))` instead of a full SVD, and only pairs with
     :math:`\sigma_i > \tau` are kept, which are the well-conditioned ones.
     """
-    T, _ = as_float_tensor(V)
-    _check_matrix(T)
+    V, xp = _floating(V)
+    _check_matrix(V)
     tau = _check_tau(tau)
-    wide = T.shape[0] <= T.shape[1]
-    T64 = T.to(torch.float64)
-    S = T64 if wide else T64.T  # S is wide: k x m, k <= m
-    evals, Q = torch.linalg.eigh(S @ S.T)
-    sigma = torch.sqrt(torch.clamp(evals, min=0)).flip(0)
-    Q = Q.flip(1)
-    keep = sigma > tau
-    sigma, Q = sigma[keep], Q[:, keep]
+    wide = V.shape[0] <= V.shape[1]
+    V64 = xp.astype(V, xp.float64)
+    S = V64 if wide else V64.T  # S is wide: k x m, k <= m
+    evals, Q = xp.linalg.eigh(S @ S.T)
+    sigma = xp.flip(xp.sqrt(xp.clip(evals, min=0)), axis=0)  # descending
+    kept = int(xp.sum(sigma > tau))  # a leading block, since sigma descends
+    sigma, Q = sigma[:kept], xp.flip(Q, axis=1)[:, :kept]
     # right singular vectors of the kept pairs: Q^T S / sigma
     R = (Q.T @ S) / sigma[:, None]
     s = sigma - tau
     U, Vh = (Q, R) if wide else (R.T, Q.T)
-    dt = T.dtype
-    return U.to(dt), s.to(dt), Vh.to(dt)
+    return xp.astype(U, V.dtype), xp.astype(s, V.dtype), xp.astype(Vh, V.dtype)
 
 
 def svt(V, tau):
@@ -171,13 +182,12 @@ def svt(V, tau):
     -------
     (n, d) array or tensor of rank at most the number of singular values above ``tau``.
     """
-    T, was_numpy = as_float_tensor(V)
-    _check_matrix(T)
-    tau = _check_tau(tau)
-    U, s, Vh = svt_factors(T, tau)
-    if s.numel() == 0:
-        return _back(torch.zeros_like(T), was_numpy)
-    return _back((U * s) @ Vh, was_numpy)
+    V, xp = _floating(V)
+    _check_matrix(V)
+    U, s, Vh = svt_factors(V, tau)
+    if s.shape[0] == 0:
+        return xp.zeros_like(V)
+    return (U * s) @ Vh
 
 
 def hard_threshold(V, k):
@@ -190,8 +200,8 @@ def hard_threshold(V, k):
 
     since for a support S the best X is V on S, at distance :math:`\sum_{ij\notin S}
     V_{ij}^2`, smallest when S holds the largest :math:`|V_{ij}|`. The set is not convex:
-    this is a projection (the prox of its indicator), not the prox of a norm; ties are broken
-    by position.
+    this is a projection (the prox of its indicator), not the prox of a norm; among equal
+    magnitudes the earlier entry (row-major order) is kept.
 
     Parameters
     ----------
@@ -202,15 +212,12 @@ def hard_threshold(V, k):
     -------
     (n, d) array or tensor, same kind as ``V``, with at most ``k`` nonzeros.
     """
-    T, was_numpy = as_float_tensor(V)
-    _check_matrix(T)
+    V, xp = _floating(V)
+    _check_matrix(V)
     if isinstance(k, bool) or int(k) != k or k < 0:
         raise ValueError(f"k must be an integer >= 0, got {k!r}")
-    k = min(int(k), T.numel())
-    flat = T.reshape(-1)
-    keep = torch.zeros_like(flat, dtype=torch.bool)
-    keep[torch.topk(flat.abs(), k, sorted=False).indices] = True
-    return _back((flat * keep).reshape(T.shape), was_numpy)
+    flat = xp.reshape(V, (-1,))
+    return xp.reshape(_keep_largest(xp, flat, int(k), axis=0), V.shape)
 
 
 def project_n_m(V, n, m):
@@ -230,16 +237,22 @@ def project_n_m(V, n, m):
     -------
     (rows, d) array or tensor, same kind as ``V``.
     """
-    T, was_numpy = as_float_tensor(V)
-    _check_matrix(T)
+    V, xp = _floating(V)
+    _check_matrix(V)
     n, m = _check_n_m(n, m)
-    rows, d = T.shape
+    rows, d = V.shape
     if d % m:
         raise ValueError(f"N:M sparsity needs the {d} columns to be a multiple of m={m}")
-    blocks = T.reshape(rows, d // m, m)
-    keep = torch.zeros_like(blocks, dtype=torch.bool)
-    keep.scatter_(2, torch.topk(blocks.abs(), n, dim=2, sorted=False).indices, True)
-    return _back((blocks * keep).reshape(rows, d), was_numpy)
+    blocks = xp.reshape(V, (rows, d // m, m))
+    return xp.reshape(_keep_largest(xp, blocks, n, axis=2), (rows, d))
+
+
+def _keep_largest(xp, V, k, axis):
+    """V with all but the k largest magnitudes along ``axis`` set to 0; among equal
+    magnitudes the earlier entry is kept (a stable sort)."""
+    order = xp.argsort(xp.abs(V), axis=axis, descending=True, stable=True)
+    rank = xp.argsort(order, axis=axis, stable=True)  # each entry's place in that order
+    return xp.where(rank < k, V, xp.zeros_like(V))
 
 
 def _check_n_m(n, m):

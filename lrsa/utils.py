@@ -13,10 +13,16 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+from array_api_compat import is_torch_array
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the helpers that need it: as_numpy, format_table and the writers of
+# text are used by lrsa.viz and the NumPy-only lessons, which run without torch
 __all__ = ["as_float_tensor", "as_numpy", "atomic_torch_save", "atomic_write_text",
            "code_version", "device_and_dtype", "evaluating", "format_table", "progress_bar",
            "weights_fingerprint"]
@@ -25,6 +31,7 @@ __all__ = ["as_float_tensor", "as_numpy", "atomic_torch_save", "atomic_write_tex
 def as_float_tensor(V, name="V"):
     """(tensor, was_numpy) for a floating NumPy array or tensor (shared memory, no copy);
     ValueError naming ``name`` for other types, non-float dtypes, NaN or Inf."""
+    import torch
     was_numpy = isinstance(V, np.ndarray)
     if was_numpy:
         if not np.issubdtype(V.dtype, np.floating):
@@ -43,7 +50,7 @@ def as_float_tensor(V, name="V"):
 
 def as_numpy(x):
     """A float64 NumPy copy of an array, tensor or sequence."""
-    if isinstance(x, torch.Tensor):
+    if is_torch_array(x):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=float)
 
@@ -69,6 +76,7 @@ def atomic_write_text(path, text: str) -> Path:
 
 def atomic_torch_save(obj, path) -> Path:
     """``torch.save(obj)`` to ``path`` (folders created) atomically; returns the path."""
+    import torch
     return _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -77,6 +85,7 @@ def load_torch_file(path, expected: str):
     names the file and ``expected`` (what it should hold): for a folder, a missing file, a
     truncated or overwritten file, a JSON report, or a pickle with arbitrary objects, where
     torch would raise a paragraph about ``weights_only`` or a bare unpickling error."""
+    import torch
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; expected a file holding {expected}")
@@ -103,6 +112,7 @@ def code_version() -> str:
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """sha256 (16 hex digits) over every byte of every tensor of ``model.state_dict()``
     (names, dtypes and shapes included)."""
+    import torch
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
         h.update(k.encode())
@@ -134,6 +144,7 @@ def progress_bar(enabled: bool, total=None, desc=None, **kwargs):
 
 def device_and_dtype(model: torch.nn.Module):
     """The device of ``model``'s first tensor and its floating dtype (CPU float32 if none)."""
+    import torch
     for t in (*model.parameters(), *model.buffers()):
         return t.device, (t.dtype if t.is_floating_point() else torch.float32)
     return torch.device("cpu"), torch.float32
@@ -143,6 +154,7 @@ def device_and_dtype(model: torch.nn.Module):
 def evaluating(*models):
     """Eval mode for ``models`` (``None`` entries skipped) under ``torch.no_grad``; every
     submodule's train/eval flag is restored afterwards, even after an exception."""
+    import torch
     flags = [(m, m.training) for model in models if model is not None
              for m in model.modules()]
     try:

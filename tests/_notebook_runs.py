@@ -134,7 +134,7 @@ def grade_course() -> Grades:
     import nbformat
     from nbgrader.api import Gradebook
 
-    from lrsa import course
+    from lrsa.course import grading as course
 
     root = Path(tempfile.mkdtemp(prefix="lrsa-course-"))
     lessons = course.make_course(root, NOTEBOOK_DIR)

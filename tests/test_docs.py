@@ -201,14 +201,14 @@ def test_markdown_outputs_are_rendered(site):
 
 
 def test_interactive_figures_render_their_static_image(tmp_path):
-    """An lrsa.widgets figure displays one bundle: widget view, static image/png, text/plain.
+    """An lrsa.course.widgets figure displays one bundle: widget view, static image/png, text/plain.
     The site has no widget JavaScript, so the docs settings must pick the image/png. Built as
     a one-notebook project with docs/conf.py's settings (sphinx-build -c docs)."""
     pytest.importorskip("ipywidgets", reason="the widget view exists only with ipywidgets")
     nbformat = pytest.importorskip("nbformat")
     import numpy as np
 
-    from lrsa.widgets import prox_explorer
+    from lrsa.course.widgets import prox_explorer
 
     bundle = prox_explorer(np.random.default_rng(0).normal(size=(6, 9)))._repr_mimebundle_()
     assert {"application/vnd.jupyter.widget-view+json", "image/png"} <= set(bundle)

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from lrsa import experiments as E
+from lrsa.course import experiments as E
 from lrsa import parallel
-from lrsa.setups import digits_setup
+from lrsa.course.setups import digits_setup
 
 distributed = pytest.importorskip("distributed", reason="pip install 'lrsa[distributed]'")
 

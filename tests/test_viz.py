@@ -1,4 +1,5 @@
-"""lrsa.viz and lrsa.widgets: the plotted data are the inputs, axes are labelled and scaled."""
+"""lrsa.viz and lrsa.course.widgets: the plotted data are the inputs, axes are labelled and
+scaled."""
 
 import base64
 import io
@@ -14,7 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lrsa import prox_l21, solve_layer, svt  # noqa: E402
-from lrsa import viz, widgets  # noqa: E402
+from lrsa import viz  # noqa: E402
+from lrsa.course import widgets  # noqa: E402
 from lrsa.admm import chen_he_ye_yuan_iterates  # noqa: E402
 
 
@@ -43,7 +45,7 @@ def lines(ax):
 
 
 def test_import_lrsa_does_not_import_matplotlib():
-    code = "import sys, lrsa, lrsa.viz, lrsa.widgets; print('matplotlib' in sys.modules)"
+    code = "import sys, lrsa, lrsa.viz, lrsa.course.widgets; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"

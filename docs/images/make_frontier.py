@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lrsa import lessons as L  # noqa: E402
+from lrsa.course import lessons as L  # noqa: E402
 
 OUT = Path(__file__).with_name("frontier.png")
 

@@ -7,7 +7,7 @@ bundled digits (no download, seeded): W is its lowered, BatchNorm-folded weight 
 d = c k^2, columns grouped by input channel), and A + B is Algorithm 1's solution of the
 linear-response problem on sampled feature maps (convex; notebook 03 compares it with
 the ReLU response), at the relative lambdas set below. A few seconds on a
-CPU (the digits model is trained once and cached, see lrsa.setups.cache_folder).
+CPU (the digits model is trained once and cached, see lrsa.course.setups.cache_folder).
 """
 
 from pathlib import Path
@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 import lrsa  # noqa: E402
 from lrsa.features import collect_features, fold_batchnorm  # noqa: E402
-from lrsa.setups import digits_setup  # noqa: E402
+from lrsa.course.setups import digits_setup  # noqa: E402
 
 LAYER, FRAC, RATIO = "features.7", 0.4, 4.0  # as lrsa.LayerPlan(frac, ratio)
 OUT = Path(__file__).with_name("overview.png")

@@ -1,10 +1,10 @@
-"""lrsa.setups: the embedded default, the VGG-16 / CIFAR-10 and AlexNet setups, and the
+"""lrsa.course.setups: the embedded default, the VGG-16 / CIFAR-10 and AlexNet setups, and the
 fall-back that says what is missing."""
 
 import pytest
 import torch
 
-import lrsa.setups as S
+import lrsa.course.setups as S
 from lrsa.paper import PAPER_TABLE_IV
 
 

@@ -1,4 +1,4 @@
-"""lrsa.exercises: every checker accepts the right answer, rejects a wrong one, waits on the
+"""lrsa.course.exercises: every checker accepts the right answer, rejects a wrong one, waits on the
 ``...`` placeholder without raising and refuses malformed answers with a clear message.
 
 The right answers here come from the closed forms the exercises ask for, not from the
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from lrsa import exercises as ex
+from lrsa.course import exercises as ex
 from lrsa.layers import SparseLowRankConv2d
 
 rng = np.random.default_rng(0)

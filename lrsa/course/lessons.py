@@ -23,8 +23,9 @@ Transformers (notebook 10)
     is split between A and B; :func:`plot_transformer_benchmark`: the saved benchmark.
 
 Plots take ``ax=None`` and return the Axes. :func:`saved_results` and
-:func:`saved_correctness` read the repository's ``benchmarks/results`` (so the notebooks
-need a clone); everything else takes what it works on as arguments.
+:func:`saved_correctness` (from :mod:`lrsa.course.resources`) read the project's saved
+measurements, from a clone or an installed wheel; everything else takes what it works on
+as arguments.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ import copy
 import math
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["RESULTS_DIR", "saved_results", "amdahl_bound", "amdahl_speedup",
+from .resources import saved_correctness, saved_results
+
+__all__ = ["saved_results", "saved_correctness", "amdahl_bound", "amdahl_speedup",
            "benchmark_recovery", "digits_fine_tuning_study", "equal_size_runs",
            "factored_conv", "heldout_splits", "plot_equal_size_top1", "plot_frontier",
            "plot_heldout_splits",
@@ -47,44 +49,6 @@ __all__ = ["RESULTS_DIR", "saved_results", "amdahl_bound", "amdahl_speedup",
            "plot_rank_sweep", "plot_recovery", "plot_time_shares", "rank_sweep",
            "recovery_curves", "report_macs", "soft_term_gradient_norms", "stage_times",
            "time_share_table"]
-
-
-# ----------------------------------------------------------------- saved measurements
-
-#: the measurements the notebooks read: ``benchmarks/results`` of the lrsa repository (the
-#: notebooks run from a clone, with lrsa installed from it: ``pip install -e .``)
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-
-
-def saved_results(name):
-    """The saved measurement ``benchmarks/results/<name>.json`` as a dict, wherever the
-    notebook runs (its own folder, or an nbgrader course's ``autograded/`` folder)."""
-    import json
-
-    path = RESULTS_DIR / f"{name}.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no saved measurement {name}.json in {RESULTS_DIR}: the notebooks read the results "
-            "saved in the lrsa repository; install lrsa from a clone (pip install -e .)")
-    return json.loads(path.read_text())
-
-
-def saved_correctness(name):
-    """The per-image correctness a benchmark saved, ``benchmarks/results/<name>.npz``
-    (``benchmarks/ablation.py``'s): ``(seeds, validation indices, report indices,
-    correct)``: ``seeds`` maps each stage ("before" / "after" fine-tuning) to the seeds it
-    holds, ``correct`` maps (method, stage) to a uint8 array (seeds, images), 1 where the
-    image was classified correctly."""
-    path = RESULTS_DIR / f"{name}.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"no saved correctness {name}.npz in {RESULTS_DIR}")
-    with np.load(path) as saved:
-        n = len(saved["validation"]) + len(saved["report"])
-        parts = [(k, *k.split("__")) for k in saved.files if "__" in k]
-        seeds = {stage: saved[k].tolist() for k, what, stage in parts if what == "seeds"}
-        correct = {(what, stage): np.unpackbits(saved[k], axis=1)[:, :n]
-                   for k, what, stage in parts if what != "seeds"}
-        return seeds, saved["validation"], saved["report"], correct
 
 
 def plot_intervals(intervals, *, ax=None, xlabel="top-1 (%)", title=None, reference=None):
@@ -292,7 +256,7 @@ def factored_conv(in_channels, out_channels, rank, kernel_size=3, *, seed=0):
     -------
     (dense nn.Conv2d, factored SparseLowRankConv2d)
     """
-    from .layers import SparseLowRankConv2d
+    from ..layers import SparseLowRankConv2d
 
     g = torch.Generator().manual_seed(seed)
     dense = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
@@ -315,8 +279,8 @@ def rank_sweep(in_channels, out_channels, size, ranks, *, batch=4, repeats=5,
         rank) and ``mac_speedup`` (dense MACs over factored MACs, what the multiply-adds
         predict: :math:`n c k^2 / (r(c k^2 + n))`).
     """
-    from .layers import estimate_macs
-    from .timing import compare_latency
+    from ..layers import estimate_macs
+    from ..timing import compare_latency
 
     shape = (batch, in_channels, size, size)
     out = {"ranks": [], "dense_ms": [], "factored_ms": [], "speedup": [], "mac_speedup": []}
@@ -348,7 +312,7 @@ def soft_term_gradient_norms(student_logits, teacher_logits, temperatures):
     dict
         ``temperatures``, ``with_t2`` and ``without_t2`` (Frobenius norms, floats).
     """
-    from .train import Distillation
+    from ..train import Distillation
 
     s0 = torch.as_tensor(student_logits, dtype=torch.float64)
     t = torch.as_tensor(teacher_logits, dtype=torch.float64)
@@ -391,8 +355,8 @@ def grad_norm_trace(student, teacher, batches, *, lr, max_grad_norm=None, temper
         gradient each step applied (after the cap); ``diverged_at`` (the step whose loss
         was not finite, or None) and ``capped`` (steps whose norm exceeded the cap).
     """
-    from .layers import keep_structure_hook
-    from .train import Distillation, train
+    from ..layers import keep_structure_hook
+    from ..train import Distillation, train
 
     losses, applied = [], []
     crit = Distillation(teacher, student, alpha=alpha, temperature=temperature)
@@ -450,8 +414,8 @@ def recovery_curves(models, loader, test, *, teacher, epochs, lr, evaluate_every
     -------
     dict name -> list of top-1 (%), ``epochs + 1`` values (before, after epoch 1, ...).
     """
-    from .pipeline import finetune
-    from .train import evaluate
+    from ..pipeline import finetune
+    from ..train import evaluate
 
     curves = {}
     for name, model in models.items():
@@ -479,8 +443,8 @@ def digits_fine_tuning_study(setup, *, size=0.3, epochs=4, lr=1e-3, max_grad_nor
 
     Parameters
     ----------
-    setup : :class:`lrsa.setups.Setup`
-        :func:`lrsa.setups.digits_setup` (its model, calibration and test data).
+    setup : :class:`lrsa.course.setups.Setup`
+        :func:`lrsa.course.setups.digits_setup` (its model, calibration and test data).
 
     Returns
     -------
@@ -488,9 +452,9 @@ def digits_fine_tuning_study(setup, *, size=0.3, epochs=4, lr=1e-3, max_grad_nor
     (:func:`recovery_curves`), ``traces`` (name -> :func:`grad_norm_trace` result) and
     ``seconds``.
     """
-    from .data import load_digits_images, make_loader
-    from .pipeline import Budget, compress, compress_like
-    from .utils import code_version
+    from ..data import load_digits_images, make_loader
+    from ..pipeline import Budget, compress, compress_like
+    from ..utils import code_version
 
     start = time.perf_counter()
     lrsa_model, report = compress(setup.model, setup.calib, Budget(size=size), progress=False)
@@ -530,8 +494,8 @@ def equal_size_runs(model, calibration_data, test, budget, **kwargs):
     dict method ("lrsa", "svd", "rrr") -> {"model", "layers" (report rows as dicts),
     "params" (stored weights of the approximated layers), "top1"}
     """
-    from .pipeline import compress, compress_like
-    from .train import evaluate
+    from ..pipeline import compress, compress_like
+    from ..train import evaluate
 
     kwargs.setdefault("progress", False)
     lrsa_model, report = compress(model, calibration_data, budget, **kwargs)
@@ -787,11 +751,11 @@ def split_errors(model, layer, calibration, size, shares, *, sparsity="unstructu
     The layer's inputs and outputs are sampled on ``calibration`` (every token), fitted on
     80 % of the samples (their least-squares map and second moment) and judged on the rest,
     on the linear response. Returns ``{"shares", "nonzeros", "rank", "oats", "lrsa"}``."""
-    from .attention import split_attention
-    from .decompose import entry_split, fit_sparse_low_rank, oats
-    from .features import collect_features, fold_batchnorm
-    from .pipeline.layer import HeldOut
-    from .solver import StructuredFit
+    from ..attention import split_attention
+    from ..decompose import entry_split, fit_sparse_low_rank, oats
+    from ..features import collect_features, fold_batchnorm
+    from ..pipeline.layer import HeldOut
+    from ..solver import StructuredFit
 
     net = fold_batchnorm(copy.deepcopy(model).eval())
     split_attention(net)

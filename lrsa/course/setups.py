@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .features import find_layers
-from .paper import ALEXNET_LAYER_NAMES, VGG16_LAYER_NAMES
-from .train import evaluate
-from .utils import atomic_torch_save, code_version
+from ..features import find_layers
+from ..paper import ALEXNET_LAYER_NAMES, VGG16_LAYER_NAMES
+from ..train import evaluate
+from ..utils import atomic_torch_save, code_version
 
 __all__ = ["DIGITS_LAYER_NAMES", "Setup", "cache_folder", "cache_key", "digits_model",
            "digits_setup", "imagenet_alexnet_setup", "load_setup", "smoke_mode",
@@ -114,9 +114,9 @@ def digits_model(epochs=6, seed=0, progress=False):
     -------
     nn.Module in eval mode.
     """
-    from .data import load_digits_images, make_loader
-    from .models import load_checkpoint, small_cnn
-    from .train import train
+    from ..data import load_digits_images, make_loader
+    from ..models import load_checkpoint, small_cnn
+    from ..train import train
 
     path = cache_folder() / f"small_cnn_digits_e{epochs}_s{seed}_t{torch.__version__}.pt"
     torch.manual_seed(seed)
@@ -150,7 +150,7 @@ def digits_setup(epochs=6, seed=0, calib_images=384):
     -------
     Setup
     """
-    from .data import load_digits_images, make_loader
+    from ..data import load_digits_images, make_loader
 
     model = digits_model(epochs=epochs, seed=seed)
     d = load_digits_images()
@@ -187,8 +187,8 @@ def vgg16_cifar10_setup(checkpoint=None, data=None, *, calib_images=500, test_im
     FileNotFoundError
         When the checkpoint or CIFAR-10 is missing, saying how to get each.
     """
-    from .data import load_cifar10, make_loader
-    from .models import load_checkpoint, vgg16_bn
+    from ..data import load_cifar10, make_loader
+    from ..models import load_checkpoint, vgg16_bn
 
     checkpoint = checkpoint or os.environ.get("LRSA_VGG16")
     if not checkpoint or not Path(checkpoint).expanduser().is_file():
@@ -248,8 +248,8 @@ def imagenet_alexnet_setup(root, *, calib_images=1500, eval_images=None, calib_r
     """
     from torch.utils.data import DataLoader, Subset
 
-    from .data import load_image_folder
-    from .models import alexnet
+    from ..data import load_image_folder
+    from ..models import alexnet
 
     data = load_image_folder(root)
     gen = torch.Generator().manual_seed(seed)

@@ -1,4 +1,5 @@
-"""lrsa.experiments (the figure loops) and lrsa.explorer on the embedded digits CNN (fast)."""
+"""lrsa.course.experiments (the figure loops) and lrsa.course.explorer on the embedded digits
+CNN (fast)."""
 
 import json
 import math
@@ -7,9 +8,9 @@ import matplotlib
 import pytest
 import torch
 
-import lrsa.experiments as E
-from lrsa.setups import digits_setup
-from lrsa import explorer
+import lrsa.course.experiments as E
+from lrsa.course.setups import digits_setup
+from lrsa.course import explorer
 from lrsa.features import fold_batchnorm
 from lrsa.pipeline import LayerPlan, SolverSettings, compress
 
@@ -182,7 +183,7 @@ def test_dead_weight_terminates_on_an_all_zero_input_with_a_positive_bias():
     """The old search (double a negative constant weight until every unit is off) never ends
     when a lowered input column is all zero and some bias is positive: no weight switches
     that unit off there. The closed form returns, and says which samples stay on."""
-    from lrsa.experiments import dead_weight
+    from lrsa.course.experiments import dead_weight
     g = torch.Generator().manual_seed(0)
     X = torch.rand(9, 30, generator=g)
     X[:, [4, 17]] = 0
@@ -201,7 +202,7 @@ def test_executed_macs_counts_a_dropped_channel():
     """A dropped input channel saves n k^2 multiply-adds per output position (n per column);
     a zero column inside a kept channel saves none (it is stored and multiplied)."""
     from torch import nn
-    from lrsa.experiments import executed_macs
+    from lrsa.course.experiments import executed_macs
     from lrsa.layers import SparseLowRankConv2d
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, padding=1)

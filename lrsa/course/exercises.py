@@ -22,15 +22,13 @@ import math
 import os
 
 import numpy as np
-import torch
 
-from . import paper
-from .admm import he_yuan_correction
-from .layers import SparseLowRankConv2d, estimate_macs
-from .prox import prox_l21, svt
-from .report import count_macs
-from .solver import layer_objective
-from .utils import as_numpy
+# torch and the modules built on it are imported inside the checks that use them, so that
+# the checks of notebooks 01-02 (NumPy only) run where torch is not installed
+from .. import paper
+from ..admm import he_yuan_correction
+from ..prox import prox_l21, svt
+from ..utils import as_numpy
 
 __all__ = ["NotAnswered", "WrongAnswer", "break_even_rank", "combined_cr",
            "first_possible_difference", "he_yuan_step", "lambda_max", "mac_fraction",
@@ -243,6 +241,8 @@ def relu_term_all_dead(answer, X, Z, bias, W_dead):
 
     Reference: :func:`lrsa.solver.layer_objective` at :math:`A = W_{\text{dead}}`, B = 0.
     """
+    from ..solver import layer_objective
+    import torch
     W_dead = torch.as_tensor(W_dead)
     ref = layer_objective(X, torch.relu(torch.as_tensor(Z)), W_dead, torch.zeros_like(W_dead),
                           0.0, 0.0, response="relu", bias=bias)
@@ -259,6 +259,8 @@ def segment_ratio(answer, X, Z, bias, W0, W1, s=0.5):
     The residual is :math:`(1-s)(Z - W_0X - b)`, so the ratio is :math:`(1-s)^2`.
     Reference: :func:`lrsa.solver.layer_objective` at both points.
     """
+    from ..solver import layer_objective
+    import torch
     W0, W1 = torch.as_tensor(W0), torch.as_tensor(W1)
     f = lambda W: layer_objective(X, Z, W, torch.zeros_like(W), 0.0, 0.0,  # noqa: E731
                                   response="linear", bias=bias)
@@ -286,7 +288,7 @@ def break_even_rank(answer, n, d):
 
 def first_possible_difference(answer, model, layer_names, inputs):
     r"""The smallest k at which the symmetric and asymmetric strategies *can* give different
-    rows of :func:`lrsa.experiments.strategy_curve` (layers ``layer_names`` approximated in
+    rows of :func:`lrsa.course.experiments.strategy_curve` (layers ``layer_names`` approximated in
     order): the first k whose layer's input depends on a layer approximated before it.
     Exact.
 
@@ -296,6 +298,7 @@ def first_possible_difference(answer, model, layer_names, inputs):
     then *do* differ depends on the data (an approximated layer that reproduced its
     outputs exactly would change nothing).
     """
+    import torch
     import copy
 
     def input_of(net, name):
@@ -331,7 +334,7 @@ def first_possible_difference(answer, model, layer_names, inputs):
 
 
 def combined_cr(answer, row):
-    r"""``cr_so_far`` of a :func:`lrsa.experiments.strategy_curve` row: the CR of layers
+    r"""``cr_so_far`` of a :func:`lrsa.course.experiments.strategy_curve` row: the CR of layers
     1..k together, to 1e-9. From the per-layer CRs it is the average weighted by the layer
     sizes :math:`n_j d_j`, not the plain mean.
 
@@ -346,6 +349,7 @@ def combined_cr(answer, row):
 # ----------------------------------------------------------------- 05 VGG-16
 
 def _conv_module(module, title):
+    from ..layers import SparseLowRankConv2d
     if not isinstance(module, SparseLowRankConv2d):
         raise TypeError(f"{title}: expected a SparseLowRankConv2d (a factored conv layer), "
                         f"got {type(module).__name__}")
@@ -375,6 +379,7 @@ def mac_fraction(answer, module):
     Reference: :func:`lrsa.layers.estimate_macs` of the module and of its dense equivalent on
     a 16 x 16 input.
     """
+    from ..layers import estimate_macs
     module = _conv_module(module, "MAC fraction")
     shape = (1, module.in_channels, 16, 16)
     ratio = estimate_macs(module, shape) / estimate_macs(module.to_dense_module(), shape)
@@ -392,6 +397,7 @@ def macs_saved(answer, original, compressed, input_shape):
 
     Reference: :func:`lrsa.report.count_macs` of both networks (a traced forward).
     """
+    from ..report import count_macs
     saved = count_macs(original, input_shape) - count_macs(compressed, input_shape)
     return _compare("MACs saved per image", answer, saved,
                     "only the approximated layers change; per output position a layer costs "
@@ -425,6 +431,7 @@ def network_mac_fraction(answer, original, compressed, input_shape):
 
     Reference: :func:`lrsa.report.count_macs` of both networks (a traced forward).
     """
+    from ..report import count_macs
     total = count_macs(original, input_shape)
     reference = count_macs(compressed, input_shape) / total
     title = "network MACs, compressed / original"
@@ -480,8 +487,9 @@ def uv_mac_speedup(answer, in_channels, out_channels, ranks, kernel_size=3):
     ``ranks``, to a relative 1e-9.
 
     Reference: :func:`lrsa.layers.estimate_macs` of the two modules built by
-    :func:`lrsa.lessons.factored_conv`.
+    :func:`lrsa.course.lessons.factored_conv`.
     """
+    from ..layers import estimate_macs
     from .lessons import factored_conv
 
     shape = (1, in_channels, 8, 8)
@@ -497,7 +505,8 @@ def uv_mac_speedup(answer, in_channels, out_channels, ranks, kernel_size=3):
 # ----------------------------------------------------------------- 09 fine-tuning
 
 def _soft_gradient(student_logits, teacher_logits, temperature):
-    from .train import Distillation
+    import torch
+    from ..train import Distillation
 
     s = torch.as_tensor(as_numpy(student_logits), dtype=torch.float64).requires_grad_(True)
     t = torch.as_tensor(as_numpy(teacher_logits), dtype=torch.float64)
@@ -567,7 +576,8 @@ def sqrt_spread_share(answer, shapes, c):
     Reference: :func:`lrsa.pipeline.budget.sqrt_spread` itself, asked for the student's
     share: its bisection must land on ``c`` (a wrong share finds another :math:`c`).
     """
-    from .pipeline.budget import LayerPlan, sqrt_spread
+    import torch
+    from ..pipeline.budget import LayerPlan, sqrt_spread
 
     title = "network share kept by the sqrt spread"
     if _unanswered(answer):
@@ -628,7 +638,7 @@ def mcnemar_lab(function):
 
     Reference: :func:`lrsa.evaluation.mcnemar` (SciPy's binomial distribution).
     """
-    from .evaluation import mcnemar
+    from ..evaluation import mcnemar
     a, b = _lab_pair()
     answer = function(a, b)
     if answer is None or _unanswered(answer):
@@ -648,7 +658,7 @@ def paired_interval_lab(function):
 
     Reference: :func:`lrsa.evaluation.bootstrap_interval` with one seed.
     """
-    from .evaluation import bootstrap_interval
+    from ..evaluation import bootstrap_interval
     a, b = _lab_pair()
     answer = function(a, b, 2000, 0)
     if answer is None or _unanswered(answer):
@@ -670,6 +680,7 @@ __all__ += ["mcnemar_lab", "paired_interval_lab"]
 
 def _tensors(answer, title, names):
     """A lab's tuple of matrices as float64 tensors, or a TypeError naming what to return."""
+    import torch
     count = len(names.split(","))
     if not (isinstance(answer, (tuple, list)) and len(answer) == count):
         raise TypeError(f"{title}: return ({names}), got {type(answer).__name__}")
@@ -678,6 +689,7 @@ def _tensors(answer, title, names):
 
 def _lab_layer(seed=2025):
     """The visible case of the transformer labs: a 12 x 16 weight and correlated inputs."""
+    import torch
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(16, 400, generator=g, dtype=torch.float64)
     X = X * torch.linspace(0.2, 3.0, 16, dtype=torch.float64)[:, None]
@@ -692,7 +704,7 @@ def n_m_projection_lab(function):
 
     Reference: :func:`lrsa.prox.project_n_m` (checked by brute force in the tests).
     """
-    from .prox import project_n_m
+    from ..prox import project_n_m
     W, _ = _lab_layer()
     answer = function(W.clone())
     if answer is None or _unanswered(answer):
@@ -713,7 +725,8 @@ def oats_lab(function):
 
     Reference: :func:`lrsa.decompose.oats` with ``sparsity="unstructured"``.
     """
-    from .decompose import oats
+    import torch
+    from ..decompose import oats
     W, G = _lab_layer()
     answer = function(W.clone(), G.clone(), 3, 40, 10)
     if answer is None or _unanswered(answer):
@@ -735,6 +748,7 @@ __all__ += ["n_m_projection_lab", "oats_lab"]
 
 def _lab_regression(seed=2016):
     """The visible case of the regression lab: correlated inputs, a rank-5 map and noise."""
+    import torch
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(12, 300, generator=g, dtype=torch.float64)
     X[1] += 0.9 * X[0]
@@ -752,7 +766,8 @@ def reduced_rank_regression_lab(function):
 
     Reference: :func:`lrsa.baselines.reduced_rank_regression`.
     """
-    from .baselines import reduced_rank_regression
+    import torch
+    from ..baselines import reduced_rank_regression
     X, Z = _lab_regression()
     answer = function(X.clone(), Z.clone(), 3)
     if answer is None or _unanswered(answer):
@@ -774,6 +789,7 @@ def factored_conv_lab(function):
     with U (n x r) and the conv's bias. Compared with the dense convolution of weight
     U V on one input, to 1e-5.
     """
+    import torch
     from torch.nn import functional as F
     g = torch.Generator().manual_seed(8)
     conv = torch.nn.Conv2d(6, 10, 3, stride=2, padding=1)

@@ -1,11 +1,11 @@
-r"""A slider explorer over a precomputed lambda grid (:func:`lrsa.experiments.lambda_grid`).
+r"""A slider explorer over a precomputed lambda grid (:func:`lrsa.course.experiments.lambda_grid`).
 
 Moving a slider only looks a point up in the grid, so it answers instantly even for a
 VGG-16 layer whose solves take a minute each. Each point is what :func:`lrsa.compress` does
 at those lambdas without a size target: the linear ADMM's structure sets the budget, and the
 point shows the split chosen on held-out samples and refitted (ReLU: refined), not the ADMM's
 minimizer. :func:`grid_explorer` builds the sliders and
-their one live figure (:func:`lrsa.widgets.interact`), with a static version for renderers
+their one live figure (:func:`lrsa.course.widgets.interact`), with a static version for renderers
 without widgets.
 """
 
@@ -45,7 +45,7 @@ def plot_grid_point(grid, frac=None, ratio=None, axes=None, label=None):
 
     Parameters
     ----------
-    grid : dict from :func:`lrsa.experiments.lambda_grid`.
+    grid : dict from :func:`lrsa.course.experiments.lambda_grid`.
     frac, ratio : float; the nearest grid values are used.
     axes : three matplotlib Axes, or None for a new figure.
     label : str, optional
@@ -55,7 +55,7 @@ def plot_grid_point(grid, frac=None, ratio=None, axes=None, label=None):
     -------
     The three Axes.
     """
-    from .viz import plot_tradeoff
+    from ..viz import plot_tradeoff
 
     p = grid_point(grid, frac, ratio)
     if axes is None:
@@ -116,7 +116,7 @@ def grid_explorer(grid, frac=None, ratio=None, label=None):
 
     Returns
     -------
-    :class:`lrsa.widgets.Interactive`; display it. Without a widget front-end it shows the
+    :class:`lrsa.course.widgets.Interactive`; display it. Without a widget front-end it shows the
     grid points along each slider as small multiples.
     """
     from .widgets import Choice, interact

@@ -8,7 +8,7 @@ with nbgrader's cell metadata:
   solution, which ``nbgrader generate_assignment`` removes;
 * the derivation (``exerciseK_reasoning``): a written answer, 0 points (read by the teacher,
   not scored), replaced by a prompt in the student version;
-* the check cell (``exerciseK_check``): the :mod:`lrsa.exercises` self-check, locked,
+* the check cell (``exerciseK_check``): the :mod:`lrsa.course.exercises` self-check, locked,
   1 point. Under nbgrader the check raises unless the answer is right, so ``nbgrader
   autograde`` gives the point exactly when the self-check says "correct".
 
@@ -27,8 +27,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-#: the course's notebooks in a clone of the repository (an editable install)
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+from .resources import notebooks_dir
 
 #: nbgrader settings of the course: no stub below the student's ``x = ...`` line, a prompt
 #: for written answers, and cells long enough for the full (non-smoke) runs
@@ -39,13 +38,11 @@ SETTINGS = {
 }
 
 
-def lessons(notebooks=None):
+def lesson_names(notebooks=None):
     """The lessons (assignment ids), one per source in ``notebooks/solutions``."""
-    sources = Path(notebooks or NOTEBOOK_DIR) / "solutions"
+    sources = Path(notebooks or notebooks_dir()) / "solutions"
     if not sources.is_dir():
-        raise FileNotFoundError(
-            f"no course sources in {sources}: the notebooks live in the lrsa repository's "
-            "notebooks/ folder (clone it and pass --notebooks CLONE/notebooks)")
+        raise FileNotFoundError(f"no course sources (solutions/*.ipynb) in {sources.parent}")
     return sorted(p.stem for p in sources.glob("*.ipynb"))
 
 
@@ -60,8 +57,8 @@ def config_text():
 def make_course(root, notebooks=None):
     """Lay out an nbgrader course in ``root``: ``source/<lesson>/<lesson>.ipynb`` for every
     lesson and ``nbgrader_config.py``. Returns the lessons."""
-    root, notebooks = Path(root), Path(notebooks or NOTEBOOK_DIR)
-    names = lessons(notebooks)
+    root, notebooks = Path(root), Path(notebooks or notebooks_dir())
+    names = lesson_names(notebooks)
     for name in names:
         folder = root / "source" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -97,7 +94,7 @@ def generate(root, names):
 
 def write_student_notebooks(notebooks=None):
     """Regenerate ``notebooks/NN_name.ipynb`` from the sources; returns the paths written."""
-    notebooks = Path(notebooks or NOTEBOOK_DIR)
+    notebooks = Path(notebooks or notebooks_dir())
     with tempfile.TemporaryDirectory() as tmp:
         released = generate(tmp, make_course(tmp, notebooks))
         written = []
@@ -105,8 +102,3 @@ def write_student_notebooks(notebooks=None):
             shutil.copyfile(path, notebooks / f"{name}.ipynb")
             written.append(notebooks / f"{name}.ipynb")
     return written
-
-
-if __name__ == "__main__":
-    for path in write_student_notebooks():
-        print("wrote", path)

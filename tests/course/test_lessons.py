@@ -1,4 +1,4 @@
-"""lrsa.lessons: the computations behind notebooks 07, 08 and 09, checked against closed
+"""lrsa.course.lessons: the computations behind notebooks 07, 08 and 09, checked against closed
 forms (Amdahl's law, multiply-add counts, the distillation gradient, eq. 15's sizes) and
 small runs."""
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from lrsa import lessons as L
+from lrsa.course import lessons as L
+from lrsa.course import resources
 from lrsa.layers import SparseLowRankConv2d, estimate_macs
 
 
@@ -235,12 +236,6 @@ def test_the_saved_digits_study_has_what_notebook_09_reads():
     assert capped["grad_norm"][0] == pytest.approx(uncapped["grad_norm"][0], rel=1e-5)
 
 
-def test_saved_results_names_a_missing_measurement(monkeypatch, tmp_path):
-    monkeypatch.setattr(L, "RESULTS_DIR", tmp_path)
-    with pytest.raises(FileNotFoundError, match="no saved measurement nothing.json"):
-        L.saved_results("nothing")
-
-
 _HELDOUT_ROWS = [{"name": "a", "heldout": [[0, 10, 0.30], [2, 8, 0.20], [4, 6, 0.25]]},
                  {"name": "b", "heldout": [[0, 5, 0.10], [1, 4, 0.12]]},
                  {"name": "c", "heldout": [[0, 3, 0.05]]},
@@ -286,10 +281,12 @@ def test_saved_correctness_unpacks_what_the_ablation_packs(monkeypatch, tmp_path
     from lrsa.evaluation import bootstrap_interval
     rng = np.random.default_rng(0)
     correct = (rng.random((3, 13)) < 0.7).astype(np.uint8)  # 13 images: packbits pads to 16
-    np.savez_compressed(tmp_path / "abl.npz", seeds__after=np.array([0, 1, 2]),
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    np.savez_compressed(results / "abl.npz", seeds__after=np.array([0, 1, 2]),
                         validation=np.arange(5), report=np.arange(5, 13),
                         **{"b_alone__after": np.packbits(correct, axis=1)})
-    monkeypatch.setattr(L, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(resources, "ROOTS", (tmp_path,))
     seeds, val, report, got = L.saved_correctness("abl")
     assert seeds == {"after": [0, 1, 2]} and len(val) + len(report) == 13
     assert list(got) == [("b_alone", "after")]

@@ -7,7 +7,7 @@ r"""The loops behind the notebooks: the paper's Section V experiments as functio
   symmetric or the asymmetric strategy: accuracy after each k (paper Fig. 3).
 * :func:`lambda_grid` -- solve one layer for a grid of (frac, ratio), record CR(A), CR(B),
   rank, the error and the spectra, cacheable to JSON (the slider explorer of
-  :mod:`lrsa.explorer`).
+  :mod:`lrsa.course.explorer`).
 * :func:`objective_along_segment` -- the layer's data term along a segment between two
   weights, for both responses (the ReLU one is not convex, see
   :func:`lrsa.solver.relu_nonconvexity_example`); :func:`dead_weight` gives the end point
@@ -15,7 +15,7 @@ r"""The loops behind the notebooks: the paper's Section V experiments as functio
 * :func:`executed_macs` -- multiply-adds counted from the convolutions a module really runs.
 
 Plus the tables beside the paper (:func:`paper_table_markdown`, :func:`benchmark_comparison`).
-The networks and data they run on come from :mod:`lrsa.setups`, the paper's numbers from
+The networks and data they run on come from :mod:`lrsa.course.setups`, the paper's numbers from
 :mod:`lrsa.paper`.
 
 Lambdas follow :func:`lrsa.pipeline.compress`: ``lam1 = frac * s`` with ``s`` the layer's
@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import collect_features, fold_batchnorm
-from .pipeline import LayerPlan, SolverSettings, compress
-from .train import evaluate
-from .paper import PAPER_VGG16
-from .parallel import map_on
+from ..features import collect_features, fold_batchnorm
+from ..pipeline import LayerPlan, SolverSettings, compress
+from ..train import evaluate
+from ..paper import PAPER_VGG16
+from ..parallel import map_on
 from .setups import cache_key
-from .utils import (as_numpy, atomic_write_text, code_version, format_table, progress_bar,
+from ..utils import (as_numpy, atomic_write_text, code_version, format_table, progress_bar,
                     weights_fingerprint)
 
 __all__ = ["benchmark_comparison", "dead_weight", "executed_macs", "lambda_grid",
@@ -332,7 +332,7 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
         descending), ``converged``; ``seconds`` (the time the grid took when it was
         solved) and ``cached`` (True when this call read it from ``cache``).
     """
-    from .pipeline import columns_per_channel, layer_bias, lowered_weight
+    from ..pipeline import columns_per_channel, layer_bias, lowered_weight
 
     fracs = [float(f) for f in fracs]
     ratios = [float(r) for r in ratios]
@@ -375,7 +375,7 @@ def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
 
 def _grid_point(X, Z, W, b, frac, ratio, response, group, max_iter, tol):
     """One point of :func:`lambda_grid`: the layer approximated at (frac, ratio)."""
-    from .pipeline import approximate_layer
+    from ..pipeline import approximate_layer
 
     n, d = W.shape
     sol, extra = approximate_layer(X, Z, W, b, LayerPlan(frac=frac, ratio=ratio), response,
@@ -416,7 +416,7 @@ def objective_along_segment(X, Z, bias, W0, W1, steps=41):
         ``max_gap_linear`` / ``max_gap_relu``: :math:`\max_s f(W(s)) - ((1-s) f(W_0) + s
         f(W_1))`; positive means not convex on this segment.
     """
-    from .solver import LayerProblem
+    from ..solver import LayerProblem
 
     out = {"s": torch.linspace(0, 1, steps).tolist()}
     for response, Y in (("linear", Z), ("relu", torch.relu(Z))):

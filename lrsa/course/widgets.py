@@ -291,9 +291,9 @@ def plot_prox_effects(V, tau, axes=None):
 
     Returns the three Axes.
     """
-    from .prox import prox_l21, soft_threshold, svt
-    from .utils import as_numpy
-    from .viz import plot_column_norms, plot_singular_values
+    from ..prox import prox_l21, soft_threshold, svt
+    from ..utils import as_numpy
+    from ..viz import plot_column_norms, plot_singular_values
 
     V = as_numpy(V)
     if axes is None:
@@ -326,7 +326,7 @@ def prox_explorer(V, tau=None, tau_max=None):
     column norm, where each of the three panels still shows a change. The static figure
     shows a quarter of the default, the default and ``tau_max`` / 2.
     """
-    from .utils import as_numpy
+    from ..utils import as_numpy
 
     V = np.asarray(as_numpy(V), dtype=float)
     if tau_max is None:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from lrsa import course
+from lrsa.course import grading
 
 nbformat = pytest.importorskip("nbformat", reason="pip install 'lrsa[nb]'")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 
 
@@ -37,7 +37,7 @@ def _grade_ids(cells):
 
 
 def test_the_lessons_are_the_sources():
-    assert course.lessons() == [p.stem for p in SOURCES]
+    assert grading.lesson_names() == [p.stem for p in SOURCES]
     assert len(SOURCES) >= 8
 
 
@@ -45,7 +45,7 @@ def test_the_lessons_are_the_sources():
 def test_every_exercise_is_marked_for_nbgrader(path):
     """Each exercise: a written answer (0 points), an answer cell whose solution sits after
     the student's `... = ...` line, and a locked check cell worth one point that calls
-    lrsa.exercises and shows no value (nbgrader would read a shown number as a partial
+    lrsa.course.exercises and shows no value (nbgrader would read a shown number as a partial
     grade)."""
     exercises = _exercises(nbformat.read(path, as_version=4))
     assert 2 <= len(exercises) <= 4, path.name
@@ -67,7 +67,7 @@ def test_every_exercise_is_marked_for_nbgrader(path):
 
 
 def test_make_course_lays_out_an_nbgrader_course(tmp_path):
-    names = course.make_course(tmp_path)
+    names = grading.make_course(tmp_path)
     assert names == [p.stem for p in SOURCES]
     for name in names:
         assert (tmp_path / "source" / name / f"{name}.ipynb").is_file()
@@ -81,7 +81,7 @@ def test_make_course_lays_out_an_nbgrader_course(tmp_path):
 
 def test_lessons_name_a_folder_without_sources(tmp_path):
     with pytest.raises(FileNotFoundError, match="no course sources"):
-        course.lessons(tmp_path)
+        grading.lesson_names(tmp_path)
 
 
 # ------------------------------------------------------------------ with nbgrader
