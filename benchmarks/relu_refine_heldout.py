@@ -5,7 +5,7 @@
 For each layer (name:stored-size fraction), features of 2000 calibration images are split
 in halves: the fits see the first, the errors are measured on both. Compared at the same
 rank: truncated SVD, reduced-rank regression (RRR), and RRR refined on the post-ReLU
-response (:meth:`lrsa.solver.StructuredFit.refine_relu`) for a grid of rounds and damping.
+response (:meth:`lrsa.structured_fit.StructuredFit.refine_relu`) for a grid of rounds and damping.
 Writes benchmarks/results/relu_refine_heldout.{json,md}.
 """
 
@@ -21,7 +21,8 @@ from lrsa.features import collect_features, fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.paper import VGG16_LAYER_NAMES
 from lrsa.report import write_report
-from lrsa.solver import LayerProblem, StructuredFit
+from lrsa.solver import LayerProblem
+from lrsa.structured_fit import StructuredFit
 
 RESULTS = Path(__file__).parent / "results"
 

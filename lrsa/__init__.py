@@ -16,11 +16,11 @@ from .prox import prox_l21, soft_threshold, svt
 #: the top-level names that need torch, and the module defining each (loaded on first use)
 _LAZY = {
     **dict.fromkeys(["truncated_svd", "reduced_rank_regression"], "baselines"),
-    **dict.fromkeys(["Budget", "LayerPlan", "SolverSettings", "compress", "compress_like",
-                     "finetune", "load_compressed", "matching_plan", "save_compressed"],
-                    "pipeline"),
-    **dict.fromkeys(["LayerSolution", "StructuredFit", "layer_objective", "solve_layer"],
-                    "solver"),
+    **dict.fromkeys(["Budget", "CompressionReport", "LayerPlan", "LayerReport",
+                     "SolverSettings", "compress", "compress_like", "finetune",
+                     "load_compressed", "matching_plan", "save_compressed"], "pipeline"),
+    **dict.fromkeys(["LayerSolution", "layer_objective", "solve_layer"], "solver"),
+    "StructuredFit": "structured_fit",
 }
 
 __all__ = ["prox_l21", "svt", "soft_threshold", "he_yuan_correction", *_LAZY]

@@ -11,14 +11,15 @@ gives them the per-layer sizes of an lrsa run.
   \|Z - b\mathbf 1^\top - BX\|_F` on sampled inputs X and pre-activation responses Z, the
   linear case of Zhang et al. (X. Zhang, J. Zou, K. He, J. Sun, "Accelerating Very Deep
   Convolutional Networks for Classification and Detection", IEEE TPAMI 38(10), 2016);
-  :class:`lrsa.solver.StructuredFit` with no sparse columns.
+  :class:`lrsa.structured_fit.StructuredFit` with no sparse columns.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .solver import LayerProblem, StructuredFit
+from .solver import LayerProblem
+from .structured_fit import StructuredFit
 
 __all__ = ["reduced_rank_regression", "truncated_svd"]
 

@@ -1,5 +1,5 @@
-"""Command line: ``lrsa demo | download-cifar10 | train | compress | evaluate | report``
-(also ``python -m lrsa``).
+"""Command line: ``lrsa demo | download-cifar10 | fetch-checkpoint | train | compress |
+evaluate | course | report`` (also ``python -m lrsa``).
 
 Every command prints what it did and where it wrote it; ``lrsa COMMAND --help`` explains
 the options.
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 EPILOG = """examples:
-  lrsa demo                                  # offline: digits, small CNN, ~1-2 min on a CPU
+  lrsa demo                                  # offline: digits, small CNN, under a minute
   lrsa download-cifar10 ~/cifar              # the official archive, MD5-checked (163 MB)
   lrsa train --model vgg16_bn --data ~/cifar --epochs 30 --out vgg.pt --bf16
   torchrun --nproc_per_node=4 -m lrsa train ...   # data-parallel: same steps, K-th of the work

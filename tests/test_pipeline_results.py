@@ -1,9 +1,11 @@
 """lrsa.pipeline.results: the report describes the model as stored."""
 
+import json
+
 import pytest
 
 from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
-from lrsa.pipeline import (Budget, compress, load_compressed,
+from lrsa.pipeline import (Budget, CompressionReport, compress, load_compressed,
                            save_compressed)
 
 
@@ -34,7 +36,9 @@ def test_report_rows_describe_the_model_as_stored(trained, tmp_path, latency_scr
     assert dense["tried"]["params"] < dense["params_original"]
     assert dense["tried"]["cr"] == pytest.approx(dense["tried"]["params"] / (64 * 32 * 9))
     assert "slower" in dense["decision"] and "0.70x" in dense["decision"]
-    for saved in (rep.to_dict()["layers"], saved_report["layers"]):
+    assert isinstance(saved_report, CompressionReport)  # the type compress returns
+    assert saved_report.to_dict() == json.loads(json.dumps(rep.to_dict()))
+    for saved in (rep.to_dict()["layers"], saved_report.to_dict()["layers"]):
         assert [r["params_compressed"] for r in saved] == [r["params_compressed"]
                                                            for r in rep.layers]
     for name, r in rows.items():

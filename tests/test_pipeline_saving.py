@@ -1,10 +1,12 @@
 """lrsa.pipeline.saving: save and rebuild, for a registered architecture and one's own."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
 
-from lrsa.pipeline import (Budget, compress, load_compressed,
+from lrsa.pipeline import (Budget, CompressionReport, compress, load_compressed,
                            save_compressed)
 
 
@@ -16,7 +18,12 @@ def test_save_load_round_trip(trained, tmp_path):
     x = torch.cat(calib)[:16]
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), comp(x))
-    assert report["layers"][1]["name"] == rep.layers[1]["name"]
+    assert isinstance(report, CompressionReport)
+    assert report.to_dict() == json.loads(json.dumps(rep.to_dict()))
+    report_json = rep.to_dict()
+    report_json["layers"][0]["invented"] = 1
+    with pytest.raises(ValueError, match="invented"):
+        CompressionReport.from_dict(report_json)
     torch.save({"state_dict": model.state_dict()}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="not a compressed model"):
         load_compressed(tmp_path / "plain.pt")

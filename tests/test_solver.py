@@ -241,7 +241,7 @@ def _alternating(X, Z, b, S, r, iters=3000):
 @pytest.mark.parametrize("S,r", [([], 2), ([4], 2), ([4, 7], 1), ([1, 3, 4], 0), ([0], 3)])
 def test_structured_fit_is_the_constrained_least_squares_optimum(S, r):
     X, Z, b = _structured_data(3)
-    fit = lrsa.solver.StructuredFit(lrsa.solver.LayerProblem(X, Z, b, "linear"))
+    fit = lrsa.structured_fit.StructuredFit(lrsa.solver.LayerProblem(X, Z, b, "linear"))
     A, U, V, f = fit.fit(S, r)
     direct = float(torch.linalg.norm(Z - b[:, None] - (A + U @ V) @ X) ** 2) / (2 * X.shape[1])
     assert f == pytest.approx(direct, rel=1e-6)  # the closed-form value is the real one
@@ -259,7 +259,7 @@ def test_sparse_column_pays_where_it_should():
     better than rank 3 alone, at a lower stored size (2n + 2(n+d) < 3(n+d)), and than two
     other columns with rank 2."""
     X, Z, b = _structured_data(4)
-    fit = lrsa.solver.StructuredFit(lrsa.solver.LayerProblem(X, Z, b, "linear"))
+    fit = lrsa.structured_fit.StructuredFit(lrsa.solver.LayerProblem(X, Z, b, "linear"))
     assert fit.fit([4, 7], 2)[3] < 0.5 * fit.fit([], 3)[3]
     assert fit.fit([4, 7], 2)[3] < 0.5 * fit.fit([0, 9], 2)[3]
 
@@ -268,7 +268,7 @@ def test_refine_relu_never_worse_and_keeps_the_structure():
     X, Z, b = _structured_data(5, n=8, d=12, N=500)
     lin = lrsa.solver.LayerProblem(X, Z, b, "linear")
     relu = lin.retarget(torch.relu(Z), "relu")
-    fit = lrsa.solver.StructuredFit(lin)
+    fit = lrsa.structured_fit.StructuredFit(lin)
     A, U, V, _ = fit.fit([4], 2)
     err = lambda A, U, V, bias=b: float(torch.linalg.norm(  # noqa: E731
         torch.relu(Z) - torch.relu((A + U @ V) @ X + bias[:, None])))

@@ -45,7 +45,7 @@ except ImportError as exc:
     out["compress"] = str(exc)
 print(json.dumps(out))
 """))
-    assert np.allclose(got["l21"], [[2.4, 0.0], [3.2, 0.0]])  # column (3, 4) shrunk by 1/5; (0.1, 0.1) to 0
+    assert np.allclose(got["l21"], [[2.4, 0.0], [3.2, 0.0]])  # (3, 4) shrunk by 1/5
     assert got["svt"] == [[0.0, 0.0], [0.0, 0.0]]  # both singular values < 10
     assert got["soft"] == [[2.0, 0.0], [3.0, 0.0]]
     assert got["torch"] is False and got["compress"] == "torch is not installed here"

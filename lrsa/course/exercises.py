@@ -30,11 +30,14 @@ from ..admm import he_yuan_correction
 from ..prox import prox_l21, svt
 from ..utils import as_numpy
 
-__all__ = ["NotAnswered", "WrongAnswer", "break_even_rank", "combined_cr",
-           "first_possible_difference", "he_yuan_step", "lambda_max", "mac_fraction",
-           "macs_saved", "midpoint_gap", "moreau_residual",
-           "network_mac_fraction", "paper_network_cr", "prox_frobenius", "relu_term_all_dead",
-           "segment_ratio", "stored_parameters", "surviving_columns", "svt_rank"]
+__all__ = ["NotAnswered", "WrongAnswer", "amdahl_bound", "amdahl_speedup", "break_even_rank",
+           "combined_cr", "equal_size_rank", "factored_conv_lab", "first_possible_difference",
+           "he_yuan_step", "lambda_max", "mac_fraction", "macs_saved", "mcnemar_lab",
+           "midpoint_gap", "moreau_residual", "n_m_projection_lab", "network_mac_fraction",
+           "oats_lab", "paired_interval_lab", "paper_network_cr", "prox_frobenius",
+           "reduced_rank_regression_lab", "relu_term_all_dead", "segment_ratio",
+           "soft_term_gradient", "soft_term_limit", "spread_and_method_gaps", "sqrt_spread_share",
+           "stored_parameters", "surviving_columns", "svt_rank", "uv_mac_speedup"]
 
 
 class NotAnswered(AssertionError):

@@ -755,7 +755,7 @@ def split_errors(model, layer, calibration, size, shares, *, sparsity="unstructu
     from ..decompose import entry_split, fit_sparse_low_rank, oats
     from ..features import collect_features, fold_batchnorm
     from ..pipeline.layer import HeldOut
-    from ..solver import StructuredFit
+    from ..structured_fit import StructuredFit
 
     net = fold_batchnorm(copy.deepcopy(model).eval())
     split_attention(net)

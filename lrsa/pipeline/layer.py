@@ -18,7 +18,8 @@ from torch import nn
 
 from ..baselines import truncated_svd
 from ..decompose import entry_split, entry_storage, fit_sparse_low_rank, oats
-from ..solver import LayerProblem, LayerSolution, StructuredFit, layer_objective, parse_n_m
+from ..solver import LayerProblem, LayerSolution, layer_objective, parse_n_m
+from ..structured_fit import StructuredFit
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     ``method="lrsa"``: the ADMM (Algorithm 1, linear response, where the problem is convex)
     ranks the input channels by the l2 norm of their columns of A (:func:`_rank_channels`);
     candidate splits of the budget between kept channels and rank (B only, A only, the
-    ADMM's channels in quarters) are fitted exactly (:class:`lrsa.solver.StructuredFit`)
+    ADMM's channels in quarters) are fitted exactly (:class:`lrsa.structured_fit.StructuredFit`)
     on 80 % of the samples and judged on the other 20 % (:func:`_choose`); the winner is
     refitted on all samples and, for the ReLU response, refined on the post-ReLU targets
     where that lowered the held-out error. With ``target_cr`` the budget is

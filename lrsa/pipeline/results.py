@@ -185,6 +185,20 @@ class CompressionReport:
         d.update(params_original=self.params_original, params_compressed=self.params_compressed)
         return d
 
+    @classmethod
+    def from_dict(cls, d):
+        """The report :meth:`to_dict` wrote (the totals are recomputed from the rows);
+        ValueError naming any field this version of lrsa does not know."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields - {"params_original", "params_compressed"}
+        unknown |= {k for row in d.get("layers", []) for k in row
+                    if k not in LayerReport.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"a compression report with fields this lrsa does not know: "
+                             f"{sorted(unknown)} (written by another version?)")
+        return cls(**{k: v for k, v in d.items() if k in fields and k != "layers"},
+                   layers=[LayerReport(**row) for row in d.get("layers", [])])
+
     def markdown(self):
         """The Table-I rows as stored, then why each layer is stored so (:meth:`reasons`)."""
         table = format_table(

@@ -12,6 +12,7 @@ from ..features import fold_batchnorm
 from ..layers import apply_structure, model_structure
 from ..models import get_model
 from ..utils import atomic_torch_save, load_torch_file
+from .results import CompressionReport
 
 
 def save_compressed(model, path, *, arch=None, model_kwargs=None, report=None):
@@ -41,7 +42,8 @@ def load_compressed(path, build=None):
         ``build()`` returns the *uncompressed* network (any weights): needed for a model
         saved without ``arch``, and used instead of the registered factory when given.
 
-    Returns (model, report dict or None). Raises ValueError for a file of another kind, a
+    Returns (model, :class:`CompressionReport` or None: the report saved with the model, the
+    type :func:`compress` returns). Raises ValueError for a file of another kind, a
     file without ``arch`` and no ``build``, or a state dict that does not fit the recorded
     structure.
     """
@@ -62,4 +64,5 @@ def load_compressed(path, build=None):
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit the recorded structure: {exc}") from exc
-    return model, json.loads(obj["report"])
+    report = json.loads(obj["report"])
+    return model, None if report is None else CompressionReport.from_dict(report)
