@@ -53,7 +53,7 @@ def test_time_fallback_leaves_timings_inside_the_noise_to_the_multiply_adds(trai
         assert r["layer_speedups"] == {1: 0.9, 128: 0.9}
 
 
-def test_never_slower_reverts_the_least_gaining_layers(trained, latency_script):
+def test_revert_until_faster_reverts_the_least_gaining_layers(trained, latency_script):
     """Whole-model check: while the compressed model is measured slower than the original,
     the factored layer that gained least in place goes back to its original weights; the
     report records the measured speed-ups and the reverted layers."""

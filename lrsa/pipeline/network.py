@@ -35,7 +35,7 @@ from .budget import Budget, matching_plan, network_plan
 from .layer import (METHODS, SolverSettings, approximate_layer, cannot_take, check_sparsity,
                     columns_per_channel, layer_bias, lowered_weight)
 from .results import CompressionReport, LayerReport
-from .speed import FALLBACKS, check_speedup, never_slower, realize
+from .speed import FALLBACKS, realize, revert_until_faster, with_speedup_target
 from .trace import set_module, trace
 
 
@@ -127,10 +127,11 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
             bar.set_postfix(layer=name,
                             cr=f"{row['params_compressed'] / row['params_original']:.2f}")
     if fallback == "time":
-        report.speed = never_slower(original, run.compressed, run.factored, report,
-                                    tuple(first.shape[1:]), run.batch_sizes)
+        report.speed = revert_until_faster(original, run.compressed, run.factored, report,
+                                           tuple(first.shape[1:]), run.batch_sizes)
         if isinstance(budget, Budget) and budget.speedup is not None:
-            check_speedup(report.speed, budget.speedup, predicted, int(first.shape[0]))
+            report.speed = with_speedup_target(report.speed, budget.speedup, predicted,
+                                               int(first.shape[0]))
     report.seconds = time.perf_counter() - start
     return run.compressed, report
 

@@ -81,12 +81,13 @@ def realize(mod, A, U, V, b, x_shape, fallback, batch_sizes, sparsity="channel")
         else Realization(copy.deepcopy(mod), "dense", f"dense: {verdict}", speedups)
 
 
-def never_slower(original, compressed, factored, report, sample_shape, batch_sizes,
-                 repeats=CHECK_REPEATS):
+def revert_until_faster(original, compressed, factored, report, sample_shape, batch_sizes,
+                        repeats=CHECK_REPEATS):
     """Time the whole compressed model against the original (interleaved, each batch size);
-    while it is not faster at all of them, put back the original layer where the factored
-    one gained least (its row becomes dense). Returns the measured speed-ups and the layers
-    reverted (``fallback="time"``)."""
+    while it is not faster at all of them, put back in ``compressed`` the original layer
+    where the factored one gained least, and mark its row of ``report`` dense
+    (``fallback="time"``). Returns the measured ``speedups``, whether it is ``faster``, and
+    the layers ``reverted``: what this changed."""
     index = {r["name"]: i for i, r in enumerate(report.layers)}
     reverted = []
     order = sorted(factored, key=factored.get)  # least gain first
@@ -106,16 +107,17 @@ def never_slower(original, compressed, factored, report, sample_shape, batch_siz
         reverted.append(name)
 
 
-def check_speedup(speed, target, predicted, batch):
-    """Record the target and the prediction in ``speed``; warn when the measured speed-up
-    at the calibration batch size falls more than 5 % short of ``target``."""
-    speed.update(target_speedup=target, predicted_speedup=predicted)
+def with_speedup_target(speed, target, predicted, batch):
+    """``speed`` (from :func:`revert_until_faster`) with the ``target_speedup`` and the
+    ``predicted_speedup`` beside it (a new dict); warns when the measured speed-up at the
+    calibration batch size falls more than 5 % short of ``target``."""
     reached = speed["speedups"][f"b{batch}"]
     if reached < 0.95 * target:
         warnings.warn(f"Budget(speedup={target}): the compressed model measured {reached:.2f}x "
                       f"at batch {batch}, though its layers timed alone predicted "
                       f"{predicted:.2f}x (they do not add up exactly in the whole model); a "
                       "higher target_speedup gets closer", stacklevel=3)
+    return {**speed, "target_speedup": target, "predicted_speedup": predicted}
 
 
 def speedup_spread(plan, layers, in_shapes, original, batch_shape, speedup):
