@@ -49,7 +49,7 @@ def table_ii_plan(layers, scale):
     for name, lp in plan.items():
         paper_cr = PAPER_TABLE_II[NIN_LAYER_NAMES[name]][2] / 100
         lp.skip = paper_cr >= 1  # the cccp layers; conv1 IS approximated in the paper
-        lp.target_cr = None if lp.skip else min(1.0, paper_cr * scale)
+        lp.size = None if lp.skip else min(1.0, paper_cr * scale)
     return plan
 
 

@@ -50,7 +50,7 @@ def test_size_and_mac_limits_hold_together_and_the_mac_dear_layer_gives_way():
         plan = {name: LayerPlan() for name, _ in layers}
         also = [] if mac_target is None else [(mac_target, macs, "Budget.macs", "MACs")]
         spread_network_target(plan, layers, size, also=also)
-        return plan, {k: round(p.target_cr * n * d / (n + d)) for k, p in plan.items()}
+        return plan, {k: round(p.size * n * d / (n + d)) for k, p in plan.items()}
 
     _, alone = spread(None)
     _, loose = spread(1.0)
@@ -123,7 +123,7 @@ def test_network_spread_is_the_brute_force_optimum_of_the_energy_product():
     layers = [(f"fc{i}", _linear_with_spectrum(n, d, s, i)) for i, s in enumerate(spectra)]
     plan = {name: LayerPlan() for name, _ in layers}
     spread_network_target(plan, layers, budget_ranks * (n + d) / (3 * n * d))
-    ranks = [round(plan[name].target_cr * n * d / (n + d)) for name, _ in layers]
+    ranks = [round(plan[name].size * n * d / (n + d)) for name, _ in layers]
 
     def log_energy(rs):
         return sum(math.log(sum(x * x for x in s[:r]) / sum(x * x for x in s))
@@ -136,14 +136,14 @@ def test_network_spread_is_the_brute_force_optimum_of_the_energy_product():
 
 
 def test_network_spread_keeps_a_layer_dense_and_refuses_a_budget_below_rank_one():
-    """A budget near the whole network's size leaves a layer dense (target_cr 1) rather than
+    """A budget near the whole network's size leaves a layer dense (size 1) rather than
     storing factors larger than its weight; one that cannot give every layer rank 1 names
     the problem."""
     layers = [("a", _linear_with_spectrum(8, 8, [1] * 8, 0)),
               ("b", _linear_with_spectrum(8, 8, [4, 2, 1, 0.5], 1))]
     plan = {name: LayerPlan() for name, _ in layers}
     spread_network_target(plan, layers, 0.99)
-    assert plan["a"].target_cr == 1.0
+    assert plan["a"].size == 1.0
     with pytest.raises(ValueError, match="smallest rank"):
         spread_network_target(plan, layers, 0.05)
 
@@ -157,7 +157,7 @@ def test_network_spread_in_rank_multiples_is_the_brute_force_optimum():
     layers = [(f"fc{i}", _linear_with_spectrum(n, d, s, i)) for i, s in enumerate(spectra)]
     plan = {name: LayerPlan(rank_multiple=2) for name, _ in layers}
     spread_network_target(plan, layers, budget_ranks * (n + d) / (3 * n * d))
-    ranks = [round(plan[name].target_cr * n * d / (n + d)) for name, _ in layers]
+    ranks = [round(plan[name].size * n * d / (n + d)) for name, _ in layers]
 
     def log_energy(rs):
         return sum(math.log(sum(x * x for x in s[:r]) / sum(x * x for x in s))
@@ -196,15 +196,15 @@ def test_sqrt_spread_is_the_closed_form_and_saturates_small_layers():
     sqrt_spread(plan, layers, 0.05)
     c = 0.05 * total / sum(math.sqrt(s) for s in sizes)
     for (name, _), s in zip(layers, sizes):
-        assert plan[name].target_cr == pytest.approx(c / math.sqrt(s), rel=1e-9)
+        assert plan[name].size == pytest.approx(c / math.sqrt(s), rel=1e-9)
 
     plan = {name: LayerPlan() for name, _ in layers}
     sqrt_spread(plan, layers, 0.35)
-    assert plan["fc0"].target_cr == 1.0
+    assert plan["fc0"].size == 1.0
     rest = 0.35 * total - sizes[0]
     c = rest / (math.sqrt(sizes[1]) + math.sqrt(sizes[2]))
-    assert plan["fc2"].target_cr == pytest.approx(c / math.sqrt(sizes[2]), rel=1e-9)
-    stored = sum(plan[n].target_cr * s for (n, _), s in zip(layers, sizes))
+    assert plan["fc2"].size == pytest.approx(c / math.sqrt(sizes[2]), rel=1e-9)
+    stored = sum(plan[n].size * s for (n, _), s in zip(layers, sizes))
     assert stored == pytest.approx(0.35 * total, rel=1e-9)
 
 

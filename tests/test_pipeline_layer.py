@@ -33,7 +33,7 @@ def test_a_alone_only_when_the_plan_asks_for_it(trained):
     _, rep = compress(model, calib, Budget(size=0.3), fallback=None, progress=False)
     solved = [r for r in rep.layers if r["kind"] == "factored"]
     assert solved and all(r["choice"] != "A only" for r in solved)
-    plan = {r["name"]: LayerPlan(ratio=math.inf, target_cr=0.3) for r in solved}
+    plan = {r["name"]: LayerPlan(ratio=math.inf, size=0.3) for r in solved}
     _, rep = compress(model, calib, plan, fallback=None, progress=False)
     assert {r["choice"] for r in rep.layers if r["kind"] == "factored"} == {"A only"}
 
@@ -56,14 +56,14 @@ def test_ratio_zero_is_low_rank_alone_at_the_budget(trained):
     """ratio=0 asks for B alone: every approximated layer has no kept channel and the rank
     that fills its target (reduced-rank regression's), and without a size it is refused."""
     model, calib, _ = trained
-    plan = {n: LayerPlan(ratio=0.0, target_cr=0.4) for n, m in model.named_modules()
+    plan = {n: LayerPlan(ratio=0.0, size=0.4) for n, m in model.named_modules()
             if isinstance(m, (nn.Conv2d, nn.Linear))}
     _, rep = compress(model, calib, plan, fallback=None, progress=False)
     for r in rep.layers:
         assert r["kept_channels"] == 0 and r["choice"] == "B only"
         assert r["rank"] == int(0.4 * r["n"] * r["d"] + 1e-6) // (r["n"] + r["d"])
-    plan = {n: dataclasses.replace(p, target_cr=None) for n, p in plan.items()}
-    with pytest.raises(ValueError, match="ratio=0 .* needs a target_cr"):
+    plan = {n: dataclasses.replace(p, size=None) for n, p in plan.items()}
+    with pytest.raises(ValueError, match="ratio=0 .* needs a size"):
         compress(model, calib, plan, progress=False)
     with pytest.raises(ValueError, match="ratio=0 .* needs a size"):
         Budget(ratio=0.0)

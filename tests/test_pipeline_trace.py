@@ -29,7 +29,7 @@ def test_relu_response_reaches_functional_relus():
     torch.manual_seed(0)
     model = FunctionalRelu().eval()
     calib = torch.randn(64, 1, 8, 8)  # one tensor of images is calibration data too
-    _, rep = compress(model, calib, {n: LayerPlan(target_cr=0.6) for n in
+    _, rep = compress(model, calib, {n: LayerPlan(size=0.6) for n in
                                      ("c2", "c3", "c4", "fc")}, progress=False, fallback=None)
     responses = {r["name"]: r.get("response") for r in rep.layers}
     assert responses == {"c1": None, "c2": "relu", "c3": "relu", "c4": "relu",

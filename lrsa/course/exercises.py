@@ -511,8 +511,8 @@ def sqrt_spread_share(answer, shapes, c):
               for i, (n, d) in enumerate(shapes)]
     plan = {name: LayerPlan() for name, _ in layers}
     sqrt_spread(plan, layers, share)
-    found = [plan[name].target_cr * math.sqrt(m.weight.numel()) for name, m in layers
-             if plan[name].target_cr < 1]
+    found = [plan[name].size * math.sqrt(m.weight.numel()) for name, m in layers
+             if plan[name].size < 1]
     ok = bool(found) and math.isclose(found[0], c, rel_tol=1e-6)
     return verdict(title, ok, "weight each layer's CR by its n d: the share is "
                     "sum_l min(n_l d_l, c sqrt(n_l d_l)) / sum_l n_l d_l.")

@@ -105,7 +105,7 @@ def _plan_for(model, names, frac, ratio, fc_ratio):
 
 # --------------------------------------------------------------------------- Fig. 4
 def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
-                          responses=("linear", "relu"), *, ratio=3.0, target_crs=None,
+                          responses=("linear", "relu"), *, ratio=3.0, sizes=None,
                           baseline_top1=None, samples_per_image=10, max_samples=10_000,
                           max_iter=200, tol=1e-3, progress=True):
     """Approximate one layer alone, all others untouched, over a range of lambdas (Fig. 4).
@@ -126,7 +126,7 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
         ``"linear"`` (reconstruct W X + b) and/or ``"relu"`` (the paper: relu(W X + b)).
     ratio : float
         ``lam2 / lam1`` (math.inf: sparse only).
-    target_crs : sequence of float, optional
+    sizes : sequence of float, optional
         Instead of ``fracs``: CR(A+B) targets. Both responses then share the structure found
         by the linear search and differ only in the refit (see ``compress``).
     baseline_top1 : float, optional
@@ -140,7 +140,7 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
     -------
     list of dict
         One per (response, value): ``layer``, ``response``, ``frac`` (the one used),
-        ``target_cr``, ``cr_a``, ``cr_b``, ``cr`` (fractions), ``rank``, ``nonzero_columns``,
+        ``size``, ``cr_a``, ``cr_b``, ``cr`` (fractions), ``rank``, ``nonzero_columns``,
         ``rel_error`` (relative error of the response it was fitted to, on the calibration
         samples), ``relu_error`` (:func:`relu_output_error`, the same measure for both
         responses), ``top1`` (%), ``drop`` (baseline - top1, points) and
@@ -148,9 +148,9 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
         row (k fewer when the layer has fewer), the original pre-activation ``Z`` and the
         approximation's ``(A + B) X + b``, for scatter plots.
     """
-    if target_crs is None and fracs is None:
-        raise ValueError("give fracs or target_crs")
-    values = list(target_crs if target_crs is not None else fracs)
+    if sizes is None and fracs is None:
+        raise ValueError("give fracs or sizes")
+    values = list(sizes if sizes is not None else fracs)
     base = evaluate(model, test_loader)["top1"] if baseline_top1 is None else baseline_top1
     folded = fold_batchnorm(copy.deepcopy(model).eval())
     feats = collect_features(folded, [layer_name], calib, samples_per_image=samples_per_image,
@@ -160,7 +160,7 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
     rows, bar = [], progress_bar(progress, len(values) * len(responses), f"{layer_name}")
     for response in responses:
         for v in values:
-            plan = {layer_name: LayerPlan(ratio=ratio, target_cr=v) if target_crs is not None
+            plan = {layer_name: LayerPlan(ratio=ratio, size=v) if sizes is not None
                     else LayerPlan(frac=v, ratio=ratio)}
             comp, rep = compress(model, calib, plan, response=response, fallback=None,
                                  solver=SolverSettings(samples_per_image, max_samples,
@@ -170,7 +170,7 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
             W, b = _lowered(comp.get_submodule(layer_name))
             top1 = evaluate(comp, test_loader)["top1"]
             rows.append({"layer": layer_name, "response": response, "frac": r["frac"],
-                         "target_cr": v if target_crs is not None else None,
+                         "size": v if sizes is not None else None,
                          "cr_a": r["cr_a"], "cr_b": r["cr_b"], "cr": r["cr"], "rank": r["rank"],
                          "nonzero_columns": r["nonzero_columns"], "rel_error": r["rel_error"],
                          "relu_error": relu_output_error(W, b, feats.X, feats.Z),

@@ -148,11 +148,11 @@ def _check_rank_multiple(q, where):
 class LayerPlan:
     """How one layer is approximated.
 
-    frac : lam1 relative to the layer's gradient scale (with target_cr, the ADMM that ranks
+    frac : lam1 relative to the layer's gradient scale (with size, the ADMM that ranks
     the input channels runs at it).
     ratio : lam2 / lam1 (math.inf: sparse only, no low-rank part; 0: low-rank only, no
-    sparse part, which needs a target_cr).
-    target_cr : stored size of this layer as a fraction of n d, in (0, 1]; >= 1 keeps it.
+    sparse part, which needs a size).
+    size : stored size of this layer as a fraction of n d, in (0, 1]; >= 1 keeps it.
     skip : leave the layer as it is.
     rank_multiple : the low-rank part's rank is a multiple of this where it is at least
     this (what a budget cannot buy in whole multiples goes to kept channels, or is left
@@ -162,7 +162,7 @@ class LayerPlan:
 
     frac: float = 0.03
     ratio: float = 3.0
-    target_cr: float | None = None
+    size: float | None = None
     skip: bool = False
     rank_multiple: int = 1
     sized_by: str | None = None  # why a whole-network spread stopped here (in the report)
@@ -174,10 +174,10 @@ def matching_plan(report):
     lrsa run at equal size, layer by layer (layers it kept stay kept)."""
     rows = report.layers if hasattr(report, "layers") else report["layers"]
     return {r["name"]: LayerPlan(skip=True) if r["kind"] != "factored" else
-            LayerPlan(target_cr=r["params_compressed"] / r["params_original"]) for r in rows}
+            LayerPlan(size=r["params_compressed"] / r["params_original"]) for r in rows}
 
 
-def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, rank_multiple=1,
+def default_plan(layers, *, frac=0.03, ratio=3.0, size=None, rank_multiple=1,
                  exclude=(), all_layers=False):
     """The paper's defaults: skip the first layer and 1x1 convs (unless ``all_layers``) and
     the layers named in ``exclude``; every other layer A + B.
@@ -199,7 +199,7 @@ def default_plan(layers, *, frac=0.03, ratio=3.0, target_cr=None, rank_multiple=
     for i, (name, mod) in enumerate(layers):
         one_by_one = isinstance(mod, nn.Conv2d) and tuple(mod.kernel_size) == (1, 1)
         skip = name in exclude or (not all_layers and (i == 0 or one_by_one))
-        plan[name] = LayerPlan(frac=frac, ratio=ratio, target_cr=target_cr, skip=skip,
+        plan[name] = LayerPlan(frac=frac, ratio=ratio, size=size, skip=skip,
                                rank_multiple=rank_multiple)
     return plan
 
@@ -219,7 +219,7 @@ def network_plan(layers, in_shapes, budget, *, original, batch_shape):
             _check_rank_multiple(lp.rank_multiple, f"layer {name}")
         return {name: budget.get(name, LayerPlan(skip=True)) for name, _ in layers}, None
     plan = default_plan(layers, frac=budget.frac, ratio=budget.ratio,
-                        target_cr=budget.layer_size, rank_multiple=budget.rank_multiple,
+                        size=budget.layer_size, rank_multiple=budget.rank_multiple,
                         exclude=budget.exclude, all_layers=budget.all_layers)
     unknown = set(budget.exclude) - set(plan)
     if unknown:
@@ -254,7 +254,7 @@ def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
     unit of cost takes it, until the budget is spent. So the objective is the product of the
     layers' shares; since each share is concave in the rank, the greedy steps are optimal
     where the steps cost the same. A layer whose rank reaches its dense size stays dense
-    (``target_cr`` 1).
+    (``size`` 1).
     With a plan's ``rank_multiple`` q, its layer starts at rank q and grows q ranks a step.
 
     ``costs``: name -> the layer's cost at full size, its weights by default; its
@@ -313,7 +313,7 @@ def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
         if rank[n] < full[n]:
             heapq.heappush(heap, (-gain(n), n))
     for n in free:
-        plan[n].target_cr = 1.0 if rank[n] >= full[n] else rank[n] * per_rank[n]
+        plan[n].size = 1.0 if rank[n] >= full[n] else rank[n] * per_rank[n]
         over = [f"{nm}={t}" for s, step, b, (t, _, nm, _) in zip(spent, steps, budgets, limits)
                 if s + (grown(n) - rank[n]) * step[n] > b[1]]
         plan[n].sized_by = (f"{' and '.join(nm for _, _, nm, _ in limits)} spread: "
@@ -358,4 +358,4 @@ def sqrt_spread(plan, layers, target):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if stored(mid) <= budget else (lo, mid)
     for n in free:
-        plan[n].target_cr = min(1.0, lo / math.sqrt(sizes[n]))
+        plan[n].size = min(1.0, lo / math.sqrt(sizes[n]))

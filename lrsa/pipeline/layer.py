@@ -146,16 +146,16 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     ADMM's channels in quarters) are fitted exactly (:class:`lrsa.structured_fit.StructuredFit`)
     on 80 % of the samples and judged on the other 20 % (:func:`_choose`); the winner is
     refitted on all samples and, for the ReLU response, refined on the post-ReLU targets
-    where that lowered the held-out error. With ``target_cr`` the budget is
-    ``target_cr n d`` stored weights; without, the ADMM's own structure sets it.
-    With a ``target_cr``, A alone is not a candidate unless the plan's ``ratio`` is inf: it
+    where that lowered the held-out error. With ``size`` the budget is
+    ``size n d`` stored weights; without, the ADMM's own structure sets it.
+    With a ``size``, A alone is not a candidate unless the plan's ``ratio`` is inf: it
     can win on held-out layer error and still lose in the network (VGG-16 at equal
     per-layer sizes, code `6f86205`: A only on conv4-2 .. conv5-3, as chosen, 85.35 % top-1
     before fine-tuning; the same layers with rank 45-146 instead, 86.42 %; reduced-rank
     regression 86.16 %). Without one (the ADMM's own structure, the paper's lambda mode)
     all candidates stay.
     ``"svd"``: truncated SVD of W (data-free); ``"rrr"``: reduced-rank regression (B
-    only, linear response). Both need ``target_cr``.
+    only, linear response). Both need ``size``.
 
     ``sparsity`` other than ``"channel"`` (``"unstructured"`` or ``"N:M"``, see
     :func:`_entry_sparse`): A keeps single weights; ``"lrsa"`` fits each split by
@@ -165,13 +165,13 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
         return _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed)
     n, d = W.shape
     # the small margin: a size given as params / (n d) must not floor to one weight less
-    budget = None if p.target_cr is None else int(p.target_cr * n * d + 1e-6)
+    budget = None if p.size is None else int(p.size * n * d + 1e-6)
     if method != "lrsa" and budget is None:
-        raise ValueError(f"method={method!r} needs a target_cr (a size to match)")
+        raise ValueError(f"method={method!r} needs a size to match (LayerPlan.size)")
     sparse_only = method == "lrsa" and math.isinf(p.ratio)  # the plan asks for A alone
     low_rank_only = method == "lrsa" and p.ratio == 0  # B alone: RRR + the ReLU refit
     if low_rank_only and budget is None:
-        raise ValueError("ratio=0 (low-rank only) needs a target_cr (a size to fill)")
+        raise ValueError("ratio=0 (low-rank only) needs a size to fill (LayerPlan.size)")
     r_max = 0 if sparse_only else min(n, d)
     lin = LayerProblem(X, Z, b, "linear")
     admm, refined, heldout = None, False, None
@@ -190,7 +190,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
                 {0, m_only} | {kept_admm * q // 4 for q in range(1, 5)}
         splits = sorted({_split(budget, m, n, d, group, r_max, p.rank_multiple)
                          for m in cands if m * group * n <= budget})
-        if p.target_cr is not None and not sparse_only:  # A alone: see the docstring
+        if p.size is not None and not sparse_only:  # A alone: see the docstring
             splits = [(m, r) for m, r in splits if r > 0 or m == 0] or splits
         (m, r), refine, heldout = _choose(X, Z, b, splits, order, group,
                                           response == "relu" and method == "lrsa", seed)
@@ -210,7 +210,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
 
 
 def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
-    """One layer whose A keeps single weights (unstructured or N:M), under ``p.target_cr``.
+    """One layer whose A keeps single weights (unstructured or N:M), under ``p.size``.
 
     The candidate splits of the layer's stored size (:func:`lrsa.decompose.entry_storage`
     counts A's values with their indices): B alone (``ratio`` 0), A alone (``ratio`` inf),
@@ -221,10 +221,10 @@ def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
     ReLU refinement for these patterns.
     """
     n, d = W.shape
-    if p.target_cr is None:
+    if p.size is None:
         raise ValueError(f"sparsity={sparsity!r} needs a size to fill (a Budget with a size, "
-                         "or per-layer target_cr)")
-    budget = p.target_cr * n * d + 1e-6
+                         "or per-layer size)")
+    budget = p.size * n * d + 1e-6
     fitter = fit_sparse_low_rank if method == "lrsa" else oats
     shares = [0.0] if p.ratio == 0 else [1.0] if math.isinf(p.ratio) else \
         [0.0, *ENTRY_SHARES] if sparsity == "unstructured" else [0.0, 1.0]
@@ -234,7 +234,7 @@ def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
         if (k or r) and (k, r) not in splits:
             splits.append((k, r))
     if not splits:
-        raise ValueError(f"a size of {p.target_cr:.3g} leaves no room for A or B in a "
+        raise ValueError(f"a size of {p.size:.3g} leaves no room for A or B in a "
                          f"{n} x {d} layer with sparsity={sparsity!r}")
     held = HeldOut(X, Z, b, response == "relu", seed)
     part = StructuredFit(held.part)

@@ -290,7 +290,7 @@ def _low_rank_instead(run, name, mod, p, row, stored):
     input channels, which costs a CPU more time than its multiply-adds (VGG-16's conv2-2
     under a multiply-add budget: rank 48 and 17 kept channels not faster, rank 48 alone
     2.3x faster timed alone). Kept only if it is stored factored; else the dense layer."""
-    alone = dataclasses.replace(p, ratio=0.0, target_cr=row.params_compressed / (row.n * row.d))
+    alone = dataclasses.replace(p, ratio=0.0, size=row.params_compressed / (row.n * row.d))
     new_row, (A, U, V, b) = _layer(run, name, mod, alone, _initial_row(name, mod, alone),
                                    method="lrsa")
     new = realize(mod, A, U, V, b, run.in_shapes[name], run.fallback, run.batch_sizes)
@@ -319,7 +319,7 @@ def _initial_row(name, mod, p):
 
 def _kept(p):
     """Whether a plan keeps its layer as it is."""
-    return p.skip or (p.target_cr is not None and p.target_cr >= 1)
+    return p.skip or (p.size is not None and p.size >= 1)
 
 
 def _response(run, name):

@@ -167,7 +167,7 @@ def speedup_spread(plan, layers, in_shapes, original, batch_shape, speedup):
         spent -= options[n][at[n]][1] - options[n][i][1]
         at[n] = i
     for n, opts in options.items():
-        plan[n].target_cr, plan[n].skip = opts[at[n]][0], at[n] == 0
+        plan[n].size, plan[n].skip = opts[at[n]][0], at[n] == 0
     return total / spent
 
 

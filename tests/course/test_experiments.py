@@ -64,7 +64,7 @@ def test_single_layer_tradeoff_touches_one_layer_only(setup, monkeypatch):
 
 def test_same_structure_relu_refit_is_not_worse(setup):
     rows = E.single_layer_tradeoff(setup.model, "features.3", setup.calib, setup.test, None,
-                                   target_crs=[0.3], baseline_top1=setup.baseline_top1,
+                                   sizes=[0.3], baseline_top1=setup.baseline_top1,
                                    max_samples=1000, progress=False)
     lin, rel = rows
     assert (lin["response"], rel["response"]) == ("linear", "relu")
