@@ -4,7 +4,7 @@ minimum-time ratio beside it, under glibc's default allocator and, as a second l
 row, under ``lrsa.timing.KEEP_MEMORY``.
 
     python benchmarks/timing.py --compressed runs/ablation_nin/seed0/b_alone.pt \\
-        [--processes 5] [--repeats 30] [--out benchmarks/results/timing_nin]
+        [--model nin_bn | vgg16_bn] [--processes 5] [--repeats 30] [--out ...]
 
 Run it alone on the machine. The realization (contiguous or channels_last fp32) is chosen on
 the original alone, per batch size, in a process of its own under the default allocator,
@@ -38,15 +38,15 @@ BATCHES = (1, 128)
 SAMPLE = (3, 32, 32)
 
 
-def load_pair(checkpoint, compressed):
-    model = get_model("nin_bn")
+def load_pair(model_name, checkpoint, compressed):
+    model = get_model(model_name)
     load_checkpoint(model, checkpoint)
     return fold_batchnorm(model.eval()), load_compressed(compressed)[0].eval()
 
 
 def child(a):
     """One process's measurement, printed as JSON on stdout."""
-    original, compressed = load_pair(a.checkpoint, a.compressed)
+    original, compressed = load_pair(a.model, a.checkpoint, a.compressed)
     if a.role == "choose":
         out = {}
         for b in BATCHES:
@@ -74,7 +74,8 @@ def spawn(a, role, env_allocator, layout=None):
     env.pop("GLIBC_TUNABLES", None)
     if env_allocator is not None:
         env["GLIBC_TUNABLES"] = env_allocator
-    cmd = [sys.executable, __file__, "--child", role, "--checkpoint", a.checkpoint,
+    cmd = [sys.executable, __file__, "--child", role, "--model", a.model,
+           "--checkpoint", a.checkpoint,
            "--compressed", a.compressed, "--repeats", str(a.repeats),
            "--layout", json.dumps(layout or {})]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
@@ -83,15 +84,18 @@ def spawn(a, role, env_allocator, layout=None):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=str(SHARED / "models" / "nin_bn_cifar10.pt"))
-    p.add_argument("--compressed", required=True, help="a compressed NIN (lrsa's format)")
+    p.add_argument("--model", choices=("nin_bn", "vgg16_bn"), default="nin_bn")
+    p.add_argument("--checkpoint", help="default: the shared checkpoint of --model")
+    p.add_argument("--compressed", required=True, help="the compressed --model (lrsa's format)")
     p.add_argument("--processes", type=int, default=5)
     p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--out", default=str(RESULTS / "timing_nin"))
+    p.add_argument("--out", help="default: benchmarks/results/timing_<nin|vgg16>")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--layout", default="{}", help=argparse.SUPPRESS)
     a = p.parse_args()
     a.layout = json.loads(a.layout)
+    a.checkpoint = a.checkpoint or str(SHARED / "models" / f"{a.model}_cifar10.pt")
+    a.out = a.out or str(RESULTS / f"timing_{a.model.removesuffix('_bn')}")
     if a.child:
         a.role = a.child
         return child(a)
@@ -108,7 +112,8 @@ def main():
     data = {"argv": sys.argv, "code_version": git_version(), "torch": torch.__version__,
             "python": platform.python_version(), "threads": torch.get_num_threads(),
             "cpu": cpu_model(), "allocator_of_parent": allocator(),
-            "compressed": a.compressed, "processes": a.processes, "repeats": a.repeats,
+            "model": a.model, "compressed": a.compressed, "processes": a.processes,
+            "repeats": a.repeats,
             "realization": {"chosen_on": "the original alone, default allocator, median of "
                             f"{a.repeats} repeats", "original_medians_s": chosen,
                             "layout": layout, "dtype": "fp32"},
