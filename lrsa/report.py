@@ -17,8 +17,8 @@ from .layers import FACTORED_MODULES, estimate_macs
 from .timing import compare_latency, measure_latency
 from .utils import atomic_write_text, device_and_dtype, evaluating, format_table
 
-__all__ = ["accuracy", "compare_latency", "count_macs", "count_parameters", "markdown_table",
-           "measure_latency", "network_summary", "write_report"]
+__all__ = ["accuracy", "compare_latency", "count_macs", "count_parameters", "layer_macs",
+           "markdown_table", "measure_latency", "network_summary", "write_report"]
 
 
 
@@ -39,7 +39,7 @@ def count_parameters(model):
 
 
 def count_macs(model, input_shape):
-    """Multiply-accumulates of one forward pass, from a traced forward.
+    """Multiply-accumulates of one forward pass: the sum of :func:`layer_macs`.
 
     Parameters
     ----------
@@ -50,20 +50,33 @@ def count_macs(model, input_shape):
     Returns
     -------
     int
-        Sum of :func:`lrsa.layers.estimate_macs` over every nn.Conv2d, nn.Linear,
-        and the SparseLowRank modules called (modules inside a SparseLowRank
-        module are not counted again). Other operations (BN, pooling, ...) are ignored.
+    """
+    return sum(layer_macs(model, input_shape).values())
+
+
+def layer_macs(model, input_shape):
+    """Multiply-accumulates of each layer in one traced forward pass on zeros of
+    ``input_shape``: :func:`lrsa.layers.estimate_macs` of every nn.Conv2d, nn.Linear and
+    SparseLowRank module called (modules inside a SparseLowRank module are not counted
+    again; a module called twice counts twice). Other operations (BN, pooling, ...) are
+    ignored.
+
+    Returns
+    -------
+    dict
+        Module name -> int, in the order of the first call.
     """
     inner = {id(c) for m in model.modules() if isinstance(m, FACTORED_MODULES)
              for c in m.modules() if c is not m}
-    total, handles = [0], []
+    found, handles = {}, []
 
-    def hook(mod, args):
-        total[0] += int(estimate_macs(mod, tuple(args[0].shape)))
+    def hook(name, mod, args):
+        found[name] = found.get(name, 0) + int(estimate_macs(mod, tuple(args[0].shape)))
 
-    for m in model.modules():
+    for name, m in model.named_modules():
         if isinstance(m, (*FACTORED_MODULES, nn.Conv2d, nn.Linear)) and id(m) not in inner:
-            handles.append(m.register_forward_pre_hook(hook))
+            handles.append(m.register_forward_pre_hook(
+                lambda mod, args, name=name: hook(name, mod, args)))
     dev, dt = device_and_dtype(model)
     try:
         with evaluating(model), torch.inference_mode():
@@ -71,7 +84,7 @@ def count_macs(model, input_shape):
     finally:
         for h in handles:
             h.remove()
-    return total[0]
+    return found
 
 
 def accuracy(model, loader, topk=(1,)):

@@ -197,32 +197,21 @@ def stage_times(model, input_shape, *, repeats=5, warmup=1):
 # ----------------------------------------------------------------- multiply-adds
 
 def layer_macs(model, input_shape=(1, 3, 32, 32)):
-    """Multiply-adds per image of every Conv2d and Linear layer of a dense ``model`` (a
-    traced forward of one input), and each layer's output positions.
+    """Multiply-adds per image of every Conv2d and Linear layer of a dense ``model``
+    (:func:`lrsa.report.layer_macs`, one traced input), and each layer's output positions.
 
     Returns
     -------
     dict name -> {"macs": int, "positions": int, "n": int, "d": int}
         ``n`` x ``d`` the lowered weight (outputs x c k_h k_w); MACs = positions n d.
     """
-    found, hooks = {}, []
+    from ..report import layer_macs as traced
 
-    def hook(mod, args, out, name):
-        positions = int(out[0].numel() // out.shape[1]) if out.dim() == 4 else 1
-        n = mod.weight.shape[0]
-        d = mod.weight[0].numel()
-        found[name] = {"macs": positions * n * d, "positions": positions, "n": n, "d": d}
-
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            hooks.append(m.register_forward_hook(
-                lambda mod, a, o, name=name: hook(mod, a, o, name)))
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape[1:]))
-    finally:
-        for h in hooks:
-            h.remove()
+    found = {}
+    for name, macs in traced(model, (1, *input_shape[1:])).items():
+        weight = model.get_submodule(name).weight
+        n, d = weight.shape[0], weight[0].numel()
+        found[name] = {"macs": macs, "positions": macs // (n * d), "n": n, "d": d}
     return found
 
 
