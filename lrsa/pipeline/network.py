@@ -100,15 +100,10 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
     in_shapes, relu_after = trace(original, first[:1])
     plan, predicted = network_plan(layers, in_shapes, budget, original=original,
                                    batch_shape=tuple(first.shape))
-    # fallback is left out: it decides how A + U V is stored, not what A, U, V are
-    settings = dict(response=response, strategy=strategy, method=method, **asdict(solver),
-                    calibration_images=sum(len(batch_input(b)) for b in batches))
-    if sparsity != "channel":  # so that older work folders' layer keys stay valid
-        settings["sparsity"] = sparsity
     run = _Run(original=original, compressed=copy.deepcopy(original), batches=batches,
-               settings=settings, in_shapes=in_shapes, relu_after=relu_after,
-               fallback=fallback, batch_sizes=sorted({1, int(first.shape[0])}),
-               sparsity=sparsity)
+               solver=solver, response=response, strategy=strategy, method=method,
+               in_shapes=in_shapes, relu_after=relu_after, fallback=fallback,
+               batch_sizes=sorted({1, int(first.shape[0])}), sparsity=sparsity)
     if workdir is not None:
         run.work = Path(workdir)
         run.work.mkdir(parents=True, exist_ok=True)
@@ -197,7 +192,10 @@ class _Run:
     original: torch.nn.Module
     compressed: torch.nn.Module
     batches: list
-    settings: dict
+    solver: SolverSettings
+    response: str
+    strategy: str
+    method: str
     in_shapes: dict
     relu_after: set
     fallback: str | None
@@ -207,6 +205,17 @@ class _Run:
     provenance: dict | None = None
     factored: dict = field(default_factory=dict)  # name -> its worst in-place speed-up
     pending: dict = field(default_factory=dict)  # name -> a Dask future of _layer's result
+
+    @property
+    def key_settings(self):
+        """What computed a layer, for its work-folder key (fallback is left out: it decides
+        how A + U V is stored, not what A, U, V are)."""
+        settings = dict(response=self.response, strategy=self.strategy, method=self.method,
+                        **asdict(self.solver),
+                        calibration_images=sum(len(batch_input(b)) for b in self.batches))
+        if self.sparsity != "channel":  # so that older work folders' layer keys stay valid
+            settings["sparsity"] = self.sparsity
+        return settings
 
 
 def _compress_layer(run, idx, name, mod, p):
@@ -221,7 +230,7 @@ def _compress_layer(run, idx, name, mod, p):
         return dataclasses.replace(row, decision=why_not)
     done = _layer_file(run, idx)
     expected = None if done is None else {
-        **run.provenance, "settings": _layer_key(name, p, run.settings)}
+        **run.provenance, "settings": _layer_key(name, p, run.key_settings)}
     saved = _read_layer_file(done, name, expected) if done is not None else None
     if saved is not None:
         A, U, V, b = (saved[k] for k in ("A", "U", "V", "bias"))
@@ -324,7 +333,7 @@ def _kept(p):
 
 def _response(run, name):
     """The response a layer is fitted to: the run's where a ReLU follows, else linear."""
-    return run.settings["response"] if name in run.relu_after else "linear"
+    return run.response if name in run.relu_after else "linear"
 
 
 def _submit_layers(client, run, layers, plan):
@@ -343,8 +352,8 @@ def _submit_layers(client, run, layers, plan):
 def _layer(run, name, mod, p, row, method=None):
     """Approximate one layer: features, solve, the report row. Returns (row, factors)."""
     t0 = time.perf_counter()
-    s = run.settings
-    method = method or s["method"]
+    s = run.solver
+    method = method or run.method
     W, b = lowered_weight(mod), layer_bias(mod)
     n, d = W.shape
     group = columns_per_channel(mod)
@@ -353,13 +362,13 @@ def _layer(run, name, mod, p, row, method=None):
         X, Z = torch.zeros(d, 1, dtype=W.dtype), torch.zeros(n, 1, dtype=W.dtype)
     else:
         feats = collect_features(
-            run.original, [name], run.batches, samples_per_image=s["samples_per_image"],
-            max_samples=s["max_samples"], seed=s["seed"],
-            inputs_from=run.compressed if s["strategy"] == "asymmetric" else None)[name]
+            run.original, [name], run.batches, samples_per_image=s.samples_per_image,
+            max_samples=s.max_samples, seed=s.seed,
+            inputs_from=run.compressed if run.strategy == "asymmetric" else None)[name]
         X, Z = feats.X, feats.Z
         W, b = W.to(X), b.to(X)
-    sol, extra = approximate_layer(X, Z, W, b, p, resp, group, method, s["max_iter"], s["tol"],
-                                   s["seed"], run.sparsity)
+    sol, extra = approximate_layer(X, Z, W, b, p, resp, group, method, s.max_iter, s.tol,
+                                   s.seed, run.sparsity)
     rel = None
     if method != "svd":  # sol.objective is the data term ||Y - r(W X + b)||^2 / 2N
         Y = torch.relu(Z) if resp == "relu" else Z
