@@ -15,7 +15,7 @@ from lrsa.pipeline import compress, compress_like, finetune, load_compressed, sa
 from lrsa.report import count_parameters
 from lrsa.timing import allocator, compare_latency, measure_latency
 from lrsa.train import evaluate
-from lrsa.utils import code_version, format_table
+from lrsa.utils import atomic_write_text, code_version, format_table
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CHECKPOINT = SHARED / "models" / "vgg16_bn_cifar10.pt"
@@ -75,9 +75,7 @@ def run_state(work, settings):
     state["settings"] = settings
 
     def save():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(state, indent=1))
 
     return state, save
 
