@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -32,9 +33,18 @@ def _cifar(args, train):
     return load_cifar10(args.data, train=train)
 
 
-def _loaders(args, batch_size=128):
-    """(train loader, test loader, calibration batches, input shape, model kwargs)."""
-    from .data import load_digits_images, make_loader
+class _Data(NamedTuple):
+    train: object  # the training loader (augmented, sharded under torchrun)
+    test: object
+    calibration: list  # batches of training images
+    input_shape: tuple
+    validation: object = None  # a loader of held-out training images, or None
+
+
+def _loaders(args, batch_size=128, val_images=0):
+    """The data of a command (:class:`_Data`); ``val_images`` CIFAR-10 training images are
+    held out for validation (:func:`lrsa.data.validation_split`) before anything else."""
+    from .data import load_digits_images, make_loader, validation_split
     if args.model == "small_cnn":
         d = load_digits_images()
         kw = dict(mean=None, std=None)
@@ -42,15 +52,19 @@ def _loaders(args, batch_size=128):
                             shard=True, **kw)
         test = make_loader(d.x_test, d.y_test, 256, **kw)
         calib = [d.x_train[i:i + 128] for i in range(0, min(args.calib_images, 1347), 128)]
-        return train, test, calib, (1, 1, 8, 8)
+        return _Data(train, test, calib, (1, 1, 8, 8))
     xtr, ytr = _cifar(args, True)
+    val = None
+    if val_images:
+        (xtr, ytr), (xval, yval) = validation_split(xtr, ytr, val_images)
+        val = make_loader(xval, yval, 500)
     xte, yte = _cifar(args, False)
     train = make_loader(xtr, ytr, batch_size, train=True, seed=args.seed, shard=True)
     test = make_loader(xte, yte, 500)
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(xtr), generator=g)[:args.calib_images]
     calib = [x for x, _ in make_loader(xtr[idx], ytr[idx], 250)]
-    return train, test, calib, (1, 3, 32, 32)
+    return _Data(train, test, calib, (1, 3, 32, 32), val)
 
 
 def _start_processes(args):
@@ -87,14 +101,8 @@ def cmd_train(args):
     rank0 = distributed.is_main()
     torch.manual_seed(args.seed)  # the initial weights follow --seed, not the process's history
     model = _model(args.model).to(dev)
-    train_loader, test_loader, _, _ = _loaders(args, batch_size=args.batch_size)
-    val_loader = None
-    if args.model != "small_cnn" and args.val_images:  # the digits keep the demo's split
-        from .data import make_loader, validation_split
-        (xtr, ytr), (xval, yval) = validation_split(*_cifar(args, True), args.val_images)
-        train_loader = make_loader(xtr, ytr, args.batch_size, train=True, seed=args.seed,
-                                   shard=True)
-        val_loader = make_loader(xval, yval, 500)
+    data = _loaders(args, args.batch_size, args.val_images)  # the digits keep the demo's split
+    train_loader, test_loader, val_loader = data.train, data.test, data.validation
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = out.with_name(out.name + ".state")  # per-epoch, resumable: rerun to continue
@@ -166,7 +174,7 @@ def run_compress(args, model):
     from .train import evaluate
     dev = _start_processes(args)
     rank0 = distributed.is_main()
-    train_loader, test_loader, calib, in_shape = _loaders(args)
+    train_loader, test_loader, calib, in_shape, _ = _loaders(args)
     out = Path(args.out)
     handover = out / "work" / "compressed_before_finetuning.pt"
     if rank0:
@@ -295,7 +303,7 @@ def cmd_demo(args):
     torch.manual_seed(args.seed)
     from .models import get_model
     model = get_model("small_cnn", **args.model_kwargs)
-    train_loader, test_loader, _, _ = _loaders(args)
+    train_loader, test_loader = _loaders(args)[:2]
     if base.exists():
         from .models import load_checkpoint
         load_checkpoint(model, base)
@@ -329,7 +337,7 @@ def _start_over_if_stale(work):
 def cmd_evaluate(args):
     from .train import evaluate
     model = _load_any(args.checkpoint, args.model)
-    _, test_loader, _, _ = _loaders(args)
+    test_loader = _loaders(args).test
     print(json.dumps(evaluate(model, test_loader, topk=(1, 5))))
 
 
