@@ -29,11 +29,9 @@ def allocator():
 
     Batch inference on a CPU allocates one large activation per layer and frees it; by
     default glibc serves each from fresh pages (mmap) and hands them back at once, so every
-    forward pass page-faults its activations anew. On this project's 2-core machine a 1x1
-    convolution writing 100 MB took 29.5 ms so and 5.5 ms under :data:`KEEP_MEMORY`; the
-    original VGG-16 and NIN at batch 128 ran 1.2x and 1.7x faster
-    (``benchmarks/allocator.py``). Timings are comparable only under the same setting, so
-    benchmarks record it.
+    forward pass page-faults its activations anew; :data:`KEEP_MEMORY` keeps them (what that
+    is worth, measured by ``benchmarks/allocator.py``: docs, Benchmarks). Timings are
+    comparable only under the same setting, so benchmarks record it.
     """
     return os.environ.get("GLIBC_TUNABLES") or "glibc default"
 

@@ -48,9 +48,8 @@ class Budget:
         Instead, the same stored fraction in (0, 1] for every approximated layer.
     spread : {"energy", "sqrt"}
         How ``size`` is spread over the layers. "energy" (default): greedily, by the weight
-        energy each rank adds (:func:`spread_network_target`; on VGG-16, one run at each
-        size, lrsa's top-1 before fine-tuning was 0.13 / 0.49 / 2.76 points above "sqrt"'s
-        at 3x / 5x / 10x: benchmarks/results/frontier.json). "sqrt": CR_l ~ 1/sqrt(weights_l)
+        energy each rank adds (:func:`spread_network_target`; the two compared on VGG-16:
+        docs, Benchmarks, ``benchmarks/frontier.py``). "sqrt": CR_l ~ 1/sqrt(weights_l)
         (:func:`sqrt_spread`), a heuristic after the trend of the paper's Table I (large
         layers keep small shares), not the paper's rule: in Table I CR_l sqrt(weights_l) runs
         from about 110 to 530, and fc3 keeps 24 % where this rule keeps it whole. For
@@ -183,10 +182,8 @@ def default_plan(layers, *, frac=0.03, ratio=3.0, size=None, rank_multiple=1,
     the layers named in ``exclude``; every other layer A + B.
 
     The first layer, a conv (the paper's) or a linear one (a transformer's patch or token
-    embedding), has few inputs, few weights and feeds everything after it: on the digits
-    ViT, its 4-input embedding cut to rank 2 made fine-tuning diverge for every data-fitted
-    method (reduced-rank regression at 70 % of the weights: 82 % top-1 before, 14 % after 5
-    epochs; with the embedding kept, 92 % after 2).
+    embedding), has few inputs, few weights and feeds everything after it (on the digits
+    ViT, cutting it made fine-tuning diverge: docs, Benchmarks, "Transformers").
 
     The paper keeps its FC layers sparse only; here they get A + B like the convolutions,
     since dropping whole input features of an FC layer costs more accuracy per stored

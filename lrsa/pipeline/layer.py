@@ -149,11 +149,9 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     where that lowered the held-out error. With ``size`` the budget is
     ``size n d`` stored weights; without, the ADMM's own structure sets it.
     With a ``size``, A alone is not a candidate unless the plan's ``ratio`` is inf: it
-    can win on held-out layer error and still lose in the network (VGG-16 at equal
-    per-layer sizes, code `6f86205`: A only on conv4-2 .. conv5-3, as chosen, 85.35 % top-1
-    before fine-tuning; the same layers with rank 45-146 instead, 86.42 %; reduced-rank
-    regression 86.16 %). Without one (the ADMM's own structure, the paper's lambda mode)
-    all candidates stay.
+    can win on held-out layer error and still lose in the network (the figures: docs,
+    Honest notes, "The ADMM picks the structure"). Without one (the ADMM's own structure,
+    the paper's lambda mode) all candidates stay.
     ``"svd"``: truncated SVD of W (data-free); ``"rrr"``: reduced-rank regression (B
     only, linear response). Both need ``size``.
 
