@@ -45,8 +45,8 @@ def test_the_lessons_are_the_sources():
 def test_every_exercise_is_marked_for_nbgrader(path):
     """Each exercise: a written answer (0 points), an answer cell whose solution sits after
     the student's `... = ...` line, and a locked check cell worth one point that calls
-    lrsa.course.exercises and shows no value (nbgrader would read a shown number as a partial
-    grade)."""
+    lrsa.course.exercises (a lab: lrsa.course.labs) and shows no value (nbgrader would read
+    a shown number as a partial grade)."""
     exercises = _exercises(nbformat.read(path, as_version=4))
     assert 2 <= len(exercises) <= 4, path.name
     for k, cells in exercises.items():
@@ -61,9 +61,10 @@ def test_every_exercise_is_marked_for_nbgrader(path):
         # hidden tests (graded only by nbgrader) come after the visible check
         visible = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", "", cells[2].source,
                          flags=re.S)
-        assert "exercises." in visible and visible.rstrip().endswith(";")
+        checker = re.search(r"\b(exercises|labs)\.\w+\(", visible)
+        assert checker and visible.rstrip().endswith(";")
         hidden = cells[2].source.find("### BEGIN HIDDEN TESTS")
-        assert hidden == -1 or cells[2].source.find("exercises.") < hidden
+        assert hidden == -1 or cells[2].source.find(checker.group(0)) < hidden
 
 
 def test_make_course_lays_out_an_nbgrader_course(tmp_path):
