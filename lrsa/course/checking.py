@@ -1,8 +1,7 @@
 r"""How the course checks an answer: the protocol every self-check and lab follows.
 
-Each checker takes the student's ``answer`` first, then the objects the exercise is about,
-computes the reference answer by a route of its own (a brute-force count, the library's own
-accounting, an evaluation of the objective, ...) and prints one line:
+Every check (:mod:`lrsa.course.exercises`: an answer; :mod:`lrsa.course.labs`: a function
+the student wrote) compares with a reference of its own and prints one line:
 
 * ``answer is ...`` (the placeholder): "not answered yet"; returns None, so a notebook with
   open exercises still runs top to bottom;

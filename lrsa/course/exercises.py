@@ -2,19 +2,9 @@ r"""Self-checks for the notebooks' exercises: derive, predict, then check.
 
 Each checker takes the student's ``answer`` first, then the objects the exercise is about,
 computes the reference answer by a route of its own (a brute-force count, the library's own
-accounting, an evaluation of the objective, ...) and prints one line:
-
-* ``answer is ...`` (the placeholder): "not answered yet"; returns None, so a notebook with
-  open exercises still runs top to bottom;
-* right within the stated tolerance: "correct"; returns True;
-* wrong: "not yet" with a hint (never the answer); returns False.
-
-Under nbgrader (``nbgrader autograde`` or ``validate`` set ``NBGRADER_EXECUTION`` in the
-kernel's environment) an unanswered exercise raises :class:`NotAnswered` and a wrong one
-:class:`WrongAnswer`, so the check cell (an autograded cell of one point) scores zero; a
-right one prints "correct" and scores its point. An answer of the wrong kind or shape raises
-``TypeError`` / ``ValueError`` saying what was expected (:mod:`lrsa.course.checking`). The
-labs, where the student writes a function, are in :mod:`lrsa.course.labs`.
+accounting, an evaluation of the objective, ...) and answers as :mod:`lrsa.course.checking`
+describes: "correct", "not yet" with a hint, or "not answered yet" (raising under
+nbgrader). The labs, where the student writes a function, are in :mod:`lrsa.course.labs`.
 """
 
 from __future__ import annotations
