@@ -230,7 +230,10 @@ def summarize(a, state, work, meta, settings, labels):
                "chosen on the test set at an earlier stop, not re-made on validation"
                + ("" if seeds["after"] == seeds["before"] else
                   f"; after fine-tuning {len(seeds['after'])} seeds, not "
-                  f"{len(seeds['before'])}: the rest did not fit the session"),
+                  f"{len(seeds['before'])}: the rest did not fit the session")
+               + (f"; seed(s) {unfinished} not finished yet (the run resumes from its work "
+                  "folder)" if (unfinished := [s for s in settings["seeds"]
+                                               if str(s) not in seeds["before"]]) else ""),
         "selection": {"candidates": list(SPLITS), "criterion": "mean validation top-1 after "
                       "fine-tuning over the seeds", "validation_top1": validation,
                       "winner": winner},
