@@ -42,10 +42,17 @@ def load_compressed(path, build=None):
         ``build()`` returns the *uncompressed* network (any weights): needed for a model
         saved without ``arch``, and used instead of the registered factory when given.
 
-    Returns (model, :class:`CompressionReport` or None: the report saved with the model, the
-    type :func:`compress` returns). Raises ValueError for a file of another kind, a
-    file without ``arch`` and no ``build``, or a state dict that does not fit the recorded
-    structure.
+    Returns
+    -------
+    model : torch.nn.Module
+    report : CompressionReport or None
+        The report saved with the model, of the type :func:`compress` returns.
+
+    Raises
+    ------
+    ValueError
+        For a file of another kind, a file without ``arch`` and no ``build``, or a state
+        dict that does not fit the recorded structure.
     """
     obj = load_torch_file(path, "a compressed model written by lrsa.save_compressed")
     if not isinstance(obj, dict) or obj.get("format") != "lrsa-compressed-1":
