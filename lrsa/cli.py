@@ -174,7 +174,9 @@ def run_compress(args, model):
     from .train import evaluate
     dev = _start_processes(args)
     rank0 = distributed.is_main()
-    train_loader, test_loader, calib, in_shape, _ = _loaders(args)
+    data = _loaders(args)
+    train_loader, test_loader, calib, in_shape = (data.train, data.test, data.calibration,
+                                                  data.input_shape)
     out = Path(args.out)
     handover = out / "work" / "compressed_before_finetuning.pt"
     if rank0:
@@ -303,7 +305,8 @@ def cmd_demo(args):
     torch.manual_seed(args.seed)
     from .models import get_model
     model = get_model("small_cnn", **args.model_kwargs)
-    train_loader, test_loader = _loaders(args)[:2]
+    data = _loaders(args)
+    train_loader, test_loader = data.train, data.test
     if base.exists():
         from .models import load_checkpoint
         load_checkpoint(model, base)

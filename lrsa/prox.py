@@ -16,23 +16,10 @@ from __future__ import annotations
 
 import math
 
-from array_api_compat import array_namespace, is_numpy_array, is_torch_array
+from .utils import check_floating
 
 __all__ = ["hard_threshold", "project_n_m", "prox_l21", "prox_group_l21", "svt", "svt_factors",
            "soft_threshold"]
-
-
-def _floating(V, name="V"):
-    """(V, its array namespace) for a finite floating NumPy array or torch tensor;
-    ValueError naming ``name`` for anything else."""
-    if not (is_numpy_array(V) or is_torch_array(V)):
-        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(V).__name__}")
-    xp = array_namespace(V)
-    if not xp.isdtype(V.dtype, "real floating"):
-        raise ValueError(f"{name} must be a floating array, got dtype {V.dtype}")
-    if not bool(xp.all(xp.isfinite(V))):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return V, xp
 
 
 def _check_tau(tau):
@@ -64,7 +51,7 @@ def soft_threshold(V, tau):
     -------
     Same kind, shape, dtype and device as ``V``.
     """
-    V, xp = _floating(V)
+    xp = check_floating(V)
     tau = _check_tau(tau)
     return xp.sign(V) * xp.clip(xp.abs(V) - tau, min=0)
 
@@ -121,7 +108,7 @@ def prox_group_l21(V, tau, group):
     -------
     (n, d) array or tensor, same kind as ``V``.
     """
-    V, xp = _floating(V)
+    xp = check_floating(V)
     _check_matrix(V)
     tau = _check_tau(tau)
     group = int(group)
@@ -148,7 +135,7 @@ def svt_factors(V, tau):
     :math:`O(\min(n,d)^2 \max(n,d))` instead of a full SVD, and only pairs with
     :math:`\sigma_i > \tau` are kept, which are the well-conditioned ones.
     """
-    V, xp = _floating(V)
+    xp = check_floating(V)
     _check_matrix(V)
     tau = _check_tau(tau)
     wide = V.shape[0] <= V.shape[1]
@@ -182,7 +169,7 @@ def svt(V, tau):
     -------
     (n, d) array or tensor of rank at most the number of singular values above ``tau``.
     """
-    V, xp = _floating(V)
+    xp = check_floating(V)
     _check_matrix(V)
     U, s, Vh = svt_factors(V, tau)
     if s.shape[0] == 0:
@@ -212,7 +199,7 @@ def hard_threshold(V, k):
     -------
     (n, d) array or tensor, same kind as ``V``, with at most ``k`` nonzeros.
     """
-    V, xp = _floating(V)
+    xp = check_floating(V)
     _check_matrix(V)
     if isinstance(k, bool) or int(k) != k or k < 0:
         raise ValueError(f"k must be an integer >= 0, got {k!r}")
@@ -237,7 +224,7 @@ def project_n_m(V, n, m):
     -------
     (rows, d) array or tensor, same kind as ``V``.
     """
-    V, xp = _floating(V)
+    xp = check_floating(V)
     _check_matrix(V)
     n, m = _check_n_m(n, m)
     rows, d = V.shape

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from array_api_compat import is_torch_array
+from array_api_compat import array_namespace, is_numpy_array, is_torch_array
 
 if TYPE_CHECKING:
     import torch
@@ -24,28 +24,30 @@ if TYPE_CHECKING:
 # torch is imported inside the helpers that need it: as_numpy, format_table and the writers of
 # text are used by lrsa.viz and the NumPy-only lessons, which run without torch
 __all__ = ["as_float_tensor", "as_numpy", "atomic_torch_save", "atomic_write_text",
-           "code_version", "device_and_dtype", "evaluating", "format_table", "progress_bar",
-           "weights_fingerprint"]
+           "check_floating", "code_version", "device_and_dtype", "evaluating", "format_table",
+           "progress_bar", "weights_fingerprint"]
+
+
+def check_floating(V, name="V"):
+    """The array namespace of ``V``, a finite floating NumPy array or torch tensor;
+    ValueError naming ``name`` for other types, non-float dtypes, NaN or Inf."""
+    if not (is_numpy_array(V) or is_torch_array(V)):
+        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(V).__name__}")
+    xp = array_namespace(V)
+    if not xp.isdtype(V.dtype, "real floating"):
+        raise ValueError(f"{name} must be a floating array, got dtype {V.dtype}")
+    if not bool(xp.all(xp.isfinite(V))):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return xp
 
 
 def as_float_tensor(V, name="V"):
-    """(tensor, was_numpy) for a floating NumPy array or tensor (shared memory, no copy);
-    ValueError naming ``name`` for other types, non-float dtypes, NaN or Inf."""
+    """(tensor, was_numpy) for a floating NumPy array or tensor (shared memory, no copy),
+    checked by :func:`check_floating`."""
     import torch
-    was_numpy = isinstance(V, np.ndarray)
-    if was_numpy:
-        if not np.issubdtype(V.dtype, np.floating):
-            raise ValueError(f"{name} must be a floating array, got dtype {V.dtype}")
-        T = torch.from_numpy(np.ascontiguousarray(V))
-    elif isinstance(V, torch.Tensor):
-        if not V.is_floating_point():
-            raise ValueError(f"{name} must be a floating tensor, got dtype {V.dtype}")
-        T = V
-    else:
-        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(V).__name__}")
-    if not bool(torch.isfinite(T).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return T, was_numpy
+    check_floating(V, name)
+    was_numpy = is_numpy_array(V)
+    return (torch.from_numpy(np.ascontiguousarray(V)) if was_numpy else V), was_numpy
 
 
 def as_numpy(x):

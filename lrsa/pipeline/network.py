@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -206,7 +207,7 @@ class _Run:
     factored: dict = field(default_factory=dict)  # name -> its worst in-place speed-up
     pending: dict = field(default_factory=dict)  # name -> a Dask future of _layer's result
 
-    @property
+    @functools.cached_property
     def key_settings(self):
         """What computed a layer, for its work-folder key (fallback is left out: it decides
         how A + U V is stored, not what A, U, V are)."""
