@@ -17,13 +17,37 @@ from lrsa.timing import allocator, compare_latency, measure_latency
 from lrsa.train import evaluate
 from lrsa.utils import atomic_write_text, code_version, format_table
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CHECKPOINT = SHARED / "models" / "vgg16_bn_cifar10.pt"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def checkpoint_path(model):
+    """Where the trained ``model`` ("vgg16_bn", "nin_bn", ...) a benchmark starts from is
+    read when no --checkpoint is given: ``<model>_cifar10.pt`` in the folder
+    ``LRSA_CHECKPOINTS`` names, else in this repository's ``runs/models`` (where the
+    ``lrsa train`` commands of docs/benchmarks.md write it)."""
+    folder = os.environ.get("LRSA_CHECKPOINTS") or REPO / "runs" / "models"
+    return Path(folder) / f"{model}_cifar10.pt"
+
+
+CHECKPOINT = checkpoint_path("vgg16_bn")
+
+
+def require_inputs(checkpoint, model):
+    """Exit saying what to do unless the trained ``model`` at ``checkpoint`` and CIFAR-10
+    are at hand."""
+    if not Path(checkpoint).is_file():
+        raise SystemExit(f"needs a trained {model} at {checkpoint}: `lrsa train --model "
+                         f"{model} --out {checkpoint}` makes one (docs, Benchmarks, gives "
+                         "each network's epochs), or pass --checkpoint, or set "
+                         f"LRSA_CHECKPOINTS to a folder holding {Path(checkpoint).name}")
+    if cifar_root() is None:
+        raise SystemExit("needs CIFAR-10: `lrsa download-cifar10 data` fetches it into "
+                         "./data; LRSA_DATA names another folder holding cifar-10-batches-py")
 
 
 def cifar_root():
     """The official cifar-10-batches-py folder if one is at hand, else None."""
-    for root in [os.environ.get("LRSA_DATA"), Path(__file__).resolve().parents[2] / "data"]:
+    for root in [os.environ.get("LRSA_DATA"), REPO / "data"]:
         if root and (Path(root) / "cifar-10-batches-py").is_dir() or (
                 root and Path(root).name == "cifar-10-batches-py" and Path(root).is_dir()):
             return Path(root)

@@ -16,8 +16,9 @@ import torch
 from _common import (BASELINES, baselines_phase, cifar_split, code_fingerprint,
                      comparison_table, compress_and_evaluate, finetune_runs, git_version,
                      phase, run_state, table, timed_in_faster_layout)
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.data import make_loader
-from lrsa.features import find_layers, fold_batchnorm
+from lrsa.features import find_layers
 from lrsa.pipeline import load_compressed, save_compressed
 from lrsa.report import count_parameters, markdown_table, network_summary, write_report
 from lrsa.timing import allocator

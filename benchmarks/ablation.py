@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import (SHARED, add_run_options, cifar_root, code_fingerprint, cpu_model,
-                     git_version, phase, run_state, saved_state, table)
+from _common import (add_run_options, checkpoint_path, cifar_root, code_fingerprint,
+                     cpu_model, git_version, phase, require_inputs, run_state, saved_state,
+                     table)
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.data import load_cifar10, make_loader
 from lrsa.evaluation import bootstrap_interval, mcnemar, split_indices
-from lrsa.features import fold_batchnorm
 from lrsa.models import get_model, load_checkpoint
 from lrsa.pipeline import Budget, compress, compress_like, finetune, load_compressed
 from lrsa.pipeline import save_compressed
@@ -71,7 +72,7 @@ STAGES = ("before", "after")  # fine-tuning
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=list(HEADLINES), default="nin_bn")
-    p.add_argument("--checkpoint", help="default: the shared checkpoint of --model")
+    p.add_argument("--checkpoint", help="default: _common.checkpoint_path(--model)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--size", type=float, help="default: the headline's (see HEADLINES)")
     p.add_argument("--macs", type=float, help="default: the headline's")
@@ -83,14 +84,10 @@ def main():
     for key, value in HEADLINES[a.model].items():
         if getattr(a, key) is None:
             setattr(a, key, value)
-    if a.checkpoint is None:
-        a.checkpoint = str(SHARED / "models" / f"{a.model}_cifar10.pt")
+    a.checkpoint = a.checkpoint or str(checkpoint_path(a.model))
     if a.out is None:
         a.out = str(RESULTS / f"ablation_{a.model.removesuffix('_bn')}")
-    if not Path(a.checkpoint).is_file() or cifar_root() is None:
-        raise SystemExit(f"needs a {a.model} checkpoint ({a.checkpoint}; `lrsa train --model "
-                         f"{a.model}` makes one) and CIFAR-10 (LRSA_DATA: the folder holding "
-                         "cifar-10-batches-py)")
+    require_inputs(a.checkpoint, a.model)
     settings = {k: getattr(a, k) for k in ("checkpoint", "seeds", "size", "macs", "epochs",
                                            "lr", "calib_images")}
     if a.model != "nin_bn":  # NIN's runs predate the option

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from _common import CHECKPOINT, SHARED, git_version, table
-from lrsa.features import fold_batchnorm
+from _common import CHECKPOINT, checkpoint_path, git_version, table
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.models import get_model, load_checkpoint
 from lrsa.pipeline import Budget, compress
 from lrsa.report import write_report
@@ -36,7 +36,7 @@ def networks():
     from nin_cifar10 import DEFAULT_BUDGET
     out = {}
     for name, path, budget in (("vgg16_bn", CHECKPOINT, Budget.preset("fast")),
-                               ("nin_bn", SHARED / "models" / "nin_bn_cifar10.pt",
+                               ("nin_bn", checkpoint_path("nin_bn"),
                                 DEFAULT_BUDGET)):
         model = get_model(name)
         load_checkpoint(model, path)

@@ -30,8 +30,8 @@ def worker(steps, out):
     """One timed fine-tuning run in this process (a torchrun rank or a plain process)."""
     from _common import CHECKPOINT
     from lrsa import distributed
+    from lrsa.batchnorm import fold_batchnorm
     from lrsa.data import make_loader
-    from lrsa.features import fold_batchnorm
     from lrsa.models import get_model, load_checkpoint
     from lrsa.pipeline import finetune, load_compressed
     distributed.setup()

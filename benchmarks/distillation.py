@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from _common import CHECKPOINT, cifar_root, git_version, table
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.data import load_cifar10, make_loader
-from lrsa.features import fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.pipeline import finetune, load_compressed
 from lrsa.report import write_report

@@ -11,8 +11,9 @@ error of each sparse/low-rank split tried. Then, for the "energy" spread (the de
 each model's batch-1 and batch-128 time against the BN-folded original, interleaved, in
 the realization (contiguous or channels_last, fp32) that is faster for the original at that
 batch size.
-Needs the shared VGG-16 baseline and CIFAR-10 (LRSA_DATA). Every phase is saved as it ends;
-a rerun resumes only a run of the same code version and settings. Writes
+Needs a trained VGG-16-BN (``_common.checkpoint_path``) and CIFAR-10 (LRSA_DATA). Every
+phase is saved as it ends; a rerun resumes only a run of the same code version and
+settings. Writes
 benchmarks/results/frontier.json and .md; notebook 07 reads the JSON.
 """
 
@@ -23,10 +24,9 @@ from pathlib import Path
 
 import torch
 
-from _common import (CHECKPOINT, baselines_phase, cifar_root, cifar_split,
-                     compress_and_evaluate, faster_layout, git_version, phase, run_state,
-                     table)
-from lrsa.features import fold_batchnorm
+from _common import (CHECKPOINT, baselines_phase, cifar_split, compress_and_evaluate,
+                     faster_layout, git_version, phase, require_inputs, run_state, table)
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.pipeline import Budget, load_compressed, save_compressed
 from lrsa.report import count_parameters, write_report
@@ -73,9 +73,7 @@ def main():
     p.add_argument("--work", default=str(RESULTS / "frontier_work"))
     p.add_argument("--out", default=str(RESULTS / "frontier"))
     a = p.parse_args()
-    if not CHECKPOINT.exists() or cifar_root() is None:
-        raise SystemExit("needs ../shared/models/vgg16_bn_cifar10.pt and CIFAR-10 "
-                         "(set LRSA_DATA to the folder holding cifar-10-batches-py)")
+    require_inputs(CHECKPOINT, "vgg16_bn")
     work = Path(a.work)
     settings = {"sizes": a.sizes, "spreads": a.spreads, "calib_images": a.calib_images,
                 "repeats": a.repeats, "code_version": git_version()}

@@ -3,8 +3,8 @@ and reduced-rank regression at the same per-layer sizes, fine-tune, measure; bes
 paper's Table II.
 
     python -m lrsa train --model nin_bn --epochs 12 --lr 0.1 --warmup-epochs 0.5 --bf16 \\
-        --out runs/nin/nin_bn_cifar10.pt    # the shared baseline's recipe (83.94 %)
-    python benchmarks/nin_cifar10.py [--checkpoint runs/nin/nin_bn_cifar10.pt] [--epochs 0]
+        --out runs/models/nin_bn_cifar10.pt    # the measured baseline's recipe (83.94 %)
+    python benchmarks/nin_cifar10.py [--checkpoint runs/models/nin_bn_cifar10.pt] [--epochs 0]
         [--preset fast --size S --macs M --all-layers | --table-ii-scale 1]
 
 ``--model nin`` takes a plain NIN checkpoint instead; ``nin_bn`` (a BatchNorm after every conv,
@@ -21,9 +21,8 @@ Resumable (benchmarks/_headline.py). Writes benchmarks/results/nin_cifar10.json 
 """
 
 import argparse
-from pathlib import Path
 
-from _common import SHARED, cifar_root
+from _common import checkpoint_path, require_inputs
 from _headline import add_run_options, run
 from lrsa.models import get_model, load_checkpoint
 from lrsa.pipeline import Budget
@@ -56,8 +55,8 @@ def table_ii_plan(layers, scale):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["nin_bn", "nin"], default="nin_bn")
-    p.add_argument("--checkpoint", default=str(SHARED / "models" / "nin_bn_cifar10.pt"),
-                   help="default: the shared 12-epoch nin_bn baseline (83.94 %%)")
+    p.add_argument("--checkpoint", default=None,
+                   help="default: _common.checkpoint_path(--model)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
     p.add_argument("--size", type=float, default=DEFAULT_BUDGET.size)
     p.add_argument("--macs", type=float, default=DEFAULT_BUDGET.macs)
@@ -68,10 +67,8 @@ def main():
                    help="the paper's Table II rates times this instead of the budget")
     add_run_options(p, "nin_cifar10", lr=DEFAULT_LR)
     a = p.parse_args()
-    if not Path(a.checkpoint).is_file() or cifar_root() is None:
-        raise SystemExit(f"needs a NIN checkpoint ({a.checkpoint}; train one with the command "
-                         "in this file's docstring) and CIFAR-10 (set LRSA_DATA to the folder "
-                         "holding cifar-10-batches-py)")
+    a.checkpoint = a.checkpoint or str(checkpoint_path(a.model))
+    require_inputs(a.checkpoint, a.model)
     model = get_model(a.model)
     meta = load_checkpoint(model, a.checkpoint)
     budget = Budget.preset(a.preset, size=a.size, macs=a.macs, all_layers=a.all_layers)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from _common import CHECKPOINT, git_version, table
-from lrsa.features import fold_batchnorm
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.layers import SparseLowRankConv2d
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.paper import VGG16_LAYER_NAMES

@@ -16,8 +16,9 @@ import torch
 
 from _common import CHECKPOINT, cifar_root, table
 from lrsa.baselines import truncated_svd
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.data import load_cifar10, make_loader
-from lrsa.features import collect_features, fold_batchnorm
+from lrsa.features import collect_features
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.paper import VGG16_LAYER_NAMES
 from lrsa.report import write_report

@@ -1,10 +1,10 @@
 """Seconds per layer of solve_layer on the VGG-16 (CIFAR-10) layer shapes, N = 10,000.
 
-    python benchmarks/solver.py [--synthetic] [--images 2500] [--frac 0.03]
+    python benchmarks/solver.py [--synthetic] [--images 2500] [--relative-lam1 0.03]
 
-With the shared checkpoint and CIFAR-10 at hand (``../shared``, ``LRSA_DATA`` or ``../data``)
+With the trained VGG-16 (``_common.checkpoint_path``) and CIFAR-10 (``LRSA_DATA`` or ``data``)
 the layers' real sampled features are used (BatchNorm folded, symmetric inputs); otherwise,
-or with ``--synthetic``, random nonnegative inputs of the same shapes. lambda1 is ``frac``
+or with ``--synthetic``, random nonnegative inputs of the same shapes. lambda1 is ``relative_lam1``
 times the mean column norm of (Y - b) X^T / N (the gradient at 0, so the scale is the
 layer's own), lambda2 = 3 lambda1 (paper: 2.5-3x); the ReLU solve uses half of each (its
 data term has about half the curvature) and starts from the linear solution.
@@ -20,7 +20,8 @@ import torch
 
 from _common import CHECKPOINT, cifar_root, table, threads
 from lrsa import solve_layer
-from lrsa.features import collect_features, find_layers, fold_batchnorm
+from lrsa.batchnorm import fold_batchnorm
+from lrsa.features import collect_features, find_layers
 
 VGG_SHAPES = [(64, 27), (64, 576), (128, 576), (128, 1152), (256, 1152), (256, 2304),
               (256, 2304), (512, 2304), (512, 4608), (512, 4608), (512, 4608), (512, 4608),
@@ -61,7 +62,7 @@ def main():
     p.add_argument("--synthetic", action="store_true")
     p.add_argument("--images", type=int, default=2500, help="calibration images (real data)")
     p.add_argument("--samples", type=int, default=10_000, help="N, columns per layer")
-    p.add_argument("--frac", type=float, default=0.03)
+    p.add_argument("--relative-lam1", type=float, default=0.03)
     p.add_argument("--max-iter", type=int, default=300)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "solver.json"))
     a = p.parse_args()
@@ -74,7 +75,7 @@ def main():
         X, Z = X[:, :a.samples], Z[:, :a.samples]
         n, d = W.shape
         C = (Z - b[:, None]) @ X.T / X.shape[1]
-        lam1 = a.frac * float(torch.linalg.vector_norm(C, dim=0).mean())
+        lam1 = a.relative_lam1 * float(torch.linalg.vector_norm(C, dim=0).mean())
         lam2 = 3 * lam1
         t1 = time.perf_counter()
         lin = solve_layer(X, Z, lam1, lam2, response="linear", W0=W, bias=b,
@@ -104,7 +105,7 @@ def main():
           f"{total['relu']:.1f} s (target 360); wall {time.perf_counter() - t0:.1f} s")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"data": "real" if real else "synthetic",
-                                       "threads": threads(), "frac": a.frac,
+                                       "threads": threads(), "relative_lam1": a.relative_lam1,
                                        "total_linear_s": total["lin"],
                                        "total_relu_s": total["relu"], "layers": rows},
                                       indent=1))

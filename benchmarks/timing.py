@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import SHARED, cpu_model, git_version, table
+from _common import checkpoint_path, cpu_model, git_version, table
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.evaluation import percentile_bootstrap
-from lrsa.features import fold_batchnorm
 from lrsa.models import get_model, load_checkpoint
 from lrsa.pipeline import load_compressed
 from lrsa.timing import KEEP_MEMORY, allocator, compare_latency, measure_latency
@@ -85,7 +85,7 @@ def spawn(a, role, env_allocator, layout=None):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=("nin_bn", "vgg16_bn"), default="nin_bn")
-    p.add_argument("--checkpoint", help="default: the shared checkpoint of --model")
+    p.add_argument("--checkpoint", help="default: _common.checkpoint_path(--model)")
     p.add_argument("--compressed", required=True, help="the compressed --model (lrsa's format)")
     p.add_argument("--processes", type=int, default=5)
     p.add_argument("--repeats", type=int, default=30)
@@ -94,7 +94,7 @@ def main():
     p.add_argument("--layout", default="{}", help=argparse.SUPPRESS)
     a = p.parse_args()
     a.layout = json.loads(a.layout)
-    a.checkpoint = a.checkpoint or str(SHARED / "models" / f"{a.model}_cifar10.pt")
+    a.checkpoint = a.checkpoint or str(checkpoint_path(a.model))
     a.out = a.out or str(RESULTS / f"timing_{a.model.removesuffix('_bn')}")
     if a.child:
         a.role = a.child

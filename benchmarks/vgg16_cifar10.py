@@ -4,10 +4,11 @@ stored size, layer by layer; then (optionally) fine-tuning; beside the paper's T
     python benchmarks/vgg16_cifar10.py [--network-cr 0.17 | --preset fast] [--epochs 0]
         [--baselines svd rrr lrsa_linear] [--work DIR]
 
-Needs the shared baseline (../shared/models/vgg16_bn_cifar10.pt) and CIFAR-10 in the
-official layout (LRSA_DATA or ../data). lrsa runs with its defaults (asymmetric strategy,
-ReLU response, 1000 calibration images as the paper, per-layer sizes spread from one
-network target, or a named budget with ``--preset``); then, at exactly the per-layer
+Needs a trained VGG-16-BN (``_common.checkpoint_path``: ``runs/models/vgg16_bn_cifar10.pt``
+or LRSA_CHECKPOINTS) and CIFAR-10 in the official layout (LRSA_DATA or ``data``). lrsa runs
+with its defaults (asymmetric strategy, ReLU response, 1000 calibration images as the
+paper, per-layer sizes spread from one network target, or a named budget with
+``--preset``); then, at exactly the per-layer
 stored sizes lrsa chose, in the same run: truncated SVD (data-free), reduced-rank
 regression (asymmetric, linear response) and lrsa with the linear response. Top-1 on the
 10,000 test images before any fine-tuning for each; speed in the memory layout the
@@ -19,7 +20,7 @@ benchmarks/results/vgg16_cifar10.json and .md (``--out``).
 
 import argparse
 
-from _common import CHECKPOINT, cifar_root
+from _common import CHECKPOINT, require_inputs
 from _headline import add_run_options, run
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.pipeline import Budget
@@ -39,9 +40,7 @@ def main():
                    help="a named budget (lrsa.Budget.preset) instead of the three above")
     add_run_options(p, "vgg16_cifar10")
     a = p.parse_args()
-    if not CHECKPOINT.exists() or cifar_root() is None:
-        raise SystemExit("needs ../shared/models/vgg16_bn_cifar10.pt and CIFAR-10 "
-                         "(set LRSA_DATA to the folder holding cifar-10-batches-py)")
+    require_inputs(CHECKPOINT, "vgg16_bn")
     budget = (Budget.preset(a.preset) if a.preset else
               Budget(macs=a.network_macs) if a.network_macs else
               Budget(speedup=a.target_speedup) if a.target_speedup else

@@ -19,7 +19,9 @@ _LAZY = {
     **dict.fromkeys(["Budget", "CompressionReport", "LayerPlan", "LayerReport",
                      "SolverSettings", "compress", "compress_like", "finetune",
                      "load_compressed", "matching_plan", "save_compressed"], "pipeline"),
-    **dict.fromkeys(["LayerSolution", "layer_objective", "solve_layer"], "solver"),
+    "LayerSolution": "solution",
+    "layer_objective": "objective",
+    "solve_layer": "solver",
     "StructuredFit": "structured_fit",
 }
 

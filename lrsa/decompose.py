@@ -39,7 +39,7 @@ import math
 import torch
 
 from .prox import hard_threshold, project_n_m
-from .solver import parse_n_m
+from .objective import parse_n_m
 
 __all__ = ["entry_split", "entry_storage", "fit_sparse_low_rank", "nonzeros_within", "oats",
            "output_error", "project"]

@@ -38,7 +38,7 @@ def dask_client(address=None, workers=None):
     Examples
     --------
     >>> with dask_client(workers=2) as client:                        # doctest: +SKIP
-    ...     grid = lambda_grid(model, "features.14", calib, fracs, ratios, client=client)
+    ...     grid = lambda_grid(model, "features.14", calib, relative_lam1s, ratios, client=client)
     """
     distributed = _distributed()
     if address is not None:

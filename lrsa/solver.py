@@ -37,6 +37,9 @@ The M-step. With :math:`G = XX^\top/N` and :math:`C = (Y - b\mathbf 1^\top)X^\to
 
 :func:`lrsa.compress` runs this ADMM on the linear response only, to rank input channels
 (``lrsa.pipeline.approximate_layer``); the weights it keeps come from exact fits.
+
+F and its penalties are in :mod:`lrsa.objective`, what a solve returns in
+:mod:`lrsa.solution`.
 """
 
 from __future__ import annotations
@@ -44,24 +47,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
 from .admm import he_yuan_correction
-from .prox import project_n_m, prox_l21, soft_threshold, svt_factors
+from .objective import check_layer_data, n_m_indicator, sparse_penalty, weighted_penalty
+from .prox import svt_factors
+from .solution import HISTORY, LayerSolution, record_iteration
+from .structured_fit import refit_svd
 from .utils import as_float_tensor, progress_bar
 
-__all__ = ["ADMMOptions", "ADMMStep", "LayerProblem", "LayerSolution", "layer_objective",
-           "refit", "relu_nonconvexity_example", "solve_layer"]
+__all__ = ["ADMMOptions", "ADMMStep", "LayerProblem", "relu_nonconvexity_example",
+           "solve_layer"]
 
 RESPONSES = ("relu", "linear")
 NUMERICAL_ZERO = 1e-9  # singular values of B below this fraction of ||A + B||_F are dropped
 ADAPT_EVERY, ADAPT_UNTIL, ADAPT_MAX = 10, 200, 8
-HISTORY = ("objective", "primal_residual", "dual_residual", "rank", "nonzero_columns")
-
-
 @dataclass(frozen=True)
 class ADMMOptions:
     r"""Settings of the three-block ADMM, checked once (ValueError naming a bad one).
@@ -165,83 +168,6 @@ class ADMMState:
     t_changes: int = 0
 
 
-def _record(history, step, lam1, lam2, sparsity):
-    sparse_norm = sparse_penalty(sparsity)[1]
-    history["objective"].append(step.f + _penalty(lam1, sparse_norm(step.A))
-                                + _penalty(lam2, float(step.s.sum())))
-    history["primal_residual"].append(step.primal)
-    history["dual_residual"].append(step.dual)
-    history["rank"].append(step.rank)
-    history["nonzero_columns"].append(int((torch.linalg.vector_norm(step.A, dim=0) > 0).sum()))
-
-
-Array = "np.ndarray | torch.Tensor"  # the kind of the input X
-
-
-@dataclass
-class LayerSolution:
-    """Result of :func:`solve_layer`. Arrays are NumPy arrays when X was one, else tensors.
-
-    Attributes
-    ----------
-    A : (n, d) array
-        Column-sparse component (whole zero columns).
-    B : (n, d) array
-        Low-rank component, ``B == U @ V``.
-    U, V : (n, r) and (r, d) arrays
-        Balanced factors of B (r = rank of B).
-    bias : (n,) array
-        The bias used in the response.
-    objective : float
-        F(A, B) at the returned A, B.
-    history : dict of str -> list
-        Per iteration: ``objective`` (f(M) + penalties of the predicted A, B; for ReLU f is
-        taken at the M the iteration starts from), ``primal_residual``
-        ``||A_hat+B_hat-M_hat|| / max(||A_hat+B_hat||, ||M_hat||)``, ``dual_residual``
-        ``||M_hat_k - M_k|| / ||M_hat_k||`` (the prediction against the M the iteration
-        started from, not the corrected M_{k+1}), ``rank`` of B, ``nonzero_columns`` of A.
-    converged : bool
-        Both residuals fell below ``tol``.
-    iterations : int
-        Iterations run.
-    message : str
-        Why the solve stopped.
-    response : {"relu", "linear"}
-    lam1, lam2 : float
-        The weights solved for.
-    t : float
-        The penalty at the end (after any adaptation).
-    """
-
-    A: Array
-    B: Array
-    U: Array
-    V: Array
-    bias: Array
-    objective: float
-    history: dict = field(repr=False)
-    converged: bool
-    iterations: int
-    message: str
-    response: str
-    lam1: float
-    lam2: float
-    t: float
-
-    @property
-    def W(self):
-        """The approximated weight A + B."""
-        return self.A + self.B
-
-    @property
-    def rank(self):
-        return int(self.U.shape[1])
-
-    @property
-    def nonzero_columns(self):
-        return int((abs(self.A).sum(0) > 0).sum())
-
-
 class LayerProblem:
     r"""One layer's data, checked once, with the statistics every solve needs.
 
@@ -254,7 +180,7 @@ class LayerProblem:
     def __init__(self, X, Y, bias=None, response="relu", chunk=4096):
         if response not in RESPONSES:
             raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
-        X, Y, bias, self.was_numpy = _check_inputs(X, Y, bias)
+        X, Y, bias, self.was_numpy = check_layer_data(X, Y, bias)
         if response == "relu" and bool((Y < 0).any()):
             raise ValueError("response='relu' needs targets Y >= 0 (they are post-ReLU "
                              "responses); pass the pre-activation with response='linear'")
@@ -289,7 +215,7 @@ class LayerProblem:
         ReLU stage after a linear solve on the pre-activation."""
         if response not in RESPONSES:
             raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
-        _, Y, _, _ = _check_inputs(self.X, Y, self.bias)
+        _, Y, _, _ = check_layer_data(self.X, Y, self.bias)
         if response == "relu" and bool((Y < 0).any()):
             raise ValueError("response='relu' needs targets Y >= 0")
         other = copy.copy(self)
@@ -346,7 +272,7 @@ class LayerProblem:
                 last = step
                 self._adapt_penalty(state, step, k, opts)
                 self._correct(state, step, opts)
-                _record(history, step, lam1, lam2, opts.sparsity)
+                record_iteration(history, step, lam1, lam2, opts.sparsity)
                 if callback is not None:
                     callback(k, step)
                 bar.update(1)
@@ -382,7 +308,7 @@ class LayerProblem:
                              f"got {tuple(A.shape)}")
         M = A + B
         t = _initial_penalty(M, lam1, lam2, self.mean_eig) if opts.t == "auto" else opts.t
-        if opts.t == "auto" and sparse_penalty(opts.sparsity)[1] is _indicator:
+        if opts.t == "auto" and sparse_penalty(opts.sparsity)[1] is n_m_indicator:
             # a projection onto a nonconvex set: a small t lets A jump between supports
             # and the iteration wander (2:4 on a random layer: t = 0.1 ends with 16x the
             # data term of t >= mean eigenvalue of G, which converges)
@@ -429,7 +355,7 @@ class LayerProblem:
         convergence theory assumes. Not for an N:M set (see :meth:`_start`)."""
         if not (opts.t == "auto" and k % ADAPT_EVERY == 0 and k <= ADAPT_UNTIL
                 and state.t_changes < ADAPT_MAX
-                and sparse_penalty(opts.sparsity)[1] is not _indicator):
+                and sparse_penalty(opts.sparsity)[1] is not n_m_indicator):
             return
         norm_M = float(torch.linalg.norm(step.M))
         s_dual = state.t * step.dual * norm_M / max(float(torch.linalg.norm(step.Lam)), 1e-30)
@@ -454,7 +380,7 @@ class LayerProblem:
         A, U, s, Vh = ((last.A, last.U, last.s, last.Vh) if last is not None
                        else (state.A, *svt_factors(state.B, 0.0)))
         if opts.debias:
-            A, U, s, Vh = _refit(self, A, Vh, 10 * opts.inner_iter, U * s)
+            A, U, s, Vh = refit_svd(self, A, Vh, 10 * opts.inner_iter, U * s)
         # singular values left a rounding error above the threshold (where the limit is
         # B = 0 they sit at 1e-13) are zero: they would count as rank and as storage
         keep = s > NUMERICAL_ZERO * max(float(torch.linalg.matrix_norm(A + (U * s) @ Vh)),
@@ -462,8 +388,8 @@ class LayerProblem:
         U, s, Vh = U[:, keep], s[keep], Vh[keep]
         B = (U * s) @ Vh
         root = torch.sqrt(s)
-        obj = self.f_and_grad(A + B, grad=False)[0] + _penalty(
-            lam1, sparse_penalty(opts.sparsity)[1](A)) + _penalty(
+        obj = self.f_and_grad(A + B, grad=False)[0] + weighted_penalty(
+            lam1, sparse_penalty(opts.sparsity)[1](A)) + weighted_penalty(
             lam2, float(s.sum()))
         out = (lambda T: T.cpu().numpy()) if self.was_numpy else (lambda T: T)
         return LayerSolution(A=out(A), B=out(B), U=out(U * root), V=out(root[:, None] * Vh),
@@ -482,80 +408,6 @@ class LayerProblem:
         if not grad:
             return f, None
         return f, -((R * (Z > 0)) @ self.X.T) / self.N
-
-
-def layer_objective(X, Y, A, B, lam1, lam2, *, response="relu", bias=None, sparsity="column"):
-    r"""Evaluate :math:`F(A,B)` directly (no solver state): the reference for tests.
-    ``sparsity`` names A's penalty (see :class:`ADMMOptions`)."""
-    X, Y, bias, _ = _check_inputs(X, Y, bias)
-    A, B = as_float_tensor(A, "A")[0].to(X), as_float_tensor(B, "B")[0].to(X)
-    Z = (A + B) @ X + bias[:, None]
-    out = torch.clamp(Z, min=0) if response == "relu" else Z
-    data = 0.5 * float(((Y - out).double() ** 2).sum()) / X.shape[1]
-    return data + _penalty(lam1, sparse_penalty(sparsity)[1](A)) + lam2 * _nuclear(B)
-
-
-def _l21(A):
-    return float(torch.linalg.vector_norm(A.double(), dim=0).sum())
-
-
-def _l1(A):
-    return float(A.double().abs().sum())
-
-
-def sparse_penalty(sparsity):
-    """(prox, norm) of the sparse block for ``sparsity`` (see :class:`ADMMOptions`): the
-    prox ``(V, tau) -> A`` used in the A-step and the penalty's norm (0 on the N:M set,
-    where the penalty is its indicator). A ValueError names a wrong value."""
-    if sparsity == "column":
-        return prox_l21, _l21
-    if sparsity == "unstructured":
-        return soft_threshold, _l1
-    n, m = parse_n_m(sparsity)
-    return (lambda V, tau: project_n_m(V, n, m)), _indicator
-
-
-def _indicator(A):
-    """The N:M indicator's value on the set (the A-step keeps A there)."""
-    return 0.0
-
-
-def parse_n_m(sparsity):
-    """(n, m) of an ``"N:M"`` string such as ``"2:4"``; a ValueError naming anything else."""
-    try:
-        n, m = (int(v) for v in str(sparsity).split(":"))
-        if not 0 < n < m:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"sparsity must be 'column', 'unstructured' or 'N:M' with integers "
-                         f"0 < N < M (e.g. '2:4'), got {sparsity!r}") from None
-    return n, m
-
-
-def _nuclear(B):
-    return float(torch.linalg.svdvals(B.double()).sum())
-
-
-def _check_inputs(X, Y, bias):
-    X, was_numpy = as_float_tensor(X, "X")
-    Y, _ = as_float_tensor(Y, "Y")
-    if X.ndim != 2 or Y.ndim != 2:
-        raise ValueError(f"X and Y must be 2-D (d x N and n x N); got shapes {tuple(X.shape)} "
-                         f"and {tuple(Y.shape)}")
-    if X.shape[1] != Y.shape[1]:
-        raise ValueError(f"X has {X.shape[1]} samples (columns) but Y has {Y.shape[1]}")
-    if X.shape[1] == 0:
-        raise ValueError("empty data: N = 0 samples")
-    dt = torch.promote_types(torch.promote_types(X.dtype, Y.dtype), torch.float32)
-    X, Y = X.to(dt), Y.to(dt).to(X.device)
-    n = Y.shape[0]
-    if bias is None:
-        bias = torch.zeros(n, dtype=dt, device=X.device)
-    else:
-        bias = as_float_tensor(bias, "bias")[0].to(dtype=dt, device=X.device)
-        if bias.shape != (n,):
-            raise ValueError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
-    return X, Y, bias, was_numpy
 
 
 def _check_number(name, value, *, positive=False, allow_inf=False):
@@ -577,10 +429,10 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progre
     Y : (n, N) target responses; for ``response="relu"`` they must be >= 0.
     lam1, lam2 : float >= 0, weights of :math:`\|A\|_{2,1}` and :math:`\|B\|_*`.
     response : {"relu", "linear"}
-    W0 : (n, d) array, or a :class:`LayerSolution` to warm-start from (A and B taken from it).
-        An array starts the iteration at A = 0, B = M = W0. With ``W0=None`` the linear solve
-        starts from the ridge solution and the ReLU solve from the linear solution on the
-        same data.
+    W0 : (n, d) array, or a :class:`~lrsa.solution.LayerSolution` to warm-start from (A and B
+        taken from it). An array starts the iteration at A = 0, B = M = W0. With ``W0=None``
+        the linear solve starts from the ridge solution and the ReLU solve from the linear
+        solution on the same data.
     bias : (n,) fixed bias b (default 0).
     progress : show a tqdm bar.
     callback : callable or None
@@ -599,67 +451,6 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progre
     """
     return LayerProblem(X, Y, bias, response).solve(lam1, lam2, W0=W0, progress=progress,
                                                     callback=callback, **options)
-
-
-def _refit(data, A, Vh, steps, UB, bias=None):
-    """Least-squares refit of W = A[:, S] E_S + U Vh on fixed support S and row space Vh.
-
-    Works in the k-dimensional basis P = [E_S; Vh] (k = |S| + r): PX is k x N, so each
-    step costs n k N instead of n d N. Linear response: one solve with the projected Gram
-    matrix. ReLU: majorize-minimize steps (as in the M-step) on the coefficients, started at
-    the given solution. ``bias`` (n,) given: it is fitted too (a constant row joins the
-    basis) and returned last; None: the problem's bias stays.
-    """
-    n, d = A.shape
-    S = torch.nonzero(torch.linalg.vector_norm(A, dim=0) > 0).flatten()
-    P = torch.cat([torch.eye(d, dtype=A.dtype, device=A.device)[S], Vh])  # k x d basis
-    k = P.shape[0]
-    PX = P @ data.X
-    start = torch.cat([A[:, S], UB], dim=1)
-    if bias is not None:
-        PX = torch.cat([PX, PX.new_ones(1, PX.shape[1])])
-        start = torch.cat([start, bias[:, None]], dim=1)
-    if PX.shape[0] == 0:
-        return A, UB[:, :0], UB.new_zeros(0), Vh
-    G_P = (PX.double() @ PX.double().T) / data.N
-    # a small ridge: with fewer samples than basis rows G_P is singular
-    G_P += relative_ridge(G_P) * torch.eye(PX.shape[0], dtype=G_P.dtype, device=G_P.device)
-    G_inv = torch.linalg.inv(G_P).to(A.dtype)
-    fixed = data.bias[:, None] if bias is None else 0.0
-    if data.response == "linear":
-        coef = ((data.Y - fixed) @ PX.T / data.N) @ G_inv
-    else:
-        coef = start
-        for _ in range(steps):
-            Z = coef @ PX + fixed
-            R = (data.Y - torch.clamp(Z, min=0)) * (Z > 0)
-            coef = coef + ((R @ PX.T) / data.N) @ G_inv
-    if not _finite(coef):  # keep the given answer rather than return garbage
-        coef = start
-    A = torch.zeros_like(A)
-    A[:, S] = coef[:, :S.numel()]
-    U, s, Wh = torch.linalg.svd(coef[:, S.numel():k], full_matrices=False)
-    keep = s > 0
-    out = (A, U[:, keep], s[keep], Wh[keep] @ Vh)
-    return out if bias is None else (*out, coef[:, k])
-
-
-def refit(problem, A, U, V, steps=20, bias=None):
-    """Refit ``problem``'s data term on the structure of A + U V: the support of A and the
-    row space of V stay, all coefficients move (ReLU: ``steps`` majorize-minimize steps
-    from the given weights, never increasing the error; linear: exact). With ``bias`` (n,)
-    the bias is fitted too, starting there.
-
-    Returns (A, U, V) with U (n, r), V (r, d) balanced, and the bias if one was given.
-    """
-    Q = torch.linalg.qr(V.T).Q.T  # orthonormal rows spanning the row space of V
-    A, U, s, Vh, *b = _refit(problem, A, Q, steps, U @ (V @ Q.T), bias)
-    root = torch.sqrt(s)
-    return (A, U * root, root[:, None] * Vh, *b)
-
-
-def _penalty(lam, norm):
-    return lam * norm if norm > 0 else 0.0  # lam may be inf: "this part must be zero"
 
 
 def _finite(T):
@@ -696,8 +487,3 @@ def relu_nonconvexity_example():
     return {"m": pts, "f": tuple(f(m) for m in pts),
             "midpoint_gap": f(0.0) - 0.5 * (f(-1.0) + f(1.0))}
 
-
-def relative_ridge(G, rel=1e-6):
-    """A relative ridge that keeps an empirical Gram matrix factorizable (fewer samples
-    than dimensions, or collinear inputs) without moving a well-posed fit."""
-    return rel * max(float(torch.trace(G)) / max(G.shape[0], 1), 1e-30)

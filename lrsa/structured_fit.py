@@ -3,16 +3,16 @@ columns A keeps and the rank of B, the weights :func:`lrsa.compress` stores come
 
 :class:`StructuredFit` solves the linear-response least squares with the support and the rank
 fixed in closed form, and refines it toward the ReLU response
-(:meth:`StructuredFit.refine_relu`) without leaving that structure.
+(:meth:`StructuredFit.refine_relu`) without leaving that structure. :func:`refit` refits
+either response's data term on the support of A and the row space of B: the first block of
+each refinement round, and the ADMM's ``debias`` option.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .solver import refit, relative_ridge
-
-__all__ = ["StructuredFit"]
+__all__ = ["StructuredFit", "refit"]
 
 
 class StructuredFit:
@@ -122,3 +122,68 @@ class StructuredFit:
                 # keep the last finite answer
                 return kept
         return A, U, V, b
+
+
+def refit(problem, A, U, V, steps=20, bias=None):
+    """Refit ``problem``'s data term on the structure of A + U V: the support of A and the
+    row space of V stay, all coefficients move (ReLU: ``steps`` majorize-minimize steps
+    from the given weights, never increasing the error; linear: exact). With ``bias`` (n,)
+    the bias is fitted too, starting there.
+
+    Returns (A, U, V) with U (n, r), V (r, d) balanced, and the bias if one was given.
+    """
+    Q = torch.linalg.qr(V.T).Q.T  # orthonormal rows spanning the row space of V
+    A, U, s, Vh, *b = refit_svd(problem, A, Q, steps, U @ (V @ Q.T), bias)
+    root = torch.sqrt(s)
+    return (A, U * root, root[:, None] * Vh, *b)
+
+
+def refit_svd(problem, A, Vh, steps, UB, bias=None):
+    """Least-squares refit of W = A[:, S] E_S + U Vh on fixed support S and row space Vh
+    (orthonormal rows), started at U = ``UB``: :func:`refit` for a low-rank part already
+    in SVD form. Returns (A, U, s, Vh') with the low-rank part U diag(s) Vh'.
+
+    Works in the k-dimensional basis P = [E_S; Vh] (k = |S| + r): PX is k x N, so each
+    step costs n k N instead of n d N. Linear response: one solve with the projected Gram
+    matrix. ReLU: majorize-minimize steps (as in the M-step) on the coefficients, started at
+    the given solution. ``bias`` (n,) given: it is fitted too (a constant row joins the
+    basis) and returned last; None: the problem's bias stays.
+    """
+    n, d = A.shape
+    S = torch.nonzero(torch.linalg.vector_norm(A, dim=0) > 0).flatten()
+    P = torch.cat([torch.eye(d, dtype=A.dtype, device=A.device)[S], Vh])  # k x d basis
+    k = P.shape[0]
+    PX = P @ problem.X
+    start = torch.cat([A[:, S], UB], dim=1)
+    if bias is not None:
+        PX = torch.cat([PX, PX.new_ones(1, PX.shape[1])])
+        start = torch.cat([start, bias[:, None]], dim=1)
+    if PX.shape[0] == 0:
+        return A, UB[:, :0], UB.new_zeros(0), Vh
+    G_P = (PX.double() @ PX.double().T) / problem.N
+    # a small ridge: with fewer samples than basis rows G_P is singular
+    G_P += relative_ridge(G_P) * torch.eye(PX.shape[0], dtype=G_P.dtype, device=G_P.device)
+    G_inv = torch.linalg.inv(G_P).to(A.dtype)
+    fixed = problem.bias[:, None] if bias is None else 0.0
+    if problem.response == "linear":
+        coef = ((problem.Y - fixed) @ PX.T / problem.N) @ G_inv
+    else:
+        coef = start
+        for _ in range(steps):
+            Z = coef @ PX + fixed
+            R = (problem.Y - torch.clamp(Z, min=0)) * (Z > 0)
+            coef = coef + ((R @ PX.T) / problem.N) @ G_inv
+    if not bool(torch.isfinite(coef).all()):  # keep the given answer rather than garbage
+        coef = start
+    A = torch.zeros_like(A)
+    A[:, S] = coef[:, :S.numel()]
+    U, s, Wh = torch.linalg.svd(coef[:, S.numel():k], full_matrices=False)
+    keep = s > 0
+    out = (A, U[:, keep], s[keep], Wh[keep] @ Vh)
+    return out if bias is None else (*out, coef[:, k])
+
+
+def relative_ridge(G, rel=1e-6):
+    """A relative ridge that keeps an empirical Gram matrix factorizable (fewer samples
+    than dimensions, or collinear inputs) without moving a well-posed fit."""
+    return rel * max(float(torch.trace(G)) / max(G.shape[0], 1), 1e-30)

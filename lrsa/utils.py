@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 # torch is imported inside the helpers that need it: as_numpy, format_table and the writers of
 # text are used by lrsa.viz and the NumPy-only lessons, which run without torch
 __all__ = ["as_float_tensor", "as_numpy", "atomic_torch_save", "atomic_write_text",
-           "check_floating", "code_version", "device_and_dtype", "evaluating", "format_table",
-           "progress_bar", "weights_fingerprint"]
+           "call_model", "check_floating", "code_version", "device_and_dtype", "evaluating",
+           "format_table", "progress_bar", "weights_fingerprint"]
 
 
 def check_floating(V, name="V"):
@@ -150,6 +150,21 @@ def device_and_dtype(model: torch.nn.Module):
     for t in (*model.parameters(), *model.buffers()):
         return t.device, (t.dtype if t.is_floating_point() else torch.float32)
     return torch.device("cpu"), torch.float32
+
+
+def call_model(model, x):
+    """``model`` applied to ``x`` moved to the model's device: a tensor, a tuple or list of
+    positional inputs, or a dict of keyword inputs (their tensors moved, the rest as given)."""
+    import torch
+    dev = device_and_dtype(model)[0]
+    if isinstance(x, torch.Tensor):
+        return model(x.to(dev))
+    if isinstance(x, (tuple, list)):
+        return model(*[t.to(dev) if isinstance(t, torch.Tensor) else t for t in x])
+    if isinstance(x, dict):
+        return model(**{k: v.to(dev) if isinstance(v, torch.Tensor) else v
+                        for k, v in x.items()})
+    return model(x)
 
 
 @contextmanager

@@ -259,3 +259,13 @@ def test_timing_records_raw_times_and_a_ratio_per_process(tmp_path):
             assert iv["mean"] == pytest.approx(np.median(ratios))
             assert iv["low"] <= iv["mean"] <= iv["high"]
         assert row["peak_rss_added_mb_b128"]["original"] >= 0
+
+
+def test_a_benchmark_without_its_trained_network_says_how_to_make_one(tmp_path):
+    env = {**os.environ, "LRSA_CHECKPOINTS": str(tmp_path), "TQDM_DISABLE": "1"}
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablation.py"), "--model",
+                          "vgg16_bn", "--work", str(tmp_path / "work")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    expected = tmp_path / "vgg16_bn_cifar10.pt"
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert f"lrsa train --model vgg16_bn --out {expected}" in run.stderr

@@ -121,7 +121,8 @@ def test_cli_preset_is_the_named_budget_with_the_options_given(capsys):
     """--preset fast is Budget.preset("fast"); an option given changes that field alone;
     without a preset the options make the Budget as before; a pair Budget refuses is one
     line naming it."""
-    from lrsa.cli import _compress_args, build_parser
+    from lrsa.cli import _compress_args
+    from lrsa.cli_parser import build_parser
     from lrsa.pipeline import Budget
 
     def budget(*argv):

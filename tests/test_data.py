@@ -1,4 +1,4 @@
-"""Tests of lrsa.data: restricted CIFAR-10 unpickler, checked download, loader, digits, folders."""
+"""Tests of lrsa.data: restricted CIFAR-10 unpickler, checked download, loader, digits."""
 
 import io
 import pickle
@@ -16,7 +16,6 @@ from lrsa.data import (
     download_cifar10,
     load_cifar10,
     load_digits_images,
-    load_image_folder,
     make_loader,
     normalize,
     verify_md5,
@@ -198,24 +197,6 @@ def test_digits_split():
     assert whole == parts
     assert torch.equal(load_digits_images().x_test, s.x_test)  # fixed seed
     assert load_digits_images(size=16).x_train.shape[1:] == (1, 16, 16)
-
-
-def test_image_folder(tmp_path):
-    image = pytest.importorskip("PIL.Image")
-    for cls, color, size in (("cat", (255, 0, 0), (60, 50)), ("dog", (0, 128, 255), (40, 90))):
-        (tmp_path / cls).mkdir()
-        image.new("RGB", size, color).save(tmp_path / cls / "a.png")
-    (tmp_path / "cat" / "notes.txt").write_text("not an image")
-    ds = load_image_folder(tmp_path, size=32, resize=40)
-    assert ds.classes == ["cat", "dog"] and len(ds) == 2
-    x, label = ds[1]
-    assert x.shape == (3, 32, 32) and label == 1
-    want = (torch.tensor([0, 128, 255]) / 255 - torch.tensor(data.IMAGENET_MEAN)) \
-        / torch.tensor(data.IMAGENET_STD)
-    assert torch.allclose(x[:, 16, 16], want, atol=1e-5)
-    (tmp_path / "empty" / "x").mkdir(parents=True)
-    with pytest.raises(ValueError, match="no images"):
-        load_image_folder(tmp_path / "empty")
 
 
 def test_validation_split_is_a_fixed_partition_of_the_training_images():

@@ -161,7 +161,8 @@ def test_cli_train_under_torchrun(cli_trained):
 
 @pytest.mark.slow
 def test_cli_compress_finetunes_under_torchrun(cli_trained, tmp_path):
-    from lrsa.cli import _load_any, build_parser, _loaders
+    from lrsa.cli import _load_any, _loaders
+    from lrsa.cli_parser import build_parser
     from lrsa.train import evaluate
     ckpt, _ = cli_trained
     out = tmp_path / "run"

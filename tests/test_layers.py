@@ -229,7 +229,7 @@ def test_asymmetric_inputs_from_compressed_network():
 
 
 def test_features_solver_layer_end_to_end():
-    from lrsa.features import fold_batchnorm
+    from lrsa.batchnorm import fold_batchnorm
     from lrsa.solver import solve_layer
 
     torch.manual_seed(0)

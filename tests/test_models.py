@@ -89,7 +89,7 @@ def test_nin_layout_and_forward():
 
 
 def test_nin_bn_folds_to_the_plain_nin(tmp_path):
-    from lrsa.features import fold_batchnorm
+    from lrsa.batchnorm import fold_batchnorm
     from lrsa.models import nin_bn
 
     torch.manual_seed(0)

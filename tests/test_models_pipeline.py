@@ -23,7 +23,7 @@ def test_googlenet_branches_are_found_in_call_order_and_compressed():
     # inception branches appear in the order the forward calls them
     assert names.index("inception3a.branch1.conv") < names.index("inception3a.branch2.0.conv")
     assert names.index("inception3a.branch4.1.conv") < names.index("inception3b.branch1.conv")
-    plan = default_plan(layers, frac=0.1)
+    plan = default_plan(layers, relative_lam1=0.1)
     approximated = [n for n, p in plan.items() if not p.skip]
     # 1x1 convs and the first conv are left alone; 3x3 convs and the fc are approximated
     assert "conv1.conv" not in approximated and "inception3a.branch1.conv" not in approximated
@@ -42,7 +42,7 @@ def test_alexnet_convs_compress_and_run():
     torch.manual_seed(0)
     model = alexnet(num_classes=10).eval()
     exclude = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    comp, rep = compress(model, images(2, 64), Budget(frac=0.1, exclude=exclude),
+    comp, rep = compress(model, images(2, 64), Budget(relative_lam1=0.1, exclude=exclude),
                          solver=SolverSettings(max_samples=200, max_iter=20), progress=False,
                          fallback=None)
     kinds = {r["name"]: r["kind"] for r in rep.layers}

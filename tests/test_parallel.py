@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from lrsa.course import experiments as E
 from lrsa import parallel
+from lrsa.course import grids
 from lrsa.course.setups import digits_setup
 
 distributed = pytest.importorskip("distributed", reason="pip install 'lrsa[distributed]'")
@@ -19,13 +19,13 @@ def setup():
 
 def test_grid_on_two_workers_equals_serial(setup):
     args = (setup.model, "features.7", setup.calib, [0.03, 0.1, 0.3], [3.0, math.inf])
-    serial = E.lambda_grid(*args, max_samples=1000, progress=False)
+    serial = grids.lambda_grid(*args, max_samples=1000, progress=False)
     with parallel.dask_client(workers=2) as client:
         assert len(client.scheduler_info()["workers"]) == 2
-        remote = E.lambda_grid(*args, max_samples=1000, progress=False, client=client)
+        remote = grids.lambda_grid(*args, max_samples=1000, progress=False, client=client)
     assert remote["key"] == serial["key"]
-    assert [(p["frac"], p["ratio"]) for p in remote["points"]] == \
-        [(p["frac"], p["ratio"]) for p in serial["points"]]  # the serial order
+    assert [(p["relative_lam1"], p["ratio"]) for p in remote["points"]] == \
+        [(p["relative_lam1"], p["ratio"]) for p in serial["points"]]  # the serial order
     for got, want in zip(remote["points"], serial["points"]):
         # same structure exactly; numbers to float tolerance (one thread per worker here,
         # two in the serial run: sums may be ordered differently)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lrsa.features import fold_batchnorm
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.pipeline import Budget, LayerPlan, compress
 from lrsa.pipeline.budget import spread_network_target
 

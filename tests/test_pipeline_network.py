@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import lrsa.pipeline
-from lrsa.features import fold_batchnorm
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear, keep_structure_hook
 from lrsa.models import small_cnn
 from lrsa.pipeline import Budget, LayerPlan, compress, load_compressed, save_compressed
@@ -54,7 +54,7 @@ def test_compressed_is_smaller_and_matches_dense_a_plus_b(trained, tmp_path):
 
 def test_resume_after_crash_gives_the_same_model(trained, tmp_path, monkeypatch):
     model, calib, _ = trained
-    budget = Budget(frac=0.05)
+    budget = Budget(relative_lam1=0.05)
     ref, ref_rep = compress(model, calib, budget, workdir=tmp_path / "ref", progress=False,
                             fallback=None)
     calls = {"n": 0}
@@ -80,7 +80,7 @@ def test_resume_after_crash_gives_the_same_model(trained, tmp_path, monkeypatch)
     assert [r["cr"] for r in rep.layers] == pytest.approx([r["cr"] for r in ref_rep.layers])
     # other settings in the same folder are refused, not mixed in
     with pytest.raises(ValueError, match="other settings"):
-        compress(model, calib, Budget(frac=0.2), workdir=tmp_path / "run", progress=False)
+        compress(model, calib, Budget(relative_lam1=0.2), workdir=tmp_path / "run", progress=False)
 
 
 def test_symmetric_and_asymmetric_agree_on_the_first_approximated_layer_only(trained):
@@ -88,7 +88,7 @@ def test_symmetric_and_asymmetric_agree_on_the_first_approximated_layer_only(tra
     # ones see the approximated network's inputs only under the asymmetric one
     model, calib, _ = trained
     kw = dict(response="linear", progress=False, fallback=None)
-    nets = [compress(model, calib, Budget(frac=0.05), strategy=s, **kw)[0]
+    nets = [compress(model, calib, Budget(relative_lam1=0.05), strategy=s, **kw)[0]
             for s in ("symmetric", "asymmetric")]
 
     def weights(net):
@@ -207,7 +207,7 @@ def test_baselines_at_matching_sizes_and_lrsa_never_fits_worse(trained):
             if method == "rrr":
                 assert r["rel_error"] <= q["rel_error"] + 1e-6
     with pytest.raises(ValueError, match="needs a size to match"):
-        compress(model, calib, Budget(frac=0.1), method="rrr", progress=False)
+        compress(model, calib, Budget(relative_lam1=0.1), method="rrr", progress=False)
     with pytest.raises(ValueError, match="method"):
         compress(model, calib, method="pca", progress=False)
 

@@ -50,3 +50,16 @@ def test_report_rows_describe_the_model_as_stored(trained, tmp_path, latency_scr
             (r["kind"] == "factored")
     line = next(s for s in rep.markdown().splitlines() if s.startswith("| features.7 "))
     assert line.split(" | ")[1:8] == ["dense", "-", "-", "-", "100.0", "-", "-"]
+
+
+def test_an_original_row_stores_the_whole_weight_and_a_dense_one_keeps_what_was_tried():
+    from lrsa.pipeline.results import LayerReport
+    row = LayerReport.original("fc", "Linear", 6, 4, decision="kept")
+    assert (row.kind, row.params_compressed, row.rank, row.nonzero_columns, row.cr) == \
+        ("original", 24, 4, 4, 1.0)
+    solved = LayerReport(name="fc", type="Linear", n=6, d=4, params_original=24,
+                         kind="factored", rank=1, cr_b=10 / 24, cr=10 / 24,
+                         params_compressed=10, nonzero_columns=0, choice="B only")
+    dense = solved.stored_dense("not faster")
+    assert (dense.kind, dense.params_compressed, dense.rank, dense.cr) == ("dense", 24, 4, 1.0)
+    assert dense.tried["params"] == 10 and dense.tried["choice"] == "B only"

@@ -12,7 +12,7 @@ from lrsa.pipeline import (Budget, CompressionReport, compress, load_compressed,
 
 def test_save_load_round_trip(trained, tmp_path):
     model, calib, _ = trained
-    comp, rep = compress(model, calib, Budget(frac=0.05), progress=False)
+    comp, rep = compress(model, calib, Budget(relative_lam1=0.05), progress=False)
     save_compressed(comp, tmp_path / "c.pt", arch="small_cnn", report=rep)
     loaded, report = load_compressed(tmp_path / "c.pt")
     x = torch.cat(calib)[:16]
@@ -24,6 +24,10 @@ def test_save_load_round_trip(trained, tmp_path):
     report_json["layers"][0]["invented"] = 1
     with pytest.raises(ValueError, match="invented"):
         CompressionReport.from_dict(report_json)
+    older = rep.to_dict()  # a report saved before frac was renamed relative_lam1
+    older["layers"] = [{("frac" if k == "relative_lam1" else k): v for k, v in row.items()}
+                       for row in older["layers"]]
+    assert CompressionReport.from_dict(older).to_dict() == rep.to_dict()
     torch.save({"state_dict": model.state_dict()}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="not a compressed model"):
         load_compressed(tmp_path / "plain.pt")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import lrsa.pipeline
-from lrsa.features import fold_batchnorm
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
 from lrsa.pipeline import Budget, compress
 

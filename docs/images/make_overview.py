@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import lrsa  # noqa: E402
-from lrsa.features import collect_features, fold_batchnorm  # noqa: E402
+from lrsa.batchnorm import fold_batchnorm  # noqa: E402
+from lrsa.features import collect_features  # noqa: E402
 from lrsa.course.setups import digits_setup  # noqa: E402
 
 LAYER, FRAC, RATIO = "features.7", 0.4, 4.0  # as lrsa.LayerPlan(frac, ratio)

@@ -2,12 +2,14 @@
 
 Nothing here is needed to compress a network; the library is :mod:`lrsa` itself.
 
-:mod:`~lrsa.course.lessons`
-    the computations and figures of notebooks 07-10;
+:mod:`~lrsa.course.lessons`, :mod:`~lrsa.course.speed`, :mod:`~lrsa.course.fine_tuning`
+    the computations and figures of notebooks 07 and 10, 08 (where the time goes) and 09
+    (fine-tuning and distillation);
 :mod:`~lrsa.course.experiments`, :mod:`~lrsa.course.setups`
     the figure loops of notebooks 03-06 and the networks and data they run on;
-:mod:`~lrsa.course.widgets`, :mod:`~lrsa.course.explorer`
-    sliders over one live figure, with a static small-multiples version;
+:mod:`~lrsa.course.widgets`, :mod:`~lrsa.course.explorer`, :mod:`~lrsa.course.grids`
+    sliders over one live figure, with a static small-multiples version; the lambda grid
+    the explorers of notebooks 05 and 06 look up;
 :mod:`~lrsa.course.exercises`
     the self-checks of the exercises (graded by nbgrader);
 :mod:`~lrsa.course.grading`

@@ -115,7 +115,7 @@ def he_yuan_step(answer, B, B_hat, M, M_hat, tau=0.5, alpha=0.75):
 
 
 def lambda_max(answer, X, Y, bias=None):
-    r"""``(lam1_max, lam2_max, frac_max)`` for the linear-response layer problem, each to a
+    r"""``(lam1_max, lam2_max, relative_lam1_max)`` for the linear-response layer problem, each to a
     relative 1e-6:
 
     * ``lam1_max``: the smallest :math:`\lambda_1` at which :math:`A = 0` solves the problem
@@ -125,13 +125,13 @@ def lambda_max(answer, X, Y, bias=None):
     * ``lam2_max``: the smallest :math:`\lambda_2` at which :math:`B = 0` solves it with
       :math:`A = 0` (:math:`\lambda_1 = \infty`): the spectral norm :math:`\|C\|_2`, since
       :math:`\partial\|0\|_*` is the spectral-norm unit ball;
-    * ``frac_max``: ``lam1_max`` over the pipeline's scale :math:`s`, the *mean* column norm
-      of C: from this ``frac`` on, A is empty (at least 1).
+    * ``relative_lam1_max``: ``lam1_max`` over the pipeline's scale :math:`s`, the *mean*
+      column norm of C: from this ``relative_lam1`` on, A is empty (at least 1).
 
     Reference: the column norms and the largest singular value of C, in float64 (the worked
     solution confirms both thresholds with :func:`lrsa.solve_layer` on either side).
     """
-    title = "lambda_1 max, lambda_2 max, frac max"
+    title = "lambda_1 max, lambda_2 max, relative_lam1 max"
     X, Y = as_numpy(X).astype(float), as_numpy(Y).astype(float)
     b = np.zeros(Y.shape[0]) if bias is None else as_numpy(bias).astype(float)
     C = (Y - b[:, None]) @ X.T / X.shape[1]
@@ -145,8 +145,8 @@ def lambda_max(answer, X, Y, bias=None):
              "subdifferential of ||a||_2 at 0 is the unit ball.",
              "lambda_2 max: the subdifferential of the nuclear norm at 0 is the unit ball of "
              "its dual norm; which norm is that?",
-             "frac max: the pipeline divides lambda_1 by the MEAN column norm of C, not the "
-             "largest."]
+             "relative_lam1 max: the pipeline divides lambda_1 by the MEAN column norm of C, "
+             "not the largest."]
     return verdict(title, ok.all(), " ".join(h for h, good in zip(hints, ok) if not good))
 
 
@@ -173,9 +173,9 @@ def relu_term_all_dead(answer, X, Z, bias, W_dead):
     r"""The ReLU data term :math:`\frac1{2N}\|r(Z) - r(W_{\text{dead}}X + b)\|_F^2` at a
     weight that switches every unit off, to a relative 1e-4.
 
-    Reference: :func:`lrsa.solver.layer_objective` at :math:`A = W_{\text{dead}}`, B = 0.
+    Reference: :func:`lrsa.objective.layer_objective` at :math:`A = W_{\text{dead}}`, B = 0.
     """
-    from ..solver import layer_objective
+    from ..objective import layer_objective
     import torch
     W_dead = torch.as_tensor(W_dead)
     ref = layer_objective(X, torch.relu(torch.as_tensor(Z)), W_dead, torch.zeros_like(W_dead),
@@ -191,9 +191,9 @@ def segment_ratio(answer, X, Z, bias, W0, W1, s=0.5):
     :math:`W_1` is the layer's own weight (:math:`Z = W_1X + b`), to 1e-3.
 
     The residual is :math:`(1-s)(Z - W_0X - b)`, so the ratio is :math:`(1-s)^2`.
-    Reference: :func:`lrsa.solver.layer_objective` at both points.
+    Reference: :func:`lrsa.objective.layer_objective` at both points.
     """
-    from ..solver import layer_objective
+    from ..objective import layer_objective
     import torch
     W0, W1 = torch.as_tensor(W0), torch.as_tensor(W1)
     f = lambda W: layer_objective(X, Z, W, torch.zeros_like(W), 0.0, 0.0,  # noqa: E731
@@ -403,10 +403,10 @@ def uv_mac_speedup(answer, in_channels, out_channels, ranks, kernel_size=3):
     ``ranks``, to a relative 1e-9.
 
     Reference: :func:`lrsa.layers.estimate_macs` of the two modules built by
-    :func:`lrsa.course.lessons.factored_conv`.
+    :func:`lrsa.course.speed.factored_conv`.
     """
     from ..layers import estimate_macs
-    from .lessons import factored_conv
+    from .speed import factored_conv
 
     shape = (1, in_channels, 8, 8)
     ref = []
@@ -420,27 +420,16 @@ def uv_mac_speedup(answer, in_channels, out_channels, ranks, kernel_size=3):
 
 # ----------------------------------------------------------------- 09 fine-tuning
 
-def _soft_gradient(student_logits, teacher_logits, temperature):
-    import torch
-    from ..train import Distillation
-
-    s = torch.as_tensor(as_numpy(student_logits), dtype=torch.float64).requires_grad_(True)
-    t = torch.as_tensor(as_numpy(teacher_logits), dtype=torch.float64)
-    crit = Distillation(torch.nn.Identity(), alpha=1.0, temperature=float(temperature))
-    (g,) = torch.autograd.grad(crit(s, t, torch.zeros(s.shape[0], dtype=torch.long)), s)
-    return g.numpy()
-
-
 def soft_term_gradient(answer, student_logits, teacher_logits, temperature):
     r"""The gradient of :class:`lrsa.train.Distillation`'s soft term
     :math:`T^2\,\mathrm{KL}(\mathrm{softmax}(t/T)\,\|\,\mathrm{softmax}(s/T))` (averaged over
     the batch) with respect to the student logits ``s`` (a B x K array), to 1e-6.
 
-    Reference: autograd through the class itself (``alpha=1``, the teacher an
-    ``nn.Identity`` fed the teacher's logits; the class casts the teacher's logits to
-    float32, hence the tolerance).
+    Reference: autograd through the class itself (:func:`lrsa.course.fine_tuning.soft_gradient`;
+    the class casts the teacher's logits to float32, hence the tolerance).
     """
-    ref = _soft_gradient(student_logits, teacher_logits, temperature)
+    from .fine_tuning import soft_gradient
+    ref = soft_gradient(student_logits, teacher_logits, temperature).numpy()
     return compare("gradient of the soft term", answer, ref,
                     "differentiate log-softmax: d/ds of -sum_k q_k log softmax(s/T)_k is "
                     "(softmax(s/T) - q)/T; then count the T^2 in front and the average over "
@@ -454,7 +443,8 @@ def soft_term_limit(answer, student_logits, teacher_logits):
     Reference: the gradient by autograd at :math:`T = 10^4`, where it is within about
     :math:`10^{-4}` of its limit for logits of order 1-10.
     """
-    ref = float(np.linalg.norm(_soft_gradient(student_logits, teacher_logits, 1e4)))
+    from .fine_tuning import soft_gradient
+    ref = float(np.linalg.norm(soft_gradient(student_logits, teacher_logits, 1e4).numpy()))
     return compare("limit of the soft term's gradient norm", answer, ref,
                     "expand softmax(z/T) to first order in 1/T: (1 + z/T - mean(z)/T)/K; "
                     "the T^2 and the 1/T of the gradient leave a finite limit. Each row's "

@@ -5,9 +5,6 @@ r"""The loops behind the notebooks: the paper's Section V experiments as functio
   compression rate (paper Fig. 4).
 * :func:`strategy_curve` -- approximate the first k layers, k = 1, 2, ..., with the
   symmetric or the asymmetric strategy: accuracy after each k (paper Fig. 3).
-* :func:`lambda_grid` -- solve one layer for a grid of (frac, ratio), record CR(A), CR(B),
-  rank, the error and the spectra, cacheable to JSON (the slider explorer of
-  :mod:`lrsa.course.explorer`).
 * :func:`objective_along_segment` -- the layer's data term along a segment between two
   weights, for both responses (the ReLU one is not convex, see
   :func:`lrsa.solver.relu_nonconvexity_example`); :func:`dead_weight` gives the end point
@@ -16,9 +13,9 @@ r"""The loops behind the notebooks: the paper's Section V experiments as functio
 
 Plus the tables beside the paper (:func:`paper_table_markdown`, :func:`benchmark_comparison`).
 The networks and data they run on come from :mod:`lrsa.course.setups`, the paper's numbers from
-:mod:`lrsa.paper`.
+:mod:`lrsa.paper`; the lambda grid of the slider explorers is in :mod:`lrsa.course.grids`.
 
-Lambdas follow :func:`lrsa.pipeline.compress`: ``lam1 = frac * s`` with ``s`` the layer's
+Lambdas follow :func:`lrsa.pipeline.compress`: ``lam1 = relative_lam1 * s`` with ``s`` the layer's
 gradient scale, ``lam2 = ratio * lam1``. Compression rates are those of the solved
 structure, CR(A+B) = (n nnz_cols(A) + r (n + d)) / (n d) (paper eq. 15): the experiments call
 ``compress(..., fallback=None)`` so every approximated layer stays factored.
@@ -31,26 +28,23 @@ import json
 import math
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..features import collect_features, fold_batchnorm
+from ..batchnorm import fold_batchnorm
+from ..features import collect_features
 from ..pipeline import LayerPlan, SolverSettings, compress
 from ..train import evaluate
 from ..paper import PAPER_VGG16
-from ..parallel import map_on
 from .setups import cache_key
-from ..utils import (as_numpy, atomic_write_text, code_version, format_table, progress_bar,
-                    weights_fingerprint)
+from ..utils import as_numpy, code_version, format_table, progress_bar, weights_fingerprint
 
-__all__ = ["benchmark_comparison", "dead_weight", "executed_macs", "lambda_grid",
-           "objective_along_segment",
-           "paper_table_markdown", "relu_output_error", "single_layer_tradeoff",
-           "strategy_curve", "tradeoff_curves"]
+__all__ = ["benchmark_comparison", "dead_weight", "executed_macs", "objective_along_segment",
+           "paper_table_markdown", "relative_error", "relu_output_error",
+           "single_layer_tradeoff", "strategy_curve", "tradeoff_curves"]
 
 
 PAIRS_SAMPLED = 3000  # (Z, Z-hat) entries kept per single-layer run, for scatter plots
@@ -78,7 +72,9 @@ def _pairs(W, b, feats, picked):
     return np.stack([as_numpy(feats.Z[rows, cols]), as_numpy(z_hat)])
 
 
-def _relative(estimate, target):
+def relative_error(estimate, target):
+    r""":math:`\|\text{estimate} - \text{target}\|_F / \|\text{target}\|_F`, a float (a zero
+    target divides by 1e-30, not by 0)."""
     return float(torch.linalg.norm(estimate - target)
                  / max(float(torch.linalg.norm(target)), 1e-30))
 
@@ -90,21 +86,22 @@ def relu_output_error(W, b, X, Z):
     The quantity both responses are judged by downstream (the next layer sees the ReLU
     output), whatever response a solution was fitted to.
     """
-    return _relative(torch.relu(W.to(X) @ X + b.to(X)[:, None]), torch.relu(Z))
+    return relative_error(torch.relu(W.to(X) @ X + b.to(X)[:, None]), torch.relu(Z))
 
 
 def _row(report, name):
     return next(r for r in report.layers if r["name"] == name)
 
 
-def _plan_for(model, names, frac, ratio, fc_ratio):
+def _plan_for(model, names, relative_lam1, ratio, fc_ratio):
     mods = dict(model.named_modules())
-    return {n: LayerPlan(frac=frac, ratio=fc_ratio if isinstance(mods[n], nn.Linear) else ratio)
+    return {n: LayerPlan(relative_lam1=relative_lam1,
+                         ratio=fc_ratio if isinstance(mods[n], nn.Linear) else ratio)
             for n in names}
 
 
 # --------------------------------------------------------------------------- Fig. 4
-def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
+def single_layer_tradeoff(model, layer_name, calib, test_loader, relative_lam1s,
                           responses=("linear", "relu"), *, ratio=3.0, sizes=None,
                           baseline_top1=None, samples_per_image=10, max_samples=10_000,
                           max_iter=200, tol=1e-3, progress=True):
@@ -120,15 +117,15 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
         Calibration batches (see :func:`lrsa.pipeline.compress`).
     test_loader : iterable
         ``(inputs, labels)`` batches for the accuracy.
-    fracs : sequence of float
+    relative_lam1s : sequence of float
         ``lam1`` relative to the layer's gradient scale; larger means smaller CR.
     responses : sequence of str
         ``"linear"`` (reconstruct W X + b) and/or ``"relu"`` (the paper: relu(W X + b)).
     ratio : float
         ``lam2 / lam1`` (math.inf: sparse only).
     sizes : sequence of float, optional
-        Instead of ``fracs``: CR(A+B) targets. Both responses then share the structure found
-        by the linear search and differ only in the refit (see ``compress``).
+        Instead of ``relative_lam1s``: CR(A+B) targets. Both responses then share the
+        structure found by the linear search and differ only in the refit (see ``compress``).
     baseline_top1 : float, optional
         Top-1 of ``model`` on ``test_loader`` (evaluated when None).
     samples_per_image, max_samples, max_iter, tol
@@ -139,7 +136,7 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
     Returns
     -------
     list of dict
-        One per (response, value): ``layer``, ``response``, ``frac`` (the one used),
+        One per (response, value): ``layer``, ``response``, ``relative_lam1`` (the one used),
         ``size``, ``cr_a``, ``cr_b``, ``cr`` (fractions), ``rank``, ``nonzero_columns``,
         ``rel_error`` (relative error of the response it was fitted to, on the calibration
         samples), ``relu_error`` (:func:`relu_output_error`, the same measure for both
@@ -148,9 +145,9 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
         row (k fewer when the layer has fewer), the original pre-activation ``Z`` and the
         approximation's ``(A + B) X + b``, for scatter plots.
     """
-    if sizes is None and fracs is None:
-        raise ValueError("give fracs or sizes")
-    values = list(sizes if sizes is not None else fracs)
+    if sizes is None and relative_lam1s is None:
+        raise ValueError("give relative_lam1s or sizes")
+    values = list(sizes if sizes is not None else relative_lam1s)
     base = evaluate(model, test_loader)["top1"] if baseline_top1 is None else baseline_top1
     folded = fold_batchnorm(copy.deepcopy(model).eval())
     feats = collect_features(folded, [layer_name], calib, samples_per_image=samples_per_image,
@@ -161,7 +158,7 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
     for response in responses:
         for v in values:
             plan = {layer_name: LayerPlan(ratio=ratio, size=v) if sizes is not None
-                    else LayerPlan(frac=v, ratio=ratio)}
+                    else LayerPlan(relative_lam1=v, ratio=ratio)}
             comp, rep = compress(model, calib, plan, response=response, fallback=None,
                                  solver=SolverSettings(samples_per_image, max_samples,
                                                        max_iter, tol),
@@ -169,7 +166,8 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, fracs,
             r = _row(rep, layer_name)
             W, b = _lowered(comp.get_submodule(layer_name))
             top1 = evaluate(comp, test_loader)["top1"]
-            rows.append({"layer": layer_name, "response": response, "frac": r["frac"],
+            rows.append({"layer": layer_name, "response": response,
+                         "relative_lam1": r["relative_lam1"],
                          "size": v if sizes is not None else None,
                          "cr_a": r["cr_a"], "cr_b": r["cr_b"], "cr": r["cr"], "rank": r["rank"],
                          "nonzero_columns": r["nonzero_columns"], "rel_error": r["rel_error"],
@@ -194,7 +192,7 @@ def tradeoff_curves(rows, y="drop", layer=None):
 
 
 # --------------------------------------------------------------------------- Fig. 3
-def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ratio=3.0,
+def strategy_curve(model, calib, test_loader, strategy, layer_names, relative_lam1, *, ratio=3.0,
                    fc_ratio=math.inf, response="relu", baseline_top1=None, workdir=None,
                    samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3,
                    progress=True):
@@ -204,7 +202,7 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
     includes the plan, so a workdir does not resume across points by itself; each point
     gets its own workdir seeded with the finished layer files of point k - 1 (layer j's
     solution depends only on layers < j, with either strategy), so every point solves one
-    new layer. ``tests/test_experiments.py`` checks the result against a fresh run.
+    new layer. ``tests/course/test_experiments.py`` checks the result against a fresh run.
 
     Parameters
     ----------
@@ -217,7 +215,7 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
         (inputs from the original network).
     layer_names : sequence of str
         Layers in forward order.
-    frac : float
+    relative_lam1 : float
         ``lam1`` relative to each layer's gradient scale.
     ratio, fc_ratio : float
         ``lam2 / lam1`` for Conv2d and for Linear layers (default: FC sparse only, as the
@@ -246,7 +244,7 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
     if not names:
         raise ValueError("layer_names is empty")
     base = evaluate(model, test_loader)["top1"] if baseline_top1 is None else baseline_top1
-    settings = dict(strategy=strategy, frac=frac, ratio=ratio, fc_ratio=fc_ratio,
+    settings = dict(strategy=strategy, relative_lam1=relative_lam1, ratio=ratio, fc_ratio=fc_ratio,
                     response=response, names=names, spi=samples_per_image,
                     max_samples=max_samples, max_iter=max_iter, tol=tol)
     tmp = None
@@ -264,7 +262,7 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
                 run.mkdir(parents=True, exist_ok=True)
                 for f in prev.glob("layer_*.pt"):
                     shutil.copy2(f, run / f.name)
-            plan = _plan_for(model, names[:k], frac, ratio, fc_ratio)
+            plan = _plan_for(model, names[:k], relative_lam1, ratio, fc_ratio)
 
             # the root is keyed by the code version, so every file here is this code's own
             comp, rep = compress(model, calib, plan, response=response, strategy=strategy,
@@ -286,114 +284,6 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, frac, *, ra
         if tmp is not None:
             tmp.cleanup()
     return rows
-
-
-# --------------------------------------------------------------------------- slider grid
-def lambda_grid(model, layer_name, calib, fracs, ratios, *, response="relu",
-                samples_per_image=10, max_samples=10_000, max_iter=200, tol=1e-3,
-                cache=None, progress=True, client=None):
-    """Solve one layer for every (frac, ratio) of a grid, for an instant slider explorer.
-
-    The solves are exactly those of ``compress`` for ``plan={layer_name: LayerPlan(frac,
-    ratio)}``, on features collected once.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The original network (not modified).
-    layer_name : str
-        The Conv2d/Linear module.
-    calib : list
-        Calibration batches.
-    fracs, ratios : sequence of float
-        Grid axes (``ratio`` may be math.inf: sparse only).
-    response : str
-        ``"relu"`` or ``"linear"``.
-    samples_per_image, max_samples, max_iter, tol
-        As in :func:`lrsa.pipeline.compress`.
-    cache : path, optional
-        JSON file: read when it holds this very grid (same weights, layer and settings),
-        else computed and written (atomically; an infinite ratio is written as Python's
-        ``Infinity``).
-    progress : bool
-        A tqdm bar over the grid.
-    client : dask.distributed.Client, optional
-        Solve the points in parallel on its workers (:func:`lrsa.parallel.dask_client`: a
-        local cluster, or a scheduler's address); the features are sent to each worker
-        once. The points are the serial ones, in the same order.
-
-    Returns
-    -------
-    dict
-        ``layer``, ``response``, ``n``, ``d``, ``fracs``, ``ratios``, ``key`` and ``points``:
-        one dict per (frac, ratio) with ``frac``, ``ratio``, ``lam1``, ``lam2``, ``cr_a``,
-        ``cr_b``, ``cr``, ``rank``, ``nonzero_columns``, ``rel_error`` (fitted response),
-        ``relu_error``, ``column_norms`` (of A, length d) and ``singular_values`` (of B,
-        descending), ``converged``; ``seconds`` (the time the grid took when it was
-        solved) and ``cached`` (True when this call read it from ``cache``).
-    """
-    from ..pipeline import columns_per_channel, layer_bias, lowered_weight
-
-    fracs = [float(f) for f in fracs]
-    ratios = [float(r) for r in ratios]
-    settings = dict(layer=layer_name, response=response, fracs=fracs, ratios=ratios,
-                    spi=samples_per_image, max_samples=max_samples, max_iter=max_iter,
-                    tol=tol, n_calib=sum(len(b) for b in calib))
-    key = cache_key(weights_fingerprint(model), settings)
-    if cache is not None and Path(cache).is_file():
-        try:
-            got = json.loads(Path(cache).read_text())
-            if got.get("key") == key:
-                return {**got, "cached": True}
-        except (OSError, ValueError):
-            pass
-    start = time.perf_counter()
-    folded = fold_batchnorm(copy.deepcopy(model).eval())
-    mod = folded.get_submodule(layer_name)
-    feats = collect_features(folded, [layer_name], calib, samples_per_image=samples_per_image,
-                             max_samples=max_samples, seed=0)[layer_name]
-    W, b = lowered_weight(mod).to(feats.X), layer_bias(mod).to(feats.X)
-    n, d = W.shape
-    shared = (feats.X, feats.Z, W, b)
-    items = [(frac, ratio, response, columns_per_channel(mod), max_iter, tol)
-             for ratio in ratios for frac in fracs]
-    with progress_bar(progress, len(items), f"lambda grid {layer_name}") as bar:
-        if client is None:
-            points = []
-            for item in items:
-                points.append(_grid_point(*shared, *item))
-                bar.update(1)
-        else:
-            points = map_on(client, _grid_point, shared, items, progress=bar)
-    grid = {"key": key, "layer": layer_name, "response": response, "n": n, "d": d,
-            "fracs": fracs, "ratios": ratios, "points": points,
-            "seconds": time.perf_counter() - start, "cached": False}
-    if cache is not None:
-        atomic_write_text(cache, json.dumps(grid))
-    return grid
-
-
-def _grid_point(X, Z, W, b, frac, ratio, response, group, max_iter, tol):
-    """One point of :func:`lambda_grid`: the layer approximated at (frac, ratio)."""
-    from ..pipeline import approximate_layer
-
-    n, d = W.shape
-    sol, extra = approximate_layer(X, Z, W, b, LayerPlan(frac=frac, ratio=ratio), response,
-                                   group, "lrsa", max_iter, tol)
-    cr_a = extra["kept_channels"] * group / d
-    cr_b = sol.rank * (n + d) / (n * d)
-    Z_hat = sol.W @ X + sol.bias[:, None]  # the ReLU refinement may move the bias
-    relu_error = _relative(torch.relu(Z_hat), torch.relu(Z))  # = relu_output_error
-    rel = relu_error if response == "relu" else _relative(Z_hat, Z)
-    sv = torch.linalg.svdvals(sol.B.double()) if sol.rank else torch.zeros(0)
-    return {"frac": frac, "ratio": ratio, "lam1": sol.lam1, "lam2": sol.lam2,
-            "cr_a": cr_a, "cr_b": cr_b, "cr": cr_a + cr_b, "rank": sol.rank,
-            "nonzero_columns": sol.nonzero_columns, "rel_error": rel,
-            "relu_error": relu_error,
-            "column_norms": [float(f"{v:.6g}") for v in
-                             torch.linalg.vector_norm(sol.A, dim=0).tolist()],
-            "singular_values": [float(f"{v:.6g}") for v in sv[:sol.rank].tolist()],
-            "converged": bool(sol.converged)}
 
 
 # --------------------------------------------------------------------------- non-convexity

@@ -1,4 +1,4 @@
-r"""A slider explorer over a precomputed lambda grid (:func:`lrsa.course.experiments.lambda_grid`).
+r"""A slider explorer over a precomputed lambda grid (:func:`lrsa.course.grids.lambda_grid`).
 
 Moving a slider only looks a point up in the grid, so it answers instantly even for a
 VGG-16 layer whose solves take a minute each. Each point is what :func:`lrsa.compress` does
@@ -29,24 +29,24 @@ def _nearest(values, v):
                else abs(x - v))
 
 
-def grid_point(grid, frac=None, ratio=None):
-    """The grid point nearest to (frac, ratio) (geometrically; None: the middle value)."""
-    f, r = _nearest(grid["fracs"], frac), _nearest(grid["ratios"], ratio)
+def grid_point(grid, relative_lam1=None, ratio=None):
+    """The grid point nearest to (relative_lam1, ratio) (geometrically; None: the middle value)."""
+    f, r = _nearest(grid["relative_lam1s"], relative_lam1), _nearest(grid["ratios"], ratio)
     for p in grid["points"]:
-        if p["frac"] == f and p["ratio"] == r:
+        if p["relative_lam1"] == f and p["ratio"] == r:
             return p
     raise KeyError(f"grid has no point ({f}, {r})")
 
 
-def plot_grid_point(grid, frac=None, ratio=None, axes=None, label=None):
+def plot_grid_point(grid, relative_lam1=None, ratio=None, axes=None, label=None):
     """Three panels for one grid point: the CR(A), CR(B), CR(A+B) and error curves against
-    frac at this ratio with the point marked; the column norms of A (sorted) and the
+    relative_lam1 at this ratio with the point marked; the column norms of A (sorted) and the
     singular values of B.
 
     Parameters
     ----------
-    grid : dict from :func:`lrsa.course.experiments.lambda_grid`.
-    frac, ratio : float; the nearest grid values are used.
+    grid : dict from :func:`lrsa.course.grids.lambda_grid`.
+    relative_lam1, ratio : float; the nearest grid values are used.
     axes : three matplotlib Axes, or None for a new figure.
     label : str, optional
         The layer's name in the titles (default: its module name, ``grid["layer"]``).
@@ -57,15 +57,15 @@ def plot_grid_point(grid, frac=None, ratio=None, axes=None, label=None):
     """
     from ..viz import plot_tradeoff
 
-    p = grid_point(grid, frac, ratio)
+    p = grid_point(grid, relative_lam1, ratio)
     if axes is None:
         import matplotlib.pyplot as plt
 
         _, axes = plt.subplots(1, 3, figsize=(14, 3.6), constrained_layout=True)
     ax_cr, ax_a, ax_b = axes
     row = sorted((q for q in grid["points"] if q["ratio"] == p["ratio"]),
-                 key=lambda q: q["frac"])
-    fr = [q["frac"] for q in row]
+                 key=lambda q: q["relative_lam1"])
+    fr = [q["relative_lam1"] for q in row]
     plot_tradeoff({"CR(A) %": (fr, [100 * q["cr_a"] for q in row]),
                    "CR(B) %": (fr, [100 * q["cr_b"] for q in row]),
                    "CR(A+B) %": (fr, [100 * q["cr"] for q in row]),
@@ -74,8 +74,8 @@ def plot_grid_point(grid, frac=None, ratio=None, axes=None, label=None):
     ax_cr.set_xscale("log")
     ax_cr.minorticks_off()
     ax_cr.set_xticks(fr, [f"{v:g}" for v in fr])
-    ax_cr.axvline(p["frac"], color="0.3", ls=":", lw=1)
-    ax_cr.set_title(rf"{label or grid['layer']}: $\lambda_1/s$ = {p['frac']:g}, "
+    ax_cr.axvline(p["relative_lam1"], color="0.3", ls=":", lw=1)
+    ax_cr.set_title(rf"{label or grid['layer']}: $\lambda_1/s$ = {p['relative_lam1']:g}, "
                     rf"$\lambda_2/\lambda_1$ = {p['ratio']:g}")
 
     norms = np.sort(np.asarray(p["column_norms"], dtype=float))[::-1]
@@ -105,9 +105,9 @@ def plot_grid_point(grid, frac=None, ratio=None, axes=None, label=None):
     return ax_cr, ax_a, ax_b
 
 
-def grid_explorer(grid, frac=None, ratio=None, label=None):
+def grid_explorer(grid, relative_lam1=None, ratio=None, label=None):
     r"""One live :func:`plot_grid_point` figure with two sliders over the grid's values:
-    :math:`\lambda_1/s` (``frac``; :math:`s` is the layer's gradient scale, the mean column
+    :math:`\lambda_1/s` (``relative_lam1``; :math:`s` is the layer's gradient scale, the mean column
     norm of the data term's gradient at 0; with B = 0, A is empty from
     :math:`\lambda_1/s = \max_j\|C_{:,j}\|/\operatorname{mean}_j\|C_{:,j}\| \ge 1` on, the
     largest column norm over the mean) and :math:`\lambda_2/\lambda_1` (``ratio``; inf: no low-rank
@@ -121,11 +121,12 @@ def grid_explorer(grid, frac=None, ratio=None, label=None):
     """
     from .widgets import Choice, interact
 
-    f0, r0 = _nearest(grid["fracs"], frac), _nearest(grid["ratios"], ratio)
-    fracs = [float(v) for v in grid["fracs"]]
-    ends = tuple(dict.fromkeys((fracs[0], f0, fracs[-1])))
-    return interact(lambda frac, ratio: plot_grid_point(grid, frac, ratio, label=label),
-                    frac=Choice(tuple((f"{v:g}", v) for v in fracs), f0, label="λ1 / s",
-                                static=ends),
+    f0, r0 = _nearest(grid["relative_lam1s"], relative_lam1), _nearest(grid["ratios"], ratio)
+    relative_lam1s = [float(v) for v in grid["relative_lam1s"]]
+    ends = tuple(dict.fromkeys((relative_lam1s[0], f0, relative_lam1s[-1])))
+    return interact(lambda relative_lam1, ratio: plot_grid_point(grid, relative_lam1, ratio,
+                                                                 label=label),
+                    relative_lam1=Choice(tuple((f"{v:g}", v) for v in relative_lam1s), f0,
+                                         label="λ1 / s", static=ends),
                     ratio=Choice(tuple((f"{v:g}", float(v)) for v in grid["ratios"]), r0,
                                  label="λ2 / λ1"))

@@ -248,7 +248,7 @@ def imagenet_alexnet_setup(root, *, calib_images=1500, eval_images=None, calib_r
     """
     from torch.utils.data import DataLoader, Subset
 
-    from ..data import load_image_folder
+    from ..image_folder import load_image_folder
     from ..models import alexnet
 
     data = load_image_folder(root)

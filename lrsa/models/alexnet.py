@@ -1,7 +1,8 @@
 """AlexNet with torchvision's layout (``features.{0,3,6,8,10}``, ``classifier.{1,4,6}``).
 
 No torchvision needed; ``pretrained=True`` fetches torchvision's public ImageNet weights.
-Inputs: 224 x 224 RGB normalized with ImageNet mean/std (:func:`lrsa.data.load_image_folder`).
+Inputs: 224 x 224 RGB normalized with ImageNet mean/std
+(:func:`lrsa.image_folder.load_image_folder`).
 """
 
 from __future__ import annotations

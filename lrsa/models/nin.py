@@ -9,7 +9,7 @@ Pools use Caffe's ceil rounding (32 -> 16 -> 8). Module names follow the paper's
 
 ``nin_bn`` adds a BatchNorm after every conv (``features.bn_conv1``, ...): the plain NIN sits
 at chance for a long while when trained from scratch with SGD, which a CPU budget of a few
-epochs cannot afford. :func:`lrsa.features.fold_batchnorm` folds the BatchNorms into the convs
+epochs cannot afford. :func:`lrsa.batchnorm.fold_batchnorm` folds the BatchNorms into the convs
 before compression, so the approximated layers are the same 9 convolutions, with the same
 shapes, as in the plain NIN.
 """
@@ -87,5 +87,5 @@ def nin(num_classes: int = 10) -> NIN:
 
 def nin_bn(num_classes: int = 10) -> NIN:
     """:func:`nin` with a BatchNorm after every conv (see the module docstring): trains in a
-    few epochs; :func:`lrsa.features.fold_batchnorm` turns it into a plain NIN."""
+    few epochs; :func:`lrsa.batchnorm.fold_batchnorm` turns it into a plain NIN."""
     return NIN(num_classes=num_classes, batch_norm=True)

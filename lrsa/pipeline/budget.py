@@ -54,7 +54,7 @@ class Budget:
         layers keep small shares), not the paper's rule: in Table I CR_l sqrt(weights_l) runs
         from about 110 to 530, and fc3 keeps 24 % where this rule keeps it whole. For
         comparison (benchmarks/frontier.py, notebook 07).
-    frac : float
+    relative_lam1 : float
         lam1 relative to each layer's gradient scale (with a size, the ranking ADMM's).
     ratio : float
         lam2 / lam1 (paper 2.5-3; ``math.inf``: A alone; 0: B alone, which needs a size).
@@ -74,7 +74,7 @@ class Budget:
     speedup: float | None = None
     layer_size: float | None = None
     spread: str = "energy"
-    frac: float = 0.03
+    relative_lam1: float = 0.03
     ratio: float = 3.0
     rank_multiple: int = 1
     exclude: tuple = ()
@@ -97,8 +97,8 @@ class Budget:
                              "(and no macs)")
         if self.speedup is not None and not self.speedup > 1:
             raise ValueError(f"Budget.speedup must be > 1, got {self.speedup}")
-        if not self.frac > 0:
-            raise ValueError(f"Budget.frac must be > 0, got {self.frac}")
+        if not self.relative_lam1 > 0:
+            raise ValueError(f"Budget.relative_lam1 must be > 0, got {self.relative_lam1}")
         if not self.ratio >= 0:
             raise ValueError(f"Budget.ratio must be >= 0 (inf: A alone), got {self.ratio}")
         if self.ratio == 0 and not given:
@@ -147,7 +147,7 @@ def _check_rank_multiple(q, where):
 class LayerPlan:
     """How one layer is approximated.
 
-    frac : lam1 relative to the layer's gradient scale (with size, the ADMM that ranks
+    relative_lam1 : lam1 relative to the layer's gradient scale (with size, the ADMM that ranks
     the input channels runs at it).
     ratio : lam2 / lam1 (math.inf: sparse only, no low-rank part; 0: low-rank only, no
     sparse part, which needs a size).
@@ -159,7 +159,7 @@ class LayerPlan:
     vector width, so a rank just above a multiple of 16 costs the next block's time.
     """
 
-    frac: float = 0.03
+    relative_lam1: float = 0.03
     ratio: float = 3.0
     size: float | None = None
     skip: bool = False
@@ -176,7 +176,7 @@ def matching_plan(report):
             LayerPlan(size=r["params_compressed"] / r["params_original"]) for r in rows}
 
 
-def default_plan(layers, *, frac=0.03, ratio=3.0, size=None, rank_multiple=1,
+def default_plan(layers, *, relative_lam1=0.03, ratio=3.0, size=None, rank_multiple=1,
                  exclude=(), all_layers=False):
     """The paper's defaults: skip the first layer and 1x1 convs (unless ``all_layers``) and
     the layers named in ``exclude``; every other layer A + B.
@@ -196,7 +196,7 @@ def default_plan(layers, *, frac=0.03, ratio=3.0, size=None, rank_multiple=1,
     for i, (name, mod) in enumerate(layers):
         one_by_one = isinstance(mod, nn.Conv2d) and tuple(mod.kernel_size) == (1, 1)
         skip = name in exclude or (not all_layers and (i == 0 or one_by_one))
-        plan[name] = LayerPlan(frac=frac, ratio=ratio, size=size, skip=skip,
+        plan[name] = LayerPlan(relative_lam1=relative_lam1, ratio=ratio, size=size, skip=skip,
                                rank_multiple=rank_multiple)
     return plan
 
@@ -215,7 +215,7 @@ def network_plan(layers, in_shapes, budget, *, original, batch_shape):
                                  "not a LayerPlan")
             _check_rank_multiple(lp.rank_multiple, f"layer {name}")
         return {name: budget.get(name, LayerPlan(skip=True)) for name, _ in layers}, None
-    plan = default_plan(layers, frac=budget.frac, ratio=budget.ratio,
+    plan = default_plan(layers, relative_lam1=budget.relative_lam1, ratio=budget.ratio,
                         size=budget.layer_size, rank_multiple=budget.rank_multiple,
                         exclude=budget.exclude, all_layers=budget.all_layers)
     unknown = set(budget.exclude) - set(plan)

@@ -18,7 +18,9 @@ from torch import nn
 
 from ..baselines import truncated_svd
 from ..decompose import entry_split, entry_storage, fit_sparse_low_rank, oats
-from ..solver import LayerProblem, LayerSolution, layer_objective, parse_n_m
+from ..objective import layer_objective, parse_n_m
+from ..solution import LayerSolution
+from ..solver import LayerProblem
 from ..structured_fit import StructuredFit
 
 
@@ -136,8 +138,8 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     group : columns per input channel (k_h k_w for a conv, 1 for a linear layer): the
         sparse part is stored per kept input channel, so channels are what it keeps.
 
-    Returns a :class:`lrsa.solver.LayerSolution` and the row fields it adds to the report
-    (``choice``, ``kept_channels``, ``params_compressed``, ``frac``, ``refined``,
+    Returns a :class:`lrsa.solution.LayerSolution` and the row fields it adds to the report
+    (``choice``, ``kept_channels``, ``params_compressed``, ``relative_lam1``, ``refined``,
     ``heldout``).
 
     ``method="lrsa"``: the ADMM (Algorithm 1, linear response, where the problem is convex)
@@ -199,7 +201,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     r = U.shape[1]
     sol = _solution(X, Z, A, U, V, b, response, method, base=admm)
     extra = {"choice": _choice(m, r),
-             "kept_channels": m, "frac": p.frac if method == "lrsa" else None,
+             "kept_channels": m, "relative_lam1": p.relative_lam1 if method == "lrsa" else None,
              "method": method, "refined": refined,
              "ranked_by": None if method != "lrsa" else "admm" if admm is not None else "energy",
              "params_compressed": m * group * n + r * (n + d), "heldout": heldout,
@@ -244,7 +246,7 @@ def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
     sol = _solution(X, Z, A, U, V, b, response, method)
     nonzeros = int((A != 0).sum())
     extra = {"choice": _choice(k, r),
-             "kept_channels": None, "frac": None, "method": method, "refined": False,
+             "kept_channels": None, "relative_lam1": None, "method": method, "refined": False,
              "ranked_by": None,
              "heldout": [[kk, rr, held.relative(e)] for e, (kk, rr) in scored],
              "params_compressed": math.ceil(entry_storage(sparsity, nonzeros, n)
@@ -324,7 +326,7 @@ def _rank_channels(lin, fit, W, p, group, loose, max_iter, tol):
     if loose and LOOSE_ITERATIONS * n * d * d > ADMM_MAX_MACS:  # e.g. AlexNet's fc6, fc7
         return None, torch.argsort(energy, descending=True), 0
     scale = max(float(torch.linalg.vector_norm(lin.C, dim=0).mean()), 1e-12)
-    lam1 = p.frac * scale
+    lam1 = p.relative_lam1 * scale
     lam2 = math.inf if math.isinf(p.ratio) else p.ratio * lam1
     admm = lin.solve(lam1, lam2, W0=W, max_iter=LOOSE_ITERATIONS if loose else max_iter,
                      tol=1e-2 if loose else tol)

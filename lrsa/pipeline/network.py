@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from ..attention import split_attention
-from ..features import batch_input, collect_features, find_layers, fold_batchnorm
+from ..batchnorm import fold_batchnorm
+from ..features import batch_input, collect_features, find_layers
 from ..parallel import submit_all
 from ..utils import (atomic_torch_save, code_version, load_torch_file, progress_bar,
                      weights_fingerprint)
@@ -311,20 +312,17 @@ def _low_rank_instead(run, name, mod, p, row, stored):
 
 
 def _attention_row(model, name, why):
-    """The report row of an attention module kept whole (its projections are not modules)."""
+    """The report row of an attention module kept whole (its projections are not modules:
+    the four d x d weights count as one 4d x d matrix)."""
     mha = model.get_submodule(name)
-    n, d = 4 * mha.embed_dim, mha.embed_dim
-    return LayerReport(name=name, type=type(mha).__name__, n=n, d=d, params_original=n * d,
-                       rank=d, nonzero_columns=d, params_compressed=n * d,
-                       decision=f"kept as it is: {why}")
+    return LayerReport.original(name, type(mha).__name__, 4 * mha.embed_dim, mha.embed_dim,
+                                decision=f"kept as it is: {why}")
 
 
 def _initial_row(name, mod, p):
     """The report row of a layer kept as it is (with why its plan sized it so)."""
-    n, d = lowered_weight(mod).shape
-    return LayerReport(name=name, type=type(mod).__name__, n=n, d=d, params_original=n * d,
-                       rank=min(n, d), nonzero_columns=d, params_compressed=n * d,
-                       sized_by=p.sized_by)
+    return LayerReport.original(name, type(mod).__name__, *lowered_weight(mod).shape,
+                                sized_by=p.sized_by)
 
 
 def _kept(p):

@@ -53,7 +53,7 @@ class LayerReport(Mapping):
         dense layer and B alone at the same size did (``fallback="time"``).
     kept_channels : int or None
         Input channels (columns for a Linear layer) the sparse part keeps.
-    frac : float or None
+    relative_lam1 : float or None
         lam1 relative to the layer's gradient scale (lrsa only).
     method : str or None
         ``"lrsa"``, ``"svd"`` or ``"rrr"``.
@@ -105,7 +105,7 @@ class LayerReport(Mapping):
     response: str | None = None
     choice: str | None = None
     kept_channels: int | None = None
-    frac: float | None = None
+    relative_lam1: float | None = None
     method: str | None = None
     refined: bool = False
     ranked_by: str | None = None
@@ -127,6 +127,13 @@ class LayerReport(Mapping):
 
     def __len__(self):
         return len(self.__dataclass_fields__)
+
+    @classmethod
+    def original(cls, name, type_name, n, d, **fields):
+        """The row of a layer stored as it is, an n x d lowered weight (``fields``: why,
+        e.g. ``decision`` or ``sized_by``); the row every solved row starts from."""
+        return cls(name=name, type=type_name, n=n, d=d, params_original=n * d, rank=min(n, d),
+                   nonzero_columns=d, params_compressed=n * d, **fields)
 
     def stored_dense(self, decision):
         """This solved row as stored with the original weights: full size, and what was
@@ -188,7 +195,9 @@ class CompressionReport:
     @classmethod
     def from_dict(cls, d):
         """The report :meth:`to_dict` wrote (the totals are recomputed from the rows);
-        ValueError naming any field this version of lrsa does not know."""
+        ValueError naming any field this version of lrsa does not know. Rows written before
+        ``frac`` was renamed ``relative_lam1`` are read under the new name."""
+        d = dict(d, layers=[_renamed(row) for row in d.get("layers", [])])
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields - {"params_original", "params_compressed"}
         unknown |= {k for row in d.get("layers", []) for k in row
@@ -228,3 +237,12 @@ def _markdown_row(r):
             r["rank"] if factored else None, r.get("kept_channels") if factored else None,
             None if r["rel_error"] is None else f"{r['rel_error']:.3f}", f"{r['seconds']:.1f}"]
 
+
+
+#: report fields renamed since a saved report may have been written: old name -> new name
+RENAMED_FIELDS = {"frac": "relative_lam1"}
+
+
+def _renamed(row):
+    """One saved layer row with its fields under their current names."""
+    return {RENAMED_FIELDS.get(k, k): v for k, v in row.items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from ..attention import split_attention
-from ..features import fold_batchnorm
+from ..batchnorm import fold_batchnorm
 from ..layers import apply_structure, model_structure
 from ..models import get_model
 from ..utils import atomic_torch_save, load_torch_file

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import lrsa.course.experiments as E
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.course.setups import digits_setup
 from lrsa.course import explorer
-from lrsa.features import fold_batchnorm
 from lrsa.pipeline import LayerPlan, SolverSettings, compress
 
 matplotlib.use("Agg")
@@ -36,7 +36,7 @@ def test_single_layer_tradeoff_touches_one_layer_only(setup, monkeypatch):
     rows = E.single_layer_tradeoff(setup.model, layer, setup.calib, setup.test, [0.03, 0.3],
                                    baseline_top1=setup.baseline_top1, max_samples=1000,
                                    progress=False)
-    assert [(r["response"], r["frac"]) for r in rows] == [
+    assert [(r["response"], r["relative_lam1"]) for r in rows] == [
         ("linear", 0.03), ("linear", 0.3), ("relu", 0.03), ("relu", 0.3)]
     for resp in ("linear", "relu"):
         lo, hi = [r for r in rows if r["response"] == resp]
@@ -80,8 +80,8 @@ def test_strategy_curve_reuses_layers_and_matches_a_fresh_run(setup, tmp_path):
                             workdir=tmp_path, **kw)
     assert [r["k"] for r in asym] == [1, 2, 3] and [r["layer"] for r in asym] == names
     # the last point equals one fresh compress of the three layers
-    plan = {"features.3": LayerPlan(frac=0.1), "features.7": LayerPlan(frac=0.1),
-            "classifier.0": LayerPlan(frac=0.1, ratio=math.inf)}
+    plan = {"features.3": LayerPlan(relative_lam1=0.1), "features.7": LayerPlan(relative_lam1=0.1),
+            "classifier.0": LayerPlan(relative_lam1=0.1, ratio=math.inf)}
     comp, rep = compress(setup.model, setup.calib, plan, solver=SolverSettings(max_samples=800),
                          fallback=None, progress=False)
     fresh = {r["name"]: r for r in rep.layers}
@@ -99,65 +99,27 @@ def test_strategy_curve_reuses_layers_and_matches_a_fresh_run(setup, tmp_path):
     assert sym[0]["cr"] == asym[0]["cr"] and sym[0]["top1"] == asym[0]["top1"]
 
 
-def test_lambda_grid_matches_compress_and_is_cached(setup, tmp_path, monkeypatch):
-    layer, cache = "features.7", tmp_path / "grid.json"
-    grid = E.lambda_grid(setup.model, layer, setup.calib, [0.03, 0.3], [3.0, math.inf],
-                         max_samples=1000, cache=cache, progress=False)
-    assert (grid["n"], grid["d"]) == (64, 288) and len(grid["points"]) == 4
-    for p in grid["points"]:
-        assert len(p["column_norms"]) == 288 and len(p["singular_values"]) == p["rank"]
-        assert sum(v > 0 for v in p["column_norms"]) == p["nonzero_columns"]
-        if math.isinf(p["ratio"]):
-            assert p["rank"] == 0 and p["cr_b"] == 0
-    for ratio in (3.0, math.inf):
-        lo, hi = sorted((p for p in grid["points"] if p["ratio"] == ratio),
-                        key=lambda p: p["frac"])
-        assert hi["cr"] < lo["cr"]
-    # the same solve as compress with a one-layer plan
-    _, rep = compress(setup.model, setup.calib, {layer: LayerPlan(frac=0.03, ratio=3.0)},
-                      solver=SolverSettings(max_samples=1000), fallback=None, progress=False)
-    row = next(r for r in rep.layers if r["name"] == layer)
-    p = explorer.grid_point(grid, 0.03, 3.0)
-    assert (p["rank"], p["nonzero_columns"]) == (row["rank"], row["nonzero_columns"])
-    assert abs(p["rel_error"] - row["rel_error"]) < 1e-5
-    # read back from the cache without solving; other settings recompute
-    import lrsa.pipeline
-
-    def boom(*a, **k):
-        raise AssertionError("solved again")
-
-    monkeypatch.setattr(lrsa.pipeline, "approximate_layer", boom)
-    again = E.lambda_grid(setup.model, layer, setup.calib, [0.03, 0.3], [3.0, math.inf],
-                          max_samples=1000, cache=cache, progress=False)
-    assert again == {**grid, "cached": True} and not grid["cached"]
-    assert again["seconds"] == grid["seconds"] > 0  # the time it took when solved
-    assert json.loads(cache.read_text())["key"] == grid["key"]
-    with pytest.raises(AssertionError, match="solved again"):
-        E.lambda_grid(setup.model, layer, setup.calib, [0.05], [3.0], max_samples=1000,
-                      cache=cache, progress=False)
-
-
 def test_explorer_draws_and_finds_points():
-    pts = [{"frac": f, "ratio": r, "cr_a": 0.1 / f, "cr_b": 0.05 / f, "cr": 0.15 / f,
+    pts = [{"relative_lam1": f, "ratio": r, "cr_a": 0.1 / f, "cr_b": 0.05 / f, "cr": 0.15 / f,
             "rel_error": f, "rank": 2, "nonzero_columns": 1, "column_norms": [1.0, 0.0, 0.0],
             "singular_values": [2.0, 1.0]} for r in (1.0, 3.0) for f in (0.1, 0.2, 0.4)]
-    grid = {"layer": "x", "n": 4, "d": 3, "fracs": [0.1, 0.2, 0.4], "ratios": [1.0, 3.0],
+    grid = {"layer": "x", "n": 4, "d": 3, "relative_lam1s": [0.1, 0.2, 0.4], "ratios": [1.0, 3.0],
             "points": pts}
     assert explorer.grid_point(grid, 0.21, 2.9) is pts[4]
-    assert explorer.grid_point(grid)["frac"] == 0.2
+    assert explorer.grid_point(grid)["relative_lam1"] == 0.2
     axes = explorer.plot_grid_point(grid, 0.4, 1.0)
     assert len(axes) == 3 and "rank 2" in axes[2].get_title()
     import matplotlib.pyplot as plt
     plt.close("all")
-    view = explorer.grid_explorer(grid, frac=0.1, ratio=3.0)
-    assert view.values == {"frac": 0.1, "ratio": 3.0}
+    view = explorer.grid_explorer(grid, relative_lam1=0.1, ratio=3.0)
+    assert view.values == {"relative_lam1": 0.1, "ratio": 3.0}
     # static: the defaults, then both ends of the lambda_1 axis, then every ratio
-    assert [(p["frac"], p["ratio"]) for p in view.panels] == [(0.1, 3.0), (0.4, 3.0),
+    assert [(p["relative_lam1"], p["ratio"]) for p in view.panels] == [(0.1, 3.0), (0.4, 3.0),
                                                               (0.1, 1.0)]
     if view.box is not None:
         before = view.image.value
-        view.widgets["frac"].value = 0.4
-        assert view.values["frac"] == 0.4 and view.image.value != before
+        view.widgets["relative_lam1"].value = 0.4
+        assert view.values["relative_lam1"] == 0.4 and view.image.value != before
 
 
 def test_objective_along_segment_relu_is_not_convex():

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lrsa.course import resources
@@ -86,3 +87,20 @@ print(json.dumps(names))
     for name in expected:
         assert (tmp_path / "course" / "source" / name / f"{name}.ipynb").read_bytes() == (
             ROOT / "notebooks" / "solutions" / f"{name}.ipynb").read_bytes()
+
+
+def test_saved_correctness_unpacks_what_the_ablation_packs(monkeypatch, tmp_path):
+    rng = np.random.default_rng(0)
+    correct = (rng.random((3, 13)) < 0.7).astype(np.uint8)  # 13 images: packbits pads to 16
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    np.savez_compressed(results / "abl.npz", seeds__after=np.array([0, 1, 2]),
+                        validation=np.arange(5), report=np.arange(5, 13),
+                        **{"b_alone__after": np.packbits(correct, axis=1)})
+    monkeypatch.setattr(resources, "ROOTS", (tmp_path,))
+    seeds, val, report, got = resources.saved_correctness("abl")
+    assert seeds == {"after": [0, 1, 2]} and len(val) + len(report) == 13
+    assert list(got) == [("b_alone", "after")]
+    assert np.array_equal(got["b_alone", "after"], correct)
+    with pytest.raises(FileNotFoundError, match="no saved correctness"):
+        resources.saved_correctness("nothing")

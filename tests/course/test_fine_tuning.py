@@ -1,0 +1,154 @@
+"""lrsa.course.fine_tuning: the computations behind notebook 09, checked against closed
+forms (the distillation gradient) and small runs."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lrsa.course import fine_tuning, resources
+
+
+def test_soft_term_gradient_scales_as_one_over_t_squared_without_the_factor():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(6, 10, generator=g), 3 * torch.randn(6, 10, generator=g)
+    temps = [1, 4, 16, 64, 256]
+    out = fine_tuning.soft_term_gradient_norms(s, t, temps)
+    w, wo = np.array(out["with_t2"]), np.array(out["without_t2"])
+    assert np.allclose(w / wo, np.array(temps, dtype=float) ** 2)
+    # log-log slope of the plain term -> -2 at large T
+    slope = np.polyfit(np.log(temps[2:]), np.log(wo[2:]), 1)[0]
+    assert slope == pytest.approx(-2.0, abs=0.02)
+    # with T^2 the norm tends to || centred(s) - centred(t) ||_F / (K B)
+    d = (s - s.mean(1, keepdim=True)) - (t - t.mean(1, keepdim=True))
+    assert w[-1] == pytest.approx(float(d.norm()) / (10 * 6), rel=1e-3)
+    # T = 1: the closed form (softmax(s) - softmax(t)) / B
+    ref = (torch.softmax(s, 1) - torch.softmax(t, 1)) / 6
+    assert w[0] == pytest.approx(float(ref.norm()), rel=1e-5)
+    assert torch.allclose(fine_tuning.soft_gradient(s, t, 1), ref.double(), atol=1e-6)
+
+
+class _Linear(nn.Module):
+    """A one-layer "network" for the gradient-norm traces."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def _batches():
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))
+            for _ in range(5)]
+
+
+def test_grad_norm_trace_matches_finetune_with_the_cap():
+    from lrsa import finetune
+
+    torch.manual_seed(0)
+    student, teacher = _Linear(), _Linear()
+    tr = fine_tuning.grad_norm_trace(copy.deepcopy(student), teacher, _batches(), lr=0.1,
+                                     max_grad_norm=0.5)
+    hist = finetune(copy.deepcopy(student), _batches(), epochs=1, lr=0.1, teacher=teacher,
+                    max_grad_norm=0.5)
+    assert tr["grad_norm"] == pytest.approx(hist.grad_norm)
+    assert tr["diverged_at"] is None and len(tr["loss"]) == 5
+    # what was applied is the capped norm
+    assert tr["applied_norm"] == pytest.approx([min(n, 0.5) for n in tr["grad_norm"]],
+                                               rel=1e-5)
+    assert tr["capped"] == [i for i, n in enumerate(tr["grad_norm"]) if n > 0.5]
+
+
+class _TwoLayers(nn.Module):
+    """Two layers without normalization: at a large step each update feeds the next."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_grad_norm_trace_records_a_divergence():
+    torch.manual_seed(0)
+    student, teacher = _TwoLayers(), _TwoLayers()
+    tr = fine_tuning.grad_norm_trace(student, teacher, _batches() * 4, lr=100.0)
+    assert tr["diverged_at"] is not None
+    assert not math.isfinite(tr["loss"][tr["diverged_at"]])
+    assert all(math.isfinite(v) for v in tr["loss"][:tr["diverged_at"]])
+    assert len(tr["grad_norm"]) == tr["diverged_at"]  # one norm per step taken
+    assert max(tr["grad_norm"]) > 1e6 * tr["grad_norm"][0]
+    # the cap stops it: same start, same steps
+    torch.manual_seed(0)
+    student, teacher = _TwoLayers(), _TwoLayers()
+    capped = fine_tuning.grad_norm_trace(student, teacher, _batches() * 4, lr=100.0,
+                                         max_grad_norm=0.01)
+    assert capped["grad_norm"][0] == pytest.approx(tr["grad_norm"][0])
+    assert capped["diverged_at"] is None and len(capped["grad_norm"]) == 20
+
+
+def test_recovery_curves_and_benchmark_recovery():
+    torch.manual_seed(0)
+    teacher = _Linear()
+    models = {"a": _Linear(), "b": _Linear()}
+    before = copy.deepcopy(models["a"].state_dict())
+    curves = fine_tuning.recovery_curves(models, _batches(), _batches(), teacher=teacher,
+                                         epochs=2, lr=0.01)
+    assert set(curves) == {"a", "b"} and all(len(c) == 3 for c in curves.values())
+    assert all(0 <= v <= 100 for c in curves.values() for v in c)
+    assert all(torch.equal(before[k], v) for k, v in models["a"].state_dict().items())
+    result = {"top1_compressed": 1, "top1_finetuned": 2, "top1_svd": 3,
+              "top1_svd_finetuned": 4, "top1_rrr": 5, "top1_rrr_finetuned": 6,
+              "top1_baseline": 7, "top1_baseline_finetuned": 8}
+    r = fine_tuning.benchmark_recovery(result)
+    assert r["lrsa"] == [1.0, 2.0] and r["truncated SVD"] == [3.0, 4.0]
+    assert r["reduced-rank regression"] == [5.0, 6.0]
+    assert r["uncompressed (control)"] == [7.0, 8.0]
+    # a run that recorded every epoch: the curve, in epoch order, after the start
+    result["curve_svd_finetuned"] = [{"epoch": 1, "top1": 3.5}, {"epoch": 2, "top1": 4}]
+    assert fine_tuning.benchmark_recovery(result)["truncated SVD"] == [3.0, 3.5, 4.0]
+    # a run without baselines: only the methods it ran
+    del result["top1_rrr"], result["top1_rrr_finetuned"]
+    assert "reduced-rank regression" not in fine_tuning.benchmark_recovery(result)
+
+
+def test_plots_return_their_axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lrsa.evaluation import bootstrap_interval
+    correct = (np.random.default_rng(0).random((3, 13)) < 0.7).astype(np.uint8)
+    intervals = {"B alone": bootstrap_interval([correct]),
+                 "as a dict": {"mean": 50.0, "low": 40.0, "high": 60.0}}
+    axes = [fine_tuning.plot_recovery({"a": [50.0, 60.0]}, x=[0, 5]),
+            fine_tuning.plot_grad_norms({"x": {"grad_norm": [1.0, 10.0], "diverged_at": 2}},
+                                        cap=5),
+            fine_tuning.plot_intervals(intervals, reference=0)]
+    assert all(isinstance(ax, plt.Axes) for ax in axes)
+    assert list(axes[0].lines[0].get_xdata()) == [0, 5]
+    assert [t.get_text() for t in axes[2].get_yticklabels()] == ["B alone", "as a dict"]
+    plt.close("all")
+
+
+def test_the_saved_digits_study_has_what_notebook_09_reads():
+    """benchmarks/results/fine_tuning_digits.json, written by digits_fine_tuning_study: three
+    curves of epochs + 1 points from one start size, and the two traces of section 3."""
+    study = resources.saved_results("fine_tuning_digits")
+    assert set(study["curves"]) == {"lrsa", "truncated SVD", "reduced-rank regression"}
+    assert all(len(c) == study["epochs"] + 1 for c in study["curves"].values())
+    assert all(0 <= v <= 100 for c in study["curves"].values() for v in c)
+    assert len(study["traces"]) == 2
+    uncapped = next(v for k, v in study["traces"].items() if "no cap" in k)
+    capped = next(v for k, v in study["traces"].items() if "no cap" not in k)
+    assert uncapped["diverged_at"] is not None and capped["diverged_at"] is None
+    assert len(uncapped["grad_norm"]) == uncapped["diverged_at"]
+    assert capped["grad_norm"][0] == pytest.approx(uncapped["grad_norm"][0], rel=1e-5)
