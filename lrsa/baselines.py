@@ -1,9 +1,9 @@
 r"""The alternatives every lrsa figure is measured against, at the same stored size.
 
 Both give balanced factors ``U`` (n x r), ``V`` (r x d) of a rank-r approximation of a layer's
-lowered weight (n x d); :func:`lrsa.compress` with ``method="svd"`` or ``"rrr"`` applies them
-layer by layer (asymmetric inputs for ``"rrr"``), and :func:`lrsa.pipeline.matching_plan`
-gives them the per-layer sizes of an lrsa run.
+lowered weight (n x d); :func:`lrsa.pipeline.compress` with ``method="svd"`` or ``"rrr"``
+applies them layer by layer (asymmetric inputs for ``"rrr"``), and
+:func:`lrsa.pipeline.matching_plan` gives them the per-layer sizes of an lrsa run.
 
 * :func:`truncated_svd`: :math:`\min_{\operatorname{rank} B\le r}\|W - B\|_F`, data-free
   (Eckart-Young).

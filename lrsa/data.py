@@ -144,7 +144,7 @@ def load_cifar10(root=None, train: bool = True) -> tuple[torch.Tensor, torch.Ten
     images : torch.Tensor
         uint8, (N, 3, 32, 32), RGB, NCHW.
     labels : torch.Tensor
-        int64, (N,), class indices into :data:`CIFAR10_CLASSES`.
+        int64, (N,), class indices into ``CIFAR10_CLASSES``.
 
     Raises
     ------

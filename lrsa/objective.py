@@ -8,7 +8,7 @@ r"""One layer's objective: the data term and the penalties of the sparse and low
 with the notation of :mod:`lrsa.solver`, which minimizes it (Algorithm 1). The sparse block's
 penalty g is named by ``sparsity``: :math:`\|A\|_{2,1}` (``"column"``, the paper: whole
 columns zero), :math:`\|A\|_1` (``"unstructured"``: single weights zero) or the indicator of
-N:M sparsity (``"N:M"``, e.g. ``"2:4"``). :func:`sparse_penalty` gives the proximal operator
+N:M sparsity (``"N:M"``, e.g. ``"2:4"``). ``sparse_penalty`` gives the proximal operator
 and the norm of each; :func:`layer_objective` evaluates F directly.
 """
 

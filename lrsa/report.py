@@ -135,7 +135,7 @@ def markdown_table(rows, paper=None, names=None, paper_ratio=None):
     Parameters
     ----------
     rows : list of dict
-        :attr:`lrsa.pipeline.CompressionReport.layers` rows (``name``, ``cr_a``, ``cr_b``,
+        :class:`lrsa.pipeline.CompressionReport`'s ``layers`` rows (``name``, ``cr_a``, ``cr_b``,
         ``cr`` as fractions, ``params_original``, ``params_compressed``).
     paper : dict, optional
         Paper name -> (CR(A) %, CR(B) %, CR(A+B) %), e.g. :data:`lrsa.paper.PAPER_TABLE_I`; adds

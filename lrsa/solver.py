@@ -35,7 +35,7 @@ The M-step. With :math:`G = XX^\top/N` and :math:`C = (Y - b\mathbf 1^\top)X^\to
   such steps (default 1) are taken per ADMM iteration, warm-started, so for the ReLU the
   predicted M approximates the prox instead of solving it.
 
-:func:`lrsa.compress` runs this ADMM on the linear response only, to rank input channels
+:func:`lrsa.pipeline.compress` runs this ADMM on the linear response only, to rank input channels
 (``lrsa.pipeline.approximate_layer``); the weights it keeps come from exact fits.
 
 F and its penalties are in :mod:`lrsa.objective`, what a solve returns in

@@ -1,5 +1,5 @@
 r"""Exact fits on a fixed structure: once Algorithm 1 (:mod:`lrsa.solver`) has chosen which
-columns A keeps and the rank of B, the weights :func:`lrsa.compress` stores come from here.
+columns A keeps and the rank of B, the weights :func:`lrsa.pipeline.compress` stores come from here.
 
 :class:`StructuredFit` solves the linear-response least squares with the support and the rank
 fixed in closed form, and refines it toward the ReLU response

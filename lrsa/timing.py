@@ -1,6 +1,6 @@
 """Wall-clock latency: one model, or two interleaved in the same run (A, B, B, A, ...).
 
-Used by :mod:`lrsa.report` for whole networks and by :func:`lrsa.pipeline.speed.realize`
+Used by :mod:`lrsa.report` for whole networks and by ``lrsa.pipeline.speed.realize``
 for one layer in place (dense or factored, whichever is faster where it runs).
 """
 

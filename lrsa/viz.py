@@ -107,7 +107,7 @@ def plot_singular_values(before, after, ax=None, *, tau=None, rtol=1e-10):
 
 def plot_convergence(history, keys=("objective", "primal_residual", "dual_residual"),
                      ax=None):
-    r"""Semilogy of :func:`lrsa.solve_layer`'s history per iteration.
+    r"""Semilogy of :func:`lrsa.solver.solve_layer`'s history per iteration.
 
     ``history`` is ``LayerSolution.history`` (or the LayerSolution). The residuals are drawn
     as recorded; the objective relative to its final value,
@@ -131,7 +131,7 @@ def plot_convergence(history, keys=("objective", "primal_residual", "dual_residu
 
 def plot_structure(history, ax=None):
     """Rank of B and number of nonzero columns of A per iteration (from the history of
-    :func:`lrsa.solve_layer`, or the LayerSolution)."""
+    :func:`lrsa.solver.solve_layer`, or the LayerSolution)."""
     hist = _history(history)
     ax = _axes(ax)
     for key, label in (("rank", "rank of $B$"), ("nonzero_columns", "nonzero columns of $A$")):

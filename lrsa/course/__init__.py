@@ -1,6 +1,6 @@
 """The course: what the notebooks call, their self-checks, and the nbgrader tooling.
 
-Nothing here is needed to compress a network; the library is :mod:`lrsa` itself.
+Nothing here is needed to compress a network; the library is ``lrsa`` itself.
 
 :mod:`~lrsa.course.lessons`, :mod:`~lrsa.course.speed`, :mod:`~lrsa.course.fine_tuning`
     the computations and figures of notebooks 07 and 10, 08 (where the time goes) and 09

@@ -35,7 +35,7 @@ def surviving_columns(answer, V, tau):
     r"""How many columns of ``V`` are nonzero after :math:`\operatorname{prox}_{\tau
     \|\cdot\|_{2,1}}`? Exact (an integer).
 
-    Reference: apply :func:`lrsa.prox_l21` and count the nonzero columns of the result.
+    Reference: apply :func:`lrsa.prox.prox_l21` and count the nonzero columns of the result.
     """
     kept = int((np.linalg.norm(as_numpy(prox_l21(V, tau)), axis=0) > 0).sum())
     return compare("surviving columns", answer, kept,
@@ -46,7 +46,7 @@ def surviving_columns(answer, V, tau):
 def svt_rank(answer, V, tau):
     r"""Rank of :math:`\operatorname{prox}_{\tau\|\cdot\|_*}(V)`. Exact (an integer).
 
-    Reference: ``np.linalg.matrix_rank`` of :func:`lrsa.svt`'s result (an SVD of its own).
+    Reference: ``np.linalg.matrix_rank`` of :func:`lrsa.prox.svt`'s result (an SVD of its own).
     """
     rank = int(np.linalg.matrix_rank(as_numpy(svt(V, tau))))
     return compare("rank after SVT", answer, rank,
@@ -60,7 +60,7 @@ def prox_frobenius(prox_fro, V, taus=None):
     (default: a quarter, a half, one and two times :math:`\|V\|_F`), to 1e-8.
 
     Reference: :math:`\|X\|_F` is the :math:`\ell_{2,1}` norm of :math:`\operatorname{vec}X`
-    seen as a single column, so the prox is :func:`lrsa.prox_l21` of the one-column matrix
+    seen as a single column, so the prox is :func:`lrsa.prox.prox_l21` of the one-column matrix
     (the closed form to derive: :math:`\max(1 - \tau/\|V\|_F, 0)\,V`).
     """
     title = "prox of tau ||X||_F"
@@ -102,7 +102,7 @@ def he_yuan_step(answer, B, B_hat, M, M_hat, tau=0.5, alpha=0.75):
     r"""``(B_plus, M_plus)``: the He-Yuan correction (paper eq. 13) of :math:`B` and
     :math:`M` applied in the essential coordinates :math:`(B, -M, \Lambda)`, to 1e-10.
 
-    Reference: :func:`lrsa.he_yuan_correction` on :math:`(B, -M)`, the sign flipped back.
+    Reference: :func:`lrsa.admm.he_yuan_correction` on :math:`(B, -M)`, the sign flipped back.
     """
     B, B_hat, M, M_hat = (np.asarray(v, dtype=float) for v in (B, B_hat, M, M_hat))
     zero = np.zeros_like(B)
@@ -129,7 +129,7 @@ def lambda_max(answer, X, Y, bias=None):
       column norm of C: from this ``relative_lam1`` on, A is empty (at least 1).
 
     Reference: the column norms and the largest singular value of C, in float64 (the worked
-    solution confirms both thresholds with :func:`lrsa.solve_layer` on either side).
+    solution confirms both thresholds with :func:`lrsa.solver.solve_layer` on either side).
     """
     title = "lambda_1 max, lambda_2 max, relative_lam1 max"
     X, Y = as_numpy(X).astype(float), as_numpy(Y).astype(float)
@@ -475,7 +475,7 @@ def sqrt_spread_share(answer, shapes, c):
     d_l)`) keeps when each layer keeps :math:`\mathrm{CR}_l = \min(1, c/\sqrt{n_l d_l})` of
     its :math:`n_l d_l` weights (``Budget(spread="sqrt")``), to 1e-9.
 
-    Reference: :func:`lrsa.pipeline.budget.sqrt_spread` itself, asked for the student's
+    Reference: ``lrsa.pipeline.budget.sqrt_spread`` itself, asked for the student's
     share: its bisection must land on ``c`` (a wrong share finds another :math:`c`).
     """
     import torch

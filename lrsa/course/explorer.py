@@ -1,7 +1,7 @@
 r"""A slider explorer over a precomputed lambda grid (:func:`lrsa.course.grids.lambda_grid`).
 
 Moving a slider only looks a point up in the grid, so it answers instantly even for a
-VGG-16 layer whose solves take a minute each. Each point is what :func:`lrsa.compress` does
+VGG-16 layer whose solves take a minute each. Each point is what :func:`lrsa.pipeline.compress` does
 at those lambdas without a size target: the linear ADMM's structure sets the budget, and the
 point shows the split chosen on held-out samples and refitted (ReLU: refined), not the ADMM's
 minimizer. :func:`grid_explorer` builds the sliders and

@@ -76,9 +76,9 @@ def soft_term_gradient_norms(student_logits, teacher_logits, temperatures):
 
 def grad_norm_trace(student, teacher, batches, *, lr, max_grad_norm=None, temperature=4.0,
                     alpha=0.5, seed=0):
-    r"""The first steps of :func:`lrsa.finetune` with logit distillation, one step per batch,
-    recording the loss and the gradients' total norm at every step, and going on recording
-    when the loss stops being finite (where ``finetune`` raises).
+    r"""The first steps of :func:`lrsa.pipeline.finetune` with logit distillation, one step
+    per batch, recording the loss and the gradients' total norm at every step, and going on
+    recording when the loss stops being finite (where ``finetune`` raises).
 
     Runs :func:`lrsa.train.train` (SGD, momentum 0.9, Nesterov, weight decay 5e-4, cosine
     schedule over these steps) with a :class:`lrsa.train.Distillation` criterion and the
@@ -91,7 +91,7 @@ def grad_norm_trace(student, teacher, batches, *, lr, max_grad_norm=None, temper
     teacher : nn.Module
     batches : list of (inputs, labels)
     lr, max_grad_norm, temperature, alpha, seed
-        As in :func:`lrsa.finetune`.
+        As in :func:`lrsa.pipeline.finetune`.
 
     Returns
     -------
@@ -144,7 +144,7 @@ def grad_norm_trace(student, teacher, batches, *, lr, max_grad_norm=None, temper
 
 def recovery_curves(models, loader, test, *, teacher, epochs, lr, max_grad_norm=10.0,
                     seed=0):
-    """Top-1 before and after every epoch of :func:`lrsa.finetune` (logit distillation from
+    """Top-1 before and after every epoch of :func:`lrsa.pipeline.finetune` (logit distillation from
     ``teacher``), for several compressed networks from the same start.
 
     Parameters
@@ -155,7 +155,7 @@ def recovery_curves(models, loader, test, *, teacher, epochs, lr, max_grad_norm=
     test : ``(inputs, labels)`` batches for :func:`lrsa.train.evaluate`.
     teacher : nn.Module
     epochs : int
-    lr, max_grad_norm, seed : as in :func:`lrsa.finetune`.
+    lr, max_grad_norm, seed : as in :func:`lrsa.pipeline.finetune`.
 
     Returns
     -------
@@ -183,8 +183,8 @@ def digits_fine_tuning_study(setup, *, size=0.3, epochs=4, lr=1e-3, max_grad_nor
                              blowup_lr=1e-2, blowup_steps=10, seed=0):
     """Notebook 09's digits experiment, in one call (minutes on 2 cores): the digits CNN
     compressed by lrsa at ``Budget(size=size)``, truncated SVD and reduced-rank regression
-    at the same per-layer sizes (:func:`lrsa.compress_like`), each fine-tuned from its start
-    (:func:`recovery_curves`, logit distillation from the original); then the first
+    at the same per-layer sizes (:func:`lrsa.pipeline.compress_like`), each fine-tuned from
+    its start (:func:`recovery_curves`, logit distillation from the original); then the first
     ``blowup_steps`` steps from lrsa's start at ``blowup_lr`` without and with the cap
     (:func:`grad_norm_trace`).
 

@@ -37,7 +37,7 @@ __all__ = ["saved_results", "equal_size_runs", "heldout_splits",
 
 def equal_size_runs(model, calibration_data, test, budget, **kwargs):
     """lrsa at ``budget``, then truncated SVD and reduced-rank regression at exactly the
-    per-layer stored sizes lrsa chose (:func:`lrsa.compress_like`): notebook 07's fair
+    per-layer stored sizes lrsa chose (:func:`lrsa.pipeline.compress_like`): notebook 07's fair
     comparison, on the same calibration data, with no fine-tuning.
 
     Returns

@@ -23,7 +23,7 @@ ROOTS = tuple(root for root in (_HERE.parents[1], _HERE / "_data")
 
 def course_path(*parts):
     """The course file or folder ``parts`` (e.g. ``"benchmarks", "results"``) under the
-    first of :data:`ROOTS` that holds it; ``FileNotFoundError`` naming the places looked."""
+    first of ``ROOTS`` that holds it; ``FileNotFoundError`` naming the places looked."""
     for root in ROOTS:
         path = root.joinpath(*parts)
         if path.exists():

@@ -286,8 +286,8 @@ def interact(draw, /, *, max_panels=8, **controls):
 
 def plot_prox_effects(V, tau, axes=None):
     r"""What the three proximal operators do to ``V`` at threshold ``tau``, in three panels:
-    column norms before/after :func:`lrsa.prox_l21`, singular values before/after
-    :func:`lrsa.svt`, sorted absolute entries before/after :func:`lrsa.soft_threshold`.
+    column norms before/after :func:`lrsa.prox.prox_l21`, singular values before/after
+    :func:`lrsa.prox.svt`, sorted absolute entries before/after :func:`lrsa.prox.soft_threshold`.
 
     Returns the three Axes.
     """

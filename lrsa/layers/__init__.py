@@ -22,13 +22,14 @@ An entirely zero ``A`` gives no sparse branch, ``r = 0`` no low-rank branch.
 :class:`SparseLowRankLinear` is the same for ``nn.Linear`` (kept input features gathered +
 a Linear; Linear(d -> r, no bias) then Linear(r -> n)).
 
-Saving and loading a compressed model: :meth:`structure` gives a JSON-friendly dict,
-:meth:`from_structure` an untrained module of the same shapes, so ``load_state_dict`` works;
-:func:`model_structure` / :func:`apply_structure` do it for a whole model.
+Saving and loading a compressed model: each layer's ``structure()`` gives a JSON-friendly
+dict, its class's ``from_structure`` an untrained module of the same shapes, so
+``load_state_dict`` works; :func:`model_structure` / :func:`apply_structure` do it for a
+whole model.
 
-One job per module: :mod:`~lrsa.layers.conv` (:class:`SparseLowRankConv2d`),
-:mod:`~lrsa.layers.linear` (:class:`SparseLowRankLinear`, :class:`EntrySparseLowRankLinear`),
-:mod:`~lrsa.layers.structure` (a whole model's factored modules: saved, rebuilt, kept during
+One job per module: ``lrsa.layers.conv`` (:class:`SparseLowRankConv2d`),
+``lrsa.layers.linear`` (:class:`SparseLowRankLinear`, :class:`EntrySparseLowRankLinear`),
+``lrsa.layers.structure`` (a whole model's factored modules: saved, rebuilt, kept during
 fine-tuning, their MACs); the base class they share is in ``lrsa.layers._base``.
 """
 

@@ -31,7 +31,7 @@ def conv_output_hw(h, w, kernel_size, stride, padding, dilation):
 class SparseLowRankConv2d(FactoredLayer):
     """A Conv2d realized as a channel-pruned conv (A) plus a k x k / 1 x 1 conv pair (U V).
 
-    Build with :meth:`from_factors` (or :meth:`from_structure` for loading); the layout is
+    Build with :meth:`from_factors` (or ``from_structure`` for loading); the layout is
     described in :mod:`lrsa.layers`. Attributes: ``sparse`` (nn.Conv2d or None),
     ``lowrank_v``, ``lowrank_u`` (nn.Conv2d or None), buffers ``kept_index`` (long, the kept
     input channels) and ``column_mask`` (bool, 1 x c_kept x k_h x k_w: which columns of the
@@ -105,7 +105,7 @@ class SparseLowRankConv2d(FactoredLayer):
         return mod
 
     def structure(self):
-        """JSON-friendly description of the shapes (enough for :meth:`from_structure`)."""
+        """JSON-friendly description of the shapes (enough for ``from_structure``)."""
         return {"type": type(self).__name__, "in_channels": self.in_channels,
                 "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
                 "stride": list(self.stride),

@@ -2,19 +2,19 @@
 
 One job per module, each importing only the ones above it in this list:
 
-* :mod:`~lrsa.pipeline.trace`: one traced forward pass (input shapes, which layers feed a
+* ``lrsa.pipeline.trace``: one traced forward pass (input shapes, which layers feed a
   ReLU); swapping a layer.
-* :mod:`~lrsa.pipeline.layer`: one layer from its features (:func:`approximate_layer`,
+* ``lrsa.pipeline.layer``: one layer from its features (:func:`approximate_layer`,
   the structure choice) and :class:`SolverSettings`.
-* :mod:`~lrsa.pipeline.results`: :class:`CompressionReport` and its :class:`LayerReport`
+* ``lrsa.pipeline.results``: :class:`CompressionReport` and its :class:`LayerReport`
   rows, the model as stored.
-* :mod:`~lrsa.pipeline.speed`: factored or dense (the fall-back rules), the whole-model
+* ``lrsa.pipeline.speed``: factored or dense (the fall-back rules), the whole-model
   check, and the speed-up budget's spread on measured times.
-* :mod:`~lrsa.pipeline.budget`: :class:`Budget`, :class:`LayerPlan`, the spread of a
+* ``lrsa.pipeline.budget``: :class:`Budget`, :class:`LayerPlan`, the spread of a
   whole-network target over the layers.
-* :mod:`~lrsa.pipeline.network`: :func:`compress` (the loop, resume) and
+* ``lrsa.pipeline.network``: :func:`compress` (the loop, resume) and
   :func:`compress_like`.
-* :mod:`~lrsa.pipeline.saving`, :mod:`~lrsa.pipeline.finetune`: after compressing.
+* ``lrsa.pipeline.saving``, ``lrsa.pipeline.finetune``: after compressing.
 """
 
 from .budget import Budget, LayerPlan, default_plan, matching_plan

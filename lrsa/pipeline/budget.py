@@ -39,18 +39,18 @@ class Budget:
     macs : float, optional
         A fraction of the multiply-adds per image, spread by the same rule with each
         layer's MACs as its cost (cuts the early high-resolution layers most); alone, or
-        with ``size``, when both limits hold at once (the ``"fast"`` preset, :data:`PRESETS`).
+        with ``size``, when both limits hold at once (the ``"fast"`` preset, ``PRESETS``).
     speedup : float, optional
         Instead, a whole-model speed-up (> 1) on the model's device at the calibration batch
-        size, spread on measured layer times (:func:`lrsa.pipeline.speed.speedup_spread`);
+        size, spread on measured layer times (``lrsa.pipeline.speed.speedup_spread``);
         timed, so it varies between runs and machines.
     layer_size : float, optional
         Instead, the same stored fraction in (0, 1] for every approximated layer.
     spread : {"energy", "sqrt"}
         How ``size`` is spread over the layers. "energy" (default): greedily, by the weight
-        energy each rank adds (:func:`spread_network_target`; the two compared on VGG-16:
+        energy each rank adds (``spread_network_target``; the two compared on VGG-16:
         docs, Benchmarks, ``benchmarks/frontier.py``). "sqrt": CR_l ~ 1/sqrt(weights_l)
-        (:func:`sqrt_spread`), a heuristic after the trend of the paper's Table I (large
+        (``sqrt_spread``), a heuristic after the trend of the paper's Table I (large
         layers keep small shares), not the paper's rule: in Table I CR_l sqrt(weights_l) runs
         from about 110 to 530, and fc3 keeps 24 % where this rule keeps it whole. For
         comparison (benchmarks/frontier.py, notebook 07).
@@ -117,7 +117,7 @@ class Budget:
 
     @classmethod
     def preset(cls, name, **changes):
-        """The budget :data:`PRESETS` names ``name``, with ``changes`` to its fields (e.g.
+        """The budget ``PRESETS`` names ``name``, with ``changes`` to its fields (e.g.
         ``Budget.preset("fast", size=0.25)``)."""
         if name not in PRESETS:
             raise ValueError(f"no Budget preset {name!r}; presets: {sorted(PRESETS)}")

@@ -32,7 +32,7 @@ def finetune(model, loader, *, epochs, lr=1e-3, teacher=None, alpha=0.5, tempera
     up the logits (measured on VGG-16 at CR 16%: training-mode loss 27 against 0.38 in eval
     mode, and fine-tuning collapsed to 18% top-1). The Dropout modules are restored after.
 
-    ``max_grad_norm`` (default :data:`MAX_GRAD_NORM`; ``None``: no cap) caps the gradients'
+    ``max_grad_norm`` (default ``MAX_GRAD_NORM``; ``None``: no cap) caps the gradients'
     total norm at every step. A compressed network has its BatchNorm folded and can start
     near the edge of stability, where each step's overshoot feeds the next (folding alone is
     not the cause: the benchmarks' uncompressed control is folded too, fine-tuned by the

@@ -36,7 +36,7 @@ class SolverSettings:
     max_samples : int
         The cap on a layer's samples N.
     max_iter, tol : int, float
-        ADMM limits in the lambda mode (no size target; see :func:`lrsa.solve_layer`); under
+        ADMM limits in the lambda mode (no size target; see :func:`lrsa.solver.solve_layer`); under
         a size target the ranking ADMM runs loosely.
     seed : int
         The sampling and the held-out split.
@@ -143,10 +143,10 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     ``heldout``).
 
     ``method="lrsa"``: the ADMM (Algorithm 1, linear response, where the problem is convex)
-    ranks the input channels by the l2 norm of their columns of A (:func:`_rank_channels`);
+    ranks the input channels by the l2 norm of their columns of A (``_rank_channels``);
     candidate splits of the budget between kept channels and rank (B only, A only, the
     ADMM's channels in quarters) are fitted exactly (:class:`lrsa.structured_fit.StructuredFit`)
-    on 80 % of the samples and judged on the other 20 % (:func:`_choose`); the winner is
+    on 80 % of the samples and judged on the other 20 % (``_choose``); the winner is
     refitted on all samples and, for the ReLU response, refined on the post-ReLU targets
     where that lowered the held-out error. With ``size`` the budget is
     ``size n d`` stored weights; without, the ADMM's own structure sets it.
@@ -158,7 +158,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     only, linear response). Both need ``size``.
 
     ``sparsity`` other than ``"channel"`` (``"unstructured"`` or ``"N:M"``, see
-    :func:`_entry_sparse`): A keeps single weights; ``"lrsa"`` fits each split by
+    ``_entry_sparse``): A keeps single weights; ``"lrsa"`` fits each split by
     :func:`lrsa.decompose.fit_sparse_low_rank`, ``"oats"`` by :func:`lrsa.decompose.oats`.
     """
     if sparsity != "channel" and method in ("lrsa", "oats"):

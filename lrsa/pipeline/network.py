@@ -2,8 +2,8 @@ r"""The network loop: approximate layer after layer (paper sections IV-V), resum
 
 For each layer, in the order a traced forward pass calls them, :func:`compress` samples
 lowered inputs X and pre-activation responses Z on calibration images, solves the layer
-(:func:`lrsa.pipeline.layer.approximate_layer`) and stores it factored, or keeps it dense
-where the fall-back rule says so (:func:`lrsa.pipeline.speed.realize`). BatchNorm is folded
+(:func:`lrsa.pipeline.approximate_layer`) and stores it factored, or keeps it dense
+where the fall-back rule says so (``lrsa.pipeline.speed.realize``). BatchNorm is folded
 first. Strategies (paper Fig. 3): ``"symmetric"`` takes X from the original network,
 ``"asymmetric"`` from the network approximated so far (targets always from the original).
 
@@ -60,7 +60,7 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
     budget : :class:`Budget` (default ``Budget()``: the lambdas set each layer's size), or a
         dict name -> :class:`LayerPlan` (layers it does not name are kept as they are).
         E.g. ``Budget(size=0.2)``: 5x fewer stored weights over the whole network.
-    method : "lrsa" (sparse + low-rank, see :func:`lrsa.pipeline.layer.approximate_layer`),
+    method : "lrsa" (sparse + low-rank, see :func:`lrsa.pipeline.approximate_layer`),
         or a baseline at the same per-layer sizes: "svd" (truncated SVD, data-free), "rrr"
         (reduced-rank regression, linear response) or "oats" (OATS, single-weight
         sparsity only, :func:`lrsa.decompose.oats`); all need a size.
@@ -71,7 +71,7 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
         instead of factored. "macs" (default): where the factored form needs no fewer
         multiply-adds; deterministic, so the same command gives the same model on every
         run. "time": timed in place against the dense layer at batch 1 and the calibration
-        batch size, on the model's device (see :func:`lrsa.pipeline.speed.realize`), then the
+        batch size, on the model's device (see ``lrsa.pipeline.speed.realize``), then the
         whole model against the original, reverting the layers that gain least while it is
         not faster (``report.speed``); for speed on a quiet machine, not reproducible under
         load. None: always factored.
@@ -135,7 +135,7 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
 
 def compress_like(model, calibration_data, report, **kwargs):
     """``compress`` at exactly the per-layer stored sizes of ``report`` (see
-    :func:`lrsa.pipeline.budget.matching_plan`), with no fall-back so that the sizes hold;
+    :func:`lrsa.pipeline.matching_plan`), with no fall-back so that the sizes hold;
     e.g. ``method="rrr", response="linear"`` for reduced-rank regression at lrsa's sizes."""
     return compress(model, calibration_data, matching_plan(report), fallback=None, **kwargs)
 

@@ -12,8 +12,8 @@ from ..utils import format_table
 
 @dataclass
 class LayerReport(Mapping):
-    """One layer's row of :attr:`CompressionReport.layers` (paper Table I). Read its fields as
-    attributes or by key (``row["cr"]``, ``row.get("choice")``, ``dict(row)``).
+    """One layer's row of :class:`CompressionReport`'s ``layers`` (paper Table I). Read its
+    fields as attributes or by key (``row["cr"]``, ``row.get("choice")``, ``dict(row)``).
 
     Attributes
     ----------
