@@ -114,18 +114,19 @@ def _grid_point(X, Z, W, b, relative_lam1, ratio, response, group, max_iter, tol
 
     n, d = W.shape
     plan = LayerPlan(relative_lam1=relative_lam1, ratio=ratio)
-    sol, extra = approximate_layer(X, Z, W, b, plan, response, group, "lrsa", max_iter, tol)
+    fit, extra = approximate_layer(X, Z, W, b, plan, response, group, "lrsa", max_iter, tol)
     cr_a = extra["kept_channels"] * group / d
-    cr_b = sol.rank * (n + d) / (n * d)
-    Z_hat = sol.W @ X + sol.bias[:, None]  # the ReLU refinement may move the bias
+    cr_b = fit.rank * (n + d) / (n * d)
+    B = fit.U @ fit.V
+    Z_hat = (fit.A + B) @ X + fit.bias[:, None]  # the ReLU refinement may move the bias
     relu_error = relative_error(torch.relu(Z_hat), torch.relu(Z))  # = experiments.relu_output_error
     rel = relu_error if response == "relu" else relative_error(Z_hat, Z)
-    sv = torch.linalg.svdvals(sol.B.double()) if sol.rank else torch.zeros(0)
-    return {"relative_lam1": relative_lam1, "ratio": ratio, "lam1": sol.lam1, "lam2": sol.lam2,
-            "cr_a": cr_a, "cr_b": cr_b, "cr": cr_a + cr_b, "rank": sol.rank,
-            "nonzero_columns": sol.nonzero_columns, "rel_error": rel,
+    sv = torch.linalg.svdvals(B.double()) if fit.rank else torch.zeros(0)
+    return {"relative_lam1": relative_lam1, "ratio": ratio, "lam1": fit.admm.lam1,
+            "lam2": fit.admm.lam2, "cr_a": cr_a, "cr_b": cr_b, "cr": cr_a + cr_b,
+            "rank": fit.rank, "nonzero_columns": extra["nonzero_columns"], "rel_error": rel,
             "relu_error": relu_error,
             "column_norms": [float(f"{v:.6g}") for v in
-                             torch.linalg.vector_norm(sol.A, dim=0).tolist()],
-            "singular_values": [float(f"{v:.6g}") for v in sv[:sol.rank].tolist()],
-            "converged": bool(sol.converged)}
+                             torch.linalg.vector_norm(fit.A, dim=0).tolist()],
+            "singular_values": [float(f"{v:.6g}") for v in sv[:fit.rank].tolist()],
+            "converged": fit.converged}

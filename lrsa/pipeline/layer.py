@@ -9,9 +9,9 @@ the fit is refined on the post-ReLU response where that lowers the held-out erro
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -138,7 +138,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     group : columns per input channel (k_h k_w for a conv, 1 for a linear layer): the
         sparse part is stored per kept input channel, so channels are what it keeps.
 
-    Returns a :class:`lrsa.solution.LayerSolution` and the row fields it adds to the report
+    Returns a :class:`LayerFit` and the row fields it adds to the report
     (``choice``, ``kept_channels``, ``params_compressed``, ``relative_lam1``, ``refined``,
     ``heldout``).
 
@@ -199,14 +199,14 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
             A, U, V, b = fit.refine_relu(lin.retarget(torch.relu(Z), "relu"), A, U, V)
             refined = True
     r = U.shape[1]
-    sol = _solution(X, Z, A, U, V, b, response, method, base=admm)
+    result = _fit(X, Z, A, U, V, b, response, admm)
     extra = {"choice": _choice(m, r),
              "kept_channels": m, "relative_lam1": p.relative_lam1 if method == "lrsa" else None,
              "method": method, "refined": refined,
              "ranked_by": None if method != "lrsa" else "admm" if admm is not None else "energy",
              "params_compressed": m * group * n + r * (n + d), "heldout": heldout,
              "nonzero_columns": m * group, "sparsity": "channel", "nonzeros": m * group * n}
-    return sol, extra
+    return result, extra
 
 
 def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
@@ -243,7 +243,7 @@ def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
     (k, r) = min(scored)[1]
     full = StructuredFit(LayerProblem(X, Z, b, "linear"))
     A, U, V = (T.to(X.dtype) for T in fitter(full.W_full, full.G, r, sparsity, k))
-    sol = _solution(X, Z, A, U, V, b, response, method)
+    result = _fit(X, Z, A, U, V, b, response)
     nonzeros = int((A != 0).sum())
     extra = {"choice": _choice(k, r),
              "kept_channels": None, "relative_lam1": None, "method": method, "refined": False,
@@ -253,7 +253,7 @@ def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
                                             + r * (n + d)),
              "nonzero_columns": int((A != 0).any(0).sum()), "sparsity": sparsity,
              "nonzeros": nonzeros}
-    return sol, extra
+    return result, extra
 
 
 def _choice(kept, rank):
@@ -261,16 +261,41 @@ def _choice(kept, rank):
     return "A+B" if kept and rank else ("A only" if kept else "B only")
 
 
-def _solution(X, Z, A, U, V, b, response, message, base=None):
-    """A, U V and the bias as a :class:`LayerSolution` (from ``base``, the ADMM's, where
-    one ran) with the data term of ``response`` at them as its objective."""
-    base = base if base is not None else LayerSolution(
-        A=A, B=A, U=U, V=V, bias=b, objective=math.nan, history={}, converged=True,
-        iterations=0, message=message, response="linear", lam1=0.0, lam2=0.0, t=0.0)
+class LayerFit(NamedTuple):
+    """The weights one layer is stored with, as :func:`approximate_layer` fitted them.
+
+    A : (n, d) tensor, whole zero columns; U, V : (n, r), (r, d) tensors, B = U V;
+    bias : (n,) tensor (the ReLU refinement may move it);
+    objective : float, the data term of the fitted response at (A, U V, bias),
+    ||Y - r((A + U V) X + b)||_F^2 / 2N;
+    admm : the :class:`lrsa.solution.LayerSolution` of Algorithm 1 where it ranked the input
+    channels (its lambdas, history, convergence), else None (B alone, SVD, RRR, entry
+    sparsity).
+    """
+
+    A: torch.Tensor
+    U: torch.Tensor
+    V: torch.Tensor
+    bias: torch.Tensor
+    objective: float
+    admm: LayerSolution | None = None
+
+    @property
+    def rank(self):
+        return self.U.shape[1]
+
+    @property
+    def converged(self):
+        """The ADMM's flag; True where no ADMM ran."""
+        return True if self.admm is None else bool(self.admm.converged)
+
+
+def _fit(X, Z, A, U, V, b, response, admm=None):
+    """A, U V and the bias as a :class:`LayerFit`, with the data term of ``response`` at
+    them."""
     Y = Z if response == "linear" else torch.relu(Z)
-    return dataclasses.replace(base, A=A, B=U @ V, U=U, V=V, bias=b, response=response,
-                               objective=layer_objective(X, Y, A, U @ V, 0.0, 0.0,
-                                                         response=response, bias=b))
+    return LayerFit(A, U, V, b, float(layer_objective(X, Y, A, U @ V, 0.0, 0.0,
+                                                      response=response, bias=b)), admm)
 
 
 class HeldOut:
