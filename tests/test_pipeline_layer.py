@@ -88,3 +88,27 @@ def test_heldout_errors_record_every_split_and_the_chosen_one_is_least(trained):
     _, svd = compress(model, calib, Budget(layer_size=0.3), method="svd", fallback=None,
                       progress=False)
     assert all(r["heldout"] is None for r in svd.layers)  # data-free: nothing was judged
+
+
+def test_a_layer_fit_carries_the_admm_only_where_algorithm_1_ran():
+    """The objective is the data term at the stored weights, checked against
+    layer_objective; a baseline has no ADMM solution, not a placeholder one."""
+    import torch
+
+    from lrsa.objective import layer_objective
+    from lrsa.pipeline import approximate_layer
+    from lrsa.solution import LayerSolution
+
+    torch.manual_seed(0)
+    X, W = torch.randn(12, 400, dtype=torch.float64), torch.randn(8, 12, dtype=torch.float64)
+    b = torch.zeros(8, dtype=torch.float64)
+    Z = W @ X
+    for method, plan, ran in (("lrsa", LayerPlan(size=0.5), True),
+                              ("svd", LayerPlan(size=0.5), False),
+                              ("lrsa", LayerPlan(size=0.5, ratio=0.0), False)):
+        fit, extra = approximate_layer(X, Z, W, b, plan, "relu", 1, method)
+        assert isinstance(fit.admm, LayerSolution) == ran and fit.converged
+        B = fit.U @ fit.V
+        assert extra["params_compressed"] == extra["kept_channels"] * 8 + fit.rank * (8 + 12)
+        expected = layer_objective(X, torch.relu(Z), fit.A, B, 0.0, 0.0, bias=fit.bias)
+        assert fit.objective == pytest.approx(float(expected), rel=1e-12)
