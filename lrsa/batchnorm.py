@@ -12,7 +12,7 @@ import warnings
 import torch
 from torch import nn
 
-from .utils import call_model, evaluating
+from .utils import run_hooked
 
 __all__ = ["fold_batchnorm"]
 
@@ -69,12 +69,7 @@ def _traced_pairs(model, example_input):
         handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
         if type(m) in _CONV_BN:
             handles.append(m.register_forward_hook(post))
-    try:
-        with evaluating(model):
-            call_model(model, example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, example_input, handles)
     pairs = []
     for layer, out in produced.items():
         users = consumed.get(id(out), [])

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils import call_model, evaluating, progress_bar
+from .utils import call_model, evaluating, progress_bar, run_hooked
 
 __all__ = ["LayerFeatures", "check_supported", "collect_features", "find_layers",
            "lower_conv_input"]
@@ -452,13 +452,7 @@ def find_layers(model, example_input):
         if calls[mod] == 1:
             order.append(mod)
 
-    handles = [m.register_forward_pre_hook(hook) for m in names]
-    try:
-        with evaluating(model):
-            call_model(model, example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, example_input, [m.register_forward_pre_hook(hook) for m in names])
     twice = [names[m] for m, c in calls.items() if c > 1]
     if twice:
         raise ValueError(f"layers called more than once in one forward pass: {twice}; "

@@ -152,6 +152,17 @@ def device_and_dtype(model: torch.nn.Module):
     return torch.device("cpu"), torch.float32
 
 
+def run_hooked(model, example_input, handles):
+    """One forward pass of ``model`` on ``example_input`` in eval mode, then the hooks
+    ``handles`` removed (also when the pass raises)."""
+    try:
+        with evaluating(model):
+            call_model(model, example_input)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def call_model(model, x):
     """``model`` applied to ``x`` moved to the model's device: a tensor, a tuple or list of
     positional inputs, or a dict of keyword inputs (their tensors moved, the rest as given)."""

@@ -29,12 +29,12 @@ def test_atomic_torch_save_round_trips(tmp_path):
 
 def test_fingerprint_sees_a_change_far_into_a_tensor():
     model = torch.nn.Linear(100, 100)  # 40 KB of weights
-    before = weights_fingerprint(model)
+    before, last = weights_fingerprint(model), model.weight[-1, -1].item()
     with torch.no_grad():
         model.weight[-1, -1] += 1e-3  # the last byte range, beyond any prefix
     assert weights_fingerprint(model) != before
-    with torch.no_grad():
-        model.weight[-1, -1] -= 1e-3
+    with torch.no_grad():  # restored exactly (adding and subtracting 1e-3 may round)
+        model.weight[-1, -1] = last
     assert weights_fingerprint(model) == before
 
 

@@ -113,6 +113,24 @@ class FactoredLayer(nn.Module):
             b = None if self.bias is None else self.bias.detach().clone()
         return A, U, V, b
 
+    def _parts(self, x, input_dim):
+        """U (V x) plus A on the kept inputs (``input_dim``: the input channels' axis of
+        ``x``), or None where the layer stores neither part."""
+        out = None
+        if self.lowrank_v is not None:
+            out = self.lowrank_u(self.lowrank_v(x))
+        if self.sparse is not None:
+            kept = x if self._all_kept else x.index_select(input_dim, self.kept_index)
+            out = self.sparse(kept) if out is None else out + self.sparse(kept)
+        return out
+
+    def _dense_matrix(self):
+        """A + U V as an (n, d) matrix, detached."""
+        with torch.no_grad():
+            W = self.sparse_matrix()
+            U, V = self._factor_mats()
+            return W if U is None else W + U @ V
+
     def _ref_weight(self):
         for p in self.parameters():
             return p

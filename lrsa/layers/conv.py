@@ -117,16 +117,8 @@ class SparseLowRankConv2d(FactoredLayer):
 
     # ------------------------------------------------------------------ compute
     def forward(self, x):
-        out = None
-        if self.lowrank_v is not None:
-            out = self.lowrank_u(self.lowrank_v(x))
-        if self.sparse is not None:
-            xs = x if self._all_kept else x.index_select(-3, self.kept_index)
-            s = self.sparse(xs)
-            out = s if out is None else out + s
-        if out is None:
-            out = self._bias_output(x)
-        return out
+        out = self._parts(x, -3)
+        return self._bias_output(x) if out is None else out
 
     def _out_hw(self, h, w):
         return conv_output_hw(h, w, self.kernel_size, self.stride, self.padding, self.dilation)
@@ -155,12 +147,7 @@ class SparseLowRankConv2d(FactoredLayer):
 
     def to_dense_weight(self):
         """The equivalent dense (n, c, k_h, k_w) weight A + U V (what forward computes)."""
-        with torch.no_grad():
-            W = self.sparse_matrix()
-            U, V = self._factor_mats()
-            if U is not None:
-                W += U @ V
-        return W.reshape(self._n, self.in_channels, *self.kernel_size)
+        return self._dense_matrix().reshape(self._n, self.in_channels, *self.kernel_size)
 
     def to_dense_module(self):
         """An ``nn.Conv2d`` with the weight A + U V and the bias."""

@@ -57,13 +57,7 @@ class SparseLowRankLinear(FactoredLayer):
                 "bias": self.has_bias}
 
     def forward(self, x):
-        out = None
-        if self.lowrank_v is not None:
-            out = self.lowrank_u(self.lowrank_v(x))
-        if self.sparse is not None:
-            xs = x if self._all_kept else x.index_select(-1, self.kept_index)
-            s = self.sparse(xs)
-            out = s if out is None else out + s
+        out = self._parts(x, -1)
         if out is None:
             out = x.new_zeros((*x.shape[:-1], self._n))
             if self.bias_only is not None:
@@ -84,12 +78,7 @@ class SparseLowRankLinear(FactoredLayer):
 
     def to_dense_weight(self):
         """The equivalent dense (n, d) weight A + U V."""
-        with torch.no_grad():
-            W = self.sparse_matrix()
-            U, V = self._factor_mats()
-            if U is not None:
-                W += U @ V
-        return W
+        return self._dense_matrix()
 
     def to_dense_module(self):
         W = self.to_dense_weight()
