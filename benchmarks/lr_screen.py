@@ -7,8 +7,8 @@
 
 The ablation (``benchmarks/ablation.py``) fine-tunes NIN at lr 1e-2 and VGG-16 at 1e-3,
 values earlier stops picked on the test set. This screen makes the choice again under the
-protocol: one seed-0 model of the ablation is fine-tuned by the ablation's recipe (1 epoch, cosine,
-bf16, logit distillation from the BN-folded original, seed 0's data order) at each
+protocol: one seed-0 model of the ablation is fine-tuned by the ablation's recipe (1 epoch,
+cosine, bf16, logit distillation from the BN-folded original, seed 0's data order) at each
 candidate learning rate, and scored on the *validation* half of the test set
 (:func:`lrsa.evaluation.split_indices`, seed 0, as the ablation's); the report half is not
 read. The JSON records the candidates, their validation top-1 and the winner. Resumable:
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from _common import (checkpoint_path, cifar_root, code_fingerprint, cpu_model, git_version,
-                     phase, run_state)
+                     phase, require_inputs, run_state)
 from lrsa.batchnorm import fold_batchnorm
 from lrsa.data import load_cifar10, make_loader
 from lrsa.evaluation import split_indices
@@ -51,8 +51,7 @@ def main():
     a = p.parse_args()
     a.checkpoint = a.checkpoint or str(checkpoint_path(a.network))
     a.out = a.out or str(RESULTS / f"lr_screen_{a.network.removesuffix('_bn')}")
-    if cifar_root() is None:
-        raise SystemExit("needs CIFAR-10: LRSA_DATA, the folder holding cifar-10-batches-py")
+    require_inputs(a.checkpoint, a.network)
     settings = {k: getattr(a, k) for k in ("network", "model", "checkpoint", "lrs", "seed",
                                            "epochs")}
     settings["code"] = code_fingerprint()

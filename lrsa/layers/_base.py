@@ -131,6 +131,15 @@ class FactoredLayer(nn.Module):
             U, V = self._factor_mats()
             return W if U is None else W + U @ V
 
+    def _filled(self, dense):
+        """``dense``, a new module of the kind this layer replaces, holding A + U V and the
+        bias."""
+        with torch.no_grad():
+            dense.weight.copy_(self.to_dense_weight())
+            if self.has_bias:
+                dense.bias.copy_(self.bias)
+        return dense
+
     def _ref_weight(self):
         for p in self.parameters():
             return p

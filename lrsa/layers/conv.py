@@ -151,15 +151,11 @@ class SparseLowRankConv2d(FactoredLayer):
 
     def to_dense_module(self):
         """An ``nn.Conv2d`` with the weight A + U V and the bias."""
-        W = self.to_dense_weight()
-        conv = nn.Conv2d(self.in_channels, self._n, self.kernel_size, self.stride,
-                         self.padding, self.dilation, bias=self.has_bias,
-                         padding_mode=self.padding_mode, device=W.device, dtype=W.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(W)
-            if self.has_bias:
-                conv.bias.copy_(self.bias)
-        return conv
+        ref = self._ref_weight()
+        return self._filled(nn.Conv2d(self.in_channels, self._n, self.kernel_size, self.stride,
+                                      self.padding, self.dilation, bias=self.has_bias,
+                                      padding_mode=self.padding_mode, device=ref.device,
+                                      dtype=ref.dtype))
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -81,13 +81,9 @@ class SparseLowRankLinear(FactoredLayer):
         return self._dense_matrix()
 
     def to_dense_module(self):
-        W = self.to_dense_weight()
-        lin = nn.Linear(self._d, self._n, bias=self.has_bias, device=W.device, dtype=W.dtype)
-        with torch.no_grad():
-            lin.weight.copy_(W)
-            if self.has_bias:
-                lin.bias.copy_(self.bias)
-        return lin
+        ref = self._ref_weight()
+        return self._filled(nn.Linear(self._d, self._n, bias=self.has_bias, device=ref.device,
+                                      dtype=ref.dtype))
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

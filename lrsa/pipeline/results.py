@@ -238,7 +238,6 @@ def _markdown_row(r):
             None if r["rel_error"] is None else f"{r['rel_error']:.3f}", f"{r['seconds']:.1f}"]
 
 
-
 #: report fields renamed since a saved report may have been written: old name -> new name
 RENAMED_FIELDS = {"frac": "relative_lam1"}
 
