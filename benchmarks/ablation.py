@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -60,10 +61,11 @@ METHODS = {"b_alone": "lrsa, B alone (low-rank only; the fast preset)",
            "svd": "truncated SVD at B alone's sizes",
            "rrr": "reduced-rank regression at B alone's sizes",
            "control": "uncompressed (control)"}
-#: each network's headline budget and fine-tuning lr (chosen on the test set at earlier
-#: stops, before the protocol; the results say so)
+#: each network's headline budget (chosen on the test set at earlier stops, before the
+#: protocol; the results say so) and fine-tuning lr (re-made on validation:
+#: benchmarks/lr_screen.py, results/lr_screen_<name>.json)
 HEADLINES = {"nin_bn": {"size": 0.36, "macs": 0.4, "lr": 1e-2},
-             "vgg16_bn": {"size": 0.2, "macs": 0.33, "lr": 1e-3}}
+             "vgg16_bn": {"size": 0.2, "macs": 0.33, "lr": 3e-3}}
 NAMES = {"nin_bn": "NIN", "vgg16_bn": "VGG-16"}
 SPLIT_SEED = 0  # the fixed halves of the test set
 STAGES = ("before", "after")  # fine-tuning
@@ -79,6 +81,11 @@ def main():
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, help="default: the headline's")
     p.add_argument("--calib-images", type=int, default=1000)
+    p.add_argument("--compressed-from", metavar="WORK",
+                   help="take the compressed models (and their before-fine-tuning records) "
+                        "from another ablation's work folder whose budget, seeds' calibration "
+                        "and checkpoint match; only the fine-tuning runs again (for a new lr "
+                        "or number of epochs)")
     add_run_options(p, None)
     a = p.parse_args()
     for key, value in HEADLINES[a.model].items():
@@ -93,6 +100,8 @@ def main():
     if a.model != "nin_bn":  # NIN's runs predate the option
         settings["model"] = a.model
     settings.update(code=code_fingerprint(), allocator=allocator())
+    if a.compressed_from:
+        settings["compressed_from"] = compressed_source(a.compressed_from, settings)
     work = Path(a.work)
     model = get_model(a.model)
     meta = load_checkpoint(model, a.checkpoint)
@@ -106,6 +115,8 @@ def main():
         folded = fold_batchnorm(copy.deepcopy(model).eval())
         xtr, ytr = load_cifar10(cifar_root(), train=True)
         test = make_loader(load_cifar10(cifar_root(), train=False)[0], yte, 500)
+        if a.compressed_from:
+            adopt_compressed(Path(a.compressed_from), work, state, save, a.seeds)
         for seed in a.seeds:
             run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test)
     data = summarize(a, state, work, meta, settings, yte.numpy())
@@ -113,6 +124,41 @@ def main():
         path = Path(f"{a.out}.{ext}")
         path.write_text(text + "\n")
     print(data["markdown"])
+
+
+#: the settings a compressed model depends on (fine-tuning's lr and epochs do not)
+COMPRESSION_SETTINGS = ("checkpoint", "size", "macs", "calib_images", "model")
+
+
+def compressed_source(work, settings):
+    """What ``--compressed-from work`` records: the folder, its code and commit. Refuses a
+    folder whose compression settings differ from this run's."""
+    theirs = saved_state(work)
+    other = theirs["settings"]
+    diff = {k: (other.get(k), settings.get(k)) for k in COMPRESSION_SETTINGS
+            if other.get(k, "nin_bn" if k == "model" else None) != settings.get(k)}
+    if diff:
+        raise SystemExit(f"--compressed-from {work} compressed with other settings (theirs, "
+                         f"this run's): {diff}")
+    return {"work": str(work), "code": other["code"],
+            "code_version": theirs.get("code_version")}
+
+
+def adopt_compressed(source, work, state, save, seeds):
+    """Copy each seed's compressed models, their predictions and before-fine-tuning records
+    from ``source`` (models a seed lacks there are compressed here as usual)."""
+    theirs = saved_state(source)["runs"]
+    for seed in map(str, seeds):
+        folder = work / f"seed{seed}"
+        folder.mkdir(exist_ok=True)
+        runs = state.setdefault("runs", {}).setdefault(seed, {})
+        for key, record in theirs.get(seed, {}).items():
+            if key in runs or "before" not in record:
+                continue
+            for name in (f"{key}.pt", f"{key}_before.npy"):
+                shutil.copyfile(source / f"seed{seed}" / name, folder / name)
+            runs[key] = {k: record[k] for k in ("before", "layers") if k in record}
+            save()
 
 
 def budget(a, ratio):
@@ -222,9 +268,12 @@ def summarize(a, state, work, meta, settings, labels):
                           "first, report the rest", "seed": SPLIT_SEED,
                   "validation": len(val), "report": len(report)},
         "seeds": {stage: [int(s) for s in seeds[stage]] for stage in STAGES},
-        "cut": f"{settings['epochs']} epoch(s) of fine-tuning at lr {settings['lr']} (the "
-               f"{name} headline's 5 epochs did not fit the session); lr {settings['lr']:g} was "
-               "chosen on the test set at an earlier stop, not re-made on validation"
+        "cut": f"{settings['epochs']} epoch(s) of fine-tuning at lr {settings['lr']:g} (the "
+               f"{name} headline's 5 epochs did not fit the session); the lr "
+               + _lr_provenance(settings)
+               + (f"; the compressed models were made by the run in {src['work']} (code "
+                  f"{src['code_version']}), only the fine-tuning ran again"
+                  if (src := settings.get("compressed_from")) else "")
                + ("" if seeds["after"] == seeds["before"] else
                   f"; after fine-tuning {len(seeds['after'])} seeds, not "
                   f"{len(seeds['before'])}: the rest did not fit the session")
@@ -250,6 +299,19 @@ def summarize(a, state, work, meta, settings, labels):
                            for (k, stage), c in correct.items()})
     data["markdown"] = _markdown(data)
     return data
+
+
+def _lr_provenance(settings):
+    """Where the fine-tuning lr came from: the validation screen, if one chose it."""
+    path = RESULTS / f"lr_screen_{settings.get('model', 'nin_bn').removesuffix('_bn')}.json"
+    if path.is_file():
+        screen = json.loads(path.read_text())
+        if math.isclose(screen["winner"], settings["lr"]):
+            scores = ", ".join(f"{lr} {v['top1']:.2f}"
+                               for lr, v in screen["validation_top1"].items())
+            return (f"won on the validation half ({path.name}: {scores}; standard error "
+                    f"{screen['standard_error_points']:.2f})")
+    return "was chosen on the test set at an earlier stop, not re-made on validation"
 
 
 def _layer_summary(rows):
