@@ -106,9 +106,9 @@ def test_a_layer_fit_carries_the_admm_only_where_algorithm_1_ran():
     for method, plan, ran in (("lrsa", LayerPlan(size=0.5), True),
                               ("svd", LayerPlan(size=0.5), False),
                               ("lrsa", LayerPlan(size=0.5, ratio=0.0), False)):
-        fit, extra = approximate_layer(X, Z, W, b, plan, "relu", 1, method)
+        fit = approximate_layer(X, Z, W, b, plan, "relu", 1, method)
         assert isinstance(fit.admm, LayerSolution) == ran and fit.converged
         B = fit.U @ fit.V
-        assert extra["params_compressed"] == extra["kept_channels"] * 8 + fit.rank * (8 + 12)
+        assert fit.params_compressed == fit.kept_channels * 8 + fit.rank * (8 + 12)
         expected = layer_objective(X, torch.relu(Z), fit.A, B, 0.0, 0.0, bias=fit.bias)
         assert fit.objective == pytest.approx(float(expected), rel=1e-12)

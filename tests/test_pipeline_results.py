@@ -63,3 +63,24 @@ def test_an_original_row_stores_the_whole_weight_and_a_dense_one_keeps_what_was_
     dense = solved.stored_dense("not faster")
     assert (dense.kind, dense.params_compressed, dense.rank, dense.cr) == ("dense", 24, 4, 1.0)
     assert dense.tried["params"] == 10 and dense.tried["choice"] == "B only"
+
+
+def test_a_solved_row_counts_the_fit_it_describes():
+    """Sizes from the fit's shapes: A over 2 kept columns of a 6 x 4 weight (12 values),
+    B of rank 1 (6 + 4 values); the fit's choice fields pass through unchanged."""
+    import torch
+
+    from lrsa.pipeline.layer import LayerFit
+    from lrsa.pipeline.results import LayerReport
+    fit = LayerFit(torch.zeros(6, 4), torch.ones(6, 1), torch.ones(1, 4), torch.zeros(6), 0.5,
+                   None, method="lrsa", choice="A+B", params_compressed=22,
+                   nonzero_columns=2, nonzeros=12, sparsity="channel", kept_channels=2,
+                   refined=True, ranked_by="admm")
+    row = LayerReport.original("fc", "Linear", 6, 4).solved(fit, response="relu",
+                                                            rel_error=0.1, seconds=2.0)
+    assert (row.kind, row.rank, row.params_compressed, row.kept_channels) == \
+        ("factored", 1, 22, 2)
+    assert row.cr_a == pytest.approx(12 / 24) and row.cr_b == pytest.approx(10 / 24)
+    assert row.cr == pytest.approx(22 / 24)
+    assert (row.choice, row.refined, row.ranked_by, row.response, row.converged) == \
+        ("A+B", True, "admm", "relu", True)

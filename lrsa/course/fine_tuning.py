@@ -11,6 +11,9 @@ Recovery
     from the same start; :func:`digits_fine_tuning_study`: the notebook's digits experiment
     in one call; :func:`benchmark_recovery`: before and after (every epoch where recorded)
     from a saved benchmark result; :func:`plot_recovery`, :func:`plot_intervals`.
+The ablation (``benchmarks/ablation.py``)
+    :func:`ablation_intervals`: the winner on validation and every method's top-1 and drop
+    with 95 % intervals on the report images; :func:`plot_ablation`.
 
 Plots take ``ax=None`` and return the Axes. The saved measurements the notebook reads come
 from :func:`lrsa.course.resources.saved_results` and
@@ -26,11 +29,13 @@ import time
 import torch
 from torch import nn
 
+from ..evaluation import bootstrap_interval
 from ..utils import as_numpy
 from ._plotting import axes_or_new
 
-__all__ = ["benchmark_recovery", "digits_fine_tuning_study", "grad_norm_trace",
-           "plot_grad_norms", "plot_intervals", "plot_recovery", "recovery_curves",
+__all__ = ["ABLATION_METHODS", "ablation_intervals", "benchmark_recovery",
+           "digits_fine_tuning_study", "grad_norm_trace",
+           "plot_ablation", "plot_grad_norms", "plot_intervals", "plot_recovery", "recovery_curves",
            "soft_gradient", "soft_term_gradient_norms"]
 
 
@@ -307,3 +312,42 @@ def plot_intervals(intervals, *, ax=None, xlabel="top-1 (%)", title=None, refere
     if title:
         ax.set_title(title)
     return ax
+
+
+# ----------------------------------------------------------------- the ablation
+
+#: the ablation's methods (keys of its saved correctness) -> their labels; the first three
+#: are lrsa's splits of the budget, among which validation chooses
+ABLATION_METHODS = {"b_alone": "B alone (low rank)", "a_plus_b": "A + B (Algorithm 1)",
+                    "a_alone": "A alone (channels)", "svd": "truncated SVD",
+                    "rrr": "reduced-rank regression", "control": "uncompressed (control)"}
+
+
+def ablation_intervals(correct, validation, report, *, stage="after"):
+    """The ablation's figures, from per-image correctness
+    (:func:`lrsa.course.resources.saved_correctness`).
+
+    Returns ``(winner, top1, drops)``: the key of lrsa's split with the highest mean
+    validation top-1 at ``stage``; for every method, its top-1 on the ``report`` images and
+    (but the control) its paired drop against the control, each a
+    :class:`lrsa.evaluation.Interval` (seeds, then images resampled; 95 %), keyed by the
+    labels of :data:`ABLATION_METHODS`."""
+    splits = list(ABLATION_METHODS)[:3]
+    winner = max(splits, key=lambda k: correct[k, stage][:, validation].mean())
+    on_report = {k: correct[k, stage][:, report] for k in ABLATION_METHODS}
+    top1 = {label: bootstrap_interval([on_report[k]]) for k, label in ABLATION_METHODS.items()}
+    drops = {label: bootstrap_interval([on_report["control"], on_report[k]])
+             for k, label in ABLATION_METHODS.items() if k != "control"}
+    return winner, top1, drops
+
+
+def plot_ablation(top1, drops, *, axes=None, network=""):
+    """Two panels from :func:`ablation_intervals`: top-1 with intervals, and the paired drop
+    against the control (0 dashed). Returns the two Axes."""
+    if axes is None:
+        import matplotlib.pyplot as plt
+        _, axes = plt.subplots(1, 2, figsize=(13, 3.8), constrained_layout=True)
+    plot_intervals(top1, ax=axes[0], title=f"{network} top-1, 95 % interval".lstrip(": "))
+    plot_intervals(drops, ax=axes[1], xlabel="drop against the control (points)",
+                   reference=0, title=f"{network} paired drop".lstrip(": "))
+    return axes

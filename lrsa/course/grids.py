@@ -114,8 +114,8 @@ def _grid_point(X, Z, W, b, relative_lam1, ratio, response, group, max_iter, tol
 
     n, d = W.shape
     plan = LayerPlan(relative_lam1=relative_lam1, ratio=ratio)
-    fit, extra = approximate_layer(X, Z, W, b, plan, response, group, "lrsa", max_iter, tol)
-    cr_a = extra["kept_channels"] * group / d
+    fit = approximate_layer(X, Z, W, b, plan, response, group, "lrsa", max_iter, tol)
+    cr_a = fit.kept_channels * group / d
     cr_b = fit.rank * (n + d) / (n * d)
     B = fit.U @ fit.V
     Z_hat = (fit.A + B) @ X + fit.bias[:, None]  # the ReLU refinement may move the bias
@@ -124,7 +124,7 @@ def _grid_point(X, Z, W, b, relative_lam1, ratio, response, group, max_iter, tol
     sv = torch.linalg.svdvals(B.double()) if fit.rank else torch.zeros(0)
     return {"relative_lam1": relative_lam1, "ratio": ratio, "lam1": fit.admm.lam1,
             "lam2": fit.admm.lam2, "cr_a": cr_a, "cr_b": cr_b, "cr": cr_a + cr_b,
-            "rank": fit.rank, "nonzero_columns": extra["nonzero_columns"], "rel_error": rel,
+            "rank": fit.rank, "nonzero_columns": fit.nonzero_columns, "rel_error": rel,
             "relu_error": relu_error,
             "column_norms": [float(f"{v:.6g}") for v in
                              torch.linalg.vector_norm(fit.A, dim=0).tolist()],

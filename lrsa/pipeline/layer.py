@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -138,9 +137,8 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     group : columns per input channel (k_h k_w for a conv, 1 for a linear layer): the
         sparse part is stored per kept input channel, so channels are what it keeps.
 
-    Returns a :class:`LayerFit` and the row fields it adds to the report
-    (``choice``, ``kept_channels``, ``params_compressed``, ``relative_lam1``, ``refined``,
-    ``heldout``).
+    Returns a :class:`LayerFit`: the weights and what was chosen (the report row is
+    :meth:`lrsa.pipeline.results.LayerReport.solved` of it).
 
     ``method="lrsa"``: the ADMM (Algorithm 1, linear response, where the problem is convex)
     ranks the input channels by the l2 norm of their columns of A (``_rank_channels``);
@@ -199,14 +197,12 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
             A, U, V, b = fit.refine_relu(lin.retarget(torch.relu(Z), "relu"), A, U, V)
             refined = True
     r = U.shape[1]
-    result = _fit(X, Z, A, U, V, b, response, admm)
-    extra = {"choice": _choice(m, r),
-             "kept_channels": m, "relative_lam1": p.relative_lam1 if method == "lrsa" else None,
-             "method": method, "refined": refined,
-             "ranked_by": None if method != "lrsa" else "admm" if admm is not None else "energy",
-             "params_compressed": m * group * n + r * (n + d), "heldout": heldout,
-             "nonzero_columns": m * group, "sparsity": "channel", "nonzeros": m * group * n}
-    return result, extra
+    return _fit(X, Z, A, U, V, b, response, admm, method=method, choice=_choice(m, r),
+                params_compressed=m * group * n + r * (n + d), nonzero_columns=m * group,
+                nonzeros=m * group * n, sparsity="channel", kept_channels=m,
+                relative_lam1=p.relative_lam1 if method == "lrsa" else None, refined=refined,
+                ranked_by=None if method != "lrsa" else "admm" if admm is not None else "energy",
+                heldout=heldout)
 
 
 def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
@@ -243,17 +239,12 @@ def _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed):
     (k, r) = min(scored)[1]
     full = StructuredFit(LayerProblem(X, Z, b, "linear"))
     A, U, V = (T.to(X.dtype) for T in fitter(full.W_full, full.G, r, sparsity, k))
-    result = _fit(X, Z, A, U, V, b, response)
     nonzeros = int((A != 0).sum())
-    extra = {"choice": _choice(k, r),
-             "kept_channels": None, "relative_lam1": None, "method": method, "refined": False,
-             "ranked_by": None,
-             "heldout": [[kk, rr, held.relative(e)] for e, (kk, rr) in scored],
-             "params_compressed": math.ceil(entry_storage(sparsity, nonzeros, n)
-                                            + r * (n + d)),
-             "nonzero_columns": int((A != 0).any(0).sum()), "sparsity": sparsity,
-             "nonzeros": nonzeros}
-    return result, extra
+    return _fit(X, Z, A, U, V, b, response, method=method, choice=_choice(k, r),
+                params_compressed=math.ceil(entry_storage(sparsity, nonzeros, n) + r * (n + d)),
+                nonzero_columns=int((A != 0).any(0).sum()), nonzeros=nonzeros,
+                sparsity=sparsity,
+                heldout=[[kk, rr, held.relative(e)] for e, (kk, rr) in scored])
 
 
 def _choice(kept, rank):
@@ -261,16 +252,44 @@ def _choice(kept, rank):
     return "A+B" if kept and rank else ("A only" if kept else "B only")
 
 
-class LayerFit(NamedTuple):
-    """The weights one layer is stored with, as :func:`approximate_layer` fitted them.
+@dataclass(frozen=True)
+class LayerFit:
+    """One layer as :func:`approximate_layer` fitted it: the weights it is stored with and
+    what was chosen (what its report row says, :meth:`lrsa.pipeline.results.LayerReport.solved`).
 
-    A : (n, d) tensor, whole zero columns; U, V : (n, r), (r, d) tensors, B = U V;
-    bias : (n,) tensor (the ReLU refinement may move it);
-    objective : float, the data term of the fitted response at (A, U V, bias),
-    ||Y - r((A + U V) X + b)||_F^2 / 2N;
-    admm : the :class:`lrsa.solution.LayerSolution` of Algorithm 1 where it ranked the input
-    channels (its lambdas, history, convergence), else None (B alone, SVD, RRR, entry
-    sparsity).
+    Attributes
+    ----------
+    A : (n, d) tensor
+        The sparse part (whole zero columns, or single weights for entry sparsity).
+    U, V : (n, r), (r, d) tensors
+        B = U V.
+    bias : (n,) tensor
+        The ReLU refinement may move it.
+    objective : float
+        The data term of the fitted response at (A, U V, bias), ||Y - r((A + U V) X + b)||_F^2 / 2N.
+    admm : LayerSolution or None
+        Algorithm 1's solution where it ranked the input channels (its lambdas, history,
+        convergence); None for B alone, SVD, RRR and entry sparsity.
+    method : str
+        ``"lrsa"``, ``"oats"``, ``"svd"`` or ``"rrr"``.
+    choice : str
+        The split of the size: ``"A+B"``, ``"A only"`` or ``"B only"``.
+    params_compressed : int
+        Values stored: A's (with their index cost for entry sparsity) and r (n + d).
+    nonzero_columns, nonzeros : int
+        Columns of A that hold a nonzero, and A's nonzero entries.
+    sparsity : str
+        ``"channel"``, ``"unstructured"`` or ``"N:M"``.
+    kept_channels : int or None
+        Input channels A keeps (channel sparsity only).
+    relative_lam1 : float or None
+        The plan's lambda1 scale (lrsa's channel fits only).
+    refined : bool
+        The ReLU refinement was kept.
+    ranked_by : str or None
+        What ranked the input channels: ``"admm"`` or ``"energy"`` (lrsa's channel fits).
+    heldout : list or None
+        ``[kept, rank, relative error]`` of each split judged on the held-out samples.
     """
 
     A: torch.Tensor
@@ -278,7 +297,18 @@ class LayerFit(NamedTuple):
     V: torch.Tensor
     bias: torch.Tensor
     objective: float
-    admm: LayerSolution | None = None
+    admm: LayerSolution | None
+    method: str
+    choice: str
+    params_compressed: int
+    nonzero_columns: int
+    nonzeros: int
+    sparsity: str
+    kept_channels: int | None = None
+    relative_lam1: float | None = None
+    refined: bool = False
+    ranked_by: str | None = None
+    heldout: list | None = None
 
     @property
     def rank(self):
@@ -290,12 +320,12 @@ class LayerFit(NamedTuple):
         return True if self.admm is None else bool(self.admm.converged)
 
 
-def _fit(X, Z, A, U, V, b, response, admm=None):
+def _fit(X, Z, A, U, V, b, response, admm=None, **chosen):
     """A, U V and the bias as a :class:`LayerFit`, with the data term of ``response`` at
-    them."""
+    them (``chosen``: the rest of its fields)."""
     Y = Z if response == "linear" else torch.relu(Z)
-    return LayerFit(A, U, V, b, float(layer_objective(X, Y, A, U @ V, 0.0, 0.0,
-                                                      response=response, bias=b)), admm)
+    objective = float(layer_objective(X, Y, A, U @ V, 0.0, 0.0, response=response, bias=b))
+    return LayerFit(A, U, V, b, objective, admm, **chosen)
 
 
 class HeldOut:

@@ -366,17 +366,12 @@ def _layer(run, name, mod, p, row, method=None):
             inputs_from=run.compressed if run.strategy == "asymmetric" else None)[name]
         X, Z = feats.X, feats.Z
         W, b = W.to(X), b.to(X)
-    fit, extra = approximate_layer(X, Z, W, b, p, resp, group, method, s.max_iter, s.tol,
-                                   s.seed, run.sparsity)
+    fit = approximate_layer(X, Z, W, b, p, resp, group, method, s.max_iter, s.tol, s.seed,
+                            run.sparsity)
     rel = None
     if method != "svd":  # fit.objective is the data term ||Y - r(W X + b)||^2 / 2N
         Y = torch.relu(Z) if resp == "relu" else Z
         rel = math.sqrt(2 * X.shape[1] * fit.objective) / max(float(torch.linalg.norm(Y)),
                                                                1e-30)
-    r = fit.rank
-    row = dataclasses.replace(
-        row, kind="factored", response=resp, cr_b=r * (n + d) / (n * d),
-        cr_a=(extra["params_compressed"] - r * (n + d)) / (n * d),
-        cr=extra["params_compressed"] / (n * d), rank=r, rel_error=rel,
-        seconds=time.perf_counter() - t0, converged=fit.converged, **extra)
+    row = row.solved(fit, response=resp, rel_error=rel, seconds=time.perf_counter() - t0)
     return row, (fit.A, fit.U, fit.V, fit.bias)

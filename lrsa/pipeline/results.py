@@ -10,6 +10,11 @@ from dataclasses import asdict, dataclass, field
 from ..utils import format_table
 
 
+#: the row fields a :class:`lrsa.pipeline.layer.LayerFit` holds as they are
+SOLVED_FIELDS = ("choice", "kept_channels", "relative_lam1", "method", "refined", "ranked_by",
+                 "params_compressed", "heldout", "nonzero_columns", "sparsity", "nonzeros")
+
+
 @dataclass
 class LayerReport(Mapping):
     """One layer's row of :class:`CompressionReport`'s ``layers`` (paper Table I). Read its
@@ -134,6 +139,17 @@ class LayerReport(Mapping):
         e.g. ``decision`` or ``sized_by``); the row every solved row starts from."""
         return cls(name=name, type=type_name, n=n, d=d, params_original=n * d, rank=min(n, d),
                    nonzero_columns=d, params_compressed=n * d, **fields)
+
+    def solved(self, fit, **fields):
+        """This row (the layer's :meth:`original`) for the factored layer ``fit`` (a
+        :class:`lrsa.pipeline.layer.LayerFit`): its sizes, rank and what was chosen;
+        ``fields``: the rest (``response``, ``rel_error``, ``seconds``)."""
+        n, d, r = self.n, self.d, fit.rank
+        return dataclasses.replace(
+            self, kind="factored", rank=r, cr_b=r * (n + d) / (n * d),
+            cr_a=(fit.params_compressed - r * (n + d)) / (n * d),
+            cr=fit.params_compressed / (n * d), converged=fit.converged,
+            **{k: getattr(fit, k) for k in SOLVED_FIELDS}, **fields)
 
     def stored_dense(self, decision):
         """This solved row as stored with the original weights: full size, and what was

@@ -152,3 +152,31 @@ def test_the_saved_digits_study_has_what_notebook_09_reads():
     assert uncapped["diverged_at"] is not None and capped["diverged_at"] is None
     assert len(uncapped["grad_norm"]) == uncapped["diverged_at"]
     assert capped["grad_norm"][0] == pytest.approx(uncapped["grad_norm"][0], rel=1e-5)
+
+
+def test_ablation_intervals_against_direct_means():
+    """The winner is the split with the highest validation mean; each top-1 and drop is
+    centred on the direct mean over the report images; a split that wins on validation but
+    not on report is still the winner (report decides nothing)."""
+    rng = np.random.default_rng(0)
+    n_seeds, n = 3, 400
+    validation, report = np.arange(200), np.arange(200, 400)
+    rates = {"b_alone": 0.80, "a_plus_b": 0.70, "a_alone": 0.60, "svd": 0.75, "rrr": 0.76,
+             "control": 0.90}
+    correct = {(k, "after"): (rng.random((n_seeds, n)) < p).astype(np.uint8)
+               for k, p in rates.items()}
+    correct["a_plus_b", "after"][:, validation] = 1  # best on validation only
+    winner, top1, drops = fine_tuning.ablation_intervals(correct, validation, report)
+    assert winner == "a_plus_b"
+    labels = fine_tuning.ABLATION_METHODS
+    for key, label in labels.items():
+        direct = 100 * correct[key, "after"][:, report].mean()
+        assert top1[label].mean == pytest.approx(direct)
+        assert top1[label].low <= direct <= top1[label].high
+        if key != "control":
+            control = 100 * correct["control", "after"][:, report].mean()
+            assert drops[label].mean == pytest.approx(control - direct)
+    assert labels["control"] not in drops
+    axes = fine_tuning.plot_ablation(top1, drops, network="toy:")
+    assert axes[0].get_title() == "toy: top-1, 95 % interval"
+    assert len(axes[1].get_yticklabels()) == len(labels) - 1
