@@ -1,9 +1,9 @@
 """Which realization of A + U V runs fastest on this machine: measured, not assumed.
 
-    python benchmarks/realizations.py [--compressed FILE] [--repeats 20]
+    python benchmarks/realizations.py --compressed FILE [--repeats 20]
 
-On the compressed VGG-16 the VGG-16 benchmark saved (default
-``benchmarks/results/vgg16_work/compressed.pt``), against the BN-folded original, interleaved
+On a compressed VGG-16 (lrsa's format, e.g. the ablation's
+``runs/ablation_vgg16/seed0/a_plus_b.pt``), against the BN-folded original, interleaved
 in the same process (median of ``--repeats``, minimum beside it):
 
 1. per factored convolution, in place (its real input shape, batch 1 and 128): the sparse part
@@ -18,19 +18,20 @@ Writes benchmarks/results/realizations.json and .md.
 
 import argparse
 import copy
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from _common import CHECKPOINT, git_version, table
+from _common import CHECKPOINT, cpu_model, git_version, table
 from lrsa.batchnorm import fold_batchnorm
 from lrsa.layers import SparseLowRankConv2d
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.paper import VGG16_LAYER_NAMES
 from lrsa.pipeline import load_compressed
 from lrsa.report import write_report
-from lrsa.timing import compare_latency
+from lrsa.timing import allocator, compare_latency
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -123,7 +124,9 @@ def whole_network(original, compressed, repeats):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--compressed", default=str(RESULTS / "vgg16_work" / "compressed.pt"))
+    p.add_argument("--compressed", required=True,
+                   help="a compressed VGG-16 in lrsa's format, e.g. "
+                        "runs/ablation_vgg16/seed0/a_plus_b.pt")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--out", default=str(RESULTS / "realizations"))
     a = p.parse_args()
@@ -133,8 +136,9 @@ def main():
     original = fold_batchnorm(original.eval())
     layers = per_layer(compressed.eval(), a.repeats)
     network = whole_network(original, compressed.eval(), a.repeats)
-    data = {"code_version": git_version(), "threads": torch.get_num_threads(),
-            "compressed": Path(a.compressed).name, "repeats": a.repeats, "layers": layers,
+    data = {"argv": sys.argv, "code_version": git_version(), "cpu": cpu_model(),
+            "threads": torch.get_num_threads(), "allocator": allocator(),
+            "compressed": str(a.compressed), "repeats": a.repeats, "layers": layers,
             "network": network}
     data["markdown"] = "\n".join([
         f"VGG-16 (lrsa) against the BN-folded original, code {data['code_version']}, "

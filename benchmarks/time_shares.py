@@ -1,10 +1,13 @@
 """Where a compressed network's time goes, and the speed-up the layers it keeps allow.
 
+    python benchmarks/time_shares.py --compressed FILE [--model vgg16_bn] [--repeats 15]
     python benchmarks/time_shares.py --work VGG_WORK [NIN_WORK ...] [--repeats 15]
 
-``--work``: the work folders of benchmark runs (``vgg16_cifar10.py`` / ``nin_cifar10.py``
-with ``--work``), each holding ``original.pt`` (the BN-folded original) and
-``compressed.pt``. For each:
+The compressed networks: ``--compressed``, a file in lrsa's format (e.g. an ablation's
+``runs/ablation_vgg16/seed0/a_plus_b.pt``) against its BN-folded original (the trained
+``--model``, :func:`_common.checkpoint_path`); or ``--work``, the work folders of benchmark
+runs (``vgg16_cifar10.py`` / ``nin_cifar10.py``), each holding ``original.pt`` (the
+BN-folded original) and ``compressed.pt``. For each:
 
 1. every top-level module of ``features`` (and ``classifier``) of the original and of the
    compressed model, timed alone on its own input (median of ``--repeats``, batch 1 and
@@ -21,16 +24,19 @@ Writes benchmarks/results/time_shares.json and .md (``--out``).
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from _common import git_version
+from _common import checkpoint_path, cpu_model, git_version
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
+from lrsa.models import get_model, load_checkpoint
 from lrsa.pipeline import load_compressed
 from lrsa.report import write_report
-from lrsa.timing import measure_latency
+from lrsa.timing import allocator, measure_latency
 from lrsa.utils import format_table
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,9 +72,25 @@ def stage_times(model, batch, repeats):
     return times
 
 
-def time_shares(work, repeats):
+def from_work(work):
+    """(original, compressed, label) of a benchmark work folder."""
     original = load_compressed(Path(work) / "original.pt")[0].eval()
     compressed = load_compressed(Path(work) / "compressed.pt")[0].eval()
+    state = json.loads((Path(work) / "state.json").read_text()) \
+        if (Path(work) / "state.json").is_file() else {}
+    code = state.get("settings", {}).get("code_version", "?")[:7]
+    return original, compressed, f"{type(original).__name__} ({code})"
+
+
+def from_file(path, model):
+    """(original, compressed, label) of a compressed ``model`` saved at ``path``."""
+    original = get_model(model)
+    load_checkpoint(original, checkpoint_path(model))
+    original = fold_batchnorm(original.eval())
+    return original, load_compressed(path)[0].eval(), f"{type(original).__name__} ({path})"
+
+
+def time_shares(original, compressed, label, repeats):
     factored = {name for name, mod in stages(compressed)
                 if any(isinstance(m, FACTORED) for m in mod.modules())}
     out = {}
@@ -83,9 +105,6 @@ def time_shares(work, repeats):
             "unchanged_share": unchanged / total,
             "bound_speedup": total / unchanged,
             "stage_sum_speedup": total / sum(t_comp.values())}
-    state = json.loads((Path(work) / "state.json").read_text()) \
-        if (Path(work) / "state.json").is_file() else {}
-    label = f"{type(original).__name__} ({state.get('settings', {}).get('code_version', '?')[:7]})"
     return {"label": label, "factored": sorted(factored), **out}
 
 
@@ -105,18 +124,30 @@ def rank_steps(repeats):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", nargs="+", required=True,
-                   help="benchmark work folders with original.pt and compressed.pt")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--work", nargs="+",
+                       help="benchmark work folders with original.pt and compressed.pt")
+    given.add_argument("--compressed", help="a compressed --model in lrsa's format")
+    p.add_argument("--model", choices=("vgg16_bn", "nin_bn"), default="vgg16_bn")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=str(RESULTS / "time_shares"))
     a = p.parse_args()
-    missing = [w for w in a.work if not (Path(w) / "compressed.pt").is_file()
-               or not (Path(w) / "original.pt").is_file()]
-    if missing:
-        raise SystemExit(f"no original.pt and compressed.pt in {missing}: give the --work "
-                         "folder of a vgg16_cifar10.py or nin_cifar10.py run with fine-tuning")
-    data = {"code_version": git_version(), "threads": torch.get_num_threads(),
-            "repeats": a.repeats, "runs": {w: time_shares(w, a.repeats) for w in a.work},
+    if a.compressed:
+        if not Path(a.compressed).is_file() or not checkpoint_path(a.model).is_file():
+            raise SystemExit(f"needs {a.compressed} and the trained {a.model} at "
+                             f"{checkpoint_path(a.model)} (LRSA_CHECKPOINTS names its folder)")
+        pairs = {a.compressed: from_file(a.compressed, a.model)}
+    else:
+        missing = [w for w in a.work if not (Path(w) / "compressed.pt").is_file()
+                   or not (Path(w) / "original.pt").is_file()]
+        if missing:
+            raise SystemExit(f"no original.pt and compressed.pt in {missing}: give the --work "
+                             "folder of a vgg16_cifar10.py or nin_cifar10.py run")
+        pairs = {w: from_work(w) for w in a.work}
+    data = {"argv": sys.argv, "code_version": git_version(), "cpu": cpu_model(),
+            "threads": torch.get_num_threads(), "allocator": allocator(),
+            "repeats": a.repeats,
+            "runs": {k: time_shares(*pair, a.repeats) for k, pair in pairs.items()},
             "rank_steps": rank_steps(a.repeats)}
     rows = [[r["label"], b[1:], f"{100 * r[b]['unchanged_share']:.0f} %",
              f"{r[b]['bound_speedup']:.2f}x", f"{r[b]['stage_sum_speedup']:.2f}x"]

@@ -225,6 +225,28 @@ def test_ablation_resumes_and_refuses_other_settings(ablation_run):
 
 
 @pytest.mark.slow
+def test_ablation_fine_tunes_again_from_another_runs_compressed_models(ablation_run):
+    """--compressed-from: the same compressed models (identical predictions before
+    fine-tuning), a new lr after; the source is recorded; other compression settings refused."""
+    tmp, bench, data = ablation_run
+    again = bench("--lr", "0.002", "--compressed-from", str(tmp / "work"), "--work",
+                  str(tmp / "work_lr"), "--out", str(tmp / "ablation_lr"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    new = json.loads((tmp / "ablation_lr.json").read_text())
+    assert new["settings"]["lr"] == 0.002
+    assert new["settings"]["compressed_from"]["work"] == str(tmp / "work")
+    assert "only the fine-tuning ran again" in new["cut"]
+    for key in data["params"]:
+        assert (new["per_seed"]["1"][key]["before"]["predictions_sha256"]
+                == data["per_seed"]["1"][key]["before"]["predictions_sha256"])
+        assert np.array_equal(np.load(tmp / "work_lr" / "seed1" / f"{key}_before.npy"),
+                              np.load(tmp / "work" / "seed1" / f"{key}_before.npy"))
+    other = bench("--calib-images", "16", "--compressed-from", str(tmp / "work"), "--work",
+                  str(tmp / "work_other"))
+    assert other.returncode != 0 and "compressed with other settings" in other.stderr
+
+
+@pytest.mark.slow
 def test_timing_records_raw_times_and_a_ratio_per_process(tmp_path):
     from lrsa.pipeline import Budget, compress, save_compressed
     torch.manual_seed(0)
