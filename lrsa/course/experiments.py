@@ -24,7 +24,6 @@ structure, CR(A+B) = (n nnz_cols(A) + r (n + d)) / (n d) (paper eq. 15): the exp
 from __future__ import annotations
 
 import copy
-import json
 import math
 import shutil
 import tempfile
@@ -377,42 +376,51 @@ def paper_table_markdown(table, title="paper"):
                         [[k, f"{a:.1f}", f"{b:.1f}", f"{c:.1f}"] for k, (a, b, c) in table.items()])
 
 
-def benchmark_comparison(path):
-    """Ours beside the paper from a VGG-16 benchmark's JSON (in this repository
-    ``benchmarks/results/vgg16_cifar10.json``), or None when it is missing or unreadable.
+def benchmark_comparison(ablation, timing):
+    """Ours beside the paper's VGG-16 figures: the validation winner of the saved ablation
+    (``benchmarks/ablation.py``'s JSON: its sizes, its drop against the fine-tuned control on
+    the report half, 95 % interval) and its speed (``benchmarks/timing.py``'s JSON of the same
+    model: median ratio over processes with its interval, glibc's default allocator).
 
     Returns
     -------
-    (markdown str, dict of the numbers used) or None
+    (markdown str, dict of the numbers used)
+
+    Raises
+    ------
+    ValueError
+        If ``timing`` timed another model than the ablation's winner.
     """
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    winner = ablation["selection"]["winner"]
+    if not str(timing["compressed"]).endswith(f"/{winner}.pt"):
+        raise ValueError(f"the timing is of {timing['compressed']}, not of the ablation's "
+                         f"winner {winner!r}: time that model (benchmarks/timing.py)")
+    speed = timing["allocators"]["glibc default"]
+    settings = ablation["settings"]
+    nums = {"method": winner, "params_ratio": ablation["params"]["control"]
+            / ablation["params"][winner],
+            "speedup_b128": speed["b128"]["median_ratio"],
+            "speedup_b1": speed["b1"]["median_ratio"],
+            "top1_control": ablation["report_top1"]["control"]["after"],
+            "top1_after": ablation["report_top1"][winner]["after"],
+            "drop": ablation["comparisons"][f"control - {winner}, after"],
+            "epochs": settings["epochs"], "lr": settings["lr"],
+            "seeds": len(ablation["seeds"]["after"]), "code_version": ablation["code_version"]}
 
-    def fmt(v, spec, unit=""):
-        return "-" if v is None else f"{v:{spec}}{unit}"
+    def iv(d, unit=""):
+        return f"{d['mean']:.2f}{unit} [{d['low']:.2f}, {d['high']:.2f}]"
 
-    nums = {"params_ratio": data.get("params_ratio"), "speedup_b128": data.get("speedup_b128"),
-            "speedup_b1": data.get("speedup_b1"), "top1_baseline": data.get("top1_baseline"),
-            "top1_compressed": data.get("top1_compressed"),
-            "top1_finetuned": data.get("top1_finetuned"), "top1_drop": data.get("top1_drop"),
-            "code_version": data.get("code_version") or "unrecorded"}
     md = "\n".join([
-        "| | ours (benchmark) | paper |", "|---|---:|---:|",
-        f"| parameters, original / compressed | {fmt(nums['params_ratio'], '.2f', 'x')} | "
+        f"| | ours: {winner} ({nums['seeds']} seeds, report half, 95 %) | paper |",
+        "|---|---:|---:|",
+        f"| parameters, original / compressed | {nums['params_ratio']:.2f}x | "
         f"{PAPER_VGG16['params_ratio']:.2f}x |",
-        f"| CPU speed-up, batch 128 | {fmt(nums['speedup_b128'], '.2f', 'x')} | "
+        f"| CPU speed-up, batch 128 | {iv(nums['speedup_b128'], 'x')} | "
         f"{PAPER_VGG16['speedup']:.1f}x |",
-        f"| CPU speed-up, batch 1 | {fmt(nums['speedup_b1'], '.2f', 'x')} | - |",
-        f"| top-1 baseline | {fmt(nums['top1_baseline'], '.2f', '%')} | "
-        f"{PAPER_VGG16['baseline_top1']:.2f}% |",
-        f"| top-1 compressed, before fine-tuning | {fmt(nums['top1_compressed'], '.2f', '%')}"
-        " | - |",
-        f"| top-1 compressed, fine-tuned | {fmt(nums['top1_finetuned'], '.2f', '%')} | - |",
-        f"| top-1 drop | {fmt(nums['top1_drop'], '.2f', ' pt')} | "
-        f"{PAPER_VGG16['accuracy_drop']:.2f} pt |"])
+        f"| CPU speed-up, batch 1 | {iv(nums['speedup_b1'], 'x')} | - |",
+        f"| top-1 of the uncompressed network | {iv(nums['top1_control'], '%')} "
+        f"(fine-tuned control) | {PAPER_VGG16['baseline_top1']:.2f}% |",
+        f"| top-1 compressed, fine-tuned | {iv(nums['top1_after'], '%')} | - |",
+        f"| top-1 drop | {iv(nums['drop'], ' pt')} after {nums['epochs']} epoch(s) | "
+        f"{PAPER_VGG16['accuracy_drop']:.2f} pt after 5 |"])
     return md, nums

@@ -1,7 +1,6 @@
 """lrsa.course.experiments (the figure loops) and lrsa.course.explorer on the embedded digits
 CNN (fast)."""
 
-import json
 import math
 
 import matplotlib
@@ -133,12 +132,21 @@ def test_objective_along_segment_relu_is_not_convex():
     assert seg["max_gap_linear"] <= 1e-9 and seg["max_gap_relu"] > 0.01
 
 
-def test_benchmark_comparison(tmp_path):
-    assert E.benchmark_comparison(tmp_path / "missing.json") is None
-    path = tmp_path / "b.json"
-    path.write_text(json.dumps({"params_ratio": 3.5, "speedup_b128": 1.7, "top1_drop": 0.9}))
-    md, nums = E.benchmark_comparison(path)
-    assert "3.50x" in md and "4.44x" in md and "0.90 pt" in md and nums["speedup_b1"] is None
+def test_benchmark_comparison_reads_the_winner_and_its_timing():
+    from lrsa.course.resources import saved_results
+    ablation, timing = saved_results("ablation_vgg16"), saved_results("timing_vgg16")
+    winner = ablation["selection"]["winner"]
+    timing = dict(timing, compressed=f"runs/x/seed0/{winner}.pt")
+    md, nums = E.benchmark_comparison(ablation, timing)
+    assert nums["params_ratio"] == pytest.approx(ablation["params"]["control"]
+                                                 / ablation["params"][winner])
+    drop = ablation["report_top1"]["control"]["after"]["mean"] \
+        - ablation["report_top1"][winner]["after"]["mean"]
+    assert nums["drop"]["mean"] == pytest.approx(drop)
+    assert f"{nums['params_ratio']:.2f}x" in md and "4.44x" in md and "0.40 pt" in md
+    other = "a_alone" if winner != "a_alone" else "b_alone"
+    with pytest.raises(ValueError, match="not of the ablation's winner"):
+        E.benchmark_comparison(ablation, dict(timing, compressed=f"runs/x/{other}.pt"))
 
 
 def test_dead_weight_terminates_on_an_all_zero_input_with_a_positive_bias():
