@@ -1,6 +1,6 @@
 """Parameters, MACs and measured CPU latency before/after, per architecture.
 
-    python benchmarks/models.py [--models alexnet googlenet nin] [--network-cr CR]
+    python benchmarks/models.py [--models alexnet googlenet nin] [--size S]
 
 Without ImageNet and pretrained weights here, AlexNet and GoogLeNet run with random weights
 on random 224x224 images (NIN on random 32x32 ones): the figures are sizes and speeds, not
@@ -31,7 +31,7 @@ RESULTS = Path(__file__).parent / "results"
 #: paper (params ratio, speed-up, accuracy drop in points: top-1 for CIFAR-10, top-5 ImageNet)
 PAPER = {"vgg16_bn": (4.44, 2.2, 0.40), "nin": (2.77, 1.7, 0.41), "alexnet": (5.56, 1.1, 1.27),
          "googlenet": (2.87, 1.35, 0.0)}
-DEFAULT_CR = {"alexnet": 0.18, "googlenet": 0.45, "nin": 0.36}
+DEFAULT_SIZE = {"alexnet": 0.18, "googlenet": 0.45, "nin": 0.36}
 COLUMNS = ["model", "weights", "params_before", "params_after", "params_ratio", "macs_before",
            "macs_after", "speedup_b1", "speedup_b8", "approx_s", "top1_before", "top1_after",
            "paper_params_ratio", "paper_speedup", "paper_drop", "structures"]
@@ -45,14 +45,14 @@ def build(name):
     return googlenet(num_classes=1000), 224
 
 
-def random_weight_row(name, network_cr, images):
+def random_weight_row(name, size, images):
     torch.manual_seed(0)
     model, size = build(name)
     model.eval()
     g = torch.Generator().manual_seed(0)
     calib = [torch.randn(images, 3, size, size, generator=g)]
     t0 = time.perf_counter()
-    comp, rep = compress(model, calib, Budget(size=network_cr),
+    comp, rep = compress(model, calib, Budget(size=size),
                          solver=SolverSettings(max_samples=4000), progress=False)
     secs = time.perf_counter() - t0
     s = network_summary(model, comp.eval(), (1, 3, size, size), latency_batches=(1, 8),
@@ -84,7 +84,7 @@ def main():
     p.add_argument("--models", nargs="+", default=["alexnet", "googlenet"],
                    choices=["alexnet", "googlenet", "nin"],
                    help="run with random weights (sizes and speeds only)")
-    p.add_argument("--network-cr", type=float, default=None,
+    p.add_argument("--size", type=float, default=None,
                    help="whole-network stored-size target (default per model: AlexNet 0.18 as "
                         "the paper's 5.56x; GoogLeNet 0.45, its 1x1 convolutions, kept as the "
                         "paper keeps NIN's, alone hold 34 %%; NIN 0.36)")
@@ -95,7 +95,7 @@ def main():
         if (RESULTS / file).is_file():
             rows.append(trained_row(name, RESULTS / file))
     for name in a.models:
-        rows.append(random_weight_row(name, a.network_cr or DEFAULT_CR[name], a.images))
+        rows.append(random_weight_row(name, a.size or DEFAULT_SIZE[name], a.images))
         print(f"{name}: done in {rows[-1]['approx_s']:.0f} s", flush=True)
     for r in rows:
         pr, ps, pd = PAPER[r["model"]]
@@ -107,7 +107,7 @@ def main():
             "results). top-1 before = the better of the baseline and its fine-tuned control; "
             "paper_drop: top-1 points (CIFAR-10) or top-5 points (ImageNet).")
     print(md + "\n\n" + note)
-    write_report(RESULTS / "models", {"network_cr": a.network_cr or DEFAULT_CR, "rows": rows,
+    write_report(RESULTS / "models", {"size": a.size or DEFAULT_SIZE, "rows": rows,
                                       "markdown": md + "\n\n" + note})
 
 

@@ -1,8 +1,8 @@
 """Full VGG-16 on CIFAR-10: lrsa against truncated SVD and reduced-rank regression at equal
 stored size, layer by layer; then (optionally) fine-tuning; beside the paper's Table I/III.
 
-    python benchmarks/vgg16_cifar10.py [--network-cr 0.17 | --preset fast] [--epochs 0]
-        [--baselines svd rrr lrsa_linear] [--work DIR]
+    python benchmarks/vgg16_cifar10.py [--size 0.17 | --macs M | --speedup S | --preset fast]
+        [--epochs 0] [--baselines svd rrr lrsa_linear] [--work DIR]
 
 Needs a trained VGG-16-BN (``_common.checkpoint_path``: ``runs/models/vgg16_bn_cifar10.pt``
 or LRSA_CHECKPOINTS) and CIFAR-10 in the official layout (LRSA_DATA or ``data``). lrsa runs
@@ -31,10 +31,10 @@ from lrsa.paper import PAPER_TABLE_I, PAPER_VGG16, VGG16_LAYER_NAMES
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # 0.17: layers left as they were (not faster factored) take back about 4 % of the budget
-    p.add_argument("--network-cr", type=float, default=0.17)
-    p.add_argument("--network-macs", type=float, default=None,
-                   help="a multiply-add budget instead of --network-cr")
-    p.add_argument("--target-speedup", type=float, default=None,
+    p.add_argument("--size", type=float, default=0.17, help="Budget(size=...)")
+    p.add_argument("--macs", type=float, default=None,
+                   help="a multiply-add budget instead of --size (Budget(macs=...))")
+    p.add_argument("--speedup", type=float, default=None,
                    help="a whole-model speed-up budget (measured layer times) instead")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="a named budget (lrsa.Budget.preset) instead of the three above")
@@ -42,13 +42,12 @@ def main():
     a = p.parse_args()
     require_inputs(CHECKPOINT, "vgg16_bn")
     budget = (Budget.preset(a.preset) if a.preset else
-              Budget(macs=a.network_macs) if a.network_macs else
-              Budget(speedup=a.target_speedup) if a.target_speedup else
-              Budget(size=a.network_cr))
+              Budget(macs=a.macs) if a.macs else
+              Budget(speedup=a.speedup) if a.speedup else
+              Budget(size=a.size))
     model = vgg16_bn()
     meta = load_checkpoint(model, CHECKPOINT)
-    settings = {k: getattr(a, k) for k in ("network_cr", "network_macs", "target_speedup",
-                                           "preset")}
+    settings = {k: getattr(a, k) for k in ("size", "macs", "speedup", "preset")}
     run(a, settings, model=model, recipe=meta.get("recipe", "?"), arch="vgg16_bn",
         budget_of=lambda layers: budget,
         title="VGG-16 on CIFAR-10", paper=PAPER_VGG16, paper_table=PAPER_TABLE_I,

@@ -42,21 +42,21 @@ def _compress_options(sp):
                     help="lam2 / lam1 (default 3; paper 2.5-3; 0: B alone)")
     sp.add_argument("--rank-multiple", type=int, default=None,
                     help="ranks in multiples of this (16 suits CPUs with 512-bit vectors)")
-    sp.add_argument("--size", "--network-cr", dest="size", type=float, default=None,
+    sp.add_argument("--size", dest="size", type=float, default=None,
                     help="whole-network stored size in (0, 1] (Budget(size=...))")
-    sp.add_argument("--macs", "--network-macs", dest="macs", type=float, default=None,
+    sp.add_argument("--macs", dest="macs", type=float, default=None,
                     help="whole-network multiply-add fraction in (0, 1], instead or with "
                          "--size (both limits hold)")
     size = sp.add_mutually_exclusive_group()  # lrsa.Budget refuses other pairs by name
-    size.add_argument("--speedup", "--target-speedup", dest="speedup", type=float,
+    size.add_argument("--speedup", dest="speedup", type=float,
                       default=None, help="whole-model speed-up (> 1) on this device instead, "
                       "spread by measured layer times (--fallback time also checks it)")
-    size.add_argument("--layer-size", "--target-cr", dest="layer_size", type=float,
+    size.add_argument("--layer-size", dest="layer_size", type=float,
                       default=None, help="each layer's stored size in (0, 1] instead")
     sp.add_argument("--spread", choices=["energy", "sqrt"], default=None,
                     help="how --size is spread over the layers: by weight energy per stored "
-                         "weight (default), or CR ~ 1/sqrt(layer size), a heuristic after the "
-                         "trend of the paper's Table I")
+                         "weight (default), or CR ~ 1/sqrt(layer size), a heuristic (not the "
+                         "rule of the paper's Table I)")
     sp.add_argument("--all-layers", action="store_true", default=None,
                     help="also approximate the first layer and the 1x1 convs (kept by default, "
                          "as the paper)")

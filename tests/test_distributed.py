@@ -167,7 +167,7 @@ def test_cli_compress_finetunes_under_torchrun(cli_trained, tmp_path):
     ckpt, _ = cli_trained
     out = tmp_path / "run"
     done = torchrun("-m", "lrsa", "compress", "--model", "small_cnn", "--checkpoint", ckpt,
-                    "--network-cr", 0.5, "--calib-images", 128, "--finetune-epochs", 1,
+                    "--size", 0.5, "--calib-images", 128, "--finetune-epochs", 1,
                     "--no-baselines", "--repeats", 2, "--latency-batch", 8, "--out", out)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("wrote ") == 1

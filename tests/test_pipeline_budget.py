@@ -10,7 +10,7 @@ from torch import nn
 
 from lrsa.batchnorm import fold_batchnorm
 from lrsa.pipeline import Budget, LayerPlan, compress
-from lrsa.pipeline.budget import spread_network_target
+from lrsa.pipeline.budget import spread_by_energy
 
 
 def test_mac_budget_is_met_and_cuts_early_layers_more(trained):
@@ -49,7 +49,7 @@ def test_size_and_mac_limits_hold_together_and_the_mac_dear_layer_gives_way():
     def spread(mac_target):
         plan = {name: LayerPlan() for name, _ in layers}
         also = [] if mac_target is None else [(mac_target, macs, "Budget.macs", "MACs")]
-        spread_network_target(plan, layers, size, also=also)
+        spread_by_energy(plan, layers, size, also=also)
         return plan, {k: round(p.size * n * d / (n + d)) for k, p in plan.items()}
 
     _, alone = spread(None)
@@ -122,7 +122,7 @@ def test_network_spread_is_the_brute_force_optimum_of_the_energy_product():
                [5, 4, 1, 0.5, 0.2, 0.1]]  # optimum (1, 4, 4), not the even (3, 3, 3)
     layers = [(f"fc{i}", _linear_with_spectrum(n, d, s, i)) for i, s in enumerate(spectra)]
     plan = {name: LayerPlan() for name, _ in layers}
-    spread_network_target(plan, layers, budget_ranks * (n + d) / (3 * n * d))
+    spread_by_energy(plan, layers, budget_ranks * (n + d) / (3 * n * d))
     ranks = [round(plan[name].size * n * d / (n + d)) for name, _ in layers]
 
     def log_energy(rs):
@@ -142,10 +142,10 @@ def test_network_spread_keeps_a_layer_dense_and_refuses_a_budget_below_rank_one(
     layers = [("a", _linear_with_spectrum(8, 8, [1] * 8, 0)),
               ("b", _linear_with_spectrum(8, 8, [4, 2, 1, 0.5], 1))]
     plan = {name: LayerPlan() for name, _ in layers}
-    spread_network_target(plan, layers, 0.99)
+    assert spread_by_energy(plan, layers, 0.99) is plan  # changed in place, and returned
     assert plan["a"].size == 1.0
     with pytest.raises(ValueError, match="smallest rank"):
-        spread_network_target(plan, layers, 0.05)
+        spread_by_energy(plan, layers, 0.05)
 
 
 def test_network_spread_in_rank_multiples_is_the_brute_force_optimum():
@@ -156,7 +156,7 @@ def test_network_spread_in_rank_multiples_is_the_brute_force_optimum():
                [5, 4, 1, 0.5, 0.2, 0.1]]
     layers = [(f"fc{i}", _linear_with_spectrum(n, d, s, i)) for i, s in enumerate(spectra)]
     plan = {name: LayerPlan(rank_multiple=2) for name, _ in layers}
-    spread_network_target(plan, layers, budget_ranks * (n + d) / (3 * n * d))
+    spread_by_energy(plan, layers, budget_ranks * (n + d) / (3 * n * d))
     ranks = [round(plan[name].size * n * d / (n + d)) for name, _ in layers]
 
     def log_energy(rs):
@@ -186,20 +186,20 @@ def test_sqrt_spread_is_the_closed_form_and_saturates_small_layers():
     """Budget(spread="sqrt"): CR_l = c / sqrt(size_l). Where no layer reaches its full size,
     c = budget / sum_l sqrt(size_l) in closed form; with a budget that fills the smallest
     layer, that layer is kept whole and the others share the rest at one c."""
-    from lrsa.pipeline.budget import sqrt_spread
+    from lrsa.pipeline.budget import spread_by_sqrt
     shapes = [(8, 8), (16, 32), (64, 64)]
     layers = [(f"fc{i}", nn.Linear(d, n)) for i, (n, d) in enumerate(shapes)]
     sizes = [n * d for n, d in shapes]
     total = sum(sizes)
 
     plan = {name: LayerPlan() for name, _ in layers}
-    sqrt_spread(plan, layers, 0.05)
+    assert spread_by_sqrt(plan, layers, 0.05) is plan
     c = 0.05 * total / sum(math.sqrt(s) for s in sizes)
     for (name, _), s in zip(layers, sizes):
         assert plan[name].size == pytest.approx(c / math.sqrt(s), rel=1e-9)
 
     plan = {name: LayerPlan() for name, _ in layers}
-    sqrt_spread(plan, layers, 0.35)
+    spread_by_sqrt(plan, layers, 0.35)
     assert plan["fc0"].size == 1.0
     rest = 0.35 * total - sizes[0]
     c = rest / (math.sqrt(sizes[1]) + math.sqrt(sizes[2]))

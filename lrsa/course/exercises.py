@@ -475,11 +475,11 @@ def sqrt_spread_share(answer, shapes, c):
     d_l)`) keeps when each layer keeps :math:`\mathrm{CR}_l = \min(1, c/\sqrt{n_l d_l})` of
     its :math:`n_l d_l` weights (``Budget(spread="sqrt")``), to 1e-9.
 
-    Reference: ``lrsa.pipeline.budget.sqrt_spread`` itself, asked for the student's
+    Reference: ``lrsa.pipeline.budget.spread_by_sqrt`` itself, asked for the student's
     share: its bisection must land on ``c`` (a wrong share finds another :math:`c`).
     """
     import torch
-    from ..pipeline.budget import LayerPlan, sqrt_spread
+    from ..pipeline.budget import LayerPlan, spread_by_sqrt
 
     title = "network share kept by the sqrt spread"
     if unanswered(answer):
@@ -490,7 +490,7 @@ def sqrt_spread_share(answer, shapes, c):
     layers = [(f"l{i}", torch.nn.Linear(int(d), int(n), bias=False))
               for i, (n, d) in enumerate(shapes)]
     plan = {name: LayerPlan() for name, _ in layers}
-    sqrt_spread(plan, layers, share)
+    spread_by_sqrt(plan, layers, share)
     found = [plan[name].size * math.sqrt(m.weight.numel()) for name, m in layers
              if plan[name].size < 1]
     ok = bool(found) and math.isclose(found[0], c, rel_tol=1e-6)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..layers import estimate_macs
 from .layer import energy_shares, lowered_weight
-from .speed import speedup_spread
+from .speed import spread_by_speedup
 
 
 #: the rules that spread a whole-network size over the layers (:class:`Budget` ``spread``)
@@ -42,15 +42,15 @@ class Budget:
         with ``size``, when both limits hold at once (the ``"fast"`` preset, ``PRESETS``).
     speedup : float, optional
         Instead, a whole-model speed-up (> 1) on the model's device at the calibration batch
-        size, spread on measured layer times (``lrsa.pipeline.speed.speedup_spread``);
+        size, spread on measured layer times (``lrsa.pipeline.speed.spread_by_speedup``);
         timed, so it varies between runs and machines.
     layer_size : float, optional
         Instead, the same stored fraction in (0, 1] for every approximated layer.
     spread : {"energy", "sqrt"}
         How ``size`` is spread over the layers. "energy" (default): greedily, by the weight
-        energy each rank adds (``spread_network_target``; the two compared on VGG-16:
+        energy each rank adds (``spread_by_energy``; the two compared on VGG-16:
         docs, Benchmarks, ``benchmarks/frontier.py``). "sqrt": CR_l ~ 1/sqrt(weights_l)
-        (``sqrt_spread``), a heuristic after the trend of the paper's Table I (large
+        (``spread_by_sqrt``), a heuristic after the trend of the paper's Table I (large
         layers keep small shares), not the paper's rule: in Table I CR_l sqrt(weights_l) runs
         from about 110 to 530, and fc3 keeps 24 % where this rule keeps it whole. For
         comparison (benchmarks/frontier.py, notebook 07).
@@ -226,20 +226,20 @@ def network_plan(layers, in_shapes, budget, *, original, batch_shape):
         (budget.macs, {n: estimate_macs(m, in_shapes[n]) for n, m in layers}, "Budget.macs",
          "multiply-adds")]
     if budget.size is not None and budget.spread == "sqrt":
-        sqrt_spread(plan, layers, budget.size)
+        plan = spread_by_sqrt(plan, layers, budget.size)
     elif budget.size is not None:
-        spread_network_target(plan, layers, budget.size, also=macs)
+        plan = spread_by_energy(plan, layers, budget.size, also=macs)
     elif macs:
-        spread_network_target(plan, layers, *macs[0])
+        plan = spread_by_energy(plan, layers, *macs[0])
     if budget.speedup is None:
         return plan, None
-    return plan, speedup_spread(plan, layers, in_shapes, original, batch_shape,
-                                budget.speedup)
+    return spread_by_speedup(plan, layers, in_shapes, original, batch_shape, budget.speedup)
 
 
-def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
+def spread_by_energy(plan, layers, target, costs=None, name="Budget.size",
                           unit="weights", also=()):
-    """Per-layer sizes meeting ``target`` times the network's total cost, chosen greedily
+    """Set the per-layer sizes in ``plan`` (changed in place and returned) to meet ``target``
+    times the network's total cost, chosen greedily
     (adapted from the rank selection of Zhang et al. 2016, which maximizes the product of the
     layers' energies under a multiply-add budget, starting at full rank and removing ranks
     greedily, and weighs the energy of the layer's *responses*; here ranks are added, the
@@ -267,7 +267,7 @@ def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
     Measured on VGG-16 (CIFAR-10, 5.08x fewer parameters, top-1 before fine-tuning, same
     calibration images): this spread gave reduced-rank regression 87.76 % and lrsa 87.72 %
     where the earlier rule CR_l ~ 1/sqrt(weights_l) (a heuristic after the trend of the
-    paper's Table I, :func:`sqrt_spread`) gave 86.94 % and 87.04 % (the docs' benchmarks
+    paper's Table I, :func:`spread_by_sqrt`) gave 86.94 % and 87.04 % (the docs' benchmarks
     page).
     """
     modules = dict(layers)
@@ -318,6 +318,7 @@ def spread_network_target(plan, layers, target, costs=None, name="Budget.size",
                                else f"the size of rank {rank[n]}, the next step would "
                                     f"exceed "
                                     f"{' and '.join(over)}"))
+    return plan
 
 
 def _free_budget(plan, sizes, target, name, unit):
@@ -334,16 +335,15 @@ def _free_budget(plan, sizes, target, name, unit):
     return free, target * total - kept, kept, total
 
 
-def sqrt_spread(plan, layers, target):
-    r"""Per-layer sizes meeting ``target`` of the network's weights by a :math:`1/\sqrt{\cdot}`
-    heuristic: layer :math:`l` keeps :math:`CR_l = \min(1, c / \sqrt{n_l d_l})` of its
-    weights (a large layer a small share), with :math:`c` found by bisection so that the
-    stored total meets the target. It follows the trend of the paper's Table I, not its
-    numbers: there :math:`CR_l \sqrt{n_l d_l}` runs from about 110 to 530 instead of being one
-    :math:`c`, fc3 keeps 24 % where this rule keeps it whole, and over the convolutions
-    :math:`CR_l` falls about as :math:`(n_l d_l)^{-0.34}`. The rule lrsa used before
-    ``cf958f3``; kept to compare with :func:`spread_network_target` (benchmarks/frontier.py,
-    notebook 07)."""
+def spread_by_sqrt(plan, layers, target):
+    r"""Set the per-layer sizes in ``plan`` (changed in place and returned) to meet ``target``
+    of the network's weights by a :math:`1/\sqrt{\cdot}` heuristic: layer :math:`l` keeps
+    :math:`CR_l = \min(1, c / \sqrt{n_l d_l})` of its weights (a large layer a small share),
+    with :math:`c` found by bisection so that the stored total meets the target. It follows the
+    trend of the paper's Table I, not its numbers: there :math:`CR_l \sqrt{n_l d_l}` runs from
+    about 110 to 530 instead of being one :math:`c`, fc3 keeps 24 % where this rule keeps it
+    whole, and over the convolutions :math:`CR_l` falls about as :math:`(n_l d_l)^{-0.34}`. Kept
+    to compare with :func:`spread_by_energy` (benchmarks/frontier.py, notebook 07)."""
     sizes = {n: lowered_weight(m).numel() for n, m in layers}
     free, budget, _, _ = _free_budget(plan, sizes, target, "Budget.size", "weights")
 
@@ -356,3 +356,4 @@ def sqrt_spread(plan, layers, target):
         lo, hi = (mid, hi) if stored(mid) <= budget else (lo, mid)
     for n in free:
         plan[n].size = min(1.0, lo / math.sqrt(sizes[n]))
+    return plan

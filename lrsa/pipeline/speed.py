@@ -120,13 +120,13 @@ def with_speedup_target(speed, target, predicted, batch):
     return {**speed, "target_speedup": target, "predicted_speedup": predicted}
 
 
-def speedup_spread(plan, layers, in_shapes, original, batch_shape, speedup):
-    """Per-layer sizes for a whole-model ``speedup`` at ``batch_shape``, chosen greedily on
-    measured times (adapted from the rank selection of Zhang et al. 2016, which also steps
-    layers down greedily from full rank, but on multiply-adds and the energy of the layers'
-    responses; here on timings and the weights' singular values; reference: X. Zhang, J. Zou,
-    K. He, J. Sun, "Accelerating Very Deep Convolutional Networks for Classification and
-    Detection", IEEE TPAMI 38(10), 2016).
+def spread_by_speedup(plan, layers, in_shapes, original, batch_shape, speedup):
+    """Set the per-layer sizes in ``plan`` (changed in place) for a whole-model ``speedup`` at
+    ``batch_shape``, chosen greedily on measured times (adapted from the rank selection of Zhang
+    et al. 2016, which also steps layers down greedily from full rank, but on multiply-adds and
+    the energy of the layers' responses; here on timings and the weights' singular values;
+    reference: X. Zhang, J. Zou, K. He, J. Sun, "Accelerating Very Deep Convolutional Networks
+    for Classification and Detection", IEEE TPAMI 38(10), 2016).
 
     The model and each approximable layer (dense) are timed on the model's device, and each
     layer's factored form U V (random factors, in place) at the stored fractions
@@ -137,7 +137,7 @@ def speedup_spread(plan, layers, in_shapes, original, batch_shape, speedup):
     next smaller size loses the least weight energy per second saved steps down, where a
     layer's energy at rank r is the share of ||W||_F^2 its r leading singular values hold
     (data-free), and the objective is the product of the layers' shares. A layer that never
-    steps down stays as it is. Returns the predicted speed-up.
+    steps down stays as it is. Returns ``(plan, predicted speed-up)``.
     """
     def seconds(module, shape):
         return measure_latency(module, shape, repeats=TIME_REPEATS)["median_s"]
@@ -168,7 +168,7 @@ def speedup_spread(plan, layers, in_shapes, original, batch_shape, speedup):
         at[n] = i
     for n, opts in options.items():
         plan[n].size, plan[n].skip = opts[at[n]][0], at[n] == 0
-    return total / spent
+    return plan, total / spent
 
 
 def _size_options(mod, shape, seconds):
@@ -185,7 +185,7 @@ def _next_faster(options, i):
     return next((j for j in range(i + 1, len(options)) if options[j][1] < options[i][1]), None)
 
 
-#: stored fractions of a layer at which :func:`speedup_spread` times its factored form
+#: stored fractions of a layer at which :func:`spread_by_speedup` times its factored form
 TIME_GRID = (0.02, 0.05, 0.1, 0.15, 0.22, 0.32, 0.45, 0.6)
 
 
