@@ -7,7 +7,7 @@ Amdahl's law
     shape; :func:`time_share_table`: the same from a saved ``benchmarks/time_shares.py``
     result; :func:`plot_time_shares`.
 Multiply-adds
-    :func:`layer_macs`, :func:`report_macs`: multiply-adds per layer, dense or as a
+    :func:`mac_table`, :func:`report_macs`: multiply-adds per layer, dense or as a
     compression report stores it; :func:`plot_macs_vs_time`: time against them.
 Rank steps
     :func:`factored_conv`, :func:`rank_sweep`: a k x k conv to rank r followed by a 1 x 1
@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..layers import factored_macs
 from ._plotting import axes_or_new
 
-__all__ = ["amdahl_bound", "amdahl_speedup", "factored_conv", "layer_macs",
+__all__ = ["amdahl_bound", "amdahl_speedup", "factored_conv", "mac_table",
            "plot_macs_vs_time", "plot_rank_sweep", "plot_time_shares", "rank_sweep",
            "report_macs", "stage_times", "time_share_table"]
 
@@ -160,7 +161,7 @@ def stage_times(model, input_shape, *, repeats=5, warmup=1):
 
 # ----------------------------------------------------------------- multiply-adds
 
-def layer_macs(model, input_shape=(1, 3, 32, 32)):
+def mac_table(model, input_shape=(1, 3, 32, 32)):
     """Multiply-adds per image of every Conv2d and Linear layer of a dense ``model``
     (:func:`lrsa.report.layer_macs`, one traced input), and each layer's output positions.
 
@@ -194,7 +195,7 @@ def report_macs(row, positions):
     n, d = int(row["n"]), int(row["d"])
     if row["kind"] != "factored":
         return positions * n * d
-    return positions * (n * int(row["nonzero_columns"]) + int(row["rank"]) * (d + n))
+    return factored_macs(positions, n, d, int(row["rank"]), n * int(row["nonzero_columns"]))
 
 
 # ----------------------------------------------------------------- rank steps

@@ -36,7 +36,8 @@ fine-tuning, their MACs); the base class they share is in ``lrsa.layers._base``.
 from . import structure
 from .conv import SparseLowRankConv2d
 from .linear import EntrySparseLowRankLinear, SparseLowRankLinear
-from .structure import apply_structure, estimate_macs, keep_structure_hook, model_structure
+from .structure import (apply_structure, estimate_macs, factored_macs, keep_structure_hook,
+                        model_structure)
 
 # assigned here rather than imported, so that the API page documents it: autodoc reads the
 # "#:" comments of the module it documents only
@@ -44,5 +45,5 @@ from .structure import apply_structure, estimate_macs, keep_structure_hook, mode
 FACTORED_MODULES = structure.FACTORED_MODULES
 
 __all__ = ["EntrySparseLowRankLinear", "FACTORED_MODULES", "SparseLowRankConv2d",
-           "SparseLowRankLinear", "apply_structure", "estimate_macs", "keep_structure_hook",
-           "model_structure"]
+           "SparseLowRankLinear", "apply_structure", "estimate_macs", "factored_macs",
+           "keep_structure_hook", "model_structure"]

@@ -78,6 +78,13 @@ def apply_structure(model, structures, *, device=None, dtype=None):
 
 # ---------------------------------------------------------------------- dense or factored
 
+def factored_macs(positions, n, d, rank, sparse):
+    """Multiply-adds of a factored layer A + U V with an n x d lowered weight at
+    ``positions`` output positions: per position, the sparse part's ``sparse`` (n times its
+    kept columns, or A's nonzeros), then V (r d) and U (n r)."""
+    return positions * (sparse + rank * (d + n))
+
+
 def estimate_macs(module, x_shape):
     """Multiply-accumulates of one forward of ``module`` on an input of shape ``x_shape``
     ((B, c, H, W) for convolutions, (..., d) for linear layers). Supports nn.Conv2d
@@ -86,15 +93,14 @@ def estimate_macs(module, x_shape):
     kernel performs (the module itself runs A densely)."""
     if isinstance(module, SparseLowRankConv2d):
         B, (ho, wo) = int(np.prod(x_shape[:-3])), module._out_hw(x_shape[-2], x_shape[-1])
-        L, kk = B * ho * wo, int(np.prod(module.kernel_size))
-        macs = module._n * module.kept_index.numel() * kk * L
-        return macs + module.rank * (module._d + module._n) * L
-    if isinstance(module, EntrySparseLowRankLinear):
-        L = int(np.prod(x_shape[:-1]))
-        return (module.nonzeros + module.rank * (module._d + module._n)) * L
-    if isinstance(module, SparseLowRankLinear):
-        L = int(np.prod(x_shape[:-1]))
-        return (module._n * module.nonzero_columns + module.rank * (module._d + module._n)) * L
+        kk = int(np.prod(module.kernel_size))
+        return factored_macs(B * ho * wo, module._n, module._d, module.rank,
+                             module._n * module.kept_index.numel() * kk)
+    if isinstance(module, (EntrySparseLowRankLinear, SparseLowRankLinear)):
+        sparse = module.nonzeros if isinstance(module, EntrySparseLowRankLinear) \
+            else module._n * module.nonzero_columns
+        return factored_macs(int(np.prod(x_shape[:-1])), module._n, module._d, module.rank,
+                             sparse)
     if isinstance(module, nn.Conv2d):
         B = int(np.prod(x_shape[:-3]))
         ho, wo = conv_output_hw(x_shape[-2], x_shape[-1], module.kernel_size, module.stride,

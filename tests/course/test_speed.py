@@ -42,8 +42,8 @@ def _net():
                          nn.Conv2d(4, 6, 3), nn.Flatten(), nn.Linear(6 * 2 * 2, 3))
 
 
-def test_layer_macs_by_hand():
-    m = speed.layer_macs(_net(), (1, 2, 8, 8))
+def test_mac_table_by_hand():
+    m = speed.mac_table(_net(), (1, 2, 8, 8))
     assert list(m) == ["0", "3", "5"]
     assert m["0"] == {"macs": 64 * 4 * 18, "positions": 64, "n": 4, "d": 18}
     assert m["3"] == {"macs": 4 * 6 * 36, "positions": 4, "n": 6, "d": 36}  # 4x4 -> 2x2
