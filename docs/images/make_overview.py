@@ -24,7 +24,7 @@ from lrsa.batchnorm import fold_batchnorm  # noqa: E402
 from lrsa.features import collect_features  # noqa: E402
 from lrsa.course.setups import digits_setup  # noqa: E402
 
-LAYER, FRAC, RATIO = "features.7", 0.4, 4.0  # as lrsa.LayerPlan(frac, ratio)
+LAYER, RELATIVE_LAM1, RATIO = "features.7", 0.4, 4.0  # as lrsa.LayerPlan(relative_lam1, ratio)
 OUT = Path(__file__).with_name("overview.png")
 
 
@@ -37,10 +37,10 @@ def main():
     W = conv.weight.detach().reshape(conv.out_channels, -1).double()
     X, Z = feats.X.double(), feats.Z.double()
     b = conv.bias.detach().double()
-    # lambdas relative to the layer's scale, as the pipeline sets them: lam1 = frac s, s the
+    # lambdas relative to the layer's scale, as the pipeline sets them: lam1 = relative_lam1 s, s the
     # mean column norm of the cross-correlation Z X^T / N; lam2 = ratio lam1
     scale = float(torch.linalg.vector_norm(Z @ X.T / X.shape[1], dim=0).mean())
-    sol = lrsa.solve_layer(X, Z, lam1=FRAC * scale, lam2=RATIO * FRAC * scale,
+    sol = lrsa.solve_layer(X, Z, lam1=RELATIVE_LAM1 * scale, lam2=RATIO * RELATIVE_LAM1 * scale,
                            response="linear", bias=b)
     A, B = sol.A.numpy(), sol.B.numpy()
     n, d = W.shape

@@ -110,11 +110,12 @@ def lambda_grid(model, layer_name, calib, relative_lam1s, ratios, *, response="r
 
 def _grid_point(X, Z, W, b, relative_lam1, ratio, response, group, max_iter, tol):
     """One point of :func:`lambda_grid`: the layer approximated at (relative_lam1, ratio)."""
-    from ..pipeline import approximate_layer
+    from ..pipeline import SolverSettings, approximate_layer
 
     n, d = W.shape
     plan = LayerPlan(relative_lam1=relative_lam1, ratio=ratio)
-    fit = approximate_layer(X, Z, W, b, plan, response, group, "lrsa", max_iter, tol)
+    fit = approximate_layer(X, Z, W, b, plan, response, group, "lrsa",
+                            SolverSettings(max_iter=max_iter, tol=tol))
     cr_a = fit.kept_channels * group / d
     cr_b = fit.rank * (n + d) / (n * d)
     B = fit.U @ fit.V

@@ -23,24 +23,22 @@ def finetune(model, loader, *, epochs, lr=1e-3, teacher=None, alpha=0.5, tempera
     of its outputs at every approximated layer; without one, cross-entropy on the labels.
 
     ``lr`` is the peak of a cosine schedule and belongs to the network, not to the method:
-    measured here, VGG-16 did best at 1e-3 (one epoch at 3e-3 ended 0.2 points lower) and
-    NIN at 1e-2 (5 epochs at 3e-3 ended 0.38 points lower; docs: Benchmarks). The default is
-    VGG-16's; try a few before comparing methods after fine-tuning.
+    choose it on validation images before comparing methods after fine-tuning
+    (``benchmarks/lr_screen.py``; one epoch on CIFAR-10 chose 3e-3 for VGG-16, though 3e-4,
+    1e-3 and 3e-3 were within 0.06 points, and 1e-2 for NIN, where 3e-2 diverged:
+    ``benchmarks/results/lr_screen_*.json``).
 
     ``dropout=False`` (default) switches the model's nn.Dropout off while training: the
-    refit layers keep fewer inputs with larger weights, and dropout's noise on them blows
-    up the logits (measured on VGG-16 at CR 16%: training-mode loss 27 against 0.38 in eval
-    mode, and fine-tuning collapsed to 18% top-1). The Dropout modules are restored after.
+    refit layers keep fewer inputs with larger weights, and dropout's noise on them can blow
+    up the logits (measured on VGG-16 at 16 % of its weights: training-mode loss 27 against
+    0.38 in eval mode). The Dropout modules are restored after.
 
     ``max_grad_norm`` (default ``MAX_GRAD_NORM``; ``None``: no cap) caps the gradients'
-    total norm at every step. A compressed network has its BatchNorm folded and can start
-    near the edge of stability, where each step's overshoot feeds the next (folding alone is
-    not the cause: the benchmarks' uncompressed control is folded too, fine-tuned by the
-    same recipe, and did not blow up): on the demo's CNN at lr 1e-3, logit distillation's
-    gradient norm grew 5.6, 14, 37, 141, 271 in five steps and the model ended at 54 % top-1
-    (from 95 %; with the cap, 94.7 %); NIN at lr 1e-2 reached NaN by step 8. VGG-16 at lr
-    1e-3 stayed below the cap (first-step norms 3-6); NIN at lr 3e-3 reached it in its first
-    steps (norms 4-17, then 4-9), so there the cap shapes a run that was not blowing up.
+    total norm at every step. A compressed network can start near the edge of stability,
+    where each step's overshoot feeds the next (BatchNorm folding alone is not the cause:
+    the benchmarks' control is folded too and did not blow up); the cap stops that, and
+    where the norms reach it (NIN at lr 3e-3) it shapes the run. Notebook 09, section 3,
+    shows a run without and with it; the measured norms: docs, Benchmarks.
 
     ``seed``, ``checkpoint`` (resumable), ``on_epoch_end`` and ``warmup_epochs`` (linear
     warm-up to ``lr``) are :func:`lrsa.train.train`'s.

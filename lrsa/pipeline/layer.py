@@ -130,10 +130,12 @@ def cannot_take(mod, sparsity):
     return None
 
 
-def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=200, tol=1e-3,
-                      seed=0, sparsity="channel"):
+def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", solver=None,
+                      sparsity="channel"):
     """Solve one layer for its plan.
 
+    solver : :class:`SolverSettings` or None (its defaults): the ADMM's ``max_iter`` and
+        ``tol``, and the ``seed`` of the held-out split.
     group : columns per input channel (k_h k_w for a conv, 1 for a linear layer): the
         sparse part is stored per kept input channel, so channels are what it keeps.
 
@@ -159,8 +161,9 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
     ``_entry_sparse``): A keeps single weights; ``"lrsa"`` fits each split by
     :func:`lrsa.decompose.fit_sparse_low_rank`, ``"oats"`` by :func:`lrsa.decompose.oats`.
     """
+    solver = solver or SolverSettings()
     if sparsity != "channel" and method in ("lrsa", "oats"):
-        return _entry_sparse(X, Z, W, b, p, response, sparsity, method, seed)
+        return _entry_sparse(X, Z, W, b, p, response, sparsity, method, solver.seed)
     n, d = W.shape
     # the small margin: a size given as params / (n d) must not floor to one weight less
     budget = None if p.size is None else int(p.size * n * d + 1e-6)
@@ -180,7 +183,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
         cands, order = {0}, torch.arange(d // group)
         if method == "lrsa" and not low_rank_only:
             admm, order, kept_admm = _rank_channels(lin, fit, W, p, group, budget is not None,
-                                                    max_iter, tol)
+                                                    solver.max_iter, solver.tol)
             if budget is None:
                 budget = kept_admm * group * n + admm.rank * (n + d)
             m_only = min(d // group, budget // (group * n))
@@ -191,7 +194,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", max_iter=20
         if p.size is not None and not sparse_only:  # A alone: see the docstring
             splits = [(m, r) for m, r in splits if r > 0 or m == 0] or splits
         (m, r), refine, heldout = _choose(X, Z, b, splits, order, group,
-                                          response == "relu" and method == "lrsa", seed)
+                                          response == "relu" and method == "lrsa", solver.seed)
         A, U, V, _ = fit.fit(_columns(order, m, group), r)
         if refine:
             A, U, V, b = fit.refine_relu(lin.retarget(torch.relu(Z), "relu"), A, U, V)

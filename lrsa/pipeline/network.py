@@ -366,8 +366,7 @@ def _layer(run, name, mod, p, row, method=None):
             inputs_from=run.compressed if run.strategy == "asymmetric" else None)[name]
         X, Z = feats.X, feats.Z
         W, b = W.to(X), b.to(X)
-    fit = approximate_layer(X, Z, W, b, p, resp, group, method, s.max_iter, s.tol, s.seed,
-                            run.sparsity)
+    fit = approximate_layer(X, Z, W, b, p, resp, group, method, s, run.sparsity)
     rel = None
     if method != "svd":  # fit.objective is the data term ||Y - r(W X + b)||^2 / 2N
         Y = torch.relu(Z) if resp == "relu" else Z
