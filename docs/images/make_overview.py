@@ -37,8 +37,8 @@ def main():
     W = conv.weight.detach().reshape(conv.out_channels, -1).double()
     X, Z = feats.X.double(), feats.Z.double()
     b = conv.bias.detach().double()
-    # lambdas relative to the layer's scale, as the pipeline sets them: lam1 = relative_lam1 s, s the
-    # mean column norm of the cross-correlation Z X^T / N; lam2 = ratio lam1
+    # lambdas relative to the layer's scale, as the pipeline sets them: lam1 = relative_lam1 s,
+    # s the mean column norm of the cross-correlation Z X^T / N; lam2 = ratio lam1
     scale = float(torch.linalg.vector_norm(Z @ X.T / X.shape[1], dim=0).mean())
     sol = lrsa.solve_layer(X, Z, lam1=RELATIVE_LAM1 * scale, lam2=RATIO * RELATIVE_LAM1 * scale,
                            response="linear", bias=b)
