@@ -67,6 +67,17 @@ def test_every_exercise_is_marked_for_nbgrader(path):
         assert hidden == -1 or cells[2].source.find(checker.group(0)) < hidden
 
 
+@pytest.mark.parametrize("prefix", ["07", "08", "09"])
+def test_the_later_lessons_have_two_labs_with_hidden_tests(prefix):
+    """The implementation labs: at least two graded checks per lesson hold tests nbgrader
+    runs and the student does not see."""
+    path = next(p for p in SOURCES if p.name.startswith(prefix))
+    exercises = _exercises(nbformat.read(path, as_version=4))
+    hidden = [k for k, cells in exercises.items()
+              if "### BEGIN HIDDEN TESTS" in cells[2].source]
+    assert len(hidden) >= 2, (path.name, hidden)
+
+
 def test_make_course_lays_out_an_nbgrader_course(tmp_path):
     names = grading.make_course(tmp_path)
     assert names == [p.stem for p in SOURCES]
