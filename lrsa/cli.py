@@ -308,25 +308,34 @@ def cmd_demo(args):
         torch.save({"arch": model.arch, "state_dict": model.state_dict()}, base)
         print(f"trained the baseline ({args.epochs} epochs): "
               f"top-1 {evaluate(model, test_loader)['top1']:.2f}%")
-    _start_over_if_stale(out / "work")
+    _start_over_if_stale(out / "work", {k: v for k, v in vars(args).items() if k != "func"})
     data = run_compress(args, model)
     print(data["markdown"])
     print(f"\nwrote {out / 'report.json'}, {out / 'report.md'}, {out / 'compressed.pt'}")
 
 
-def _start_over_if_stale(work):
+def _start_over_if_stale(work, options=None):
     """The demo's saved layers are reused only when this version of lrsa's code computed
-    them; after an update the folder is cleared, with one line saying why (``compress``
-    itself refuses stale files rather than guess, which suits a user's own runs)."""
+    them with the same ``options`` (the command's); otherwise the folder is cleared, with one
+    line saying why (``compress`` itself refuses stale files rather than guess, which suits
+    a user's own runs)."""
     import shutil
 
-    from .utils import code_version, load_torch_file
-    files = sorted(Path(work).glob("layer_*.pt"))
+    from .utils import atomic_write_text, code_version, load_torch_file
+    work = Path(work)
+    files = sorted(work.glob("layer_*.pt"))
     codes = {(load_torch_file(f, "a saved layer").get("provenance") or {}).get("code")
              for f in files}
-    if files and codes != {code_version()}:
-        print(f"{work} was computed by another version of lrsa's code: starting over")
+    saved = work / "options.json"
+    options = json.loads(json.dumps(options or {}, sort_keys=True, default=str))
+    why = ("another version of lrsa's code" if files and codes != {code_version()} else
+           "other options" if files and saved.exists()
+           and json.loads(saved.read_text()) != options else None)
+    if why:
+        print(f"{work} was computed by {why}: starting over")
         shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, json.dumps(options, sort_keys=True))
 
 
 def cmd_evaluate(args):

@@ -166,5 +166,19 @@ def test_demo_starts_over_when_its_layers_come_from_other_code(tmp_path, capsys)
     assert (work / "layer_000.pt").exists() and capsys.readouterr().out == ""
     torch.save({"provenance": {"code": "0123456789abcdef"}}, work / "layer_001.pt")
     _start_over_if_stale(work)
-    assert not work.exists()
+    assert not (work / "layer_000.pt").exists()
     assert "another version of lrsa's code: starting over" in capsys.readouterr().out
+
+
+def test_demo_starts_over_when_its_options_change(tmp_path, capsys):
+    """`lrsa demo --size 0.5` after a default run: not a refusal, a fresh start."""
+    from lrsa.cli import _start_over_if_stale
+    from lrsa.utils import code_version
+    work = tmp_path / "work"
+    _start_over_if_stale(work, {"size": None})
+    torch.save({"provenance": {"code": code_version()}}, work / "layer_000.pt")
+    _start_over_if_stale(work, {"size": None})
+    assert (work / "layer_000.pt").exists() and capsys.readouterr().out == ""
+    _start_over_if_stale(work, {"size": 0.5})
+    assert not (work / "layer_000.pt").exists()
+    assert "other options: starting over" in capsys.readouterr().out
