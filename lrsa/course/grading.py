@@ -23,7 +23,9 @@ nbgrader there as usual (``nbgrader generate_assignment 01_proximal_operators``,
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -72,6 +74,12 @@ def grader(root):
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config
+
+    # nbgrader runs the `alembic` script from PATH: a virtual environment's python started
+    # without activating it would not find the one installed beside it
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
 
     config = Config({section: dict(values) for section, values in SETTINGS.items()})
     return NbGraderAPI(coursedir=CourseDirectory(root=str(root), config=config), config=config)
