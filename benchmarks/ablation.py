@@ -135,8 +135,11 @@ def compressed_source(work, settings):
     folder whose compression settings differ from this run's."""
     theirs = saved_state(work)
     other = theirs["settings"]
-    diff = {k: (other.get(k), settings.get(k)) for k in COMPRESSION_SETTINGS
-            if other.get(k, "nin_bn" if k == "model" else None) != settings.get(k)}
+    def value(d, k):  # NIN's runs predate the "model" key
+        return d.get(k, "nin_bn" if k == "model" else None)
+
+    diff = {k: (value(other, k), value(settings, k)) for k in COMPRESSION_SETTINGS
+            if value(other, k) != value(settings, k)}
     if diff:
         raise SystemExit(f"--compressed-from {work} compressed with other settings (theirs, "
                          f"this run's): {diff}")

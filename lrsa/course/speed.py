@@ -188,7 +188,7 @@ def report_macs(row, positions):
     Parameters
     ----------
     row : mapping with ``kind``, ``n``, ``d``, ``rank``, ``nonzero_columns``
-        A :class:`lrsa.pipeline.results.LayerReport` or its saved dict.
+        A :class:`lrsa.pipeline.LayerReport` or its saved dict.
     positions : int
         Output positions per image (1 for a Linear layer).
     """

@@ -19,13 +19,13 @@ One job per module, each importing only the ones above it in this list:
 
 from .budget import Budget, LayerPlan, default_plan, matching_plan
 from .finetune import MAX_GRAD_NORM, finetune
-from .layer import (SolverSettings, approximate_layer, columns_per_channel, layer_bias,
-                    lowered_weight)
+from .layer import (LayerFit, SolverSettings, approximate_layer, columns_per_channel,
+                    layer_bias, lowered_weight)
 from .network import compress, compress_like
 from .results import CompressionReport, LayerReport
 from .saving import load_compressed, save_compressed
 
-__all__ = ["Budget", "CompressionReport", "LayerPlan", "LayerReport", "MAX_GRAD_NORM",
+__all__ = ["Budget", "CompressionReport", "LayerFit", "LayerPlan", "LayerReport", "MAX_GRAD_NORM",
            "SolverSettings", "approximate_layer", "columns_per_channel", "compress",
            "compress_like", "default_plan", "finetune", "layer_bias", "load_compressed",
            "lowered_weight", "matching_plan", "save_compressed"]

@@ -140,7 +140,7 @@ def approximate_layer(X, Z, W, b, p, response, group, method="lrsa", solver=None
         sparse part is stored per kept input channel, so channels are what it keeps.
 
     Returns a :class:`LayerFit`: the weights and what was chosen (the report row is
-    :meth:`lrsa.pipeline.results.LayerReport.solved` of it).
+    :meth:`lrsa.pipeline.LayerReport.solved` of it).
 
     ``method="lrsa"``: the ADMM (Algorithm 1, linear response, where the problem is convex)
     ranks the input channels by the l2 norm of their columns of A (``_rank_channels``);
@@ -258,7 +258,7 @@ def _choice(kept, rank):
 @dataclass(frozen=True)
 class LayerFit:
     """One layer as :func:`approximate_layer` fitted it: the weights it is stored with and
-    what was chosen (what its report row says, :meth:`lrsa.pipeline.results.LayerReport.solved`).
+    what was chosen (what its report row says, :meth:`lrsa.pipeline.LayerReport.solved`).
 
     Attributes
     ----------

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from ..utils import format_table
 
 
-#: the row fields a :class:`lrsa.pipeline.layer.LayerFit` holds as they are
+#: the row fields a :class:`lrsa.pipeline.LayerFit` holds as they are
 SOLVED_FIELDS = ("choice", "kept_channels", "relative_lam1", "method", "refined", "ranked_by",
                  "params_compressed", "heldout", "nonzero_columns", "sparsity", "nonzeros")
 
@@ -142,7 +142,7 @@ class LayerReport(Mapping):
 
     def solved(self, fit, **fields):
         """This row (the layer's :meth:`original`) for the factored layer ``fit`` (a
-        :class:`lrsa.pipeline.layer.LayerFit`): its sizes, rank and what was chosen;
+        :class:`lrsa.pipeline.LayerFit`): its sizes, rank and what was chosen;
         ``fields``: the rest (``response``, ``rel_error``, ``seconds``)."""
         n, d, r = self.n, self.d, fit.rank
         return dataclasses.replace(
