@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
+from lrsa.batchnorm import fold_batchnorm
 from lrsa.data import load_cifar10, make_loader
+from lrsa.models import get_model, load_checkpoint
 from lrsa.pipeline import compress, compress_like, finetune, load_compressed, save_compressed
 from lrsa.report import count_parameters
 from lrsa.timing import allocator, compare_latency, measure_latency
@@ -30,6 +32,14 @@ def checkpoint_path(model):
 
 
 CHECKPOINT = checkpoint_path("vgg16_bn")
+
+
+def load_pair(model, checkpoint, compressed):
+    """(the trained ``model`` at ``checkpoint`` with its BatchNorm folded, the compressed
+    model saved at ``compressed``), both in eval mode: the two networks a timing compares."""
+    original = get_model(model)
+    load_checkpoint(original, checkpoint)
+    return fold_batchnorm(original.eval()), load_compressed(compressed)[0].eval()
 
 
 def require_inputs(checkpoint, model):

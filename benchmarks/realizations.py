@@ -24,12 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _common import CHECKPOINT, cpu_model, git_version, table
-from lrsa.batchnorm import fold_batchnorm
+from _common import CHECKPOINT, cpu_model, git_version, load_pair, table
 from lrsa.layers import SparseLowRankConv2d
-from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.paper import VGG16_LAYER_NAMES
-from lrsa.pipeline import load_compressed
 from lrsa.report import write_report
 from lrsa.timing import allocator, compare_latency
 
@@ -130,12 +127,9 @@ def main():
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--out", default=str(RESULTS / "realizations"))
     a = p.parse_args()
-    compressed, _ = load_compressed(a.compressed)
-    original = vgg16_bn()
-    load_checkpoint(original, CHECKPOINT)
-    original = fold_batchnorm(original.eval())
-    layers = per_layer(compressed.eval(), a.repeats)
-    network = whole_network(original, compressed.eval(), a.repeats)
+    original, compressed = load_pair("vgg16_bn", CHECKPOINT, a.compressed)
+    layers = per_layer(compressed, a.repeats)
+    network = whole_network(original, compressed, a.repeats)
     data = {"argv": sys.argv, "code_version": git_version(), "cpu": cpu_model(),
             "threads": torch.get_num_threads(), "allocator": allocator(),
             "compressed": str(a.compressed), "repeats": a.repeats, "layers": layers,

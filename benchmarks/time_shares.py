@@ -30,10 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _common import checkpoint_path, cpu_model, git_version
-from lrsa.batchnorm import fold_batchnorm
+from _common import checkpoint_path, cpu_model, git_version, load_pair
 from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
-from lrsa.models import get_model, load_checkpoint
 from lrsa.pipeline import load_compressed
 from lrsa.report import write_report
 from lrsa.timing import allocator, measure_latency
@@ -84,10 +82,8 @@ def from_work(work):
 
 def from_file(path, model):
     """(original, compressed, label) of a compressed ``model`` saved at ``path``."""
-    original = get_model(model)
-    load_checkpoint(original, checkpoint_path(model))
-    original = fold_batchnorm(original.eval())
-    return original, load_compressed(path)[0].eval(), f"{type(original).__name__} ({path})"
+    original, compressed = load_pair(model, checkpoint_path(model), path)
+    return original, compressed, f"{type(original).__name__} ({path})"
 
 
 def time_shares(original, compressed, label, repeats):

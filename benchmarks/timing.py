@@ -26,22 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import checkpoint_path, cpu_model, git_version, table
-from lrsa.batchnorm import fold_batchnorm
+from _common import checkpoint_path, cpu_model, git_version, load_pair, table
 from lrsa.evaluation import percentile_bootstrap
-from lrsa.models import get_model, load_checkpoint
-from lrsa.pipeline import load_compressed
 from lrsa.timing import KEEP_MEMORY, allocator, compare_latency, measure_latency
 
 RESULTS = Path(__file__).parent / "results"
 BATCHES = (1, 128)
 SAMPLE = (3, 32, 32)
-
-
-def load_pair(model_name, checkpoint, compressed):
-    model = get_model(model_name)
-    load_checkpoint(model, checkpoint)
-    return fold_batchnorm(model.eval()), load_compressed(compressed)[0].eval()
 
 
 def child(a):
