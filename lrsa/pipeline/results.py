@@ -10,11 +10,6 @@ from dataclasses import asdict, dataclass, field
 from ..utils import format_table
 
 
-#: the row fields a :class:`lrsa.pipeline.LayerFit` holds as they are
-SOLVED_FIELDS = ("choice", "kept_channels", "relative_lam1", "method", "refined", "ranked_by",
-                 "params_compressed", "heldout", "nonzero_columns", "sparsity", "nonzeros")
-
-
 @dataclass
 class LayerReport(Mapping):
     """One layer's row of :class:`CompressionReport`'s ``layers`` (paper Table I). Read its
@@ -143,13 +138,16 @@ class LayerReport(Mapping):
     def solved(self, fit, **fields):
         """This row (the layer's :meth:`original`) for the factored layer ``fit`` (a
         :class:`lrsa.pipeline.LayerFit`): its sizes, rank and what was chosen;
-        ``fields``: the rest (``response``, ``rel_error``, ``seconds``)."""
+        ``fields``: the rest (``response``, ``rel_error``, ``seconds``). Every field the
+        fit and the row share by name is copied as it is."""
         n, d, r = self.n, self.d, fit.rank
+        chosen = {f.name: getattr(fit, f.name) for f in dataclasses.fields(fit)
+                  if f.name in self.__dataclass_fields__}
         return dataclasses.replace(
             self, kind="factored", rank=r, cr_b=r * (n + d) / (n * d),
             cr_a=(fit.params_compressed - r * (n + d)) / (n * d),
             cr=fit.params_compressed / (n * d), converged=fit.converged,
-            **{k: getattr(fit, k) for k in SOLVED_FIELDS}, **fields)
+            **chosen, **fields)
 
     def stored_dense(self, decision):
         """This solved row as stored with the original weights: full size, and what was
