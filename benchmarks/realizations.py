@@ -6,10 +6,11 @@ On a compressed VGG-16 (lrsa's format, e.g. the ablation's
 ``runs/ablation_vgg16/seed0/a_plus_b.pt``), against the BN-folded original, interleaved
 in the same process (median of ``--repeats``, minimum beside it):
 
-1. per factored convolution, in place (its real input shape, batch 1 and 128): the sparse part
-   as its own convolution over the kept input channels (lrsa's layer), the sparse part fused
+1. per factored convolution, in place (its real input shape, batch 1 and 128): lrsa's layer
+   (U V, with the sparse part as its own convolution over the kept input channels), A + U V
+   as one dense convolution, and, where the layer has a sparse part, the sparse part fused
    with V into one convolution over all channels (a 1 x 1 U on the rank rows, the rest
-   added), and A + U V as one dense convolution;
+   added);
 2. the whole network in fp32 (contiguous), channels_last, bf16 autocast and
    ``torch.compile`` (each applied to both networks, so the ratio compares like with like).
 
@@ -72,24 +73,29 @@ def layer_inputs(model, shape):
 
 
 def per_layer(compressed, repeats):
+    """Every factored convolution in place against its dense form (A + U V as one
+    convolution), and, where it has a sparse part, against the sparse part fused with V."""
     rows = []
     shapes = layer_inputs(compressed, (1, 3, 32, 32))
     for name, m in compressed.named_modules():
-        if not (isinstance(m, SparseLowRankConv2d) and m.sparse is not None and m.rank):
-            continue  # only A + B layers have a fusion to compare
-        fused_layer = FusedFirstConv(m)
-        with torch.no_grad():  # the same function, or the timing means nothing
-            x = torch.randn(2, *shapes[name])
-            torch.testing.assert_close(fused_layer(x), m(x), rtol=1e-4, atol=1e-4)
+        if not (isinstance(m, SparseLowRankConv2d) and m.rank):
+            continue
+        fused_layer = FusedFirstConv(m) if m.sparse is not None else None
+        if fused_layer is not None:
+            with torch.no_grad():  # the same function, or the timing means nothing
+                x = torch.randn(2, *shapes[name])
+                torch.testing.assert_close(fused_layer(x), m(x), rtol=1e-4, atol=1e-4)
         for b in (1, 128):
             x_shape = (b, *shapes[name])
-            fused = compare_latency(m, fused_layer, x_shape, repeats=repeats)
             dense = compare_latency(m, m.to_dense_module(), x_shape, repeats=repeats)
-            rows.append({"layer": VGG16_LAYER_NAMES.get(name, name), "batch": b,
-                         "kept channels": len(m.kept_index), "rank": m.rank,
-                         "separate ms": 1e3 * fused["original_median_s"],
-                         "fused ms": 1e3 * fused["compressed_median_s"],
-                         "dense ms": 1e3 * dense["compressed_median_s"]})
+            row = {"layer": VGG16_LAYER_NAMES.get(name, name), "batch": b,
+                   "kept channels": 0 if m.sparse is None else len(m.kept_index),
+                   "rank": m.rank, "separate ms": 1e3 * dense["original_median_s"],
+                   "dense ms": 1e3 * dense["compressed_median_s"]}
+            if fused_layer is not None:
+                fused = compare_latency(m, fused_layer, x_shape, repeats=repeats)
+                row["fused ms"] = 1e3 * fused["compressed_median_s"]
+            rows.append(row)
             print(rows[-1], flush=True)
     return rows
 
@@ -140,7 +146,8 @@ def main():
         "Whole network, each realization applied to both:", "",
         table(network, ["realization", "batch", "original ms", "lrsa ms", "speed-up",
                         "speed-up (min)", "note"]), "",
-        "A + B layers in place (sparse part separate, fused with V, or one dense conv):", "",
+        "Factored layers in place (lrsa's layer, the sparse part fused with V where there is "
+        "one, or one dense conv):", "",
         table(layers, ["layer", "batch", "kept channels", "rank", "separate ms", "fused ms",
                        "dense ms"])])
     write_report(a.out, data)

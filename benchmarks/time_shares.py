@@ -1,11 +1,13 @@
 """Where a compressed network's time goes, and the speed-up the layers it keeps allow.
 
-    python benchmarks/time_shares.py --compressed FILE [--model vgg16_bn] [--repeats 15]
+    python benchmarks/time_shares.py --compressed FILE [FILE ...] [--model vgg16_bn [nin_bn ...]]
     python benchmarks/time_shares.py --work VGG_WORK [NIN_WORK ...] [--repeats 15]
 
-The compressed networks: ``--compressed``, a file in lrsa's format (e.g. an ablation's
-``runs/ablation_vgg16/seed0/a_plus_b.pt``) against its BN-folded original (the trained
-``--model``, :func:`_common.checkpoint_path`); or ``--work``, the work folders of benchmark
+The compressed networks: ``--compressed``, files in lrsa's format (e.g. an ablation's
+``runs/ablation_vgg16/seed0/b_alone.pt``), each against its BN-folded original (the trained
+``--model`` in the same position, :func:`_common.checkpoint_path`), with the compressed
+model's ranks and kept channels and both networks' multiply-adds (traced) recorded beside
+the times; or ``--work``, the work folders of benchmark
 runs (``vgg16_cifar10.py`` / ``nin_cifar10.py``), each holding ``original.pt`` (the
 BN-folded original) and ``compressed.pt``. For each:
 
@@ -33,7 +35,7 @@ from torch import nn
 from _common import checkpoint_path, cpu_model, git_version, load_pair
 from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear
 from lrsa.pipeline import load_compressed
-from lrsa.report import write_report
+from lrsa.report import layer_macs, write_report
 from lrsa.timing import allocator, measure_latency
 from lrsa.utils import format_table
 
@@ -71,22 +73,30 @@ def stage_times(model, batch, repeats):
 
 
 def from_work(work):
-    """(original, compressed, label) of a benchmark work folder."""
+    """(original, compressed, label, record) of a benchmark work folder (no record)."""
     original = load_compressed(Path(work) / "original.pt")[0].eval()
     compressed = load_compressed(Path(work) / "compressed.pt")[0].eval()
     state = json.loads((Path(work) / "state.json").read_text()) \
         if (Path(work) / "state.json").is_file() else {}
     code = state.get("settings", {}).get("code_version", "?")[:7]
-    return original, compressed, f"{type(original).__name__} ({code})"
+    return original, compressed, f"{type(original).__name__} ({code})", {}
 
 
 def from_file(path, model):
-    """(original, compressed, label) of a compressed ``model`` saved at ``path``."""
+    """(original, compressed, label, record) of a compressed ``model`` saved at ``path``;
+    ``record``: each factored layer's rank and kept input channels, and every layer's
+    multiply-adds per image in both networks (a traced forward pass)."""
     original, compressed = load_pair(model, checkpoint_path(model), path)
-    return original, compressed, f"{type(original).__name__} ({path})"
+    record = {"structure": {name: {"rank": m.rank, "kept_channels":
+                                   0 if m.sparse is None else len(m.kept_index)}
+                            for name, m in compressed.named_modules()
+                            if isinstance(m, FACTORED)},
+              "layer_macs_original": layer_macs(original, (1, 3, 32, 32)),
+              "layer_macs_compressed": layer_macs(compressed, (1, 3, 32, 32))}
+    return original, compressed, f"{type(original).__name__} ({path})", record
 
 
-def time_shares(original, compressed, label, repeats):
+def time_shares(original, compressed, label, record, repeats):
     factored = {name for name, mod in stages(compressed)
                 if any(isinstance(m, FACTORED) for m in mod.modules())}
     out = {}
@@ -101,7 +111,7 @@ def time_shares(original, compressed, label, repeats):
             "unchanged_share": unchanged / total,
             "bound_speedup": total / unchanged,
             "stage_sum_speedup": total / sum(t_comp.values())}
-    return {"label": label, "factored": sorted(factored), **out}
+    return {"label": label, "factored": sorted(factored), **out, **record}
 
 
 def rank_steps(repeats):
@@ -123,16 +133,21 @@ def main():
     given = p.add_mutually_exclusive_group(required=True)
     given.add_argument("--work", nargs="+",
                        help="benchmark work folders with original.pt and compressed.pt")
-    given.add_argument("--compressed", help="a compressed --model in lrsa's format")
-    p.add_argument("--model", choices=("vgg16_bn", "nin_bn"), default="vgg16_bn")
+    given.add_argument("--compressed", nargs="+",
+                       help="compressed models in lrsa's format, one per --model")
+    p.add_argument("--model", nargs="+", choices=("vgg16_bn", "nin_bn"), default=["vgg16_bn"])
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=str(RESULTS / "time_shares"))
     a = p.parse_args()
     if a.compressed:
-        if not Path(a.compressed).is_file() or not checkpoint_path(a.model).is_file():
-            raise SystemExit(f"needs {a.compressed} and the trained {a.model} at "
-                             f"{checkpoint_path(a.model)} (LRSA_CHECKPOINTS names its folder)")
-        pairs = {a.compressed: from_file(a.compressed, a.model)}
+        if len(a.compressed) != len(a.model):
+            raise SystemExit(f"{len(a.compressed)} --compressed files but {len(a.model)} "
+                             "--model names: give one model per file, in the same order")
+        for path, model in zip(a.compressed, a.model):
+            if not Path(path).is_file() or not checkpoint_path(model).is_file():
+                raise SystemExit(f"needs {path} and the trained {model} at "
+                                 f"{checkpoint_path(model)} (LRSA_CHECKPOINTS names its folder)")
+        pairs = {path: from_file(path, model) for path, model in zip(a.compressed, a.model)}
     else:
         missing = [w for w in a.work if not (Path(w) / "compressed.pt").is_file()
                    or not (Path(w) / "original.pt").is_file()]
