@@ -9,11 +9,11 @@ Distillation
 Recovery
     :func:`recovery_curves`: top-1 per epoch of fine-tuning for several compressed networks
     from the same start; :func:`digits_fine_tuning_study`: the notebook's digits experiment
-    in one call; :func:`benchmark_recovery`: before and after (every epoch where recorded)
-    from a saved benchmark result; :func:`plot_recovery`, :func:`plot_intervals`.
+    in one call; :func:`plot_recovery`, :func:`plot_intervals`.
 The ablation (``benchmarks/ablation.py``)
     :func:`ablation_intervals`: the winner on validation and every method's top-1 and drop
-    with 95 % intervals on the report images; :func:`plot_ablation`.
+    with 95 % intervals on the report images; :func:`ablation_recovery`: top-1 before and
+    after fine-tuning; :func:`plot_ablation`.
 
 Plots take ``ax=None`` and return the Axes. The saved measurements the notebook reads come
 from :func:`lrsa.course.resources.saved_results` and
@@ -33,7 +33,7 @@ from ..evaluation import bootstrap_interval
 from ..utils import as_numpy
 from ._plotting import axes_or_new
 
-__all__ = ["ABLATION_METHODS", "ablation_intervals", "benchmark_recovery",
+__all__ = ["ABLATION_METHODS", "ablation_intervals", "ablation_recovery",
            "digits_fine_tuning_study", "grad_norm_trace",
            "plot_ablation", "plot_grad_norms", "plot_intervals", "plot_recovery", "recovery_curves",
            "soft_gradient", "soft_term_gradient_norms"]
@@ -236,30 +236,6 @@ def digits_fine_tuning_study(setup, *, size=0.3, epochs=4, lr=1e-3, max_grad_nor
             "curves": curves, "traces": traces, "seconds": time.perf_counter() - start}
 
 
-def benchmark_recovery(result):
-    """Top-1 before fine-tuning and after it, per method, from a saved
-    ``benchmarks/vgg16_cifar10.py`` or ``benchmarks/nin_cifar10.py`` result (its JSON).
-
-    Returns
-    -------
-    dict label -> list of top-1 (%), for those of "lrsa", "truncated SVD", "reduced-rank
-    regression" and "uncompressed (control)" that the run has: the value before fine-tuning,
-    then the value after every epoch where the run recorded them (its ``curve_<key>``), else
-    the final value alone.
-    """
-    keys = {"lrsa": ("top1_compressed", "finetuned"),
-            "truncated SVD": ("top1_svd", "svd_finetuned"),
-            "reduced-rank regression": ("top1_rrr", "rrr_finetuned"),
-            "uncompressed (control)": ("top1_baseline", "baseline_finetuned")}
-
-    def top1s(before, key):
-        after = ([e["top1"] for e in result[f"curve_{key}"]] if f"curve_{key}" in result
-                 else [result[f"top1_{key}"]])
-        return [float(v) for v in (result[before], *after)]
-    return {label: top1s(before, key) for label, (before, key) in keys.items()
-            if f"top1_{key}" in result}
-
-
 # ----------------------------------------------------------------- plots
 
 def plot_recovery(curves, *, x=None, ax=None, xlabel="epochs of fine-tuning", title=None):
@@ -339,6 +315,21 @@ def ablation_intervals(correct, validation, report, *, stage="after"):
     drops = {label: bootstrap_interval([on_report["control"], on_report[k]])
              for k, label in ABLATION_METHODS.items() if k != "control"}
     return winner, top1, drops
+
+
+def ablation_recovery(correct, report, methods=("b_alone", "svd", "rrr", "control")):
+    """Top-1 on the ``report`` images before fine-tuning and after it, for each of
+    ``methods`` (keys of :data:`ABLATION_METHODS`), from per-image correctness
+    (:func:`lrsa.course.resources.saved_correctness`).
+
+    Returns
+    -------
+    dict label -> (before, after)
+        Each a :class:`lrsa.evaluation.Interval` over the seeds and the images (95 %).
+    """
+    return {ABLATION_METHODS[k]: tuple(bootstrap_interval([correct[k, stage][:, report]])
+                                       for stage in ("before", "after"))
+            for k in methods}
 
 
 def plot_ablation(top1, drops, *, axes=None, network=""):

@@ -7,8 +7,8 @@ Amdahl's law
     shape; :func:`time_share_table`: the same from a saved ``benchmarks/time_shares.py``
     result; :func:`plot_time_shares`.
 Multiply-adds
-    :func:`mac_table`, :func:`report_macs`: multiply-adds per layer, dense or as a
-    compression report stores it; :func:`plot_macs_vs_time`: time against them.
+    :func:`mac_table`: multiply-adds per layer of a dense network;
+    :func:`plot_macs_vs_time`: time against them.
 Rank steps
     :func:`factored_conv`, :func:`rank_sweep`: a k x k conv to rank r followed by a 1 x 1
     conv, timed against the dense conv; :func:`plot_rank_sweep`.
@@ -27,12 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..layers import factored_macs
 from ._plotting import axes_or_new
 
 __all__ = ["amdahl_bound", "amdahl_speedup", "factored_conv", "mac_table",
            "plot_macs_vs_time", "plot_rank_sweep", "plot_time_shares", "rank_sweep",
-           "report_macs", "stage_times", "time_share_table"]
+           "stage_times", "time_share_table"]
 
 
 # ----------------------------------------------------------------- Amdahl
@@ -178,24 +177,6 @@ def mac_table(model, input_shape=(1, 3, 32, 32)):
         n, d = weight.shape[0], weight[0].numel()
         found[name] = {"macs": macs, "positions": macs // (n * d), "n": n, "d": d}
     return found
-
-
-def report_macs(row, positions):
-    r"""Multiply-adds per image of one layer as a compression report row stores it:
-    ``positions`` x (:math:`n\,d` dense, or :math:`n\cdot\mathrm{cols}(A) + r(d + n)`
-    factored: the sparse part over its kept columns, then :math:`V` and :math:`U`).
-
-    Parameters
-    ----------
-    row : mapping with ``kind``, ``n``, ``d``, ``rank``, ``nonzero_columns``
-        A :class:`lrsa.pipeline.LayerReport` or its saved dict.
-    positions : int
-        Output positions per image (1 for a Linear layer).
-    """
-    n, d = int(row["n"]), int(row["d"])
-    if row["kind"] != "factored":
-        return positions * n * d
-    return factored_macs(positions, n, d, int(row["rank"]), n * int(row["nonzero_columns"]))
 
 
 # ----------------------------------------------------------------- rank steps

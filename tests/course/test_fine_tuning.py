@@ -94,7 +94,7 @@ def test_grad_norm_trace_records_a_divergence():
     assert capped["diverged_at"] is None and len(capped["grad_norm"]) == 20
 
 
-def test_recovery_curves_and_benchmark_recovery():
+def test_recovery_curves():
     torch.manual_seed(0)
     teacher = _Linear()
     models = {"a": _Linear(), "b": _Linear()}
@@ -104,19 +104,6 @@ def test_recovery_curves_and_benchmark_recovery():
     assert set(curves) == {"a", "b"} and all(len(c) == 3 for c in curves.values())
     assert all(0 <= v <= 100 for c in curves.values() for v in c)
     assert all(torch.equal(before[k], v) for k, v in models["a"].state_dict().items())
-    result = {"top1_compressed": 1, "top1_finetuned": 2, "top1_svd": 3,
-              "top1_svd_finetuned": 4, "top1_rrr": 5, "top1_rrr_finetuned": 6,
-              "top1_baseline": 7, "top1_baseline_finetuned": 8}
-    r = fine_tuning.benchmark_recovery(result)
-    assert r["lrsa"] == [1.0, 2.0] and r["truncated SVD"] == [3.0, 4.0]
-    assert r["reduced-rank regression"] == [5.0, 6.0]
-    assert r["uncompressed (control)"] == [7.0, 8.0]
-    # a run that recorded every epoch: the curve, in epoch order, after the start
-    result["curve_svd_finetuned"] = [{"epoch": 1, "top1": 3.5}, {"epoch": 2, "top1": 4}]
-    assert fine_tuning.benchmark_recovery(result)["truncated SVD"] == [3.0, 3.5, 4.0]
-    # a run without baselines: only the methods it ran
-    del result["top1_rrr"], result["top1_rrr_finetuned"]
-    assert "reduced-rank regression" not in fine_tuning.benchmark_recovery(result)
 
 
 def test_plots_return_their_axes():
@@ -180,3 +167,20 @@ def test_ablation_intervals_against_direct_means():
     axes = fine_tuning.plot_ablation(top1, drops, network="toy:")
     assert axes[0].get_title() == "toy: top-1, 95 % interval"
     assert len(axes[1].get_yticklabels()) == len(labels) - 1
+
+
+def test_ablation_recovery_reads_before_and_after_on_the_report_images():
+    """Each method's two intervals are centred on the direct means over the report images
+    of the matching stage; validation images do not enter."""
+    rng = np.random.default_rng(1)
+    report = np.arange(100, 300)
+    correct = {(k, stage): (rng.random((3, 300)) < p).astype(np.uint8)
+               for k, p in (("b_alone", 0.7), ("svd", 0.5)) for stage in ("before", "after")}
+    correct["svd", "after"][:, :100] = 1  # validation only: must not move the figures
+    got = fine_tuning.ablation_recovery(correct, report, methods=("b_alone", "svd"))
+    assert list(got) == ["B alone (low rank)", "truncated SVD"]
+    for key, label in (("b_alone", "B alone (low rank)"), ("svd", "truncated SVD")):
+        for stage, interval in zip(("before", "after"), got[label]):
+            direct = 100 * correct[key, stage][:, report].mean()
+            assert interval.mean == pytest.approx(direct)
+            assert interval.low < direct < interval.high

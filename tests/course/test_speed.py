@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from lrsa.course import speed
-from lrsa.layers import SparseLowRankConv2d, estimate_macs
 
 
 def test_amdahl_speedup_and_bound():
@@ -48,19 +47,6 @@ def test_mac_table_by_hand():
     assert m["0"] == {"macs": 64 * 4 * 18, "positions": 64, "n": 4, "d": 18}
     assert m["3"] == {"macs": 4 * 6 * 36, "positions": 4, "n": 6, "d": 36}  # 4x4 -> 2x2
     assert m["5"] == {"macs": 3 * 24, "positions": 1, "n": 3, "d": 24}
-
-
-def test_report_macs_dense_and_factored():
-    dense = {"kind": "dense", "n": 8, "d": 36, "rank": 5, "nonzero_columns": 9}
-    assert speed.report_macs(dense, 10) == 10 * 8 * 36
-    fact = {**dense, "kind": "factored"}
-    assert speed.report_macs(fact, 10) == 10 * (8 * 9 + 5 * (36 + 8))
-    # the same count as the library's estimate for the module it describes
-    conv = nn.Conv2d(4, 8, 3, padding=1)
-    A = torch.zeros(8, 36)
-    A[:, 9:18] = torch.randn(8, 9)  # channel 1 kept: 9 columns
-    mod = SparseLowRankConv2d.from_factors(conv, A, torch.randn(8, 5), torch.randn(5, 36))
-    assert speed.report_macs(fact, 25) == estimate_macs(mod, (1, 4, 5, 5))
 
 
 def test_factored_conv_is_u_v_and_rank_sweep_reports_each_rank():
