@@ -29,7 +29,7 @@ import time
 import torch
 from torch import nn
 
-from ..evaluation import bootstrap_interval
+from ..evaluation import Interval, bootstrap_interval
 from ..utils import as_numpy
 from ._plotting import axes_or_new
 
@@ -317,17 +317,27 @@ def ablation_intervals(correct, validation, report, *, stage="after"):
     return winner, top1, drops
 
 
-def ablation_recovery(correct, report, methods=("b_alone", "svd", "rrr", "control")):
-    """Top-1 on the ``report`` images before fine-tuning and after it, for each of
-    ``methods`` (keys of :data:`ABLATION_METHODS`), from per-image correctness
-    (:func:`lrsa.course.resources.saved_correctness`).
+def ablation_recovery(result, methods=("b_alone", "svd", "rrr", "control")):
+    """Top-1 on the report images before fine-tuning and after it, for each of ``methods``
+    (keys of :data:`ABLATION_METHODS`), as a saved ``benchmarks/ablation.py`` result (its
+    JSON's ``report_top1``) records them: the mean over seeds and images and its 95 %
+    interval over 10,000 bootstrap replicates. (Recomputing them takes seconds per
+    interval; the notebook's checks recompute the means from the per-image correctness.)
 
     Returns
     -------
     dict label -> (before, after)
-        Each a :class:`lrsa.evaluation.Interval` over the seeds and the images (95 %).
+        Each a :class:`lrsa.evaluation.Interval`.
     """
-    return {ABLATION_METHODS[k]: tuple(bootstrap_interval([correct[k, stage][:, report]])
+    missing = [k for k in methods if k not in result["report_top1"]]
+    if missing:
+        raise ValueError(f"this ablation result has no {missing}; it has "
+                         f"{sorted(result['report_top1'])}")
+
+    def interval(saved):
+        return Interval(saved["mean"], saved["low"], saved["high"], saved["level"],
+                        saved["replicates"])
+    return {ABLATION_METHODS[k]: tuple(interval(result["report_top1"][k][stage])
                                        for stage in ("before", "after"))
             for k in methods}
 

@@ -169,18 +169,15 @@ def test_ablation_intervals_against_direct_means():
     assert len(axes[1].get_yticklabels()) == len(labels) - 1
 
 
-def test_ablation_recovery_reads_before_and_after_on_the_report_images():
-    """Each method's two intervals are centred on the direct means over the report images
-    of the matching stage; validation images do not enter."""
-    rng = np.random.default_rng(1)
-    report = np.arange(100, 300)
-    correct = {(k, stage): (rng.random((3, 300)) < p).astype(np.uint8)
-               for k, p in (("b_alone", 0.7), ("svd", 0.5)) for stage in ("before", "after")}
-    correct["svd", "after"][:, :100] = 1  # validation only: must not move the figures
-    got = fine_tuning.ablation_recovery(correct, report, methods=("b_alone", "svd"))
-    assert list(got) == ["B alone (low rank)", "truncated SVD"]
-    for key, label in (("b_alone", "B alone (low rank)"), ("svd", "truncated SVD")):
-        for stage, interval in zip(("before", "after"), got[label]):
-            direct = 100 * correct[key, stage][:, report].mean()
-            assert interval.mean == pytest.approx(direct)
-            assert interval.low < direct < interval.high
+def test_ablation_recovery_reads_the_saved_intervals_in_order():
+    result = {"report_top1": {k: {stage: {"mean": m + d, "low": m + d - 1, "high": m + d + 1,
+                                          "level": 0.95, "replicates": 10}
+                                  for stage, d in (("before", 0.0), ("after", 0.5))}
+                              for k, m in (("b_alone", 80.0), ("svd", 70.0), ("rrr", 75.0))}}
+    got = fine_tuning.ablation_recovery(result, methods=("svd", "b_alone"))
+    assert list(got) == ["truncated SVD", "B alone (low rank)"]
+    before, after = got["truncated SVD"]
+    assert (before.mean, before.low, before.high) == (70.0, 69.0, 71.0)
+    assert after.mean == 70.5 and after.level == 0.95 and after.replicates == 10
+    with pytest.raises(ValueError, match="no \\['control'\\]"):
+        fine_tuning.ablation_recovery(result)  # no control in this result
