@@ -20,13 +20,15 @@ SOURCES = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 
 
 def _exercises(nb):
-    """Exercise number -> its cells, from each '### Exercise K' heading to the next."""
+    """Exercise number -> its cells, from each '### Exercise K' heading to the next heading."""
     out, k = {}, None
     for cell in nb.cells:
         m = re.match(r"### Exercise (\d+)", cell.source) if cell.cell_type == "markdown" else None
         if m:
             k = int(m.group(1))
             out[k] = []
+        elif cell.cell_type == "markdown" and re.match(r"#{1,3} ", cell.source):
+            k = None  # a section after the exercises (one that uses the labs' functions)
         elif k is not None:
             out[k].append(cell)
     return out
