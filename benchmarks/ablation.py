@@ -50,6 +50,7 @@ from lrsa.pipeline.layer import SolverSettings
 from lrsa.report import count_macs, count_parameters
 from lrsa.timing import allocator
 from lrsa.train import predictions
+from lrsa.utils import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 #: lrsa's three splits of the budget (Budget.ratio = lam2 / lam1)
@@ -118,11 +119,10 @@ def main():
         if a.compressed_from:
             adopt_compressed(Path(a.compressed_from), work, state, save, a.seeds)
         for seed in a.seeds:
-            run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test)
-    data = summarize(a, state, work, meta, settings, yte.numpy())
-    for ext, text in (("json", json.dumps(data, indent=1)), ("md", data["markdown"])):
-        path = Path(f"{a.out}.{ext}")
-        path.write_text(text + "\n")
+            run_seed(settings, a.model, seed, state, save, work, model, folded, xtr, ytr, test)
+    data = summarize(state, work, meta, settings, yte.numpy(), a.out)
+    atomic_write_text(f"{a.out}.json", json.dumps(data, indent=1) + "\n")
+    atomic_write_text(f"{a.out}.md", data["markdown"] + "\n")
     print(data["markdown"])
 
 
@@ -164,17 +164,20 @@ def adopt_compressed(source, work, state, save, seeds):
             save()
 
 
-def budget(a, ratio):
-    return Budget.preset("fast", size=a.size, macs=a.macs, all_layers=True, ratio=ratio)
+def budget(settings, ratio):
+    """The run's budget (its ``size`` and ``macs``, every layer open) at one split."""
+    return Budget.preset("fast", size=settings["size"], macs=settings["macs"], all_layers=True,
+                         ratio=ratio)
 
 
-def run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test):
-    """Compress with every method, then fine-tune each and the control, for one seed."""
+def run_seed(settings, arch, seed, state, save, work, model, folded, xtr, ytr, test):
+    """Compress ``model`` (architecture ``arch``) with every method at the budget in
+    ``settings``, then fine-tune each and the control by its recipe, for one seed."""
     folder = work / f"seed{seed}"
     folder.mkdir(exist_ok=True)
     perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))
-    calib = [x for x, _ in make_loader(xtr[perm[:a.calib_images]],
-                                       ytr[perm[:a.calib_images]], 250)]
+    n_calib = settings["calib_images"]
+    calib = [x for x, _ in make_loader(xtr[perm[:n_calib]], ytr[perm[:n_calib]], 250)]
     solver = SolverSettings(seed=seed)
     runs = state.setdefault("runs", {}).setdefault(str(seed), {})
 
@@ -195,7 +198,7 @@ def run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test):
             net = folded
             rows = None
         elif key in SPLITS:
-            net, rep = compress(model, calib, budget(a, SPLITS[key]), solver=solver,
+            net, rep = compress(model, calib, budget(settings, SPLITS[key]), solver=solver,
                                 progress=False)
             rows = rep.to_dict()["layers"]
         else:
@@ -204,7 +207,7 @@ def run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test):
             net, rep = compress_like(model, calib, like, solver=solver, progress=False, **kw)
             rows = rep.to_dict()["layers"]
         seconds = time.perf_counter() - t0
-        save_compressed(net, folder / f"{key}.pt", arch=a.model)
+        save_compressed(net, folder / f"{key}.pt", arch=arch)
         record(key, net, "before", seconds=seconds,
                params=count_parameters(net), macs=count_macs(net, (1, 3, 32, 32)))
         if rows is not None:
@@ -218,7 +221,8 @@ def run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test):
         # a loader made anew for each model: every model sees the same images in one order
         train = make_loader(xtr, ytr, 128, train=True, seed=seed)
         t0 = time.perf_counter()
-        finetune(net, train, epochs=a.epochs, lr=a.lr, bf16=True, teacher=folded, seed=seed,
+        finetune(net, train, epochs=settings["epochs"], lr=settings["lr"], bf16=True,
+                 teacher=folded, seed=seed,
                  checkpoint=folder / f"{key}.finetune.state",
                  on_epoch_end=lambda epoch, stats, c=curve: (c.append(
                      {"epoch": epoch + 1, "train_loss": stats["loss"]}), save()))
@@ -226,8 +230,9 @@ def run_seed(a, seed, state, save, work, model, folded, xtr, ytr, test):
         (folder / f"{key}.finetune.state").unlink(missing_ok=True)
 
 
-def summarize(a, state, work, meta, settings, labels):
-    """Validation scores, the winner among the splits, report-half intervals, records.
+def summarize(state, work, meta, settings, labels, out):
+    """Validation scores, the winner among the splits, report-half intervals, records (the
+    per-image correctness written to ``<out>_correct.npz``).
     Each stage (before / after fine-tuning) rests on the seeds for which every method
     reached it (a run stopped early has fewer seeds after fine-tuning than before)."""
     name = NAMES[settings.get("model", "nin_bn")]
@@ -265,7 +270,7 @@ def summarize(a, state, work, meta, settings, labels):
                      if hasattr(torch.backends.mkldnn, "version") else None,
                      "numpy": np.__version__},
         "cpu": cpu_model(), "threads": torch.get_num_threads(), "allocator": allocator(),
-        "checkpoint_sha256": hashlib.sha256(Path(a.checkpoint).read_bytes()).hexdigest(),
+        "checkpoint_sha256": hashlib.sha256(Path(settings["checkpoint"]).read_bytes()).hexdigest(),
         "baseline_recipe": meta.get("recipe"),
         "split": {"rule": "lrsa.evaluation.split_indices(10000, 5000, seed=0): validation "
                           "first, report the rest", "seed": SPLIT_SEED,
@@ -293,9 +298,9 @@ def summarize(a, state, work, meta, settings, labels):
                          | {"curve": runs[s][k].get("curve", []),
                             "layers": _layer_summary(runs[s][k].get("layers"))}
                          for k in METHODS} for s in seeds["before"]},
-        "correct_file": f"{Path(a.out).name}_correct.npz",
+        "correct_file": f"{Path(out).name}_correct.npz",
     }
-    np.savez_compressed(f"{a.out}_correct.npz", validation=val, report=report,
+    np.savez_compressed(f"{out}_correct.npz", validation=val, report=report,
                         **{f"seeds__{stage}": np.array(seeds[stage], dtype=int)
                            for stage in STAGES},
                         **{f"{k}__{stage}": np.packbits(c, axis=1)

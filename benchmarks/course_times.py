@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, atomic_write_text, cpu_model, git_version, table
+from _common import REPO, cpu_model, git_version, table
+from lrsa.utils import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 NOTEBOOKS = REPO / "notebooks"

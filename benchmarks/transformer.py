@@ -38,7 +38,7 @@ from lrsa.pipeline import (Budget, SolverSettings, compress, finetune, load_comp
                            save_compressed)
 from lrsa.timing import allocator, compare_latency
 from lrsa.train import predictions, train
-from lrsa.utils import atomic_torch_save, format_table, load_torch_file
+from lrsa.utils import atomic_torch_save, atomic_write_text, format_table, load_torch_file
 
 RESULTS = Path(__file__).parent / "results"
 #: method key -> (what it is, compress's arguments)
@@ -72,19 +72,20 @@ def main():
     settings = {k: getattr(a, k) for k in ("seeds", "sizes", "calib_images", "timing_repeats")}
     settings.update(code=code_fingerprint(), recipe=RECIPE)
     digits = load_digits_images()
+    work = Path(a.work)
     if a.summarize:
-        state = saved_state(a.work)
+        state = saved_state(work)  # its settings, not this command line's, say what ran
     else:
-        state, save = run_state(Path(a.work), settings)
+        state, save = run_state(work, settings)
         phase(state, save, "code_version", git_version)
         test = make_loader(digits.x_test, digits.y_test, 256, mean=None, std=None)
-        original = trained_original(Path(a.work), digits, state, save, test)
-        for seed in a.seeds:
-            run_seed(a, seed, state, save, Path(a.work), original, digits, test)
-        timing(a, state, save, original, digits)
-    data = summarize(a, state, Path(a.work), digits.y_test.numpy())
-    for ext, text in (("json", json.dumps(data, indent=1)), ("md", data["markdown"])):
-        Path(f"{a.out}.{ext}").write_text(text + "\n")
+        original = trained_original(work, digits, state, save, test)
+        for seed in settings["seeds"]:
+            run_seed(settings, seed, state, save, work, original, digits, test)
+        timing(settings, state, save, work, original)
+    data = summarize(state, work, digits.y_test.numpy(), a.out)
+    atomic_write_text(f"{a.out}.json", json.dumps(data, indent=1) + "\n")
+    atomic_write_text(f"{a.out}.md", data["markdown"] + "\n")
     print(data["markdown"])
 
 
@@ -114,10 +115,11 @@ def trained_original(work, digits, state, save, test):
     return model
 
 
-def run_seed(a, seed, state, save, work, original, digits, test):
-    """Every method at every size, before and after fine-tuning, and the control."""
+def run_seed(settings, seed, state, save, work, original, digits, test):
+    """Every method at every size of ``settings``, before and after fine-tuning, and the
+    control."""
     perm = torch.randperm(len(digits.x_train), generator=torch.Generator().manual_seed(seed))
-    calib = digits.x_train[perm[:a.calib_images]]
+    calib = digits.x_train[perm[:settings["calib_images"]]]
     runs = state.setdefault("runs", {}).setdefault(str(seed), {})
     folder = work / f"seed{seed}"
     folder.mkdir(exist_ok=True)
@@ -135,7 +137,7 @@ def run_seed(a, seed, state, save, work, original, digits, test):
 
     if "after" not in runs.get("control", {}):
         record("control", tuned(copy.deepcopy(original)), "after")
-    for size in a.sizes:
+    for size in settings["sizes"]:
         for key, (_, kwargs) in METHODS.items():
             name = f"{key}@{size}"
             if "after" in runs.get(name, {}):
@@ -146,32 +148,34 @@ def run_seed(a, seed, state, save, work, original, digits, test):
             record(name, net, "before", seconds=time.perf_counter() - t0,
                    stored=rep.params_compressed, original=rep.params_original,
                    choices=[r.choice for r in rep.layers if r.kind == "factored"])
-            if seed == a.seeds[0]:
+            if seed == settings["seeds"][0]:
                 save_compressed(net, folder / f"{name}.model.pt", arch="tiny_vit")  # timed
             record(name, tuned(net), "after", **runs[name]["before"])
 
 
-def timing(a, state, save, original, digits):
+def timing(settings, state, save, work, original):
     """CPU time of each compressed form against the original (torch's own attention, its
     fast path in eval mode), interleaved, at batch 1 and 256, on the first seed's models."""
     times = state.setdefault("timing", {})
-    folder = Path(a.work) / f"seed{a.seeds[0]}"
-    for size in a.sizes:
+    folder = work / f"seed{settings['seeds'][0]}"
+    for size in settings["sizes"]:
         for key in METHODS:
             name = f"{key}@{size}"
             if name in times:
                 continue
             net = load_compressed(folder / f"{name}.model.pt")[0].eval()
             times[name] = {str(b): compare_latency(original, net, (b, 1, 8, 8),
-                                                   repeats=a.timing_repeats)
+                                                   repeats=settings["timing_repeats"])
                            for b in (1, 256)}
             save()
 
 
-def summarize(a, state, work, labels):
-    """Top-1 intervals per method, size and stage; the drop against the fine-tuned control;
-    the median speed-up; records."""
-    seeds = [str(s) for s in a.seeds]
+def summarize(state, work, labels, out):
+    """Top-1 intervals per method, size and stage of the run in ``state``; the drop against
+    the fine-tuned control; the median speed-up; records (the per-image correctness written
+    to ``<out>_correct.npz``)."""
+    settings = state["settings"]
+    seeds = [str(s) for s in settings["seeds"]]
 
     def correct(name, stage):
         return np.stack([np.load(work / f"seed{s}" / f"{name}_{stage}.npy") == labels
@@ -179,7 +183,7 @@ def summarize(a, state, work, labels):
 
     control = correct("control", "after")
     rows, results, packed = [], {}, {"control__after": np.packbits(control, axis=1)}
-    for size in a.sizes:
+    for size in settings["sizes"]:
         for key, (label, _) in METHODS.items():
             name = f"{key}@{size}"
             runs = [state["runs"][s][name]["before"] for s in seeds]
@@ -201,7 +205,7 @@ def summarize(a, state, work, labels):
                          str(iv["before"]), str(iv["after"]), str(drop),
                          f"{speed['1']:.2f}x / {speed['256']:.2f}x"])
     comparisons, lines = {}, []
-    for size in a.sizes:
+    for size in settings["sizes"]:
         for first, second in PAIRS:
             for stage in STAGES:
                 iv = bootstrap_interval([correct(f"{first}@{size}", stage),
@@ -210,11 +214,11 @@ def summarize(a, state, work, labels):
                 verdict = iv.comparison(f"{first} higher", f"{second} higher")
                 comparisons[key] = {**iv.to_dict(), "verdict": verdict}
                 lines.append([key, str(iv), verdict])
-    np.savez_compressed(f"{a.out}_correct.npz", **packed, seeds=np.array(a.seeds),
+    np.savez_compressed(f"{out}_correct.npz", **packed, seeds=np.array(settings["seeds"]),
                         images=np.array(len(labels)))
     head = (f"TinyViT on the bundled digits (450 test images), code {state['code_version']}, "
             f"{torch.get_num_threads()} threads, {cpu_model()}, allocator {allocator()}; "
-            f"original {state['original']['top1']:.2f} % top-1; seeds {a.seeds}; "
+            f"original {state['original']['top1']:.2f} % top-1; seeds {settings['seeds']}; "
             f"fine-tuning {RECIPE['finetune']['epochs']} epochs at lr "
             f"{RECIPE['finetune']['lr']} with distillation; control after fine-tuning "
             f"{bootstrap_interval([control])}.")
