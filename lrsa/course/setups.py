@@ -101,7 +101,7 @@ class Setup:
 
 def digits_model(epochs=6, seed=0, progress=False):
     """The embedded default: :func:`lrsa.models.small_cnn` trained on scikit-learn's 8 x 8
-    digits (about 10 s on one core), cached in :func:`cache_folder`.
+    digits (a few seconds on 2 cores), cached in :func:`cache_folder`.
 
     Parameters
     ----------
