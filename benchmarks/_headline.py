@@ -50,23 +50,28 @@ def add_run_options(p, name, *, lr=1e-3):
                    help="results path without extension (.json and .md are written)")
 
 
-def run(a, settings, *, model, recipe, arch, budget_of, title, paper, paper_table,
+def run_settings(a, own):
+    """What a headline run records and a resumed one must match: the script's ``own``
+    settings, the options of :data:`RUN_OPTIONS` on the command line ``a``, the code (a rerun
+    with other code is refused) and the allocator (timings differ under another)."""
+    return {**own, **{k: getattr(a, k) for k in RUN_OPTIONS}, "code": code_fingerprint(),
+            "allocator": allocator()}
+
+
+def run(settings, *, work, out, model, recipe, arch, budget_of, title, paper, paper_table,
         layer_names, paper_rows=lambda data: ()):
     """The headline run of the trained ``model`` (BatchNorm not yet folded; trained by
-    ``recipe``, its checkpoint's) with the options ``a`` (:func:`add_run_options`) and the
-    run's own ``settings``;
+    ``recipe``, its checkpoint's) under ``settings`` (:func:`run_settings`), resumable from
+    the folder ``work``;
     ``budget_of(layers)`` gives lrsa's budget (a Budget, or a plan for those layers).
     ``paper_rows(data)``: extra (what, ours, paper) rows for the comparison with the paper.
-    Writes ``a.out``.json and .md and returns the data."""
-    settings = {**settings, **{k: getattr(a, k) for k in RUN_OPTIONS},
-                "code": code_fingerprint(),  # a rerun with other code is refused,
-                "allocator": allocator()}  # or under another allocator (timings differ)
-    work = Path(a.work)
+    Writes ``out``.json and .md and returns the data."""
+    work = Path(work)
     state, save = run_state(work, settings)
     commit = phase(state, save, "code_version", git_version)  # the commit it started at
     t_start = time.perf_counter()
     folded = fold_batchnorm(copy.deepcopy(model).eval())
-    xtr, ytr, test, idx, calib = cifar_split(a.calib_images)
+    xtr, ytr, test, idx, calib = cifar_split(settings["calib_images"])
     phase(state, save, "top1_baseline", lambda: evaluate(model.eval(), test)["top1"])
     params_original = phase(state, save, "params_original", lambda: count_parameters(folded))
 
@@ -74,17 +79,17 @@ def run(a, settings, *, model, recipe, arch, budget_of, title, paper, paper_tabl
         compressed, summary = compress_and_evaluate(
             model, calib, test, budget=budget_of(find_layers(folded, calib[0][:1])),
             response="relu", strategy="asymmetric",
-            fallback=None if a.fallback == "none" else a.fallback,
+            fallback=None if settings["fallback"] == "none" else settings["fallback"],
             workdir=work / "layers_lrsa")
         save_compressed(compressed, work / "compressed.pt", arch=arch)
         return summary
     lrsa = phase(state, save, "run_lrsa", run_lrsa)
     others = baselines_phase(state, save, model, calib, test, lrsa["layers"], work=work,
-                             arch=arch, keys=a.baselines)
+                             arch=arch, keys=settings["baselines"])
     # timed before fine-tuning, which changes no shape: the numbers do not wait for hours
     compressed, _ = load_compressed(work / "compressed.pt")
     speed = timed_in_faster_layout(state, save, folded, compressed.eval(), (1, 128),
-                                   a.latency_repeats)
+                                   settings["latency_repeats"])
 
     data = {"code_version": commit, "code_fingerprint": settings["code"],
             "threads": torch.get_num_threads(), "settings": settings,
@@ -93,7 +98,8 @@ def run(a, settings, *, model, recipe, arch, budget_of, title, paper, paper_tabl
             "top1_baseline": state["top1_baseline"], "params_original": params_original,
             "top1_compressed": lrsa["top1"], "params_compressed": lrsa["params"],
             "approx_seconds": lrsa["seconds"], "speed_check": lrsa["speed"],
-            "layers": lrsa["layers"], "fallback": a.fallback, "calib_images": a.calib_images,
+            "layers": lrsa["layers"], "fallback": settings["fallback"],
+            "calib_images": settings["calib_images"],
             "paper": paper}
     for key, other in others.items():
         data.update({f"top1_{key}": other["top1"], f"params_{key}": other["params"],
@@ -101,35 +107,37 @@ def run(a, settings, *, model, recipe, arch, budget_of, title, paper, paper_tabl
     data["params_ratio"] = params_original / lrsa["params"]
     compared = [data[f"top1_{k}"] for k in ("svd", "rrr") if k in others]
     data["top1_margin_over_best_baseline"] = lrsa["top1"] - max(compared) if compared else None
-    if a.epochs:
+    if settings["epochs"]:
         # the permutation's last images: disjoint from the calibration images only when
         # train_images <= 50,000 - calib_images (the default, all 50,000, includes them)
-        train_sub = idx[-a.train_images:]
+        train_sub = idx[-settings["train_images"]:]
 
         def new_train():  # made anew for each model: all see one order (finetune_runs)
             return make_loader(xtr[train_sub], ytr[train_sub], 128, train=True, seed=0)
         data.update(finetune_runs(state, save, work, folded, new_train, test, arch=arch,
-                                  epochs=a.epochs, lr=a.lr, distill=a.distill,
+                                  epochs=settings["epochs"], lr=settings["lr"],
+                                  distill=settings["distill"],
                                   baselines=list(others)))
-        _finetune_summary(data, a, len(xtr), others)
+        _finetune_summary(data, settings, len(xtr), others)
     data.update(network_summary(folded, compressed, (1, 3, 32, 32), latency_batches=()),
                 **speed)
     data["wall_seconds_this_invocation"] = time.perf_counter() - t_start
-    data["markdown"] = _markdown(data, a, title, lrsa, others, paper, paper_table,
+    data["markdown"] = _markdown(data, settings, title, lrsa, others, paper, paper_table,
                                  layer_names, paper_rows)
-    write_report(a.out, data)
+    write_report(out, data)
     print(data["markdown"])
     return data
 
 
-def _finetune_summary(data, a, train_size, others):
+def _finetune_summary(data, settings, train_size, others):
     """The fine-tuning keys: the drop against the better of baseline and control, the
     recipe, and a table of every model before and after."""
     reference = max(data["top1_baseline"], data["top1_baseline_finetuned"])
     data.update(finetune_seconds=data["finetune_seconds_finetuned"],
-                finetune_epochs=a.epochs * a.train_images / train_size,
-                finetune_recipe=f"{a.epochs} epochs of {a.train_images} images, lr {a.lr} "
-                                f"cosine, bf16, distill {a.distill}",
+                finetune_epochs=settings["epochs"] * settings["train_images"] / train_size,
+                finetune_recipe=f"{settings['epochs']} epochs of {settings['train_images']} "
+                                f"images, lr {settings['lr']} cosine, bf16, distill "
+                                f"{settings['distill']}",
                 top1_drop=reference - data["top1_finetuned"])
     runs = [(BASELINES[k][0], f"top1_{k}", f"{k}_finetuned") for k in others]
     runs += [("**lrsa**", "top1_compressed", "finetuned"),
@@ -146,7 +154,7 @@ def _finetune_summary(data, a, train_size, others):
         table(rows, list(max(rows, key=len)))])
 
 
-def _markdown(data, a, title, lrsa, others, paper, paper_table, layer_names, paper_rows):
+def _markdown(data, settings, title, lrsa, others, paper, paper_table, layer_names, paper_rows):
     speed = ", ".join(f"batch {b[1:]} {r['layout']}" for b, r in data["realization"].items())
     speed += f"; allocator: {data['realization']['b128']['allocator']}"
     per_layer = [{"layer": layer_names.get(r["name"], r["name"]),
@@ -162,7 +170,7 @@ def _markdown(data, a, title, lrsa, others, paper, paper_table, layer_names, pap
                      ("CPU speed-up, batch 128", f"{data['speedup_b128']:.2f}x",
                       f"{paper['speedup']}x"),
                      *paper_rows(data)]
-    if a.epochs:
+    if settings["epochs"]:
         ours_vs_paper.append(("top-1 drop after fine-tuning",
                               f"{data['top1_drop']:.2f} pt ({data['finetune_epochs']:.2g} "
                               "epochs)", f"{paper['accuracy_drop']} pt"))
@@ -174,11 +182,11 @@ def _markdown(data, a, title, lrsa, others, paper, paper_table, layer_names, pap
         "At equal stored size per layer (the sizes lrsa chose), before fine-tuning:", "",
         comparison_table(lrsa, others, data["params_original"]), "",
         f"Speed (BN-folded original vs lrsa, fp32 in the layout faster for the original: "
-        f"{speed}; {a.latency_repeats} interleaved repeats): batch 1 "
+        f"{speed}; {settings['latency_repeats']} interleaved repeats): batch 1 "
         f"{data['speedup_b1']:.2f}x (min {data['speedup_b1_min']:.2f}x), batch 128 "
         f"{data['speedup_b128']:.2f}x (min {data['speedup_b128_min']:.2f}x); MACs "
         f"{data['macs_ratio']:.2f}x fewer.", "",
-        *([data["finetune_markdown"], ""] if a.epochs else []),
+        *([data["finetune_markdown"], ""] if settings["epochs"] else []),
         "Per layer (stored parameters):", "", table(per_layer, list(per_layer[0])), "",
         markdown_table(lrsa["layers"], paper=paper_table, names=layer_names,
                        paper_ratio=paper["params_ratio"])])

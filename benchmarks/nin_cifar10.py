@@ -23,7 +23,7 @@ Resumable (benchmarks/_headline.py). Writes benchmarks/results/nin_cifar10.json 
 import argparse
 
 from _common import checkpoint_path, require_inputs
-from _headline import add_run_options, run
+from _headline import add_run_options, run, run_settings
 from lrsa.models import get_model, load_checkpoint
 from lrsa.pipeline import Budget
 from lrsa.pipeline.budget import PRESETS, default_plan
@@ -74,7 +74,8 @@ def main():
     budget = Budget.preset(a.preset, size=a.size, macs=a.macs, all_layers=a.all_layers)
     settings = {k: getattr(a, k) for k in ("checkpoint", "model", "preset", "size", "macs",
                                            "all_layers", "table_ii_scale")}
-    run(a, settings, model=model, recipe=meta.get("recipe", "?"), arch=a.model,
+    run(run_settings(a, settings), work=a.work, out=a.out, model=model,
+        recipe=meta.get("recipe", "?"), arch=a.model,
         budget_of=lambda layers: (budget if a.table_ii_scale is None
                                   else table_ii_plan(layers, a.table_ii_scale)),
         title="NIN on CIFAR-10",

@@ -21,7 +21,7 @@ benchmarks/results/vgg16_cifar10.json and .md (``--out``).
 import argparse
 
 from _common import CHECKPOINT, require_inputs
-from _headline import add_run_options, run
+from _headline import add_run_options, run, run_settings
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.pipeline import Budget
 from lrsa.pipeline.budget import PRESETS
@@ -48,7 +48,8 @@ def main():
     model = vgg16_bn()
     meta = load_checkpoint(model, CHECKPOINT)
     settings = {k: getattr(a, k) for k in ("size", "macs", "speedup", "preset")}
-    run(a, settings, model=model, recipe=meta.get("recipe", "?"), arch="vgg16_bn",
+    run(run_settings(a, settings), work=a.work, out=a.out, model=model,
+        recipe=meta.get("recipe", "?"), arch="vgg16_bn",
         budget_of=lambda layers: budget,
         title="VGG-16 on CIFAR-10", paper=PAPER_VGG16, paper_table=PAPER_TABLE_I,
         layer_names=VGG16_LAYER_NAMES)
