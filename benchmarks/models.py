@@ -46,16 +46,17 @@ def build(name):
 
 
 def random_weight_row(name, size, images):
+    """One row for ``name`` with random weights, compressed to ``size`` of its weights."""
     torch.manual_seed(0)
-    model, size = build(name)
+    model, side = build(name)  # the input images' side in pixels
     model.eval()
     g = torch.Generator().manual_seed(0)
-    calib = [torch.randn(images, 3, size, size, generator=g)]
+    calib = [torch.randn(images, 3, side, side, generator=g)]
     t0 = time.perf_counter()
     comp, rep = compress(model, calib, Budget(size=size),
                          solver=SolverSettings(max_samples=4000), progress=False)
     secs = time.perf_counter() - t0
-    s = network_summary(model, comp.eval(), (1, 3, size, size), latency_batches=(1, 8),
+    s = network_summary(model, comp.eval(), (1, 3, side, side), latency_batches=(1, 8),
                         repeats=5)
     return {"model": name, "weights": "random", "params_before": s["params_original"],
             "params_after": s["params_compressed"], "params_ratio": s["params_ratio"],
