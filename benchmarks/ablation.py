@@ -47,10 +47,9 @@ from lrsa.models import get_model, load_checkpoint
 from lrsa.pipeline import Budget, compress, compress_like, finetune, load_compressed
 from lrsa.pipeline import save_compressed
 from lrsa.pipeline.layer import SolverSettings
-from lrsa.report import count_macs, count_parameters
+from lrsa.report import count_macs, count_parameters, write_report
 from lrsa.timing import allocator
 from lrsa.train import predictions
-from lrsa.utils import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 #: lrsa's three splits of the budget (Budget.ratio = lam2 / lam1)
@@ -121,8 +120,7 @@ def main():
         for seed in a.seeds:
             run_seed(settings, a.model, seed, state, save, work, model, folded, xtr, ytr, test)
     data = summarize(state, work, meta, settings, yte.numpy(), a.out)
-    atomic_write_text(f"{a.out}.json", json.dumps(data, indent=1) + "\n")
-    atomic_write_text(f"{a.out}.md", data["markdown"] + "\n")
+    write_report(a.out, data)
     print(data["markdown"])
 
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from _common import REPO, cpu_model, git_version, table
-from lrsa.utils import atomic_write_text
+from lrsa.report import write_report
 
 RESULTS = Path(__file__).parent / "results"
 NOTEBOOKS = REPO / "notebooks"
@@ -75,8 +75,7 @@ def main():
             "rows": rows}
     data["markdown"] = table(rows, ["notebook", "answers_s", "answers_errors"]
                              + ([] if a.full else ["student_s", "student_errors"]))
-    atomic_write_text(f"{a.out}.json", json.dumps(data, indent=1) + "\n")
-    atomic_write_text(f"{a.out}.md", data["markdown"] + "\n")
+    write_report(a.out, data)
     print(data["markdown"])
 
 

@@ -16,7 +16,6 @@ Resumable. Writes benchmarks/results/distillation.json and .md.
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,8 +30,8 @@ from lrsa.data import load_cifar10, make_loader
 from lrsa.evaluation import bootstrap_interval, split_indices
 from lrsa.models import load_checkpoint, vgg16_bn
 from lrsa.pipeline import finetune, load_compressed
+from lrsa.report import write_report
 from lrsa.train import predictions
-from lrsa.utils import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 #: name -> finetune keywords besides the teacher (None: cross-entropy only, no teacher)
@@ -76,8 +75,7 @@ def main():
         for seed in a.seeds:
             run_seed(settings, seed, starts[seed], state, save, work, teacher, xtr, ytr, test)
     data = summarize(state, work, labels.numpy())
-    atomic_write_text(f"{a.out}.json", json.dumps(data, indent=1) + "\n")
-    atomic_write_text(f"{a.out}.md", data["markdown"] + "\n")
+    write_report(a.out, data)
     print(data["markdown"])
 
 

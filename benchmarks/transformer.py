@@ -20,7 +20,6 @@ they are made.
 
 import argparse
 import copy
-import json
 import platform
 import sys
 import time
@@ -36,9 +35,10 @@ from lrsa.evaluation import bootstrap_interval
 from lrsa.models import tiny_vit
 from lrsa.pipeline import (Budget, SolverSettings, compress, finetune, load_compressed,
                            save_compressed)
+from lrsa.report import write_report
 from lrsa.timing import allocator, compare_latency
 from lrsa.train import predictions, train
-from lrsa.utils import atomic_torch_save, atomic_write_text, format_table, load_torch_file
+from lrsa.utils import atomic_torch_save, format_table, load_torch_file
 
 RESULTS = Path(__file__).parent / "results"
 #: method key -> (what it is, compress's arguments)
@@ -84,8 +84,7 @@ def main():
             run_seed(settings, seed, state, save, work, original, digits, test)
         timing(settings, state, save, work, original)
     data = summarize(state, work, digits.y_test.numpy(), a.out)
-    atomic_write_text(f"{a.out}.json", json.dumps(data, indent=1) + "\n")
-    atomic_write_text(f"{a.out}.md", data["markdown"] + "\n")
+    write_report(a.out, data)
     print(data["markdown"])
 
 
