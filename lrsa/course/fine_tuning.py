@@ -333,11 +333,7 @@ def ablation_recovery(result, methods=("b_alone", "svd", "rrr", "control")):
     if missing:
         raise ValueError(f"this ablation result has no {missing}; it has "
                          f"{sorted(result['report_top1'])}")
-
-    def interval(saved):
-        return Interval(saved["mean"], saved["low"], saved["high"], saved["level"],
-                        saved["replicates"])
-    return {ABLATION_METHODS[k]: tuple(interval(result["report_top1"][k][stage])
+    return {ABLATION_METHODS[k]: tuple(Interval(**result["report_top1"][k][stage])  # to_dict's
                                        for stage in ("before", "after"))
             for k in methods}
 
