@@ -105,7 +105,7 @@ def main():
     work = Path(a.work)
     model = get_model(a.model)
     meta = load_checkpoint(model, a.checkpoint)
-    yte = load_cifar10(cifar_root(), train=False)[1]
+    xte, yte = load_cifar10(cifar_root(), train=False)
     if a.summarize:
         state = saved_state(work)
         settings = state["settings"]
@@ -114,7 +114,7 @@ def main():
         phase(state, save, "code_version", git_version)
         folded = fold_batchnorm(copy.deepcopy(model).eval())
         xtr, ytr = load_cifar10(cifar_root(), train=True)
-        test = make_loader(load_cifar10(cifar_root(), train=False)[0], yte, 500)
+        test = make_loader(xte, yte, 500)
         if a.compressed_from:
             adopt_compressed(Path(a.compressed_from), work, state, save, a.seeds)
         for seed in a.seeds:

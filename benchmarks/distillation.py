@@ -61,7 +61,7 @@ def main():
                 "train_images": a.train_images, "epochs": a.epochs, "lr": a.lr,
                 "checkpoint": str(CHECKPOINT), "code": code_fingerprint()}
     work = Path(a.work)
-    labels = load_cifar10(cifar_root(), train=False)[1]
+    xte, labels = load_cifar10(cifar_root(), train=False)
     if a.summarize:
         state = saved_state(work)
     else:
@@ -71,7 +71,7 @@ def main():
         load_checkpoint(teacher, CHECKPOINT)
         teacher = fold_batchnorm(teacher.eval())
         xtr, ytr = load_cifar10(cifar_root(), train=True)
-        test = make_loader(load_cifar10(cifar_root(), train=False)[0], labels, 500)
+        test = make_loader(xte, labels, 500)
         for seed in a.seeds:
             run_seed(settings, seed, starts[seed], state, save, work, teacher, xtr, ytr, test)
     data = summarize(state, work, labels.numpy())
