@@ -3,29 +3,31 @@
 Ma, Chen, Li, Shang, Yu, Cho and Yu, "A Unified Approximation Framework for Compressing and
 Accelerating Deep Neural Networks", ICTAI 2019.
 
-The proximal operators and the ADMM's correction step (:mod:`lrsa.prox`, :mod:`lrsa.admm`)
-need NumPy only; every other name below loads torch when it is first used, so that
-``import lrsa.prox`` works where torch is not installed.
+One layer's maths, the proximal operators, the ADMM with its correction step and the exact
+fits (:mod:`lrsa.prox`, :mod:`lrsa.admm`, :mod:`lrsa.solver`, :mod:`lrsa.structured_fit`,
+:mod:`lrsa.baselines`), is written against the array API standard: it runs on NumPy arrays
+where torch is not installed, and on torch tensors. The network pipeline's names load torch
+when they are first used.
 """
 
 import importlib
 
 from .admm import he_yuan_correction
+from .baselines import reduced_rank_regression, truncated_svd
+from .objective import layer_objective
 from .prox import prox_l21, soft_threshold, svt
+from .solution import LayerSolution
+from .solver import solve_layer
+from .structured_fit import StructuredFit
 
-#: the top-level names that need torch, and the module defining each (loaded on first use)
-_LAZY = {
-    **dict.fromkeys(["truncated_svd", "reduced_rank_regression"], "baselines"),
-    **dict.fromkeys(["Budget", "CompressionReport", "LayerPlan", "LayerReport",
-                     "SolverSettings", "compress", "compress_like", "finetune",
-                     "load_compressed", "matching_plan", "save_compressed"], "pipeline"),
-    "LayerSolution": "solution",
-    "layer_objective": "objective",
-    "solve_layer": "solver",
-    "StructuredFit": "structured_fit",
-}
+#: the top-level names that need torch (the pipeline's), loaded on first use
+_LAZY = dict.fromkeys(["Budget", "CompressionReport", "LayerPlan", "LayerReport",
+                       "SolverSettings", "compress", "compress_like", "finetune",
+                       "load_compressed", "matching_plan", "save_compressed"], "pipeline")
 
-__all__ = ["prox_l21", "svt", "soft_threshold", "he_yuan_correction", *_LAZY]
+__all__ = ["prox_l21", "svt", "soft_threshold", "he_yuan_correction", "solve_layer",
+           "layer_objective", "LayerSolution", "StructuredFit", "truncated_svd",
+           "reduced_rank_regression", *_LAZY]
 __version__ = "0.1.0"
 
 

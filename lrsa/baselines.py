@@ -16,7 +16,7 @@ applies them layer by layer (asymmetric inputs for ``"rrr"``), and
 
 from __future__ import annotations
 
-import torch
+from array_api_compat import array_namespace
 
 from .solver import LayerProblem
 from .structured_fit import StructuredFit
@@ -25,14 +25,15 @@ __all__ = ["reduced_rank_regression", "truncated_svd"]
 
 
 def _balanced(P, s, Vh):
-    root = torch.sqrt(s)
+    root = array_namespace(s).sqrt(s)
     return P * root, root[:, None] * Vh
 
 
 def truncated_svd(W, rank):
-    """(U, V) with U V the best rank-``rank`` approximation of W (n x d) in Frobenius norm."""
-    P, s, Vh = torch.linalg.svd(W, full_matrices=False)
-    r = max(0, min(int(rank), s.numel()))
+    """(U, V) with U V the best rank-``rank`` approximation of W (n x d) in Frobenius norm
+    (a NumPy array or a tensor; the factors are of its kind)."""
+    P, s, Vh = array_namespace(W).linalg.svd(W, full_matrices=False)
+    r = max(0, min(int(rank), s.shape[0]))
     return _balanced(P[:, :r], s[:r], Vh[:r])
 
 

@@ -14,10 +14,11 @@ and the norm of each; :func:`layer_objective` evaluates F directly.
 
 from __future__ import annotations
 
-import torch
+from array_api_compat import array_namespace, device
 
+from .arrays import like, same_kind
 from .prox import project_n_m, prox_l21, soft_threshold
-from .utils import as_float_tensor
+from .utils import check_floating
 
 __all__ = ["layer_objective"]
 
@@ -25,20 +26,23 @@ __all__ = ["layer_objective"]
 def layer_objective(X, Y, A, B, lam1, lam2, *, response="relu", bias=None, sparsity="column"):
     r"""Evaluate :math:`F(A,B)` directly (no solver state): the reference for tests.
     ``sparsity`` names A's penalty (see :class:`lrsa.solver.ADMMOptions`)."""
-    X, Y, bias, _ = check_layer_data(X, Y, bias)
-    A, B = as_float_tensor(A, "A")[0].to(X), as_float_tensor(B, "B")[0].to(X)
+    X, Y, bias = check_layer_data(X, Y, bias)
+    xp = array_namespace(X)
+    check_floating(A, "A")
+    check_floating(B, "B")
+    A, B = like(A, X), like(B, X)
     Z = (A + B) @ X + bias[:, None]
-    out = torch.clamp(Z, min=0) if response == "relu" else Z
-    data = 0.5 * float(((Y - out).double() ** 2).sum()) / X.shape[1]
+    out = xp.clip(Z, min=0) if response == "relu" else Z
+    data = 0.5 * float(xp.sum(xp.astype(Y - out, xp.float64) ** 2)) / X.shape[1]
     return data + weighted_penalty(lam1, sparse_penalty(sparsity)[1](A)) + lam2 * _nuclear(B)
 
 
 def check_layer_data(X, Y, bias):
-    """(X, Y, bias, was_numpy): X (d, N) and Y (n, N) as tensors of one floating dtype (at
-    least float32) on X's device, the bias (n,) (zeros when None), and whether X was a NumPy
-    array; a ValueError naming what is wrong."""
-    X, was_numpy = as_float_tensor(X, "X")
-    Y, _ = as_float_tensor(Y, "Y")
+    """(X, Y, bias): X (d, N) and Y (n, N) of one floating dtype (at least float32) in X's
+    array kind (NumPy or torch) and on its device, the bias (n,) (zeros when None); a
+    ValueError naming what is wrong."""
+    xp = check_floating(X, "X")
+    check_floating(Y, "Y")
     if X.ndim != 2 or Y.ndim != 2:
         raise ValueError(f"X and Y must be 2-D (d x N and n x N); got shapes {tuple(X.shape)} "
                          f"and {tuple(Y.shape)}")
@@ -46,16 +50,17 @@ def check_layer_data(X, Y, bias):
         raise ValueError(f"X has {X.shape[1]} samples (columns) but Y has {Y.shape[1]}")
     if X.shape[1] == 0:
         raise ValueError("empty data: N = 0 samples")
-    dt = torch.promote_types(torch.promote_types(X.dtype, Y.dtype), torch.float32)
-    X, Y = X.to(dt), Y.to(dt).to(X.device)
-    n = Y.shape[0]
+    Y = same_kind(Y, X)
+    X = xp.astype(X, xp.result_type(X.dtype, Y.dtype, xp.float32), copy=False)
+    Y, n = like(Y, X), Y.shape[0]
     if bias is None:
-        bias = torch.zeros(n, dtype=dt, device=X.device)
+        bias = xp.zeros(n, dtype=X.dtype, device=device(X))
     else:
-        bias = as_float_tensor(bias, "bias")[0].to(dtype=dt, device=X.device)
-        if bias.shape != (n,):
+        check_floating(bias, "bias")
+        bias = like(bias, X)
+        if tuple(bias.shape) != (n,):
             raise ValueError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
-    return X, Y, bias, was_numpy
+    return X, Y, bias
 
 
 def weighted_penalty(lam, norm):
@@ -64,11 +69,13 @@ def weighted_penalty(lam, norm):
 
 
 def _l21(A):
-    return float(torch.linalg.vector_norm(A.double(), dim=0).sum())
+    xp = array_namespace(A)
+    return float(xp.sum(xp.linalg.vector_norm(xp.astype(A, xp.float64), axis=0)))
 
 
 def _l1(A):
-    return float(A.double().abs().sum())
+    xp = array_namespace(A)
+    return float(xp.sum(xp.abs(xp.astype(A, xp.float64))))
 
 
 def sparse_penalty(sparsity):
@@ -101,4 +108,5 @@ def parse_n_m(sparsity):
 
 
 def _nuclear(B):
-    return float(torch.linalg.svdvals(B.double()).sum())
+    xp = array_namespace(B)
+    return float(xp.sum(xp.linalg.svdvals(xp.astype(B, xp.float64))))

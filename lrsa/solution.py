@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
+from array_api_compat import array_namespace
 
 from .objective import sparse_penalty, weighted_penalty
 
@@ -23,8 +23,8 @@ Array = "np.ndarray | torch.Tensor"  # the kind of the input X
 
 @dataclass
 class LayerSolution:
-    """Result of :func:`lrsa.solver.solve_layer`. Arrays are NumPy arrays when X was one,
-    else tensors.
+    """Result of :func:`lrsa.solver.solve_layer`. Arrays are of X's kind: NumPy arrays when X
+    was one, else tensors on its device.
 
     Attributes
     ----------
@@ -95,4 +95,5 @@ def record_iteration(history, step, lam1, lam2, sparsity):
     history["primal_residual"].append(step.primal)
     history["dual_residual"].append(step.dual)
     history["rank"].append(step.rank)
-    history["nonzero_columns"].append(int((torch.linalg.vector_norm(step.A, dim=0) > 0).sum()))
+    xp = array_namespace(step.A)
+    history["nonzero_columns"].append(int(xp.sum(xp.linalg.vector_norm(step.A, axis=0) > 0)))

@@ -50,14 +50,15 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import torch
+from array_api_compat import array_namespace, device
 
 from .admm import he_yuan_correction
+from .arrays import cholesky_or_none, like, solve_triangular
 from .objective import check_layer_data, n_m_indicator, sparse_penalty, weighted_penalty
 from .prox import svt_factors
-from .solution import HISTORY, LayerSolution, record_iteration
+from .solution import Array, HISTORY, LayerSolution, record_iteration
 from .structured_fit import refit_svd
-from .utils import as_float_tensor, progress_bar
+from .utils import check_floating, progress_bar
 
 __all__ = ["ADMMOptions", "ADMMStep", "LayerProblem", "relu_nonconvexity_example",
            "solve_layer"]
@@ -138,13 +139,13 @@ class ADMMStep(NamedTuple):
     prediction started from.
     """
 
-    A: torch.Tensor
-    U: torch.Tensor
-    s: torch.Tensor
-    Vh: torch.Tensor
-    B: torch.Tensor
-    M: torch.Tensor
-    Lam: torch.Tensor
+    A: Array
+    U: Array
+    s: Array
+    Vh: Array
+    B: Array
+    M: Array
+    Lam: Array
     f: float
     size: float
     primal: float
@@ -152,19 +153,19 @@ class ADMMStep(NamedTuple):
 
     @property
     def rank(self):
-        return int(self.s.numel())
+        return int(self.s.shape[0])
 
 
 @dataclass
 class ADMMState:
     """The iterate (A, B, M, Lambda), the penalty t and its factorization (G + tI)^-1."""
 
-    A: torch.Tensor
-    B: torch.Tensor
-    M: torch.Tensor
-    Lam: torch.Tensor
+    A: Array
+    B: Array
+    M: Array
+    Lam: Array
     t: float
-    Hinv: torch.Tensor
+    Hinv: Array
     t_changes: int = 0
 
 
@@ -175,39 +176,42 @@ class LayerProblem:
     (accumulated in float64) and the factorizations of :math:`G + tI` already made, so that
     several solves on the same layer (a lambda search, a warm-started ReLU solve) share them.
     :func:`solve_layer` is ``LayerProblem(X, Y, bias, response).solve(lam1, lam2, ...)``.
+    Everything is computed in X's array kind (NumPy, or torch on X's device).
     """
 
     def __init__(self, X, Y, bias=None, response="relu", chunk=4096):
         if response not in RESPONSES:
             raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
-        X, Y, bias, self.was_numpy = check_layer_data(X, Y, bias)
-        if response == "relu" and bool((Y < 0).any()):
+        X, Y, bias = check_layer_data(X, Y, bias)
+        self.xp = xp = array_namespace(X)
+        if response == "relu" and bool(xp.any(Y < 0)):
             raise ValueError("response='relu' needs targets Y >= 0 (they are post-ReLU "
                              "responses); pass the pre-activation with response='linear'")
         self.X, self.bias, self.response = X, bias, response
         d, N = X.shape
         self.N = N
-        G = torch.zeros(d, d, dtype=torch.float64, device=X.device)
+        G = xp.zeros((d, d), dtype=xp.float64, device=device(X))
         for i in range(0, N, chunk):
-            Xc = X[:, i:i + chunk].double()
+            Xc = xp.astype(X[:, i:i + chunk], xp.float64)
             G += Xc @ Xc.T
         self.G64 = G / N
-        self.G = self.G64.to(X.dtype)
-        self.mean_eig = max(float(torch.trace(self.G64)) / d, 1e-12)
+        self.G = xp.astype(self.G64, X.dtype)
+        self.mean_eig = max(float(xp.linalg.trace(self.G64)) / d, 1e-12)
         self._factors = {}
         self._set_targets(Y, chunk)
 
     def _set_targets(self, Y, chunk=4096):
         """Y and the statistics that depend on it: C and ||Y - b||^2 / N."""
-        X, bias, N = self.X, self.bias, self.N
-        C = torch.zeros(Y.shape[0], X.shape[0], dtype=torch.float64, device=X.device)
+        X, bias, N, xp = self.X, self.bias, self.N, self.xp
+        f64 = lambda T: xp.astype(T, xp.float64)  # noqa: E731
+        C = xp.zeros((Y.shape[0], X.shape[0]), dtype=xp.float64, device=device(X))
         yy = 0.0
         for i in range(0, N, chunk):
-            Rc = Y[:, i:i + chunk].double() - bias.double()[:, None]
-            C += Rc @ X[:, i:i + chunk].double().T
-            yy += float((Rc * Rc).sum())
+            Rc = f64(Y[:, i:i + chunk]) - f64(bias)[:, None]
+            C += Rc @ f64(X[:, i:i + chunk]).T
+            yy += float(xp.sum(Rc * Rc))
         self.Y, self.C64, self.yy = Y, C / N, yy / N
-        self.C = self.C64.to(X.dtype)
+        self.C = xp.astype(self.C64, X.dtype)
 
     def retarget(self, Y, response):
         """The same inputs with other targets: shares X, G and the factorizations of
@@ -215,8 +219,8 @@ class LayerProblem:
         ReLU stage after a linear solve on the pre-activation."""
         if response not in RESPONSES:
             raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
-        _, Y, _, _ = check_layer_data(self.X, Y, self.bias)
-        if response == "relu" and bool((Y < 0).any()):
+        _, Y, _ = check_layer_data(self.X, Y, self.bias)
+        if response == "relu" and bool(self.xp.any(Y < 0)):
             raise ValueError("response='relu' needs targets Y >= 0")
         other = copy.copy(self)
         other.response = response
@@ -226,7 +230,7 @@ class LayerProblem:
     def with_response(self, response):
         """The same data and statistics for the other response (targets must suit it)."""
         other = copy.copy(self)
-        if response == "relu" and bool((self.Y < 0).any()):
+        if response == "relu" and bool(self.xp.any(self.Y < 0)):
             raise ValueError("response='relu' needs targets Y >= 0")
         other.response = response
         return other
@@ -237,15 +241,15 @@ class LayerProblem:
         precision unless that is not positive definite numerically."""
         if t in self._factors:
             return self._factors[t]
-        dt, d = self.X.dtype, self.X.shape[0]
-        eye = torch.eye(d, dtype=torch.float64, device=self.X.device)
-        for prec in (dt, torch.float64):
-            L, info = torch.linalg.cholesky_ex((self.G64 + t * eye).to(prec))
-            if int(info) == 0:
-                Linv = torch.linalg.solve_triangular(L, eye.to(prec), upper=False)
+        xp, dt, d = self.xp, self.X.dtype, self.X.shape[0]
+        eye = xp.eye(d, dtype=xp.float64, device=device(self.X))
+        for prec in (dt, xp.float64):
+            L = cholesky_or_none(xp.astype(self.G64 + t * eye, prec))
+            if L is not None:
+                Linv = solve_triangular(L, xp.astype(eye, prec), lower=True)
                 if len(self._factors) >= 4:
                     self._factors.pop(next(iter(self._factors)))
-                self._factors[t] = (Linv.T @ Linv).to(dt)
+                self._factors[t] = xp.astype(Linv.T @ Linv, dt)
                 return self._factors[t]
         raise ValueError(f"G + tI is not positive definite for t={t:g}")
 
@@ -277,7 +281,7 @@ class LayerProblem:
                     callback(k, step)
                 bar.update(1)
                 bar.set_postfix(r=f"{step.primal:.1e}", s=f"{step.dual:.1e}", rank=step.rank)
-                if step.size > 1e12 * (1 + float(torch.linalg.norm(self.C64))):
+                if step.size > 1e12 * (1 + _norm(self.C64)):
                     message = f"diverged: iterates grew without bound at iteration {k}"
                     break
                 if step.primal < opts.tol and step.dual < opts.tol:
@@ -290,20 +294,22 @@ class LayerProblem:
         """A, B, M = A + B, the multiplier (the gradient of f at M, its value at a solution)
         and the penalty: from W0, or from the ridge solution (linear) or the linear solve
         on the same data (ReLU)."""
-        n, d = self.Y.shape[0], self.X.shape[0]
+        n, d, xp = self.Y.shape[0], self.X.shape[0], self.xp
         if W0 is None and self.response == "relu":
             W0 = self.with_response("linear").solve(lam1, lam2, **dataclasses.asdict(
                 dataclasses.replace(opts, debias=False, inner_iter=1)))
         if isinstance(W0, LayerSolution):
-            A = as_float_tensor(W0.A, "W0.A")[0].to(self.X)
-            B = as_float_tensor(W0.B, "W0.B")[0].to(self.X)
+            check_floating(W0.A, "W0.A")
+            check_floating(W0.B, "W0.B")
+            A, B = like(W0.A, self.X), like(W0.B, self.X)
         elif W0 is not None:
-            B = as_float_tensor(W0, "W0")[0].to(self.X)
-            A = torch.zeros_like(B)
+            check_floating(W0, "W0")
+            B = like(W0, self.X)
+            A = xp.zeros_like(B)
         else:
-            A = torch.zeros(n, d, dtype=self.X.dtype, device=self.X.device)
+            A = xp.zeros((n, d), dtype=self.X.dtype, device=device(self.X))
             B = self.C @ self.factor(self.mean_eig)
-        if A.shape != (n, d):
+        if tuple(A.shape) != (n, d):
             raise ValueError(f"W0 must have shape ({n}, {d}) = (outputs, lowered inputs), "
                              f"got {tuple(A.shape)}")
         M = A + B
@@ -328,12 +334,12 @@ class LayerProblem:
         if not (_finite(M_hat) and math.isfinite(f_val)):
             return None
         W_hat = A_hat + B_hat
-        norm_W, norm_M = float(torch.linalg.norm(W_hat)), float(torch.linalg.norm(M_hat))
+        norm_W, norm_M = _norm(W_hat), _norm(M_hat)
         return ADMMStep(
             A=A_hat, U=U, s=s, Vh=Vh, B=B_hat, M=M_hat, Lam=Lam + t * (W_hat - M_hat),
             f=f_val, size=max(norm_W, norm_M),
-            primal=float(torch.linalg.norm(W_hat - M_hat)) / max(norm_W, norm_M, 1e-30),
-            dual=float(torch.linalg.norm(M_hat - M)) / max(norm_M, 1e-30))
+            primal=_norm(W_hat - M_hat) / max(norm_W, norm_M, 1e-30),
+            dual=_norm(M_hat - M) / max(norm_M, 1e-30))
 
     def _m_step(self, V, M, Hinv, t, inner_iter):
         """prox_{f/t}(V) and f at the start: exact for the linear response,
@@ -341,7 +347,8 @@ class LayerProblem:
         if self.response == "linear":
             M_hat = (self.C + t * V) @ Hinv
             # f(M_hat) without another n x d x d product, from M_hat G = C + tV - t M_hat
-            return M_hat, 0.5 * self.yy - 0.5 * float((M_hat * (self.C - t * (V - M_hat))).sum())
+            fitted = self.xp.sum(M_hat * (self.C - t * (V - M_hat)))
+            return M_hat, 0.5 * self.yy - 0.5 * float(fitted)
         f_val = None
         for _ in range(int(inner_iter)):
             f_j, grad = self.f_and_grad(M)
@@ -357,8 +364,7 @@ class LayerProblem:
                 and state.t_changes < ADAPT_MAX
                 and sparse_penalty(opts.sparsity)[1] is not n_m_indicator):
             return
-        norm_M = float(torch.linalg.norm(step.M))
-        s_dual = state.t * step.dual * norm_M / max(float(torch.linalg.norm(step.Lam)), 1e-30)
+        s_dual = state.t * step.dual * _norm(step.M) / max(_norm(step.Lam), 1e-30)
         if step.primal > 10 * s_dual or s_dual > 10 * step.primal:
             state.t *= 3.0 if step.primal > s_dual else 1 / 3.0
             state.Hinv, state.t_changes = self.factor(state.t), state.t_changes + 1
@@ -383,28 +389,27 @@ class LayerProblem:
             A, U, s, Vh = refit_svd(self, A, Vh, 10 * opts.inner_iter, U * s)
         # singular values left a rounding error above the threshold (where the limit is
         # B = 0 they sit at 1e-13) are zero: they would count as rank and as storage
-        keep = s > NUMERICAL_ZERO * max(float(torch.linalg.matrix_norm(A + (U * s) @ Vh)),
-                                        1e-30)
+        keep = s > NUMERICAL_ZERO * max(_norm(A + (U * s) @ Vh), 1e-30)
         U, s, Vh = U[:, keep], s[keep], Vh[keep]
         B = (U * s) @ Vh
-        root = torch.sqrt(s)
+        root = self.xp.sqrt(s)
         obj = self.f_and_grad(A + B, grad=False)[0] + weighted_penalty(
             lam1, sparse_penalty(opts.sparsity)[1](A)) + weighted_penalty(
-            lam2, float(s.sum()))
-        out = (lambda T: T.cpu().numpy()) if self.was_numpy else (lambda T: T)
-        return LayerSolution(A=out(A), B=out(B), U=out(U * root), V=out(root[:, None] * Vh),
-                             bias=out(self.bias), objective=obj, response=self.response,
-                             lam1=lam1, lam2=lam2, t=state.t, **outcome)
+            lam2, float(self.xp.sum(s)))
+        return LayerSolution(A=A, B=B, U=U * root, V=root[:, None] * Vh, bias=self.bias,
+                             objective=obj, response=self.response, lam1=lam1, lam2=lam2,
+                             t=state.t, **outcome)
 
     def f_and_grad(self, M, grad=True):
         """Data term f(M) and its gradient (ReLU: the a.e. gradient)."""
+        xp = self.xp
         if self.response == "linear":
             MG = M @ self.G
-            f = 0.5 * self.yy - float((M * self.C).sum()) + 0.5 * float((MG * M).sum())
+            f = 0.5 * self.yy - float(xp.sum(M * self.C)) + 0.5 * float(xp.sum(MG * M))
             return f, (MG - self.C) if grad else None
         Z = M @ self.X + self.bias[:, None]
-        R = self.Y - torch.clamp(Z, min=0)
-        f = 0.5 * float((R.double() ** 2).sum()) / self.N
+        R = self.Y - xp.clip(Z, min=0)
+        f = 0.5 * float(xp.sum(xp.astype(R, xp.float64) ** 2)) / self.N
         if not grad:
             return f, None
         return f, -((R * (Z > 0)) @ self.X.T) / self.N
@@ -425,7 +430,8 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progre
 
     Parameters
     ----------
-    X : (d, N) lowered inputs (numpy or torch; the result has the same kind).
+    X : (d, N) lowered inputs, a NumPy array or a torch tensor: the solve runs in that kind
+        (and on the tensor's device) and returns it.
     Y : (n, N) target responses; for ``response="relu"`` they must be >= 0.
     lam1, lam2 : float >= 0, weights of :math:`\|A\|_{2,1}` and :math:`\|B\|_*`.
     response : {"relu", "linear"}
@@ -454,15 +460,21 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progre
 
 
 def _finite(T):
-    return bool(torch.isfinite(T).all())
+    xp = array_namespace(T)
+    return bool(xp.all(xp.isfinite(T)))
+
+
+def _norm(T):
+    """The Frobenius norm, as a float."""
+    return float(array_namespace(T).linalg.vector_norm(T))
 
 
 def _initial_penalty(W, lam1, lam2, mean_eig):
     """A penalty t whose thresholds lam/t are comparable to W's column norms and singular
     values, so both proximal steps act from the first iteration."""
-    n, d = W.shape
-    col = float(torch.linalg.vector_norm(W, dim=0).mean())
-    sing = float(torch.linalg.norm(W)) / math.sqrt(min(n, d))
+    (n, d), xp = W.shape, array_namespace(W)
+    col = float(xp.mean(xp.linalg.vector_norm(W, axis=0)))
+    sing = _norm(W) / math.sqrt(min(n, d))
     cands = [lam / max(scale, 1e-30) for lam, scale in ((lam1, col), (lam2, sing))
              if math.isfinite(lam)]  # an infinite lambda only zeroes its part
     t = max(cands, default=0.0)

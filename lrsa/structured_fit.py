@@ -10,7 +10,9 @@ each refinement round, and the ADMM's ``debias`` option.
 
 from __future__ import annotations
 
-import torch
+from array_api_compat import array_namespace, device
+
+from .arrays import cho_solve
 
 __all__ = ["StructuredFit", "refit"]
 
@@ -44,40 +46,40 @@ class StructuredFit:
 
     def __init__(self, problem):
         self.problem = problem
-        G, C, yy = problem.G64, problem.C64, problem.yy
+        G, C, yy, xp = problem.G64, problem.C64, problem.yy, problem.xp
         # float64 throughout, so a far smaller ridge than the float32 refit's suffices
         ridge = relative_ridge(G, 1e-10)
-        self.G = G + ridge * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+        self.G = G + ridge * xp.eye(G.shape[0], dtype=G.dtype, device=device(G))
         self.C, self.yy = C, yy
-        L = torch.linalg.cholesky(self.G)
-        self.W_full = torch.cholesky_solve(C.T, L).T  # n x d
-        self.F_full = self.W_full @ C.T               # n x n
+        self.W_full = cho_solve(xp.linalg.cholesky(self.G), C.T).T  # n x d
+        self.F_full = self.W_full @ C.T                              # n x n
 
     def fit(self, columns, rank):
         """(A, U, V) in the problem's dtype: A (n, d) supported on ``columns``, U (n, r),
         V (r, d) balanced (equal singular values), and the objective's value."""
-        p = self.problem
+        p, xp = self.problem, self.problem.xp
         C, n, d = self.C, self.C.shape[0], self.C.shape[1]
-        S = torch.as_tensor(sorted(int(j) for j in columns), dtype=torch.long,
-                            device=C.device)
-        A = torch.zeros(n, d, dtype=C.dtype, device=C.device)
-        F_S = torch.zeros(n, n, dtype=C.dtype, device=C.device)
-        if S.numel():
-            C_S = C[:, S]
-            A[:, S] = torch.linalg.solve(self.G[S][:, S], C_S.T).T
+        S = xp.asarray(sorted(int(j) for j in columns), dtype=xp.int64, device=device(C))
+        A = xp.zeros((n, d), dtype=C.dtype, device=device(C))
+        F_S = xp.zeros((n, n), dtype=C.dtype, device=device(C))
+        if S.shape[0]:
+            C_S = xp.take(C, S, axis=1)
+            G_SS = xp.take(xp.take(self.G, S, axis=0), S, axis=1)
+            A[:, S] = xp.linalg.solve(G_SS, C_S.T).T
             F_S = A[:, S] @ C_S.T
         F_res = self.F_full - F_S
-        evals, evecs = torch.linalg.eigh(0.5 * (F_res + F_res.T))
+        evals, evecs = xp.linalg.eigh(0.5 * (F_res + F_res.T))
         rank = max(0, min(int(rank), n, d))
-        top = evecs[:, evals.numel() - rank:] if rank else evecs[:, :0]
+        top = evecs[:, evals.shape[0] - rank:]
         V = top.T @ (self.W_full - A)
         # balanced factors: U diag(s) Vh = top V, split as U sqrt(s), sqrt(s) Vh
-        P, s, Vh = torch.linalg.svd(V, full_matrices=False)
-        root = torch.sqrt(s)
+        P, s, Vh = xp.linalg.svd(V, full_matrices=False)
+        root = xp.sqrt(s)
         U_f, V_f = (top @ P) * root, root[:, None] * Vh
-        f = 0.5 * (self.yy - float(torch.trace(F_S)) - float(evals[-rank:].sum() if rank else 0))
+        f = 0.5 * (self.yy - float(xp.linalg.trace(F_S))
+                   - float(xp.sum(evals[evals.shape[0] - rank:])))
         dt = p.X.dtype
-        return A.to(dt), U_f.to(dt), V_f.to(dt), f
+        return xp.astype(A, dt), xp.astype(U_f, dt), xp.astype(V_f, dt), f
 
     def refine_relu(self, relu_problem, A, U, V, rounds=2, steps=5, damping=1.0):
         r"""Fit the post-ReLU response on the structure of A + U V (support of A, rank of
@@ -102,23 +104,24 @@ class StructuredFit:
 
         Returns (A, U, V, bias).
         """
-        p, L, b = relu_problem, None, relu_problem.bias
+        p, L, b, xp = relu_problem, None, relu_problem.bias, relu_problem.xp
         for _ in range(int(rounds)):
             kept = (A, U, V, b)
             A, U, V, b = refit(p, A, U, V, steps, bias=b)
             if U.shape[1] == 0:
                 break
             if L is None:
-                eye = torch.eye(self.G.shape[0], dtype=self.G.dtype, device=self.G.device)
-                L = torch.linalg.cholesky(self.G + damping * p.mean_eig * eye).to(p.X.dtype)
-            UtU_inv = torch.linalg.inv(U.T @ U)
+                eye = xp.eye(self.G.shape[0], dtype=self.G.dtype, device=device(self.G))
+                L = xp.astype(xp.linalg.cholesky(self.G + damping * p.mean_eig * eye),
+                              p.X.dtype)
+            UtU_inv = xp.linalg.inv(U.T @ U)
             AX = A @ p.X + b[:, None]
             for _ in range(int(steps)):
                 Z = AX + U @ (V @ p.X)
-                R = (p.Y - torch.clamp(Z, min=0)) * (Z > 0)
+                R = (p.Y - xp.clip(Z, min=0)) * (Z > 0)
                 step = UtU_inv @ (((U.T @ R) @ p.X.T) / p.N)
-                V = V + torch.cholesky_solve(step.T, L).T
-            if not all(bool(torch.isfinite(T).all()) for T in (U, V, b)):
+                V = V + cho_solve(L, step.T).T
+            if not all(bool(xp.all(xp.isfinite(T))) for T in (U, V, b)):
                 # keep the last finite answer
                 return kept
         return A, U, V, b
@@ -132,9 +135,10 @@ def refit(problem, A, U, V, steps=20, bias=None):
 
     Returns (A, U, V) with U (n, r), V (r, d) balanced, and the bias if one was given.
     """
-    Q = torch.linalg.qr(V.T).Q.T  # orthonormal rows spanning the row space of V
+    xp = problem.xp
+    Q = xp.linalg.qr(V.T).Q.T  # orthonormal rows spanning the row space of V
     A, U, s, Vh, *b = refit_svd(problem, A, Q, steps, U @ (V @ Q.T), bias)
-    root = torch.sqrt(s)
+    root = xp.sqrt(s)
     return (A, U * root, root[:, None] * Vh, *b)
 
 
@@ -149,21 +153,22 @@ def refit_svd(problem, A, Vh, steps, UB, bias=None):
     the given solution. ``bias`` (n,) given: it is fitted too (a constant row joins the
     basis) and returned last; None: the problem's bias stays.
     """
-    n, d = A.shape
-    S = torch.nonzero(torch.linalg.vector_norm(A, dim=0) > 0).flatten()
-    P = torch.cat([torch.eye(d, dtype=A.dtype, device=A.device)[S], Vh])  # k x d basis
-    k = P.shape[0]
+    d, xp, on = A.shape[1], problem.xp, device(A)
+    S = xp.nonzero(xp.linalg.vector_norm(A, axis=0) > 0)[0]
+    P = xp.concat([xp.take(xp.eye(d, dtype=A.dtype, device=on), S, axis=0), Vh])  # k x d basis
+    k, n_S = P.shape[0], S.shape[0]
     PX = P @ problem.X
-    start = torch.cat([A[:, S], UB], dim=1)
+    start = xp.concat([xp.take(A, S, axis=1), UB], axis=1)
     if bias is not None:
-        PX = torch.cat([PX, PX.new_ones(1, PX.shape[1])])
-        start = torch.cat([start, bias[:, None]], dim=1)
+        PX = xp.concat([PX, xp.ones((1, PX.shape[1]), dtype=PX.dtype, device=on)])
+        start = xp.concat([start, bias[:, None]], axis=1)
     if PX.shape[0] == 0:
-        return A, UB[:, :0], UB.new_zeros(0), Vh
-    G_P = (PX.double() @ PX.double().T) / problem.N
+        return A, UB[:, :0], xp.zeros(0, dtype=UB.dtype, device=on), Vh
+    PX64 = xp.astype(PX, xp.float64)
+    G_P = (PX64 @ PX64.T) / problem.N
     # a small ridge: with fewer samples than basis rows G_P is singular
-    G_P += relative_ridge(G_P) * torch.eye(PX.shape[0], dtype=G_P.dtype, device=G_P.device)
-    G_inv = torch.linalg.inv(G_P).to(A.dtype)
+    G_P += relative_ridge(G_P) * xp.eye(PX.shape[0], dtype=G_P.dtype, device=on)
+    G_inv = xp.astype(xp.linalg.inv(G_P), A.dtype)
     fixed = problem.bias[:, None] if bias is None else 0.0
     if problem.response == "linear":
         coef = ((problem.Y - fixed) @ PX.T / problem.N) @ G_inv
@@ -171,13 +176,13 @@ def refit_svd(problem, A, Vh, steps, UB, bias=None):
         coef = start
         for _ in range(steps):
             Z = coef @ PX + fixed
-            R = (problem.Y - torch.clamp(Z, min=0)) * (Z > 0)
+            R = (problem.Y - xp.clip(Z, min=0)) * (Z > 0)
             coef = coef + ((R @ PX.T) / problem.N) @ G_inv
-    if not bool(torch.isfinite(coef).all()):  # keep the given answer rather than garbage
+    if not bool(xp.all(xp.isfinite(coef))):  # keep the given answer rather than garbage
         coef = start
-    A = torch.zeros_like(A)
-    A[:, S] = coef[:, :S.numel()]
-    U, s, Wh = torch.linalg.svd(coef[:, S.numel():k], full_matrices=False)
+    A = xp.zeros_like(A)
+    A[:, S] = coef[:, :n_S]
+    U, s, Wh = xp.linalg.svd(coef[:, n_S:k], full_matrices=False)
     keep = s > 0
     out = (A, U[:, keep], s[keep], Wh[keep] @ Vh)
     return out if bias is None else (*out, coef[:, k])
@@ -186,4 +191,4 @@ def refit_svd(problem, A, Vh, steps, UB, bias=None):
 def relative_ridge(G, rel=1e-6):
     """A relative ridge that keeps an empirical Gram matrix factorizable (fewer samples
     than dimensions, or collinear inputs) without moving a well-posed fit."""
-    return rel * max(float(torch.trace(G)) / max(G.shape[0], 1), 1e-30)
+    return rel * max(float(array_namespace(G).linalg.trace(G)) / max(G.shape[0], 1), 1e-30)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # torch is imported inside the helpers that need it: as_numpy, format_table and the writers of
 # text are used by lrsa.viz and the NumPy-only lessons, which run without torch
-__all__ = ["as_float_tensor", "as_numpy", "atomic_torch_save", "atomic_write_text",
+__all__ = ["as_numpy", "atomic_torch_save", "atomic_write_text",
            "call_model", "check_floating", "code_version", "device_and_dtype", "evaluating",
            "format_table", "progress_bar", "weights_fingerprint"]
 
@@ -39,15 +39,6 @@ def check_floating(V, name="V"):
     if not bool(xp.all(xp.isfinite(V))):
         raise ValueError(f"{name} contains NaN or Inf")
     return xp
-
-
-def as_float_tensor(V, name="V"):
-    """(tensor, was_numpy) for a floating NumPy array or tensor (shared memory, no copy),
-    checked by :func:`check_floating`."""
-    import torch
-    check_floating(V, name)
-    was_numpy = is_numpy_array(V)
-    return (torch.from_numpy(np.ascontiguousarray(V)) if was_numpy else V), was_numpy
 
 
 def as_numpy(x):

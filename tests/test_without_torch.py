@@ -1,7 +1,8 @@
 """Where torch is not installed (JupyterLite, a NumPy-only teaching server), the maths core
-and notebook 01 still run: ``lrsa.prox``, ``lrsa.admm``, ``lrsa.viz``, ``lrsa.reference`` and
-the course's widgets and self-checks import torch only where a function needs it. Each test
-runs in a subprocess whose import system refuses torch."""
+and notebooks 01-02 still run: ``lrsa.prox``, ``lrsa.admm``, ``lrsa.solver`` (with the exact
+fits and baselines it shares the array API with), ``lrsa.viz``, ``lrsa.reference`` and the
+course's widgets and self-checks import torch only where a function needs it. Each test runs in
+a subprocess whose import system refuses torch."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK_TORCH = """
@@ -51,8 +53,43 @@ print(json.dumps(out))
     assert got["torch"] is False and got["compress"] == "torch is not installed here"
 
 
-def test_notebook_01_runs_without_torch():
-    """Every code cell of notebook 01's source, in order (smoke mode), with its checks."""
+def test_the_solver_runs_on_numpy_and_agrees_with_torch():
+    """solve_layer, the debiased refit and reduced-rank regression on NumPy, without torch,
+    give what the torch run in this process gives (same iterations, same objective)."""
+    import torch
+
+    import lrsa
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 300))
+    Z = rng.standard_normal((6, 12)) @ X
+    code = """
+import json
+import numpy as np
+import lrsa
+X = np.array(json.loads(sys.argv[1]))
+Z = np.array(json.loads(sys.argv[2]))
+relu = lrsa.solve_layer(X, np.maximum(Z, 0), 0.01, 0.02)
+debiased = lrsa.solve_layer(X, Z, 0.01, 0.02, response="linear", debias=True)
+U, V = lrsa.reduced_rank_regression(X, Z, 2)
+print(json.dumps({"kinds": [type(v).__name__ for v in (relu.A, debiased.B, U)],
+                  "iterations": relu.iterations, "F": relu.objective,
+                  "debiased": debiased.objective, "rrr": (U @ V).tolist()}))
+"""
+    got = json.loads(_run_without_torch(code, json.dumps(X.tolist()), json.dumps(Z.tolist())))
+    Xt, Zt = torch.from_numpy(X), torch.from_numpy(Z)
+    relu = lrsa.solve_layer(Xt, torch.relu(Zt), 0.01, 0.02)
+    debiased = lrsa.solve_layer(Xt, Zt, 0.01, 0.02, response="linear", debias=True)
+    U, V = lrsa.reduced_rank_regression(Xt, Zt, 2)
+    assert got["kinds"] == ["ndarray"] * 3
+    assert got["iterations"] == relu.iterations
+    assert abs(got["F"] - relu.objective) <= 1e-9 * abs(relu.objective)
+    assert abs(got["debiased"] - debiased.objective) <= 1e-9 * abs(debiased.objective)
+    assert np.allclose(got["rrr"], (U @ V).numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("notebook", ["01_proximal_operators", "02_three_block_admm"])
+def test_notebook_runs_without_torch(notebook):
+    """Every code cell of the notebook's source, in order (smoke mode), with its checks."""
     stdout = _run_without_torch("""
 import json
 ns = {}
@@ -60,6 +97,7 @@ for cell in json.load(open(sys.argv[1]))["cells"]:
     if cell["cell_type"] == "code":
         exec(compile("".join(cell["source"]), "cell", "exec"), ns)
 print("torch loaded:", "torch" in sys.modules)
-""", str(ROOT / "notebooks" / "solutions" / "01_proximal_operators.ipynb"))
+""", str(ROOT / "notebooks" / "solutions" / f"{notebook}.ipynb"))
     assert stdout.rstrip().endswith("torch loaded: False")
-    assert stdout.count(": correct.") == 4 and "not yet" not in stdout
+    assert stdout.count(": correct.") >= 4 and "not yet" not in stdout
+    assert "FAIL" not in stdout
