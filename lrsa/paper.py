@@ -7,7 +7,7 @@ __all__ = ["ALEXNET_LAYER_NAMES", "NIN_LAYER_NAMES", "PAPER_ALEXNET", "PAPER_NIN
            "PAPER_TABLE_I", "PAPER_TABLE_II", "PAPER_TABLE_IV", "PAPER_VGG16",
            "VGG16_LAYER_NAMES"]
 
-#: Paper Table I (VGG-16, CIFAR-10): layer -> (CR(A) %, CR(B) %, CR(A+B) %), verbatim.
+#: Paper Table I (VGG-16, CIFAR-10): layer -> (CR(A), CR(B), CR(A+B)) in %, verbatim.
 #: Note: the paper's conv4-3 row does not add up (4.0 + 16.3 != 24.3); kept as printed.
 PAPER_TABLE_I = {
     "conv1-1": (0.0, 100.0, 100.0), "conv1-2": (5.4, 52.1, 57.5),
@@ -24,7 +24,7 @@ PAPER_TABLE_I = {
 PAPER_VGG16 = {"params_ratio": 4.44, "speedup": 2.2, "accuracy_drop": 0.40,
                "baseline_top1": 92.05}
 
-#: Paper Table II (NIN, CIFAR-10): layer -> (CR(A) %, CR(B) %, CR(A+B) %), verbatim. Only the
+#: Paper Table II (NIN, CIFAR-10): layer -> (CR(A), CR(B), CR(A+B)) in %, verbatim. Only the
 #: three spatial convolutions are approximated, and only by their low-rank part.
 PAPER_TABLE_II = {
     "conv1": (0.0, 18.4, 18.4), "cccp1": (0.0, 100.0, 100.0), "cccp2": (0.0, 100.0, 100.0),
@@ -33,7 +33,7 @@ PAPER_TABLE_II = {
 }
 #: Paper whole-network NIN results (Tables II and III): CR 36.0 %, 2.77x smaller, top-1 drop
 #: 0.41 points. Speed-up: Table II prints 2.2x, Table III and the text 1.70x.
-PAPER_NIN = {"cr": 36.0, "params_ratio": 2.77, "speedup": 1.7, "speedup_table_ii": 2.2,
+PAPER_NIN = {"size": 36.0, "params_ratio": 2.77, "speedup": 1.7, "speedup_table_ii": 2.2,
              "accuracy_drop": 0.41}
 #: Our NIN module names -> the paper's layer names.
 NIN_LAYER_NAMES = {f"features.{n}": n for n in PAPER_TABLE_II}
@@ -47,7 +47,7 @@ VGG16_LAYER_NAMES = {
     "classifier.0": "fc1", "classifier.3": "fc2", "classifier.6": "fc3",
 }
 
-#: Paper Table IV (AlexNet, ILSVRC-2012): layer -> (CR(A) %, CR(B) %, CR(A+B) %), verbatim.
+#: Paper Table IV (AlexNet, ILSVRC-2012): layer -> (CR(A), CR(B), CR(A+B)) in %, verbatim.
 #: Note: the text says the first two convolutions are not approximated, the table lists
 #: conv2 at 45.0 %; kept as printed.
 PAPER_TABLE_IV = {
@@ -57,7 +57,7 @@ PAPER_TABLE_IV = {
 }
 #: Paper whole-network AlexNet results (Table IV): CR 18.0 %, 5.56x smaller, 1.1x faster,
 #: top-5 accuracy 1.27 points lower (after fine-tuning).
-PAPER_ALEXNET = {"cr": 18.0, "params_ratio": 5.56, "speedup": 1.1, "top5_drop": 1.27}
+PAPER_ALEXNET = {"size": 18.0, "params_ratio": 5.56, "speedup": 1.1, "top5_drop": 1.27}
 #: Our AlexNet module names (torchvision layout) -> the paper's layer names.
 ALEXNET_LAYER_NAMES = {
     "features.0": "conv1", "features.3": "conv2", "features.6": "conv3", "features.8": "conv4",

@@ -135,10 +135,10 @@ def markdown_table(rows, paper=None, names=None, paper_ratio=None):
     Parameters
     ----------
     rows : list of dict
-        :class:`lrsa.pipeline.CompressionReport`'s ``layers`` rows (``name``, ``cr_a``, ``cr_b``,
-        ``cr`` as fractions, ``params_original``, ``params_compressed``).
+        :class:`lrsa.pipeline.CompressionReport`'s ``layers`` rows (``name``, ``size_a``,
+        ``size_b``, ``size`` as fractions, ``params_original``, ``params_compressed``).
     paper : dict, optional
-        Paper name -> (CR(A) %, CR(B) %, CR(A+B) %), e.g. :data:`lrsa.paper.PAPER_TABLE_I`; adds
+        Paper name -> (CR(A), CR(B), CR(A+B)) in %, e.g. :data:`lrsa.paper.PAPER_TABLE_I`; adds
         three columns beside ours.
     names : dict, optional
         Our module name -> paper name, e.g. :data:`lrsa.paper.VGG16_LAYER_NAMES`.
@@ -152,21 +152,21 @@ def markdown_table(rows, paper=None, names=None, paper_ratio=None):
         original parameters) with the reduction factor.
     """
     names = names or {}
-    columns = ["layer", "CR(A) %", "CR(B) %", "CR(A+B) %"]
+    columns = ["layer", "size(A) %", "size(B) %", "size(A+B) %"]
     if paper is not None:
-        columns += ["paper CR(A) %", "paper CR(B) %", "paper CR(A+B) %"]
+        columns += ["paper size(A) %", "paper size(B) %", "paper size(A+B) %"]
     table = []
     for r in rows:
         label = names.get(r["name"], r["name"])
-        row = [label, _pct(100 * r["cr_a"]), _pct(100 * r["cr_b"]), _pct(100 * r["cr"])]
+        row = [label, _pct(100 * r["size_a"]), _pct(100 * r["size_b"]), _pct(100 * r["size"])]
         if paper is not None:
             row += [_pct(v) for v in paper[label]] if label in paper else [None] * 3
         table.append(row)
     po = sum(r["params_original"] for r in rows)
     pc = sum(r["params_compressed"] for r in rows)
-    cr = pc / po if po else float("nan")
-    factor = f"{1 / cr:.2f}x" if cr > 0 else "inf"
-    total = ["**network**", "", "", f"{_pct(100 * cr)} ({factor} reduction)"]
+    size = pc / po if po else float("nan")
+    factor = f"{1 / size:.2f}x" if size > 0 else "inf"
+    total = ["**network**", "", "", f"{_pct(100 * size)} ({factor} reduction)"]
     if paper is not None:
         total += ["", "", f"{_pct(100 / paper_ratio)} ({paper_ratio:.2f}x reduction)"
                   if paper_ratio else None]

@@ -29,7 +29,7 @@ def test_grid_on_two_workers_equals_serial(setup):
     for got, want in zip(remote["points"], serial["points"]):
         # same structure exactly; numbers to float tolerance (one thread per worker here,
         # two in the serial run: sums may be ordered differently)
-        for key in ("rank", "nonzero_columns", "cr", "cr_a", "cr_b", "converged"):
+        for key in ("rank", "nonzero_columns", "size", "size_a", "size_b", "converged"):
             assert got[key] == want[key], key
         for key in ("rel_error", "relu_error", "lam1", "lam2"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-7), key

@@ -77,7 +77,7 @@ def test_resume_after_crash_gives_the_same_model(trained, tmp_path, monkeypatch)
     x = torch.cat(calib)[:32]
     with torch.no_grad():
         torch.testing.assert_close(resumed(x), ref(x), rtol=1e-5, atol=1e-5)
-    assert [r["cr"] for r in rep.layers] == pytest.approx([r["cr"] for r in ref_rep.layers])
+    assert [r["size"] for r in rep.layers] == pytest.approx([r["size"] for r in ref_rep.layers])
     # other settings in the same folder are refused, not mixed in
     with pytest.raises(ValueError, match="other settings"):
         compress(model, calib, Budget(relative_lam1=0.2), workdir=tmp_path / "run", progress=False)

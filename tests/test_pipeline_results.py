@@ -31,10 +31,10 @@ def test_report_rows_describe_the_model_as_stored(trained, tmp_path, latency_scr
     loaded, saved_report = load_compressed(tmp_path / "c.pt")
     rows = {r["name"]: r for r in rep.layers}
     dense = rows["features.7"]
-    assert dense["kind"] == "dense" and dense["cr"] == 1.0 and dense["choice"] is None
+    assert dense["kind"] == "dense" and dense["size"] == 1.0 and dense["choice"] is None
     assert dense["params_compressed"] == dense["params_original"] == 64 * 32 * 9
     assert dense["tried"]["params"] < dense["params_original"]
-    assert dense["tried"]["cr"] == pytest.approx(dense["tried"]["params"] / (64 * 32 * 9))
+    assert dense["tried"]["size"] == pytest.approx(dense["tried"]["params"] / (64 * 32 * 9))
     assert "slower" in dense["decision"] and "0.70x" in dense["decision"]
     assert isinstance(saved_report, CompressionReport)  # the type compress returns
     assert saved_report.to_dict() == json.loads(json.dumps(rep.to_dict()))
@@ -55,14 +55,21 @@ def test_report_rows_describe_the_model_as_stored(trained, tmp_path, latency_scr
 def test_an_original_row_stores_the_whole_weight_and_a_dense_one_keeps_what_was_tried():
     from lrsa.pipeline.results import LayerReport
     row = LayerReport.original("fc", "Linear", 6, 4, decision="kept")
-    assert (row.kind, row.params_compressed, row.rank, row.nonzero_columns, row.cr) == \
+    assert (row.kind, row.params_compressed, row.rank, row.nonzero_columns, row.size) == \
         ("original", 24, 4, 4, 1.0)
     solved = LayerReport(name="fc", type="Linear", n=6, d=4, params_original=24,
-                         kind="factored", rank=1, cr_b=10 / 24, cr=10 / 24,
+                         kind="factored", rank=1, size_b=10 / 24, size=10 / 24,
                          params_compressed=10, nonzero_columns=0, choice="B only")
     dense = solved.stored_dense("not faster")
-    assert (dense.kind, dense.params_compressed, dense.rank, dense.cr) == ("dense", 24, 4, 1.0)
+    assert (dense.kind, dense.params_compressed, dense.rank, dense.size) == ("dense", 24, 4, 1.0)
     assert dense.tried["params"] == 10 and dense.tried["choice"] == "B only"
+    # a dense row saved under the old names reads back, what was tried included
+    from lrsa.pipeline.results import renamed
+    old = dict(dense, cr=1.0, cr_a=0.0, cr_b=1.0,
+               tried={"cr": 10 / 24, **{k: v for k, v in dense.tried.items() if k != "size"}})
+    for k in ("size", "size_a", "size_b"):
+        del old[k]
+    assert LayerReport(**renamed(old)) == dense
 
 
 def test_a_solved_row_counts_the_fit_it_describes():
@@ -80,7 +87,7 @@ def test_a_solved_row_counts_the_fit_it_describes():
                                                             rel_error=0.1, seconds=2.0)
     assert (row.kind, row.rank, row.params_compressed, row.kept_channels) == \
         ("factored", 1, 22, 2)
-    assert row.cr_a == pytest.approx(12 / 24) and row.cr_b == pytest.approx(10 / 24)
-    assert row.cr == pytest.approx(22 / 24)
+    assert row.size_a == pytest.approx(12 / 24) and row.size_b == pytest.approx(10 / 24)
+    assert row.size == pytest.approx(22 / 24)
     assert (row.choice, row.refined, row.ranked_by, row.response, row.converged) == \
         ("A+B", True, "admm", "relu", True)

@@ -8,6 +8,7 @@ from torch import nn
 
 from lrsa.pipeline import (Budget, CompressionReport, compress, load_compressed,
                            save_compressed)
+from lrsa.pipeline.results import RENAMED_FIELDS
 
 
 def test_save_load_round_trip(trained, tmp_path):
@@ -24,9 +25,10 @@ def test_save_load_round_trip(trained, tmp_path):
     report_json["layers"][0]["invented"] = 1
     with pytest.raises(ValueError, match="invented"):
         CompressionReport.from_dict(report_json)
-    older = rep.to_dict()  # a report saved before frac was renamed relative_lam1
-    older["layers"] = [{("frac" if k == "relative_lam1" else k): v for k, v in row.items()}
-                       for row in older["layers"]]
+    older = rep.to_dict()  # saved before frac became relative_lam1 and cr, cr_a, cr_b sizes
+    old_name = {new: old for old, new in RENAMED_FIELDS.items()}
+    older["layers"] = [{old_name.get(k, k): v for k, v in row.items()} for row in older["layers"]]
+    assert {"frac", "cr", "cr_a", "cr_b"} <= set(older["layers"][0])
     assert CompressionReport.from_dict(older).to_dict() == rep.to_dict()
     torch.save({"state_dict": model.state_dict()}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="not a compressed model"):

@@ -51,9 +51,9 @@ def test_network_summary():
 
 
 def test_markdown_table():
-    rows = [{"name": "features.3", "cr_a": 0.05, "cr_b": 0.5, "cr": 0.55,
+    rows = [{"name": "features.3", "size_a": 0.05, "size_b": 0.5, "size": 0.55,
              "params_original": 1000, "params_compressed": 550},
-            {"name": "classifier.0", "cr_a": 0.4, "cr_b": 0.0, "cr": 0.4,
+            {"name": "classifier.0", "size_a": 0.4, "size_b": 0.0, "size": 0.4,
              "params_original": 1000, "params_compressed": 400}]
     md = report.markdown_table(rows, paper=paper.PAPER_TABLE_I,
                                names=paper.VGG16_LAYER_NAMES,

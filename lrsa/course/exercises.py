@@ -23,7 +23,7 @@ from .checking import compare, not_answered, numbers, unanswered, verdict
 
 __all__ = ["amdahl_bound", "break_even_rank", "combined_cr", "equal_size_rank",
            "first_possible_difference", "he_yuan_step", "lambda_max", "mac_fraction", "macs_saved",
-           "midpoint_gap", "moreau_residual", "network_mac_fraction", "paper_network_cr",
+           "midpoint_gap", "moreau_residual", "network_mac_fraction", "paper_network_size",
            "prox_frobenius", "relu_term_all_dead", "segment_ratio", "soft_term_gradient",
            "soft_term_limit", "sqrt_spread_share", "stored_parameters", "surviving_columns",
            "svt_rank", "uv_mac_speedup"]
@@ -268,14 +268,14 @@ def first_possible_difference(answer, model, layer_names, inputs):
 
 
 def combined_cr(answer, row):
-    r"""``cr_so_far`` of a :func:`lrsa.course.experiments.strategy_curve` row: the CR of layers
+    r"""``size_so_far`` of a :func:`lrsa.course.experiments.strategy_curve` row: the CR of layers
     1..k together, to 1e-9. From the per-layer CRs it is the average weighted by the layer
     sizes :math:`n_j d_j`, not the plain mean.
 
-    Reference: the row's own ``cr_so_far`` (stored over original weights, as counted by the
+    Reference: the row's own ``size_so_far`` (stored over original weights, as counted by the
     pipeline).
     """
-    return compare(f"CR of the first {row['k']} layers", answer, row["cr_so_far"],
+    return compare(f"CR of the first {row['k']} layers", answer, row["size_so_far"],
                     "CR_j = stored_j / (n_j d_j): add up what is stored and what was there; "
                     "a plain mean of the CRs treats a small layer like a big one.", atol=1e-9)
 
@@ -339,7 +339,7 @@ def macs_saved(answer, original, compressed, input_shape):
                     "have?", rtol=1e-9)
 
 
-def paper_network_cr(answer, model, table=None, names=None):
+def paper_network_size(answer, model, table=None, names=None):
     r"""The whole-network CR (in %) that the paper's per-layer rates imply, over the
     weights of every conv and FC layer of ``model``, to 0.01 points.
 

@@ -136,7 +136,8 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, relative_lam1s,
     -------
     list of dict
         One per (response, value): ``layer``, ``response``, ``relative_lam1`` (the one used),
-        ``size``, ``cr_a``, ``cr_b``, ``cr`` (fractions), ``rank``, ``nonzero_columns``,
+        ``planned_size`` (the size asked, None with ``relative_lam1s``), ``size_a``,
+        ``size_b``, ``size`` (stored, fractions), ``rank``, ``nonzero_columns``,
         ``rel_error`` (relative error of the response it was fitted to, on the calibration
         samples), ``relu_error`` (:func:`relu_output_error`, the same measure for both
         responses), ``top1`` (%), ``drop`` (baseline - top1, points) and
@@ -167,14 +168,15 @@ def single_layer_tradeoff(model, layer_name, calib, test_loader, relative_lam1s,
             top1 = evaluate(comp, test_loader)["top1"]
             rows.append({"layer": layer_name, "response": response,
                          "relative_lam1": r["relative_lam1"],
-                         "size": v if sizes is not None else None,
-                         "cr_a": r["cr_a"], "cr_b": r["cr_b"], "cr": r["cr"], "rank": r["rank"],
+                         "planned_size": v if sizes is not None else None,
+                         "size_a": r["size_a"], "size_b": r["size_b"], "size": r["size"],
+                         "rank": r["rank"],
                          "nonzero_columns": r["nonzero_columns"], "rel_error": r["rel_error"],
                          "relu_error": relu_output_error(W, b, feats.X, feats.Z),
                          "top1": top1, "drop": base - top1,
                          "pre_activations": _pairs(W, b, feats, picked)})
             bar.update(1)
-            bar.set_postfix(response=response, cr=f"{r['cr']:.2f}", top1=f"{top1:.1f}")
+            bar.set_postfix(response=response, size=f"{r['size']:.2f}", top1=f"{top1:.1f}")
     bar.close()
     return rows
 
@@ -184,7 +186,7 @@ def tradeoff_curves(rows, y="drop", layer=None):
     ready for :func:`lrsa.viz.plot_tradeoff`."""
     curves = {}
     for resp in dict.fromkeys(r["response"] for r in rows):
-        pts = sorted((100 * r["cr"], r[y]) for r in rows
+        pts = sorted((100 * r["size"], r[y]) for r in rows
                      if r["response"] == resp and (layer is None or r["layer"] == layer))
         curves[f"{resp} response"] = ([p[0] for p in pts], [p[1] for p in pts])
     return curves
@@ -236,7 +238,7 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, relative_la
     -------
     list of dict
         One per k: ``k``, ``layer`` (the k-th), ``strategy``, ``top1``, ``drop`` (points),
-        ``cr`` and ``rel_error`` of layer k, ``cr_so_far`` (compressed / original size of
+        ``size`` and ``rel_error`` of layer k, ``size_so_far`` (compressed / original size of
         the k layers).
     """
     names = list(layer_names)
@@ -272,8 +274,8 @@ def strategy_curve(model, calib, test_loader, strategy, layer_names, relative_la
             done = [r for r in rep.layers if r["name"] in plan]
             r = _row(rep, names[k - 1])
             rows.append({"k": k, "layer": names[k - 1], "strategy": strategy, "top1": top1,
-                         "drop": base - top1, "cr": r["cr"], "rel_error": r["rel_error"],
-                         "cr_so_far": sum(x["params_compressed"] for x in done)
+                         "drop": base - top1, "size": r["size"], "rel_error": r["rel_error"],
+                         "size_so_far": sum(x["params_compressed"] for x in done)
                          / sum(x["params_original"] for x in done)})
             prev = run
             bar.update(1)
@@ -372,7 +374,7 @@ def executed_macs(module, x_shape):
 # --------------------------------------------------------------------------- tables
 def paper_table_markdown(table, title="paper"):
     """A markdown table of a paper table dict ``layer -> (CR(A), CR(B), CR(A+B))`` in %."""
-    return format_table([f"layer ({title})", "CR(A) %", "CR(B) %", "CR(A+B) %"],
+    return format_table([f"layer ({title})", "size(A) %", "size(B) %", "size(A+B) %"],
                         [[k, f"{a:.1f}", f"{b:.1f}", f"{c:.1f}"] for k, (a, b, c) in table.items()])
 
 

@@ -66,9 +66,9 @@ def plot_grid_point(grid, relative_lam1=None, ratio=None, axes=None, label=None)
     row = sorted((q for q in grid["points"] if q["ratio"] == p["ratio"]),
                  key=lambda q: q["relative_lam1"])
     fr = [q["relative_lam1"] for q in row]
-    plot_tradeoff({"CR(A) %": (fr, [100 * q["cr_a"] for q in row]),
-                   "CR(B) %": (fr, [100 * q["cr_b"] for q in row]),
-                   "CR(A+B) %": (fr, [100 * q["cr"] for q in row]),
+    plot_tradeoff({"size(A) %": (fr, [100 * q["size_a"] for q in row]),
+                   "size(B) %": (fr, [100 * q["size_b"] for q in row]),
+                   "size(A+B) %": (fr, [100 * q["size"] for q in row]),
                    "rel. error %": (fr, [100 * q["rel_error"] for q in row])},
                   ax=ax_cr, xlabel=r"$\lambda_1 / s$ ($s$: the layer's gradient scale)", ylabel="%")
     ax_cr.set_xscale("log")
@@ -88,7 +88,7 @@ def plot_grid_point(grid, relative_lam1=None, ratio=None, axes=None, label=None)
     ax_a.set_xlabel("column of A (sorted)")
     ax_a.set_ylabel(r"$\|A_{:,j}\|_2$")
     ax_a.set_title(f"A: {p['nonzero_columns']} of {grid['d']} columns, "
-                   f"CR(A) {100 * p['cr_a']:.1f}%")
+                   f"size(A) {100 * p['size_a']:.1f}%")
 
     sv = np.asarray(p["singular_values"], dtype=float)
     sv = sv[sv > 0]
@@ -100,8 +100,8 @@ def plot_grid_point(grid, relative_lam1=None, ratio=None, axes=None, label=None)
     ax_b.set_xlim(0, min(grid["n"], grid["d"]) + 1)
     ax_b.set_xlabel("index $i$")
     ax_b.set_ylabel(r"$\sigma_i(B)$")
-    ax_b.set_title(f"B: rank {p['rank']}, CR(B) {100 * p['cr_b']:.1f}%; "
-                   f"CR(A+B) {100 * p['cr']:.1f}%, error {p['rel_error']:.3f}")
+    ax_b.set_title(f"B: rank {p['rank']}, size(B) {100 * p['size_b']:.1f}%; "
+                   f"size(A+B) {100 * p['size']:.1f}%, error {p['rel_error']:.3f}")
     return ax_cr, ax_a, ax_b
 
 

@@ -62,7 +62,7 @@ def lambda_grid(model, layer_name, calib, relative_lam1s, ratios, *, response="r
     dict
         ``layer``, ``response``, ``n``, ``d``, ``relative_lam1s``, ``ratios``, ``key`` and
         ``points``: one dict per (relative_lam1, ratio) with ``relative_lam1``, ``ratio``,
-        ``lam1``, ``lam2``, ``cr_a``, ``cr_b``, ``cr``, ``rank``, ``nonzero_columns``,
+        ``lam1``, ``lam2``, ``size_a``, ``size_b``, ``size``, ``rank``, ``nonzero_columns``,
         ``rel_error`` (fitted response), ``relu_error``, ``column_norms`` (of A, length d) and
         ``singular_values`` (of B, descending), ``converged``; ``seconds`` (the time the grid
         took when it was solved) and ``cached`` (True when this call read it from ``cache``).
@@ -71,8 +71,10 @@ def lambda_grid(model, layer_name, calib, relative_lam1s, ratios, *, response="r
 
     relative_lam1s = [float(f) for f in relative_lam1s]
     ratios = [float(r) for r in ratios]
-    settings = dict(layer=layer_name, response=response, relative_lam1s=relative_lam1s,
-                    ratios=ratios, spi=samples_per_image, max_samples=max_samples,
+    # "fields" names the points' keys: a cache written under older names is solved again
+    settings = dict(fields="size", layer=layer_name, response=response,
+                    relative_lam1s=relative_lam1s, ratios=ratios, spi=samples_per_image,
+                    max_samples=max_samples,
                     max_iter=max_iter, tol=tol, n_calib=sum(len(b) for b in calib))
     key = cache_key(weights_fingerprint(model), settings)
     if cache is not None and Path(cache).is_file():
@@ -116,15 +118,15 @@ def _grid_point(X, Z, W, b, relative_lam1, ratio, response, group, max_iter, tol
     plan = LayerPlan(relative_lam1=relative_lam1, ratio=ratio)
     fit = approximate_layer(X, Z, W, b, plan, response, group, "lrsa",
                             SolverSettings(max_iter=max_iter, tol=tol))
-    cr_a = fit.kept_channels * group / d
-    cr_b = fit.rank * (n + d) / (n * d)
+    size_a = fit.kept_channels * group / d
+    size_b = fit.rank * (n + d) / (n * d)
     B = fit.U @ fit.V
     Z_hat = (fit.A + B) @ X + fit.bias[:, None]  # the ReLU refinement may move the bias
     relu_error = relative_error(torch.relu(Z_hat), torch.relu(Z))  # = experiments.relu_output_error
     rel = relu_error if response == "relu" else relative_error(Z_hat, Z)
     sv = torch.linalg.svdvals(B.double()) if fit.rank else torch.zeros(0)
     return {"relative_lam1": relative_lam1, "ratio": ratio, "lam1": fit.admm.lam1,
-            "lam2": fit.admm.lam2, "cr_a": cr_a, "cr_b": cr_b, "cr": cr_a + cr_b,
+            "lam2": fit.admm.lam2, "size_a": size_a, "size_b": size_b, "size": size_a + size_b,
             "rank": fit.rank, "nonzero_columns": fit.nonzero_columns, "rel_error": rel,
             "relu_error": relu_error,
             "column_norms": [float(f"{v:.6g}") for v in

@@ -77,9 +77,9 @@ def columns_per_channel(mod):
     return mod.weight[0, 0].numel() if isinstance(mod, nn.Conv2d) else 1
 
 
-def rank_at(cr, n, d):
-    """The rank (at least 1) whose U V stores the fraction ``cr`` of an n x d weight."""
-    return max(1, round(cr * n * d / (n + d)))
+def rank_at(size, n, d):
+    """The rank (at least 1) whose U V stores the fraction ``size`` of an n x d weight."""
+    return max(1, round(size * n * d / (n + d)))
 
 
 def energy_shares(mod):
@@ -90,11 +90,11 @@ def energy_shares(mod):
 
 
 def log_energy(mod):
-    """cr -> log of the share of ||W||_F^2 that the rank :func:`rank_at` (cr) truncated SVD
-    of ``mod``'s lowered weight keeps."""
+    """size -> log of the share of ||W||_F^2 that the rank :func:`rank_at` (size) truncated
+    SVD of ``mod``'s lowered weight keeps."""
     n, d = lowered_weight(mod).shape
     share = energy_shares(mod)
-    return lambda cr: math.log(max(share[min(rank_at(cr, n, d), len(share)) - 1], 1e-300))
+    return lambda size: math.log(max(share[min(rank_at(size, n, d), len(share)) - 1], 1e-300))
 
 
 METHODS = ("lrsa", "svd", "rrr", "oats")

@@ -122,7 +122,7 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
             report.layers.append(row)
             bar.update(1)
             bar.set_postfix(layer=name,
-                            cr=f"{row['params_compressed'] / row['params_original']:.2f}")
+                            size=f"{row['params_compressed'] / row['params_original']:.2f}")
     if fallback == "time":
         report.speed = revert_until_faster(original, run.compressed, run.factored, report,
                                            tuple(first.shape[1:]), run.batch_sizes)

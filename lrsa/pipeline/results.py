@@ -13,7 +13,7 @@ from ..utils import format_table
 @dataclass
 class LayerReport(Mapping):
     """One layer's row of :class:`CompressionReport`'s ``layers`` (paper Table I). Read its
-    fields as attributes or by key (``row["cr"]``, ``row.get("choice")``, ``dict(row)``).
+    fields as attributes or by key (``row["size"]``, ``row.get("choice")``, ``dict(row)``).
 
     Attributes
     ----------
@@ -30,9 +30,9 @@ class LayerReport(Mapping):
         weights: see ``decision`` and ``tried``), ``"original"`` (not approximated by the
         plan). Every field below describes the layer as stored: a dense or original layer
         has its full size, CR 100 %, rank min(n, d), all columns.
-    cr_a, cr_b, cr : float
-        Stored sizes of A (kept columns x n), B (r (n + d)) and of both, over n d
-        (paper eq. 15).
+    size_a, size_b, size : float
+        Stored sizes of A (kept columns x n), B (r (n + d)) and of both, over n d: the
+        paper's CR(A), CR(B), CR(A+B) (eq. 15), named as :class:`LayerPlan`'s ``size``.
     rank : int
         r, the rank of B.
     nonzero_columns : int
@@ -78,10 +78,10 @@ class LayerReport(Mapping):
         whole (None without a spread).
     tried : dict or None
         For a ``"dense"`` layer: the solved structure it did not use (``choice``, ``rank``,
-        ``kept_channels``, ``cr_a``, ``cr_b``, ``cr``, ``params``, ``rel_error``).
+        ``kept_channels``, ``size_a``, ``size_b``, ``size``, ``params``, ``rel_error``).
     sparsity : str or None
         What A keeps: ``"channel"`` (whole input channels), ``"unstructured"`` or an N:M
-        pattern such as ``"2:4"`` (single weights; then ``cr_a`` and ``params_compressed``
+        pattern such as ``"2:4"`` (single weights; then ``size_a`` and ``params_compressed``
         count A's values with their index cost, :func:`lrsa.decompose.entry_storage`).
     nonzeros : int or None
         Nonzero entries of A.
@@ -93,9 +93,9 @@ class LayerReport(Mapping):
     d: int
     params_original: int
     kind: str = "original"
-    cr_a: float = 0.0
-    cr_b: float = 1.0
-    cr: float = 1.0
+    size_a: float = 0.0
+    size_b: float = 1.0
+    size: float = 1.0
     rank: int = 0
     nonzero_columns: int = 0
     params_compressed: int = 0
@@ -144,19 +144,20 @@ class LayerReport(Mapping):
         chosen = {f.name: getattr(fit, f.name) for f in dataclasses.fields(fit)
                   if f.name in self.__dataclass_fields__}
         return dataclasses.replace(
-            self, kind="factored", rank=r, cr_b=r * (n + d) / (n * d),
-            cr_a=(fit.params_compressed - r * (n + d)) / (n * d),
-            cr=fit.params_compressed / (n * d), converged=fit.converged,
+            self, kind="factored", rank=r, size_b=r * (n + d) / (n * d),
+            size_a=(fit.params_compressed - r * (n + d)) / (n * d),
+            size=fit.params_compressed / (n * d), converged=fit.converged,
             **chosen, **fields)
 
     def stored_dense(self, decision):
         """This solved row as stored with the original weights: full size, and what was
         tried in ``tried``."""
-        tried = {k: self[k] for k in ("choice", "rank", "kept_channels", "cr_a", "cr_b", "cr",
-                                      "rel_error")}
+        tried = {k: self[k] for k in ("choice", "rank", "kept_channels", "size_a", "size_b",
+                                      "size", "rel_error")}
         tried["params"] = self.params_compressed
         return dataclasses.replace(
-            self, kind="dense", decision=decision, tried=tried, cr_a=0.0, cr_b=1.0, cr=1.0,
+            self, kind="dense", decision=decision, tried=tried, size_a=0.0, size_b=1.0,
+            size=1.0,
             rank=min(self.n, self.d), nonzero_columns=self.d, kept_channels=None, choice=None,
             params_compressed=self.params_original, rel_error=0.0, refined=False,
             nonzeros=None)
@@ -209,9 +210,9 @@ class CompressionReport:
     @classmethod
     def from_dict(cls, d):
         """The report :meth:`to_dict` wrote (the totals are recomputed from the rows);
-        ValueError naming any field this version of lrsa does not know. Rows written before
-        ``frac`` was renamed ``relative_lam1`` are read under the new name."""
-        d = dict(d, layers=[_renamed(row) for row in d.get("layers", [])])
+        ValueError naming any field this version of lrsa does not know. Rows written under an
+        older name (:data:`RENAMED_FIELDS`) are read under the current one."""
+        d = dict(d, layers=[renamed(row) for row in d.get("layers", [])])
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields - {"params_original", "params_compressed"}
         unknown |= {k for row in d.get("layers", []) for k in row
@@ -225,7 +226,7 @@ class CompressionReport:
     def markdown(self):
         """The Table-I rows as stored, then why each layer is stored so (:meth:`reasons`)."""
         table = format_table(
-            ["layer", "kind", "structure", "CR(A) %", "CR(B) %", "CR(A+B) %", "rank",
+            ["layer", "kind", "structure", "size(A) %", "size(B) %", "size(A+B) %", "rank",
              "kept channels", "rel. error", "s"],
             [_markdown_row(r) for r in self.layers])
         reasons = self.reasons()
@@ -246,16 +247,18 @@ def _markdown_row(r):
     """A Table-I row as stored: the structure columns only for a factored layer."""
     factored = r["kind"] == "factored"
     return [r["name"], r["kind"], r.get("choice") if factored else None,
-            f"{100 * r['cr_a']:.1f}" if factored else None,
-            f"{100 * r['cr_b']:.1f}" if factored else None, f"{100 * r['cr']:.1f}",
+            f"{100 * r['size_a']:.1f}" if factored else None,
+            f"{100 * r['size_b']:.1f}" if factored else None, f"{100 * r['size']:.1f}",
             r["rank"] if factored else None, r.get("kept_channels") if factored else None,
             None if r["rel_error"] is None else f"{r['rel_error']:.3f}", f"{r['seconds']:.1f}"]
 
 
 #: report fields renamed since a saved report may have been written: old name -> new name
-RENAMED_FIELDS = {"frac": "relative_lam1"}
+RENAMED_FIELDS = {"frac": "relative_lam1", "cr_a": "size_a", "cr_b": "size_b", "cr": "size"}
 
 
-def _renamed(row):
-    """One saved layer row with its fields under their current names."""
-    return {RENAMED_FIELDS.get(k, k): v for k, v in row.items()}
+def renamed(row):
+    """One saved layer row (or its ``tried`` dict) with its fields under their current
+    names."""
+    return {RENAMED_FIELDS.get(k, k): renamed(v) if k == "tried" and v else v
+            for k, v in row.items()}

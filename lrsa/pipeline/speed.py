@@ -176,7 +176,7 @@ def _size_options(mod, shape, seconds):
     then the sizes of :data:`TIME_GRID` that run faster factored, largest first."""
     dense = seconds(mod, shape)
     energy = log_energy(mod)
-    return [(1.0, dense, 0.0)] + [(cr, dense * f, energy(cr)) for cr, f in
+    return [(1.0, dense, 0.0)] + [(size, dense * f, energy(size)) for size, f in
                                   zip(TIME_GRID, _factored_fractions(mod, shape)) if f < 1][::-1]
 
 
@@ -197,8 +197,8 @@ def _factored_fractions(mod, shape):
     W = lowered_weight(mod)
     n, d = W.shape
     fractions = []
-    for cr in TIME_GRID:
-        r = rank_at(cr, n, d)
+    for size in TIME_GRID:
+        r = rank_at(size, n, d)
         layer = factored_module(mod, torch.zeros_like(W), torch.randn(n, r), torch.randn(r, d),
                                 None)
         ratios = [1 / compare_latency(mod, layer, (b, *shape[1:]),

@@ -68,7 +68,7 @@ def _cases():
     macs_per_pos = s["n"] * s["c"] * s["k"] ** 2 + s["r"] * (s["d"] + s["n"])
     n, d = 64, 576
     sizes, crs = np.array([100, 900]), np.array([0.5, 0.2])
-    row = {"k": 2, "cr_so_far": float(crs @ sizes / sizes.sum())}
+    row = {"k": 2, "size_so_far": float(crs @ sizes / sizes.sum())}
     small = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 6 * 6, 5))
     table, names = {"c": (0.0, 50.0, 50.0), "f": (10.0, 0.0, 10.0)}, {"0": "c", "2": "f"}
     size_c, size_f = 3 * 2 * 9, 5 * 3 * 6 * 6
@@ -127,7 +127,7 @@ def _cases():
         "macs_saved": (ex.macs_saved, (nn.Sequential(conv), nn.Sequential(mod), (1, 4, 8, 8)),
                        64 * (s["n"] * s["d"] - macs_per_pos),
                        s["n"] * s["d"] - macs_per_pos),
-        "paper_network_cr": (ex.paper_network_cr, (small, table, names),
+        "paper_network_size": (ex.paper_network_size, (small, table, names),
                              (50 * size_c + 10 * size_f) / (size_c + size_f), 30.0),
     }
 

@@ -39,13 +39,13 @@ def test_single_layer_tradeoff_touches_one_layer_only(setup, monkeypatch):
         ("linear", 0.03), ("linear", 0.3), ("relu", 0.03), ("relu", 0.3)]
     for resp in ("linear", "relu"):
         lo, hi = [r for r in rows if r["response"] == resp]
-        assert hi["cr"] < lo["cr"]  # a larger lambda keeps less
+        assert hi["size"] < lo["size"]  # a larger lambda keeps less
         assert hi["drop"] > lo["drop"]  # and costs accuracy
         assert hi["relu_error"] > lo["relu_error"]
     for r in rows:
         assert 0 <= r["relu_error"] <= 1 and 0 <= r["rel_error"] <= 1
         assert math.isclose(r["drop"], setup.baseline_top1 - r["top1"])
-        assert math.isclose(r["cr"], r["cr_a"] + r["cr_b"])
+        assert math.isclose(r["size"], r["size_a"] + r["size_b"])
         if r["response"] == "relu":  # the pipeline's error and ours measure the same thing
             assert abs(r["relu_error"] - r["rel_error"]) < 1e-5
     # every other layer is exactly the (BN-folded) original
@@ -67,7 +67,7 @@ def test_same_structure_relu_refit_is_not_worse(setup):
                                    max_samples=1000, progress=False)
     lin, rel = rows
     assert (lin["response"], rel["response"]) == ("linear", "relu")
-    assert lin["cr"] == rel["cr"] <= 0.3
+    assert lin["size"] == rel["size"] <= 0.3
     assert (lin["rank"], lin["nonzero_columns"]) == (rel["rank"], rel["nonzero_columns"])
     assert rel["relu_error"] <= lin["relu_error"] + 1e-5
 
@@ -85,7 +85,7 @@ def test_strategy_curve_reuses_layers_and_matches_a_fresh_run(setup, tmp_path):
                          fallback=None, progress=False)
     fresh = {r["name"]: r for r in rep.layers}
     for r in asym:
-        assert math.isclose(r["cr"], fresh[r["layer"]]["cr"])
+        assert math.isclose(r["size"], fresh[r["layer"]]["size"])
         assert abs(r["rel_error"] - fresh[r["layer"]]["rel_error"]) < 1e-5
     from lrsa.train import evaluate
     assert abs(asym[-1]["top1"] - evaluate(comp, setup.test)["top1"]) < 0.5
@@ -95,11 +95,11 @@ def test_strategy_curve_reuses_layers_and_matches_a_fresh_run(setup, tmp_path):
     # k = 1: both strategies see the original inputs
     sym = E.strategy_curve(setup.model, setup.calib, setup.test, "symmetric", names[:1], 0.1,
                            **kw)
-    assert sym[0]["cr"] == asym[0]["cr"] and sym[0]["top1"] == asym[0]["top1"]
+    assert sym[0]["size"] == asym[0]["size"] and sym[0]["top1"] == asym[0]["top1"]
 
 
 def test_explorer_draws_and_finds_points():
-    pts = [{"relative_lam1": f, "ratio": r, "cr_a": 0.1 / f, "cr_b": 0.05 / f, "cr": 0.15 / f,
+    pts = [{"relative_lam1": f, "ratio": r, "size_a": 0.1 / f, "size_b": 0.05 / f, "size": 0.15 / f,
             "rel_error": f, "rank": 2, "nonzero_columns": 1, "column_norms": [1.0, 0.0, 0.0],
             "singular_values": [2.0, 1.0]} for r in (1.0, 3.0) for f in (0.1, 0.2, 0.4)]
     grid = {"layer": "x", "n": 4, "d": 3, "relative_lam1s": [0.1, 0.2, 0.4], "ratios": [1.0, 3.0],

@@ -25,11 +25,11 @@ def test_lambda_grid_matches_compress_and_is_cached(setup, tmp_path, monkeypatch
         assert len(p["column_norms"]) == 288 and len(p["singular_values"]) == p["rank"]
         assert sum(v > 0 for v in p["column_norms"]) == p["nonzero_columns"]
         if math.isinf(p["ratio"]):
-            assert p["rank"] == 0 and p["cr_b"] == 0
+            assert p["rank"] == 0 and p["size_b"] == 0
     for ratio in (3.0, math.inf):
         lo, hi = sorted((p for p in grid["points"] if p["ratio"] == ratio),
                         key=lambda p: p["relative_lam1"])
-        assert hi["cr"] < lo["cr"]
+        assert hi["size"] < lo["size"]
     # the same solve as compress with a one-layer plan
     _, rep = compress(setup.model, setup.calib, {layer: LayerPlan(relative_lam1=0.03, ratio=3.0)},
                       solver=SolverSettings(max_samples=1000), fallback=None, progress=False)
