@@ -19,7 +19,7 @@ from . import distributed
 from .data import TensorLoader
 from .utils import atomic_torch_save, device_and_dtype, evaluating, progress_bar
 
-__all__ = ["Distillation", "TrainHistory", "cosine_lr", "evaluate", "train"]
+__all__ = ["Distillation", "Recipe", "TrainHistory", "cosine_lr", "evaluate", "train"]
 
 
 @dataclass
@@ -66,14 +66,66 @@ def _logits(out):
     return out[0] if isinstance(out, tuple) else out  # e.g. GoogLeNet's aux outputs
 
 
-def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: float = 0.9,
-          nesterov: bool = True, weight_decay: float = 5e-4, warmup_epochs: float = 0,
-          bf16: bool = False, progress: bool = False, seed: int = 0,
-          on_epoch_end: Callable | None = None,
+@dataclass(frozen=True)
+class Recipe:
+    """How :func:`train` trains: SGD with momentum, a per-step cosine schedule with an
+    optional linear warm-up; checked once (ValueError naming a bad field).
+
+    Attributes
+    ----------
+    epochs : int >= 1
+        Passes over the loader.
+    lr : float > 0
+        Peak learning rate.
+    momentum, nesterov, weight_decay : float, bool, float
+        SGD settings (weight decay on every trainable parameter).
+    warmup_epochs : float
+        Linear warm-up length in epochs (may be fractional, at most ``epochs``); 0 for none.
+    max_grad_norm : float > 0 or None
+        Rescale the gradients so their total l2 norm is at most this before every step
+        (``torch.nn.utils.clip_grad_norm_``); the norms are recorded in the history. Keeps
+        a sharp start from diverging: a network without BatchNorm (folded) sits near the
+        edge of stability, and one large step there can grow into the next.
+    bf16 : bool
+        Forward in ``torch.autocast(device, dtype=torch.bfloat16)``; the loss and the weights
+        stay float32.
+    seed : int
+        Seeds dropout and other global-RNG ops inside the loop; the caller's RNG state is
+        restored afterwards. (The loader has its own seed.)
+    """
+
+    epochs: int
+    lr: float
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0
+    max_grad_norm: float | None = None
+    bf16: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}], got "
+                             f"{self.warmup_epochs}")
+        object.__setattr__(self, "epochs", int(self.epochs))
+
+
+def train(model: nn.Module, train_loader, recipe: Recipe | None = None, *,
+          criterion: Callable | None = None,
           param_hook: Callable[[nn.Module], None] | None = None,
-          criterion: Callable | None = None, checkpoint=None,
-          max_grad_norm: float | None = None) -> TrainHistory:
-    """Train with SGD and a per-step cosine schedule (optional linear warm-up).
+          on_epoch_end: Callable | None = None, checkpoint=None, progress: bool = False,
+          **recipe_fields) -> TrainHistory:
+    """Train by a :class:`Recipe` (SGD, per-step cosine schedule, optional warm-up).
+
+    ``train(model, loader, epochs=3, lr=0.1)`` is ``train(model, loader, Recipe(epochs=3,
+    lr=0.1))``: the recipe's fields may be given as keywords instead.
 
     Under ``torchrun`` with K processes (:mod:`lrsa.distributed`; call
     :func:`lrsa.distributed.setup` first) the model is wrapped in PyTorch's
@@ -92,31 +144,17 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
         Trained in place (on the device of its parameters).
     train_loader : iterable with ``len()``
         Yields ``(inputs, integer labels)`` batches, e.g. :func:`lrsa.data.make_loader`.
-    epochs : int
-        Passes over ``train_loader``.
-    lr : float
-        Peak learning rate.
-    momentum, nesterov, weight_decay : float, bool, float
-        SGD settings (weight decay on every trainable parameter).
-    warmup_epochs : float
-        Linear warm-up length in epochs (may be fractional); 0 for none.
-    bf16 : bool
-        Forward in ``torch.autocast(device, dtype=torch.bfloat16)``; the loss and the weights
-        stay float32.
-    progress : bool
-        tqdm bar per epoch.
-    seed : int
-        Seeds dropout and other global-RNG ops inside the loop; the caller's RNG state is
-        restored afterwards. (The loader has its own seed.)
-    on_epoch_end : callable or None
-        ``on_epoch_end(epoch, stats)`` with ``stats = {"epoch", "loss", "acc", "lr"}``
-        after each epoch; returning ``True`` stops training.
-    param_hook : callable or None
-        ``param_hook(model)`` after every optimizer step, under ``torch.no_grad()`` (e.g. to
-        re-apply masks).
+    recipe : Recipe, optional
+        How to train; or give its fields as keywords (``epochs``, ``lr``, ...).
     criterion : callable or None
         ``criterion(logits, inputs, labels) -> loss`` (a scalar tensor), e.g. a
         :class:`Distillation`; ``None`` is cross-entropy on the labels.
+    param_hook : callable or None
+        ``param_hook(model)`` after every optimizer step, under ``torch.no_grad()`` (e.g. to
+        re-apply masks).
+    on_epoch_end : callable or None
+        ``on_epoch_end(epoch, stats)`` with ``stats = {"epoch", "loss", "acc", "lr"}``
+        after each epoch; returning ``True`` stops training.
     checkpoint : path or None
         Resumable training: after every epoch the model, the optimizer, the history, the
         random states (global and the loader's ``generator``, if it has one) and the epoch
@@ -124,11 +162,8 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
         rename). If the file exists when ``train`` starts, training resumes after its last
         finished epoch and ends exactly as an uninterrupted run would; a file written with
         other ``epochs``, ``lr``, ``max_grad_norm`` or batches per epoch is refused.
-    max_grad_norm : float > 0 or None
-        Rescale the gradients so their total l2 norm is at most this before every step
-        (``torch.nn.utils.clip_grad_norm_``); the norms are recorded in the history. Keeps
-        a sharp start from diverging: a network without BatchNorm (folded) sits near the
-        edge of stability, and one large step there can grow into the next.
+    progress : bool
+        tqdm bar per epoch.
 
     Returns
     -------
@@ -139,14 +174,11 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
     ValueError
         On bad arguments, an empty loader, or a non-finite loss.
     """
-    if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
-    if max_grad_norm is not None and not max_grad_norm > 0:
-        raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm}")
-    if not 0 <= warmup_epochs <= epochs:
-        raise ValueError(f"warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
+    if recipe is None:
+        recipe = Recipe(**recipe_fields)
+    elif recipe_fields:
+        raise ValueError(f"give a Recipe or its fields, not both (got recipe and "
+                         f"{sorted(recipe_fields)})")
     try:
         steps_per_epoch = len(train_loader)
     except TypeError:
@@ -162,37 +194,37 @@ def train(model: nn.Module, train_loader, *, epochs: int, lr: float, momentum: f
         raise ValueError(f"{distributed.world_size()} processes are training, but the loader "
                          f"is split for {train_loader.world_size}: make it with "
                          "make_loader(..., shard=True) after lrsa.distributed.setup()")
-    total, warm = int(epochs) * steps_per_epoch, round(warmup_epochs * steps_per_epoch)
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
-                          weight_decay=weight_decay)
-    dev = device_and_dtype(model)[0]
-    hist, step, first = TrainHistory(optimizer=opt), 0, 0
-    run = {"epochs": int(epochs), "lr": float(lr), "steps_per_epoch": steps_per_epoch,
-           "warmup_steps": warm, "seed": int(seed)}
-    if max_grad_norm is not None:  # only then, so older checkpoints still resume
-        run["max_grad_norm"] = float(max_grad_norm)
-    devices = [dev.index or 0] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed + distributed.rank())
+    r = recipe
+    opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum,
+                          nesterov=r.nesterov and r.momentum > 0, weight_decay=r.weight_decay)
+    dev, hist = device_and_dtype(model)[0], TrainHistory(optimizer=opt)
+    total, warm = r.epochs * steps_per_epoch, round(r.warmup_epochs * steps_per_epoch)
+    run = {"epochs": r.epochs, "lr": float(r.lr), "steps_per_epoch": steps_per_epoch,
+           "warmup_steps": warm, "seed": int(r.seed)}
+    if r.max_grad_norm is not None:  # only then, so older checkpoints still resume
+        run["max_grad_norm"] = float(r.max_grad_norm)
+    step, first = 0, 0
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        torch.manual_seed(r.seed + distributed.rank())
         if checkpoint is not None and os.path.exists(checkpoint):
             first = _resume(checkpoint, run, model, opt, hist, train_loader)
             step = first * steps_per_epoch
         model.train()
-        net = _data_parallel(model, dev)
-        for epoch in range(first, int(epochs)):
+        loop = _Loop(model=model, net=_data_parallel(model, dev), opt=opt, hist=hist,
+                     recipe=r, dev=dev, total=total, warm=warm, criterion=criterion,
+                     param_hook=param_hook, progress=progress)
+        for epoch in range(first, r.epochs):
             if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
                 train_loader.sampler.set_epoch(epoch)  # a DistributedSampler's reshuffle
-            step = _epoch(net, model, train_loader, opt, hist, step, total, lr, warm, dev,
-                          bf16=bf16, criterion=criterion, param_hook=param_hook,
-                          max_grad_norm=max_grad_norm, progress=progress,
-                          desc=f"epoch {epoch + 1}/{epochs}")
-            end_lr = cosine_lr(step, total, lr, warm)
+            step = loop.epoch(train_loader, step, f"epoch {epoch + 1}/{r.epochs}")
+            end_lr = cosine_lr(step, total, r.lr, warm)
             for g in opt.param_groups:
                 g["lr"] = end_lr
             if checkpoint is not None:
                 _save_state(checkpoint, run, epoch + 1, model, opt, hist, train_loader)
             if on_epoch_end is not None:
-                stats = {"epoch": epoch, "loss": hist.loss[-1], "acc": hist.acc[-1], "lr": end_lr}
+                stats = {"epoch": epoch, "loss": hist.loss[-1], "acc": hist.acc[-1],
+                         "lr": end_lr}
                 if on_epoch_end(epoch, stats) is True:
                     break
     return hist
@@ -206,49 +238,72 @@ def _data_parallel(model, dev):
     return DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
 
 
-def _epoch(net, model, loader, opt, hist, step, total, lr, warm, dev, *, bf16, criterion,
-           param_hook, max_grad_norm, progress, desc):
-    """One pass over ``loader`` (at most up to step ``total``) with ``net`` (``model`` or its
-    DDP wrapper); appends the epoch's mean loss and accuracy to ``hist`` and returns the step
-    count."""
-    loss_sum, correct, seen = 0.0, 0, 0
-    with progress_bar(progress, len(loader), desc) as bar:
-        for x, y in loader:
-            if step >= total:  # loader longer than its len()
-                break
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            cur = cosine_lr(step, total, lr, warm)
-            for g in opt.param_groups:
-                g["lr"] = cur
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                out = _logits(net(x))
-            loss = (F.cross_entropy(out.float(), y) if criterion is None
-                    else criterion(out.float(), x, y))
-            if not torch.isfinite(loss):
-                raise ValueError(f"loss became non-finite ({loss.item()}) at {desc}, step "
-                                 f"{step}; try a lower lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:  # gradients are already averaged over processes
-                hist.grad_norm.append(torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), max_grad_norm).item())
-            opt.step()
-            if param_hook is not None:
-                with torch.no_grad():
-                    param_hook(model)
-            hist.lr.append(cur)
-            step += 1
-            loss_sum += loss.item() * y.shape[0]
-            correct += (out.argmax(1) == y).sum().item()
-            seen += y.shape[0]
-            bar.update(1)
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-    loss, acc = distributed.mean_over_ranks([loss_sum / max(seen, 1),
-                                             100.0 * correct / max(seen, 1)])
-    hist.loss.append(loss)
-    hist.acc.append(acc)
-    return step
+@dataclass
+class _Loop:
+    """What stays fixed over one :func:`train` run: the model and ``net`` (the model or its
+    DDP wrapper), the optimizer, the history it fills, the recipe, the schedule's length
+    ``total`` and warm-up ``warm`` in steps, the loss and the hook."""
+
+    model: nn.Module
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    hist: TrainHistory
+    recipe: Recipe
+    dev: torch.device
+    total: int
+    warm: int
+    criterion: Callable | None
+    param_hook: Callable | None
+    progress: bool
+
+    def epoch(self, loader, step, desc):
+        """One pass over ``loader`` (at most up to step ``total``); appends the epoch's mean
+        loss and accuracy to the history and returns the step count."""
+        loss_sum, correct, seen = 0.0, 0, 0
+        with progress_bar(self.progress, len(loader), desc) as bar:
+            for x, y in loader:
+                if step >= self.total:  # loader longer than its len()
+                    break
+                loss, out, y = self._step(x, y, step, desc)
+                step += 1
+                loss_sum += loss.item() * y.shape[0]
+                correct += (out.argmax(1) == y).sum().item()
+                seen += y.shape[0]
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}",
+                                    acc=f"{100 * correct / seen:.1f}")
+        loss, acc = distributed.mean_over_ranks([loss_sum / max(seen, 1),
+                                                 100.0 * correct / max(seen, 1)])
+        self.hist.loss.append(loss)
+        self.hist.acc.append(acc)
+        return step
+
+    def _step(self, x, y, step, desc):
+        """One optimizer step at the schedule's rate for ``step``: (loss, logits, labels)."""
+        r, dev = self.recipe, self.dev
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        cur = cosine_lr(step, self.total, r.lr, self.warm)
+        for g in self.opt.param_groups:
+            g["lr"] = cur
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=r.bf16):
+            out = _logits(self.net(x))
+        loss = (F.cross_entropy(out.float(), y) if self.criterion is None
+                else self.criterion(out.float(), x, y))
+        if not torch.isfinite(loss):
+            raise ValueError(f"loss became non-finite ({loss.item()}) at {desc}, step "
+                             f"{step}; try a lower lr")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if r.max_grad_norm is not None:  # gradients are already averaged over processes
+            self.hist.grad_norm.append(torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), r.max_grad_norm).item())
+        self.opt.step()
+        if self.param_hook is not None:
+            with torch.no_grad():
+                self.param_hook(self.model)
+        self.hist.lr.append(cur)
+        return loss, out, y
 
 
 class Distillation:

@@ -7,7 +7,7 @@ import torch
 
 from lrsa.data import load_digits_images, make_loader
 from lrsa.models import small_cnn
-from lrsa.train import Distillation, cosine_lr, evaluate, predictions, train
+from lrsa.train import Distillation, Recipe, cosine_lr, evaluate, predictions, train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -95,6 +95,24 @@ def test_bad_arguments(digits):
         train(m, tr, epochs=1, lr=1e30)
     with pytest.raises(ValueError, match="top-11"):
         evaluate(small_cnn(), te, topk=(11,))
+    with pytest.raises(ValueError, match="not both"):
+        train(m, tr, Recipe(epochs=1, lr=0.1), lr=0.2)
+    with pytest.raises(TypeError, match="momentun"):
+        train(m, tr, epochs=1, lr=0.1, momentun=0.5)  # a misspelt field is not ignored
+
+
+def test_a_recipe_trains_as_its_fields_given_as_keywords(digits):
+    tr, _ = _loaders(digits, n_train=64, batch_size=32)
+    runs = []
+    for call in (lambda m: train(m, tr, Recipe(epochs=1, lr=0.05, momentum=0.5, seed=2)),
+                 lambda m: train(m, tr, epochs=1, lr=0.05, momentum=0.5, seed=2)):
+        torch.manual_seed(0)
+        tr.generator.manual_seed(0)
+        m = small_cnn()
+        runs.append((call(m).loss, m.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1].values(), runs[1][1].values(),
+                                                  strict=True))
 
 
 def test_checkpoint_resumes_exactly_as_an_uninterrupted_run(digits, tmp_path):
