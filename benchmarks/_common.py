@@ -261,6 +261,7 @@ def compress_and_evaluate(model, calib, test, like=None, save_as=None, arch=None
     """(compressed model, summary dict): compress(**kwargs), or compress_like(``like``) at
     the per-layer sizes of an earlier run's report, then top-1 on ``test``; the model is
     written to ``save_as`` (with ``arch``) when given."""
+    kwargs.setdefault("progress", True)  # a long run: show where it is
     compressed, rep = (compress(model, calib, **kwargs) if like is None
                        else compress_like(model, calib, like, **kwargs))
     if save_as is not None:

@@ -147,7 +147,7 @@ def _compress_args(args):
                 solver=SolverSettings(samples_per_image=args.samples_per_image,
                                       max_samples=args.max_samples, seed=args.seed),
                 fallback=None if args.fallback == "none" else args.fallback,
-                workdir=Path(args.out) / "work")
+                workdir=Path(args.out) / "work", progress=True)
 
 
 def run_compress(args, model):

@@ -337,3 +337,14 @@ def test_bad_sparsity_arguments(tokens, kwargs, match):
     kwargs.setdefault("budget", Budget(size=0.5))
     with pytest.raises(ValueError, match=match):
         compress(_TinyTransformer(), tokens, progress=False, **kwargs)
+
+
+def test_every_long_running_call_is_quiet_unless_asked():
+    """One default for progress bars across the library: off (the CLI turns them on)."""
+    import inspect
+
+    from lrsa.pipeline import compress, finetune
+    from lrsa.solver import solve_layer
+    from lrsa.train import train
+    for fn in (compress, finetune, solve_layer, train):
+        assert inspect.signature(fn).parameters["progress"].default is False, fn.__name__

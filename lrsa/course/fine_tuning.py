@@ -209,10 +209,9 @@ def digits_fine_tuning_study(setup, *, size=0.3, epochs=4, lr=1e-3, max_grad_nor
     from ..utils import code_version
 
     start = time.perf_counter()
-    lrsa_model, report = compress(setup.model, setup.calib, Budget(size=size), progress=False)
-    svd, _ = compress_like(setup.model, setup.calib, report, method="svd", progress=False)
-    rrr, _ = compress_like(setup.model, setup.calib, report, method="rrr", response="linear",
-                           progress=False)
+    lrsa_model, report = compress(setup.model, setup.calib, Budget(size=size))
+    svd, _ = compress_like(setup.model, setup.calib, report, method="svd")
+    rrr, _ = compress_like(setup.model, setup.calib, report, method="rrr", response="linear")
     d = load_digits_images()
     loader = make_loader(d.x_train, d.y_train, 64, train=True, mean=None, std=None, pad=1,
                          seed=seed)

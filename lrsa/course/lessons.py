@@ -48,7 +48,6 @@ def equal_size_runs(model, calibration_data, test, budget, **kwargs):
     from ..pipeline import compress, compress_like
     from ..train import evaluate
 
-    kwargs.setdefault("progress", False)
     lrsa_model, report = compress(model, calibration_data, budget, **kwargs)
     runs = {"lrsa": (lrsa_model, report)}
     runs["svd"] = compress_like(model, calibration_data, report, method="svd", **kwargs)

@@ -43,7 +43,7 @@ from .trace import set_module, trace
 
 def compress(model, calibration_data, budget=None, *, method="lrsa", response="relu",
              strategy="asymmetric", solver=None, fallback="macs", workdir=None,
-             progress=True, client=None, sparsity="channel"):
+             progress=False, client=None, sparsity="channel"):
     """Compress ``model`` by layer-wise sparse + low-rank approximation.
 
     Parameters
@@ -76,7 +76,7 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
         not faster (``report.speed``); for speed on a quiet machine, not reproducible under
         load. None: always factored.
     workdir : folder for resumable runs (None: no files).
-    progress : a progress bar.
+    progress : a progress bar over the layers (off by default, as everywhere in lrsa).
     client : dask.distributed.Client, optional. With ``strategy="symmetric"`` the layers are
         solved in parallel on its workers (:func:`lrsa.parallel.dask_client`); the results
         are the serial ones.
