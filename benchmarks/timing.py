@@ -21,6 +21,7 @@ import platform
 import resource
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 
 from _common import checkpoint_path, cpu_model, git_version, load_pair, table
 from lrsa.evaluation import percentile_bootstrap
+from lrsa.report import write_report
 from lrsa.timing import KEEP_MEMORY, allocator, compare_latency, measure_latency
 
 RESULTS = Path(__file__).parent / "results"
@@ -35,40 +37,55 @@ BATCHES = (1, 128)
 SAMPLE = (3, 32, 32)
 
 
-def child(a):
-    """One process's measurement, printed as JSON on stdout."""
-    original, compressed = load_pair(a.model, a.checkpoint, a.compressed)
-    if a.role == "choose":
+@dataclass(frozen=True)
+class Pair:
+    """What every process measures: the original ``model`` from ``checkpoint`` against its
+    ``compressed`` form, ``repeats`` interleaved repeats per batch size."""
+
+    model: str
+    checkpoint: str
+    compressed: str
+    repeats: int
+
+
+def child(pair, role, layout):
+    """One process's measurement (``role``: "choose" the layout, "time", or
+    "memory_original" / "memory_compressed"), printed as JSON on stdout."""
+    original, compressed = load_pair(pair.model, pair.checkpoint, pair.compressed)
+    if role == "choose":
         out = {}
         for b in BATCHES:
             out[f"b{b}"] = {f"{form}_s": measure_latency(
                 original.to(torch.bfloat16) if form == "bf16" else original.float(),
-                (b, *SAMPLE), repeats=a.repeats, channels_last=form != "contiguous")["median_s"]
+                (b, *SAMPLE), repeats=pair.repeats, channels_last=form != "contiguous")[
+                "median_s"]
                 for form in ("contiguous", "channels_last", "bf16")}
             original.float()
-    elif a.role.startswith("memory"):
-        net = original if a.role == "memory_original" else compressed
+    elif role.startswith("memory"):
+        net = original if role == "memory_original" else compressed
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         measure_latency(net, (128, *SAMPLE), repeats=1, warmup=0,
-                        channels_last=a.layout["b128"] == "channels_last")
+                        channels_last=layout["b128"] == "channels_last")
         out = {"peak_rss_added_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                      - before) / 1024}
     else:
-        out = {f"b{b}": compare_latency(original, compressed, (b, *SAMPLE), repeats=a.repeats,
-                                        channels_last=a.layout[f"b{b}"] == "channels_last")
+        out = {f"b{b}": compare_latency(original, compressed, (b, *SAMPLE),
+                                        repeats=pair.repeats,
+                                        channels_last=layout[f"b{b}"] == "channels_last")
                for b in BATCHES}
     print(json.dumps(out))
 
 
-def spawn(a, role, env_allocator, layout=None):
+def spawn(pair, role, env_allocator, layout=None):
+    """:func:`child` in a process of its own, under ``env_allocator`` (GLIBC_TUNABLES);
+    returns what it printed."""
     env = {**os.environ}
     env.pop("GLIBC_TUNABLES", None)
     if env_allocator is not None:
         env["GLIBC_TUNABLES"] = env_allocator
-    cmd = [sys.executable, __file__, "--child", role, "--model", a.model,
-           "--checkpoint", a.checkpoint,
-           "--compressed", a.compressed, "--repeats", str(a.repeats),
-           "--layout", json.dumps(layout or {})]
+    cmd = [sys.executable, __file__, "--child", role, "--model", pair.model,
+           "--checkpoint", pair.checkpoint, "--compressed", pair.compressed,
+           "--repeats", str(pair.repeats), "--layout", json.dumps(layout or {})]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -84,19 +101,17 @@ def main():
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--layout", default="{}", help=argparse.SUPPRESS)
     a = p.parse_args()
-    a.layout = json.loads(a.layout)
-    a.checkpoint = a.checkpoint or str(checkpoint_path(a.model))
-    a.out = a.out or str(RESULTS / f"timing_{a.model.removesuffix('_bn')}")
+    pair = Pair(a.model, a.checkpoint or str(checkpoint_path(a.model)), a.compressed,
+                a.repeats)
     if a.child:
-        a.role = a.child
-        return child(a)
-    chosen = spawn(a, "choose", None)
+        return child(pair, a.child, json.loads(a.layout))
+    chosen = spawn(pair, "choose", None)
     layout = {b: "channels_last" if t["channels_last_s"] < t["contiguous_s"] else "contiguous"
               for b, t in chosen.items()}
     rows = {}
     for name, env_allocator in (("glibc default", None), ("KEEP_MEMORY", KEEP_MEMORY)):
-        runs = [spawn(a, "time", env_allocator, layout) for _ in range(a.processes)]
-        memory = {who: spawn(a, f"memory_{who}", env_allocator, layout)["peak_rss_added_mb"]
+        runs = [spawn(pair, "time", env_allocator, layout) for _ in range(a.processes)]
+        memory = {who: spawn(pair, f"memory_{who}", env_allocator, layout)["peak_rss_added_mb"]
                   for who in ("original", "compressed")}
         rows[name] = {"processes": runs, "peak_rss_added_mb_b128": memory,
                       **{f"b{b}": _summary(runs, f"b{b}") for b in BATCHES}}
@@ -110,8 +125,7 @@ def main():
                             "layout": layout, "dtype": "fp32"},
             "allocators": rows}
     data["markdown"] = _markdown(data)
-    Path(f"{a.out}.json").write_text(json.dumps(data, indent=1) + "\n")
-    Path(f"{a.out}.md").write_text(data["markdown"] + "\n")
+    write_report(a.out or RESULTS / f"timing_{a.model.removesuffix('_bn')}", data)
     print(data["markdown"])
 
 
