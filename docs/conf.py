@@ -233,9 +233,9 @@ GENERATED = DOCS / "_generated"
 RESULTS = ROOT / "benchmarks" / "results"
 # modules api.md lists by hand; any other public lrsa/*.py (viz, widgets, ...) is appended
 # at build time, so modules added later are documented without editing the docs
-API_MODULES = {"prox", "admm", "solver", "objective", "solution", "structured_fit", "decompose",
-               "attention", "reference", "batchnorm", "features", "layers", "pipeline", "report",
-               "models", "data", "image_folder", "train"}
+API_MODULES = {"prox", "admm", "solver", "objective", "solution", "structured_fit", "arrays",
+               "decompose", "attention", "reference", "batchnorm", "features", "layers",
+               "pipeline", "report", "models", "data", "image_folder", "train"}
 NOT_API = {"cli", "cli_parser"}  # the command line is documented in getting_started.md
 NOTEBOOK_EXTRA = (".png", ".svg", ".jpg", ".jpeg", ".gif")  # images notebooks may link
 

@@ -211,7 +211,7 @@ class CompressionReport:
     def from_dict(cls, d):
         """The report :meth:`to_dict` wrote (the totals are recomputed from the rows);
         ValueError naming any field this version of lrsa does not know. Rows written under an
-        older name (:data:`RENAMED_FIELDS`) are read under the current one."""
+        older name (``RENAMED_FIELDS`` in this module) are read under the current one."""
         d = dict(d, layers=[renamed(row) for row in d.get("layers", [])])
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields - {"params_original", "params_compressed"}
