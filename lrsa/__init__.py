@@ -5,9 +5,9 @@ Accelerating Deep Neural Networks", ICTAI 2019.
 
 One layer's maths, the proximal operators, the ADMM with its correction step and the exact
 fits (:mod:`lrsa.prox`, :mod:`lrsa.admm`, :mod:`lrsa.solver`, :mod:`lrsa.structured_fit`,
-:mod:`lrsa.baselines`), is written against the array API standard: it runs on NumPy arrays
-where torch is not installed, and on torch tensors. The network pipeline's names load torch
-when they are first used.
+:mod:`lrsa.baselines`), is written against the array API standard: it computes in NumPy
+when given NumPy arrays (torch need not be installed) and in torch when given tensors. The
+network pipeline's names load torch when they are first used.
 """
 
 import importlib

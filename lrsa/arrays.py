@@ -1,11 +1,11 @@
 """The few linear-algebra pieces the Python array API standard leaves out, for NumPy and torch.
 
 The solver (:mod:`lrsa.solver`, :mod:`lrsa.objective`, :mod:`lrsa.structured_fit`) is written
-once against the standard through ``array_api_compat``, as :mod:`lrsa.prox` is, so it runs on
-NumPy where torch is not installed and on torch tensors (any device) in the pipeline. The
-standard has a Cholesky factorization but no triangular solve; SciPy gives NumPy one and torch
-has its own. Each helper takes its namespace from its arguments and imports torch only when it
-is handed a tensor.
+once against the standard through ``array_api_compat``, as :mod:`lrsa.prox` is: it computes in
+NumPy when given NumPy arrays (torch need not be installed) and in torch when given tensors
+(any device), as in the pipeline. The standard has a Cholesky factorization but no triangular
+solve; SciPy gives NumPy one and torch has its own. Each helper takes its namespace from its
+arguments and imports torch only when it is handed a tensor.
 """
 
 from __future__ import annotations

@@ -14,19 +14,11 @@ is not installed (JupyterLite, a teaching server with NumPy only).
 
 from __future__ import annotations
 
-import math
 
-from .utils import check_floating
+from .utils import check_floating, check_number
 
 __all__ = ["hard_threshold", "project_n_m", "prox_l21", "prox_group_l21", "svt", "svt_factors",
            "soft_threshold"]
-
-
-def _check_tau(tau):
-    tau = float(tau)
-    if math.isnan(tau) or tau < 0:  # tau = inf is allowed: the prox is then 0
-        raise ValueError(f"tau must be a number >= 0, got {tau}")
-    return tau
 
 
 def _check_matrix(T, name="V"):
@@ -52,7 +44,7 @@ def soft_threshold(V, tau):
     Same kind, shape, dtype and device as ``V``.
     """
     xp = check_floating(V)
-    tau = _check_tau(tau)
+    tau = check_number("tau", tau, allow_inf=True)  # inf: the prox is 0
     return xp.sign(V) * xp.clip(xp.abs(V) - tau, min=0)
 
 
@@ -110,7 +102,7 @@ def prox_group_l21(V, tau, group):
     """
     xp = check_floating(V)
     _check_matrix(V)
-    tau = _check_tau(tau)
+    tau = check_number("tau", tau, allow_inf=True)  # inf: the prox is 0
     group = int(group)
     n, d = V.shape
     if group < 1 or d % group:
@@ -137,7 +129,7 @@ def svt_factors(V, tau):
     """
     xp = check_floating(V)
     _check_matrix(V)
-    tau = _check_tau(tau)
+    tau = check_number("tau", tau, allow_inf=True)  # inf: the prox is 0
     wide = V.shape[0] <= V.shape[1]
     V64 = xp.astype(V, xp.float64)
     S = V64 if wide else V64.T  # S is wide: k x m, k <= m

@@ -58,7 +58,7 @@ from .objective import check_layer_data, n_m_indicator, sparse_penalty, weighted
 from .prox import svt_factors
 from .solution import Array, HISTORY, LayerSolution, record_iteration
 from .structured_fit import refit_svd
-from .utils import check_floating, progress_bar
+from .utils import check_floating, check_number, progress_bar
 
 __all__ = ["ADMMOptions", "ADMMStep", "LayerProblem", "relu_nonconvexity_example",
            "solve_layer"]
@@ -66,6 +66,8 @@ __all__ = ["ADMMOptions", "ADMMStep", "LayerProblem", "relu_nonconvexity_example
 RESPONSES = ("relu", "linear")
 NUMERICAL_ZERO = 1e-9  # singular values of B below this fraction of ||A + B||_F are dropped
 ADAPT_EVERY, ADAPT_UNTIL, ADAPT_MAX = 10, 200, 8
+
+
 @dataclass(frozen=True)
 class ADMMOptions:
     r"""Settings of the three-block ADMM, checked once (ValueError naming a bad one).
@@ -116,11 +118,11 @@ class ADMMOptions:
             raise ValueError("debias refits column supports; it needs sparsity='column', got "
                              f"{self.sparsity!r}")
         if not (isinstance(self.t, str) and self.t == "auto"):
-            object.__setattr__(self, "t", _check_number("t", self.t, positive=True))
+            object.__setattr__(self, "t", check_number("t", self.t, positive=True))
         for name in ("tol", "alpha"):
-            object.__setattr__(self, name, _check_number(name, getattr(self, name),
+            object.__setattr__(self, name, check_number(name, getattr(self, name),
                                                          positive=True))
-        object.__setattr__(self, "tau", _check_number("tau", self.tau))
+        object.__setattr__(self, "tau", check_number("tau", self.tau))
         if int(self.max_iter) < 1 or int(self.inner_iter) < 1:
             raise ValueError(f"max_iter and inner_iter must be >= 1, got {self.max_iter}, "
                              f"{self.inner_iter}")
@@ -134,8 +136,8 @@ class ADMMStep(NamedTuple):
     A, B, M, Lam : (n, d) the predicted A-hat, B-hat = U diag(s) Vh, M-hat, Lambda-hat.
     U, s, Vh : (n, r), (r,), (r, d) the thin SVD of B-hat.
     f : data term at the M the iteration started from (ReLU) or at M-hat (linear).
-    size : max(||A-hat + B-hat||, ||M-hat||); primal, dual : the relative residuals
-    ||A-hat + B-hat - M-hat|| / size and ||M-hat - M|| / ||M-hat||, M the iterate this
+    scale : max(||A-hat + B-hat||, ||M-hat||); primal, dual : the relative residuals
+    ||A-hat + B-hat - M-hat|| / scale and ||M-hat - M|| / ||M-hat||, M the iterate this
     prediction started from.
     """
 
@@ -147,7 +149,7 @@ class ADMMStep(NamedTuple):
     M: Array
     Lam: Array
     f: float
-    size: float
+    scale: float
     primal: float
     dual: float
 
@@ -260,8 +262,8 @@ class LayerProblem:
         of :func:`solve_layer`. ``callback(k, step)`` is called after iteration k with its
         :class:`ADMMStep`.
         """
-        lam1 = _check_number("lam1", lam1, allow_inf=True)
-        lam2 = _check_number("lam2", lam2, allow_inf=True)
+        lam1 = check_number("lam1", lam1, allow_inf=True)
+        lam2 = check_number("lam2", lam2, allow_inf=True)
         opts = ADMMOptions(**options)
         state = self._start(W0, lam1, lam2, opts)
         history = {k: [] for k in HISTORY}
@@ -281,7 +283,7 @@ class LayerProblem:
                     callback(k, step)
                 bar.update(1)
                 bar.set_postfix(r=f"{step.primal:.1e}", s=f"{step.dual:.1e}", rank=step.rank)
-                if step.size > 1e12 * (1 + _norm(self.C64)):
+                if step.scale > 1e12 * (1 + _norm(self.C64)):
                     message = f"diverged: iterates grew without bound at iteration {k}"
                     break
                 if step.primal < opts.tol and step.dual < opts.tol:
@@ -337,7 +339,7 @@ class LayerProblem:
         norm_W, norm_M = _norm(W_hat), _norm(M_hat)
         return ADMMStep(
             A=A_hat, U=U, s=s, Vh=Vh, B=B_hat, M=M_hat, Lam=Lam + t * (W_hat - M_hat),
-            f=f_val, size=max(norm_W, norm_M),
+            f=f_val, scale=max(norm_W, norm_M),
             primal=_norm(W_hat - M_hat) / max(norm_W, norm_M, 1e-30),
             dual=_norm(M_hat - M) / max(norm_M, 1e-30))
 
@@ -415,15 +417,6 @@ class LayerProblem:
         return f, -((R * (Z > 0)) @ self.X.T) / self.N
 
 
-def _check_number(name, value, *, positive=False, allow_inf=False):
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf) or value < 0 or (
-            positive and value == 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
-                         f"got {value}")
-    return value
-
-
 def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progress=False,
                 callback=None, **options):
     r"""Approximate one layer by A + B (paper Algorithm 1 with the He-Yuan correction).
@@ -447,9 +440,8 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progre
         The fields of :class:`ADMMOptions`: ``t`` ("auto" or a fixed penalty),
         ``max_iter``, ``tol``, ``correction``, ``tau``, ``alpha``, ``inner_iter``,
         ``debias`` (refit the data term on the structure found, removing the shrinkage bias
-        of the convex relaxation; the result then no longer minimizes F, the pipeline uses
-        it), ``sparsity`` (``"column"``, the paper's l2,1; ``"unstructured"``, l1; or
-        ``"N:M"``).
+        of the convex relaxation; the result then no longer minimizes F), ``sparsity``
+        (``"column"``, the paper's l2,1; ``"unstructured"``, l1; or ``"N:M"``).
 
     Returns
     -------

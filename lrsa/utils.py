@@ -9,6 +9,7 @@ old file or the new one, never half of one.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -23,9 +24,9 @@ if TYPE_CHECKING:
 
 # torch is imported inside the helpers that need it: as_numpy, format_table and the writers of
 # text are used by lrsa.viz and the NumPy-only lessons, which run without torch
-__all__ = ["as_numpy", "atomic_torch_save", "atomic_write_text",
-           "call_model", "check_floating", "code_version", "device_and_dtype", "evaluating",
-           "format_table", "progress_bar", "weights_fingerprint"]
+__all__ = ["as_numpy", "atomic_torch_save", "atomic_write_text", "call_model", "check_floating",
+           "check_number", "code_version", "device_and_dtype", "evaluating", "format_table",
+           "progress_bar", "weights_fingerprint"]
 
 
 def check_floating(V, name="V"):
@@ -39,6 +40,17 @@ def check_floating(V, name="V"):
     if not bool(xp.all(xp.isfinite(V))):
         raise ValueError(f"{name} contains NaN or Inf")
     return xp
+
+
+def check_number(name, value, *, positive=False, allow_inf=False):
+    """``value`` as a float >= 0 (> 0 with ``positive``; inf only with ``allow_inf``), or a
+    ValueError naming ``name``."""
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf) or value < 0 or (
+            positive and value == 0):
+        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number "
+                         f"{'> 0' if positive else '>= 0'}, got {value}")
+    return value
 
 
 def as_numpy(x):
