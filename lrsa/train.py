@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -160,8 +161,8 @@ def train(model: nn.Module, train_loader, recipe: Recipe | None = None, *,
         random states (global and the loader's ``generator``, if it has one) and the epoch
         are written to this file atomically (``torch.save`` to a temporary file, then
         rename). If the file exists when ``train`` starts, training resumes after its last
-        finished epoch and ends exactly as an uninterrupted run would; a file written with
-        other ``epochs``, ``lr``, ``max_grad_norm`` or batches per epoch is refused.
+        finished epoch and ends exactly as an uninterrupted run would; a file written by
+        another recipe (any field) or with other batches per epoch is refused.
     progress : bool
         tqdm bar per epoch.
 
@@ -201,8 +202,10 @@ def train(model: nn.Module, train_loader, recipe: Recipe | None = None, *,
     total, warm = r.epochs * steps_per_epoch, round(r.warmup_epochs * steps_per_epoch)
     run = {"epochs": r.epochs, "lr": float(r.lr), "steps_per_epoch": steps_per_epoch,
            "warmup_steps": warm, "seed": int(r.seed)}
-    if r.max_grad_norm is not None:  # only then, so older checkpoints still resume
-        run["max_grad_norm"] = float(r.max_grad_norm)
+    # the other fields (warm-up is in steps above) only where they differ from their
+    # defaults, so that checkpoints written before they were recorded still resume
+    run.update({f.name: getattr(r, f.name) for f in dataclasses.fields(r)
+                if f.name not in (*run, "warmup_epochs") and getattr(r, f.name) != f.default})
     step, first = 0, 0
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
         torch.manual_seed(r.seed + distributed.rank())

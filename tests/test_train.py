@@ -253,6 +253,9 @@ def test_max_grad_norm_bad_values_and_resume_under_another_cap(digits, tmp_path)
           on_epoch_end=lambda e, st: True)
     with pytest.raises(ValueError, match="another run"):
         train(small_cnn(), tr, epochs=2, lr=0.05, max_grad_norm=2.0, checkpoint=ck)
+    with pytest.raises(ValueError, match="another run"):  # every field of the recipe counts
+        train(small_cnn(), tr, epochs=2, lr=0.05, max_grad_norm=1.0, momentum=0.5,
+              checkpoint=ck)
     h = train(small_cnn(), tr, epochs=2, lr=0.05, max_grad_norm=1.0, checkpoint=ck)
     assert len(h.grad_norm) == 2 * len(tr)  # the first epoch's norms came back from the file
 

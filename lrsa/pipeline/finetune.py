@@ -5,18 +5,24 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import FACTORED_MODULES, keep_structure_hook
-from ..train import Distillation, train
+from ..train import Distillation, Recipe, train
 
 #: :func:`finetune`'s default gradient-norm cap
 MAX_GRAD_NORM = 10.0
+#: what :func:`finetune` fills in where its recipe's fields are given as keywords
+FINETUNE_DEFAULTS = {"lr": 1e-3, "max_grad_norm": MAX_GRAD_NORM}
 
 
-def finetune(model, loader, *, epochs, lr=1e-3, teacher=None, alpha=0.5, temperature=4.0,
-             feature_weight=0.0, bf16=False, dropout=False, progress=False, seed=0,
-             checkpoint=None, on_epoch_end=None, warmup_epochs=0.0,
-             max_grad_norm=MAX_GRAD_NORM):
+def finetune(model, loader, recipe=None, *, teacher=None, alpha=0.5, temperature=4.0,
+             feature_weight=0.0, dropout=False, progress=False, checkpoint=None,
+             on_epoch_end=None, **recipe_fields):
     """Fine-tune a compressed model keeping its structure: zero columns stay zero (masks
     re-applied after every step), factors stay factors (they are separate modules).
+
+    Trained by :func:`lrsa.train.train` with a :class:`lrsa.train.Recipe`, given whole or as
+    keywords (``finetune(model, loader, epochs=2, lr=1e-3)``); from keywords, ``lr`` defaults
+    to 1e-3 and ``max_grad_norm`` to ``MAX_GRAD_NORM`` (``FINETUNE_DEFAULTS``), the other
+    fields to the Recipe's own defaults.
 
     With a ``teacher`` (the uncompressed network) the loss is a :class:`lrsa.train.Distillation`
     of its logits (weight ``alpha``, temperature ``temperature``) and, if ``feature_weight`` > 0,
@@ -40,28 +46,32 @@ def finetune(model, loader, *, epochs, lr=1e-3, teacher=None, alpha=0.5, tempera
     where the norms reach it (NIN at lr 3e-3) it shapes the run. Notebook 09, section 3,
     shows a run without and with it; the measured norms: docs, Benchmarks.
 
-    ``seed``, ``checkpoint`` (resumable), ``on_epoch_end`` and ``warmup_epochs`` (linear
-    warm-up to ``lr``) are :func:`lrsa.train.train`'s.
+    ``progress``, ``checkpoint`` (resumable) and ``on_epoch_end`` are
+    :func:`lrsa.train.train`'s.
     Under ``torchrun`` the processes fine-tune together (DistributedDataParallel, see
     :mod:`lrsa.distributed`): give a loader made with ``make_loader(..., shard=True)``; every
     process keeps the structure and runs its own copy of the teacher on its share of a batch.
     """
+    if recipe is None:
+        recipe = Recipe(**{**FINETUNE_DEFAULTS, **recipe_fields})
+    elif recipe_fields:
+        raise ValueError(f"give a Recipe or its fields, not both (got recipe and "
+                         f"{sorted(recipe_fields)})")
     criterion = None
     if teacher is not None:
         approximated = [n for n, m in model.named_modules()
                         if isinstance(m, FACTORED_MODULES)]
         criterion = Distillation(teacher, model, alpha=alpha, temperature=temperature,
                                  features=approximated if feature_weight > 0 else (),
-                                 feature_weight=feature_weight, bf16=bf16)
+                                 feature_weight=feature_weight, bf16=recipe.bf16)
     saved = {m: m.p for m in model.modules() if isinstance(m, nn.Dropout)} if not dropout \
         else {}
     for m in saved:
         m.p = 0.0
     try:
-        return train(model, loader, epochs=epochs, lr=lr, bf16=bf16, progress=progress,
-                     seed=seed, param_hook=keep_structure_hook(model), criterion=criterion,
-                     checkpoint=checkpoint, on_epoch_end=on_epoch_end,
-                     warmup_epochs=warmup_epochs, max_grad_norm=max_grad_norm)
+        return train(model, loader, recipe, criterion=criterion,
+                     param_hook=keep_structure_hook(model), on_epoch_end=on_epoch_end,
+                     checkpoint=checkpoint, progress=progress)
     finally:
         for m, p in saved.items():
             m.p = p
