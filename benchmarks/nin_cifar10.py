@@ -46,9 +46,9 @@ def table_ii_plan(layers, scale):
     convolutions (B alone, as the paper found them), the cccp layers kept."""
     plan = default_plan(layers, ratio=3.0, all_layers=True)
     for name, lp in plan.items():
-        paper_cr = PAPER_TABLE_II[NIN_LAYER_NAMES[name]][2] / 100
-        lp.skip = paper_cr >= 1  # the cccp layers; conv1 IS approximated in the paper
-        lp.size = None if lp.skip else min(1.0, paper_cr * scale)
+        paper_size = PAPER_TABLE_II[NIN_LAYER_NAMES[name]][2] / 100
+        lp.skip = paper_size >= 1  # the cccp layers; conv1 IS approximated in the paper
+        lp.size = None if lp.skip else min(1.0, paper_size * scale)
     return plan
 
 

@@ -33,7 +33,7 @@ PAPER_TABLE_II = {
 }
 #: Paper whole-network NIN results (Tables II and III): CR 36.0 %, 2.77x smaller, top-1 drop
 #: 0.41 points. Speed-up: Table II prints 2.2x, Table III and the text 1.70x.
-PAPER_NIN = {"size": 36.0, "params_ratio": 2.77, "speedup": 1.7, "speedup_table_ii": 2.2,
+PAPER_NIN = {"size_pct": 36.0, "params_ratio": 2.77, "speedup": 1.7, "speedup_table_ii": 2.2,
              "accuracy_drop": 0.41}
 #: Our NIN module names -> the paper's layer names.
 NIN_LAYER_NAMES = {f"features.{n}": n for n in PAPER_TABLE_II}
@@ -57,7 +57,7 @@ PAPER_TABLE_IV = {
 }
 #: Paper whole-network AlexNet results (Table IV): CR 18.0 %, 5.56x smaller, 1.1x faster,
 #: top-5 accuracy 1.27 points lower (after fine-tuning).
-PAPER_ALEXNET = {"size": 18.0, "params_ratio": 5.56, "speedup": 1.1, "top5_drop": 1.27}
+PAPER_ALEXNET = {"size_pct": 18.0, "params_ratio": 5.56, "speedup": 1.1, "top5_drop": 1.27}
 #: Our AlexNet module names (torchvision layout) -> the paper's layer names.
 ALEXNET_LAYER_NAMES = {
     "features.0": "conv1", "features.3": "conv2", "features.6": "conv3", "features.8": "conv4",

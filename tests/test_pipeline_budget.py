@@ -217,6 +217,6 @@ def test_budget_spread_is_checked(trained):
     _, energy = compress(model, calib, Budget(size=0.3), fallback=None, progress=False)
     _, sqrt = compress(model, calib, Budget(size=0.3, spread="sqrt"), fallback=None,
                        progress=False)
-    crs = [[r["params_compressed"] / r["params_original"] for r in rep.layers
+    sizes = [[r["params_compressed"] / r["params_original"] for r in rep.layers
             if r["kind"] == "factored"] for rep in (energy, sqrt)]
-    assert crs[0] != crs[1]  # the two rules give this network different per-layer sizes
+    assert sizes[0] != sizes[1]  # the two rules give this network different per-layer sizes

@@ -33,8 +33,9 @@ def test_report_rows_describe_the_model_as_stored(trained, tmp_path, latency_scr
     dense = rows["features.7"]
     assert dense["kind"] == "dense" and dense["size"] == 1.0 and dense["choice"] is None
     assert dense["params_compressed"] == dense["params_original"] == 64 * 32 * 9
-    assert dense["tried"]["params"] < dense["params_original"]
-    assert dense["tried"]["size"] == pytest.approx(dense["tried"]["params"] / (64 * 32 * 9))
+    assert dense["tried"]["params_compressed"] < dense["params_original"]
+    tried = dense["tried"]
+    assert tried["size"] == pytest.approx(tried["params_compressed"] / (64 * 32 * 9))
     assert "slower" in dense["decision"] and "0.70x" in dense["decision"]
     assert isinstance(saved_report, CompressionReport)  # the type compress returns
     assert saved_report.to_dict() == json.loads(json.dumps(rep.to_dict()))
@@ -62,11 +63,13 @@ def test_an_original_row_stores_the_whole_weight_and_a_dense_one_keeps_what_was_
                          params_compressed=10, nonzero_columns=0, choice="B only")
     dense = solved.stored_dense("not faster")
     assert (dense.kind, dense.params_compressed, dense.rank, dense.size) == ("dense", 24, 4, 1.0)
-    assert dense.tried["params"] == 10 and dense.tried["choice"] == "B only"
+    assert dense.tried["params_compressed"] == 10 and dense.tried["choice"] == "B only"
     # a dense row saved under the old names reads back, what was tried included
     from lrsa.pipeline.results import renamed
     old = dict(dense, cr=1.0, cr_a=0.0, cr_b=1.0,
-               tried={"cr": 10 / 24, **{k: v for k, v in dense.tried.items() if k != "size"}})
+               tried={"cr": 10 / 24, "params": 10,
+                      **{k: v for k, v in dense.tried.items()
+                         if k not in ("size", "params_compressed")}})
     for k in ("size", "size_a", "size_b"):
         del old[k]
     assert LayerReport(**renamed(old)) == dense

@@ -21,7 +21,7 @@ from ..prox import prox_l21, svt
 from ..utils import as_numpy
 from .checking import compare, not_answered, numbers, unanswered, verdict
 
-__all__ = ["amdahl_bound", "break_even_rank", "combined_cr", "equal_size_rank",
+__all__ = ["amdahl_bound", "break_even_rank", "combined_size", "equal_size_rank",
            "first_possible_difference", "he_yuan_step", "lambda_max", "mac_fraction", "macs_saved",
            "midpoint_gap", "moreau_residual", "network_mac_fraction", "paper_network_size",
            "prox_frobenius", "relu_term_all_dead", "segment_ratio", "soft_term_gradient",
@@ -267,7 +267,7 @@ def first_possible_difference(answer, model, layer_names, inputs):
                     "strategies allow, not what one run shows.")
 
 
-def combined_cr(answer, row):
+def combined_size(answer, row):
     r"""``size_so_far`` of a :func:`lrsa.course.experiments.strategy_curve` row: the CR of layers
     1..k together, to 1e-9. From the per-layer CRs it is the average weighted by the layer
     sizes :math:`n_j d_j`, not the plain mean.
@@ -349,10 +349,10 @@ def paper_network_size(answer, model, table=None, names=None):
     """
     table = paper.PAPER_TABLE_IV if table is None else table
     names = paper.ALEXNET_LAYER_NAMES if names is None else names
-    sizes = {label: model.get_submodule(name).weight.numel() for name, label in names.items()}
-    kept = math.fsum(table[label][2] * size for label, size in sizes.items())
+    weights = {label: model.get_submodule(name).weight.numel() for name, label in names.items()}
+    kept = math.fsum(table[label][2] * count for label, count in weights.items())
     return compare("network CR from the per-layer rates (%)", answer,
-                    kept / sum(sizes.values()), "weight each layer's CR by its number of "
+                    kept / sum(weights.values()), "weight each layer's CR by its number of "
                     "weights; which layer holds most of AlexNet's weights?", atol=0.01)
 
 

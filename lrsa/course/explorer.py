@@ -62,7 +62,7 @@ def plot_grid_point(grid, relative_lam1=None, ratio=None, axes=None, label=None)
         import matplotlib.pyplot as plt
 
         _, axes = plt.subplots(1, 3, figsize=(14, 3.6), constrained_layout=True)
-    ax_cr, ax_a, ax_b = axes
+    ax_size, ax_a, ax_b = axes
     row = sorted((q for q in grid["points"] if q["ratio"] == p["ratio"]),
                  key=lambda q: q["relative_lam1"])
     fr = [q["relative_lam1"] for q in row]
@@ -70,12 +70,13 @@ def plot_grid_point(grid, relative_lam1=None, ratio=None, axes=None, label=None)
                    "size(B) %": (fr, [100 * q["size_b"] for q in row]),
                    "size(A+B) %": (fr, [100 * q["size"] for q in row]),
                    "rel. error %": (fr, [100 * q["rel_error"] for q in row])},
-                  ax=ax_cr, xlabel=r"$\lambda_1 / s$ ($s$: the layer's gradient scale)", ylabel="%")
-    ax_cr.set_xscale("log")
-    ax_cr.minorticks_off()
-    ax_cr.set_xticks(fr, [f"{v:g}" for v in fr])
-    ax_cr.axvline(p["relative_lam1"], color="0.3", ls=":", lw=1)
-    ax_cr.set_title(rf"{label or grid['layer']}: $\lambda_1/s$ = {p['relative_lam1']:g}, "
+                  ax=ax_size, xlabel=r"$\lambda_1 / s$ ($s$: the layer's gradient scale)",
+                  ylabel="%")
+    ax_size.set_xscale("log")
+    ax_size.minorticks_off()
+    ax_size.set_xticks(fr, [f"{v:g}" for v in fr])
+    ax_size.axvline(p["relative_lam1"], color="0.3", ls=":", lw=1)
+    ax_size.set_title(rf"{label or grid['layer']}: $\lambda_1/s$ = {p['relative_lam1']:g}, "
                     rf"$\lambda_2/\lambda_1$ = {p['ratio']:g}")
 
     norms = np.sort(np.asarray(p["column_norms"], dtype=float))[::-1]
@@ -102,7 +103,7 @@ def plot_grid_point(grid, relative_lam1=None, ratio=None, axes=None, label=None)
     ax_b.set_ylabel(r"$\sigma_i(B)$")
     ax_b.set_title(f"B: rank {p['rank']}, size(B) {100 * p['size_b']:.1f}%; "
                    f"size(A+B) {100 * p['size']:.1f}%, error {p['rel_error']:.3f}")
-    return ax_cr, ax_a, ax_b
+    return ax_size, ax_a, ax_b
 
 
 def grid_explorer(grid, relative_lam1=None, ratio=None, label=None):

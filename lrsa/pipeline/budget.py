@@ -322,14 +322,15 @@ def spread_by_energy(plan, layers, target, costs=None, name="Budget.size",
     return plan
 
 
-def _free_budget(plan, sizes, target, name, unit):
+def _free_budget(plan, weights, target, name, unit):
     """(layers that may be approximated, what they may hold, what the kept ones hold, the
-    total) for a spread of ``target`` of ``sizes``; a ValueError when it is out of reach."""
+    total) for a spread of ``target`` of ``weights`` (name -> weight count); a ValueError
+    when it is out of reach."""
     if not 0 < target <= 1:
         raise ValueError(f"{name} must be in (0, 1], got {target}")
-    total = sum(sizes.values())
-    kept = sum(sizes[n] for n in sizes if plan[n].skip)
-    free = [n for n in sizes if not plan[n].skip]
+    total = sum(weights.values())
+    kept = sum(weights[n] for n in weights if plan[n].skip)
+    free = [n for n in weights if not plan[n].skip]
     if not free or target * total <= kept:
         raise ValueError(f"{name}={target} is out of reach: the skipped layers alone "
                          f"hold {kept / total:.1%} of the {unit}")
@@ -345,16 +346,16 @@ def spread_by_sqrt(plan, layers, target):
     about 110 to 530 instead of being one :math:`c`, fc3 keeps 24 % where this rule keeps it
     whole, and over the convolutions :math:`CR_l` falls about as :math:`(n_l d_l)^{-0.34}`. Kept
     to compare with :func:`spread_by_energy` (benchmarks/frontier.py, notebook 07)."""
-    sizes = {n: lowered_weight(m).numel() for n, m in layers}
-    free, budget, _, _ = _free_budget(plan, sizes, target, "Budget.size", "weights")
+    weights = {n: lowered_weight(m).numel() for n, m in layers}
+    free, budget, _, _ = _free_budget(plan, weights, target, "Budget.size", "weights")
 
     def stored(c):
-        return sum(min(1.0, c / math.sqrt(sizes[n])) * sizes[n] for n in free)
+        return sum(min(1.0, c / math.sqrt(weights[n])) * weights[n] for n in free)
 
-    lo, hi = 0.0, max(math.sqrt(sizes[n]) for n in free)  # at hi every layer is whole
+    lo, hi = 0.0, max(math.sqrt(weights[n]) for n in free)  # at hi every layer is whole
     for _ in range(100):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if stored(mid) <= budget else (lo, mid)
     for n in free:
-        plan[n].size = min(1.0, lo / math.sqrt(sizes[n]))
+        plan[n].size = min(1.0, lo / math.sqrt(weights[n]))
     return plan

@@ -78,7 +78,8 @@ class LayerReport(Mapping):
         whole (None without a spread).
     tried : dict or None
         For a ``"dense"`` layer: the solved structure it did not use (``choice``, ``rank``,
-        ``kept_channels``, ``size_a``, ``size_b``, ``size``, ``params``, ``rel_error``).
+        ``kept_channels``, ``size_a``, ``size_b``, ``size``, ``params_compressed``,
+        ``rel_error``).
     sparsity : str or None
         What A keeps: ``"channel"`` (whole input channels), ``"unstructured"`` or an N:M
         pattern such as ``"2:4"`` (single weights; then ``size_a`` and ``params_compressed``
@@ -154,7 +155,7 @@ class LayerReport(Mapping):
         tried in ``tried``."""
         tried = {k: self[k] for k in ("choice", "rank", "kept_channels", "size_a", "size_b",
                                       "size", "rel_error")}
-        tried["params"] = self.params_compressed
+        tried["params_compressed"] = self.params_compressed
         return dataclasses.replace(
             self, kind="dense", decision=decision, tried=tried, size_a=0.0, size_b=1.0,
             size=1.0,
@@ -254,7 +255,8 @@ def _markdown_row(r):
 
 
 #: report fields renamed since a saved report may have been written: old name -> new name
-RENAMED_FIELDS = {"frac": "relative_lam1", "cr_a": "size_a", "cr_b": "size_b", "cr": "size"}
+RENAMED_FIELDS = {"frac": "relative_lam1", "cr_a": "size_a", "cr_b": "size_b", "cr": "size",
+                  "params": "params_compressed"}  # "params": in ``tried``
 
 
 def renamed(row):

@@ -177,7 +177,7 @@ def _size_options(mod, shape, seconds):
     dense = seconds(mod, shape)
     energy = log_energy(mod)
     return [(1.0, dense, 0.0)] + [(size, dense * f, energy(size)) for size, f in
-                                  zip(TIME_GRID, _factored_fractions(mod, shape)) if f < 1][::-1]
+                                  zip(TIME_GRID, _factored_time_ratios(mod, shape)) if f < 1][::-1]
 
 
 def _next_faster(options, i):
@@ -189,7 +189,7 @@ def _next_faster(options, i):
 TIME_GRID = (0.02, 0.05, 0.1, 0.15, 0.22, 0.32, 0.45, 0.6)
 
 
-def _factored_fractions(mod, shape):
+def _factored_time_ratios(mod, shape):
     """Time of ``mod``'s factored form U V (random factors) over its own, timed interleaved
     in place, at each stored fraction of :data:`TIME_GRID`, at batch ``shape[0]``; made
     non-decreasing (a larger rank is never assumed faster). Where the form is not faster at

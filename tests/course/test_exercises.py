@@ -67,8 +67,8 @@ def _cases():
     stored = s["n"] * s["c"] * s["k"] ** 2 + s["r"] * (s["d"] + s["n"]) + s["n"]
     macs_per_pos = s["n"] * s["c"] * s["k"] ** 2 + s["r"] * (s["d"] + s["n"])
     n, d = 64, 576
-    sizes, crs = np.array([100, 900]), np.array([0.5, 0.2])
-    row = {"k": 2, "size_so_far": float(crs @ sizes / sizes.sum())}
+    weights, sizes = np.array([100, 900]), np.array([0.5, 0.2])
+    row = {"k": 2, "size_so_far": float(sizes @ weights / weights.sum())}
     small = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 6 * 6, 5))
     table, names = {"c": (0.0, 50.0, 50.0), "f": (10.0, 0.0, 10.0)}, {"0": "c", "2": "f"}
     size_c, size_f = 3 * 2 * 9, 5 * 3 * 6 * 6
@@ -119,8 +119,8 @@ def _cases():
                                   (1, 4, 8, 8)),
                                  (64 * macs_per_pos + 16 * 324) / (64 * 6 * 36 + 16 * 324),
                                  (macs_per_pos + 324) / (6 * 36 + 324)),
-        "combined_cr": (ex.combined_cr, (row,), float(crs @ sizes / sizes.sum()),
-                        float(crs.mean())),
+        "combined_size": (ex.combined_size, (row,), float(sizes @ weights / weights.sum()),
+                        float(sizes.mean())),
         "stored_parameters": (ex.stored_parameters, (mod,), stored, stored - s["n"]),
         "mac_fraction": (ex.mac_fraction, (mod,), macs_per_pos / (s["n"] * s["d"]),
                          (stored - s["n"]) / (s["n"] * s["d"] + s["n"])),
@@ -230,13 +230,13 @@ def _cases_07():
     n, d, c, r = 64, 576, 10, 20
     shapes = [(64, 27), (128, 576), (512, 4608)]
     k = 150.0  # 27 * 64 = 1728 < k^2: the first layer stays whole, the others are cut
-    sizes = np.array([a * b for a, b in shapes], dtype=float)
-    share = float(np.minimum(sizes, k * np.sqrt(sizes)).sum() / sizes.sum())
+    weights = np.array([a * b for a, b in shapes], dtype=float)
+    share = float(np.minimum(weights, k * np.sqrt(weights)).sum() / weights.sum())
     return {
         "equal_size_rank": (ex.equal_size_rank, (n, d, c, r), (n * c + r * (n + d)) // (n + d),
                             r),
         "sqrt_spread_share": (ex.sqrt_spread_share, (shapes, k), share,
-                              float(np.mean(np.minimum(1, k / np.sqrt(sizes))))),
+                              float(np.mean(np.minimum(1, k / np.sqrt(weights))))),
     }
 
 
