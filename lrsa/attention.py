@@ -22,12 +22,15 @@ modules. :func:`split_attention` swaps it in for every ``nn.MultiheadAttention``
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SplitProjectionAttention", "split_attention"]
+from .utils import set_module
+
+__all__ = ["AttentionSplit", "SplitProjectionAttention", "split_attention"]
 
 
 class SplitProjectionAttention(nn.Module):
@@ -152,6 +155,14 @@ def _additive(mask, dtype):
     return mask.to(dtype)
 
 
+class AttentionSplit(NamedTuple):
+    """What :func:`split_attention` did: the ``replaced`` module names, and the attention
+    modules ``kept`` as they are, as (name, reason) pairs."""
+
+    replaced: list
+    kept: list
+
+
 def split_attention(model):
     """Replace, in place, every ``nn.MultiheadAttention`` of ``model`` by the equivalent
     :class:`SplitProjectionAttention`. A ``nn.TransformerEncoder`` holding one stops using
@@ -159,20 +170,18 @@ def split_attention(model):
 
     Returns
     -------
-    list of (name, reason) for the attention modules kept as they are.
+    AttentionSplit
     """
-    kept = []
+    done = AttentionSplit([], [])
     for name, mha in [(n, m) for n, m in model.named_modules()
                       if isinstance(m, nn.MultiheadAttention)]:
         try:
-            new = SplitProjectionAttention.from_mha(mha)
+            set_module(model, name, SplitProjectionAttention.from_mha(mha))
+            done.replaced.append(name)
         except ValueError as exc:
-            kept.append((name, str(exc)))
-            continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+            done.kept.append((name, str(exc)))
     for m in model.modules():
         if isinstance(m, nn.TransformerEncoder) and any(
                 isinstance(x, SplitProjectionAttention) for x in m.modules()):
             m.use_nested_tensor = False
-    return kept
+    return done

@@ -88,7 +88,7 @@ class LayerSolution:
 
 def record_iteration(history, step, lam1, lam2, sparsity):
     """Append an :class:`~lrsa.solver.ADMMStep` to ``history`` (one list per key of
-    ``HISTORY``); ``sparsity`` names A's penalty."""
+    ``HISTORY``) and return it; ``sparsity`` names A's penalty."""
     sparse_norm = sparse_penalty(sparsity)[1]
     history["objective"].append(step.f + weighted_penalty(lam1, sparse_norm(step.A))
                                 + weighted_penalty(lam2, float(step.s.sum())))
@@ -97,3 +97,4 @@ def record_iteration(history, step, lam1, lam2, sparsity):
     history["rank"].append(step.rank)
     xp = array_namespace(step.A)
     history["nonzero_columns"].append(int(xp.sum(xp.linalg.vector_norm(step.A, axis=0) > 0)))
+    return history

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # text are used by lrsa.viz and the NumPy-only lessons, which run without torch
 __all__ = ["as_numpy", "atomic_torch_save", "atomic_write_text", "call_model", "check_floating",
            "check_number", "code_version", "device_and_dtype", "evaluating", "format_table",
-           "progress_bar", "weights_fingerprint"]
+           "progress_bar", "set_module", "weights_fingerprint"]
 
 
 def check_floating(V, name="V"):
@@ -164,6 +164,16 @@ def run_hooked(model, example_input, handles):
     finally:
         for h in handles:
             h.remove()
+
+
+def set_module(model, name, new):
+    """Put ``new`` in place of ``model``'s submodule ``name`` (dotted); returns the module it
+    replaced."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, child)
+    setattr(parent, child, new)
+    return old
 
 
 def call_model(model, x):

@@ -80,7 +80,7 @@ def test_split_encoder_equals_torch_encoder_on_its_fast_path(norm_first, activat
     padding[1, -3:] = True
     with torch.no_grad():
         want = enc(x), enc(x, src_key_padding_mask=padding)
-        assert split_attention(enc) == []
+        assert split_attention(enc) == ([f"layers.{i}.self_attn" for i in range(2)], [])
         got = enc(x), enc(x, src_key_padding_mask=padding)
     assert all(isinstance(layer.self_attn, SplitProjectionAttention) for layer in enc.layers)
     torch.testing.assert_close(got[0], want[0], rtol=1e-4, atol=1e-5)
@@ -90,8 +90,8 @@ def test_split_encoder_equals_torch_encoder_on_its_fast_path(norm_first, activat
 
 def test_attention_it_cannot_take_is_reported_and_kept():
     model = nn.Sequential(nn.MultiheadAttention(8, 2, add_bias_kv=True))
-    kept = split_attention(model)
-    assert [name for name, _ in kept] == ["0"] and "add_bias_kv" in kept[0][1]
+    replaced, kept = split_attention(model)
+    assert replaced == [] and [name for name, _ in kept] == ["0"] and "add_bias_kv" in kept[0][1]
     assert isinstance(model[0], nn.MultiheadAttention)
 
 

@@ -15,7 +15,7 @@ from lrsa.batchnorm import fold_batchnorm
 from lrsa.layers import SparseLowRankConv2d, SparseLowRankLinear, keep_structure_hook
 from lrsa.models import small_cnn
 from lrsa.pipeline import Budget, LayerPlan, compress, load_compressed, save_compressed
-from lrsa.pipeline.trace import set_module
+from lrsa.utils import set_module
 from lrsa.report import count_parameters
 from lrsa.train import evaluate
 

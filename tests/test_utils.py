@@ -69,3 +69,12 @@ def test_progress_bar_honours_tqdm_disable(monkeypatch):
         assert bar.disable
     with progress_bar(False, 3) as bar:
         assert bar.disable
+
+
+def test_set_module_replaces_a_dotted_submodule_and_returns_the_old_one():
+    from torch import nn
+
+    from lrsa.utils import set_module
+    model = nn.Sequential(nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
+    old, new = model[0][0], nn.Linear(2, 3)
+    assert set_module(model, "0.0", new) is old and model[0][0] is new

@@ -92,7 +92,7 @@ def grad_norm_trace(student, teacher, batches, *, lr, max_grad_norm=None, temper
     Parameters
     ----------
     student : nn.Module
-        Fine-tuned in place (pass a copy).
+        Left as it is: a copy is fine-tuned.
     teacher : nn.Module
     batches : list of (inputs, labels)
     lr, max_grad_norm, temperature, alpha, seed
@@ -111,6 +111,7 @@ def grad_norm_trace(student, teacher, batches, *, lr, max_grad_norm=None, temper
     from ..train import Distillation, train
 
     losses, applied = [], []
+    student = copy.deepcopy(student)
     crit = Distillation(teacher, student, alpha=alpha, temperature=temperature)
     keep = keep_structure_hook(student)
 
@@ -221,7 +222,7 @@ def digits_fine_tuning_study(setup, *, size=0.3, epochs=4, lr=1e-3, max_grad_nor
                              max_grad_norm=max_grad_norm, seed=seed)
     batches = [b for _, b in zip(range(blowup_steps), loader)]
     traces = {f"lr {blowup_lr:g}, {'cap ' + format(cap, 'g') if cap else 'no cap'}":
-              grad_norm_trace(copy.deepcopy(lrsa_model), setup.model, batches, lr=blowup_lr,
+              grad_norm_trace(lrsa_model, setup.model, batches, lr=blowup_lr,
                               max_grad_norm=cap, seed=seed)
               for cap in (None, max_grad_norm)}
     for tr in traces.values():  # JSON has no NaN: a non-finite loss is written as null

@@ -32,13 +32,13 @@ from ..batchnorm import fold_batchnorm
 from ..features import batch_input, collect_features, find_layers
 from ..parallel import submit_all
 from ..utils import (atomic_torch_save, code_version, load_torch_file, progress_bar,
-                     weights_fingerprint)
+                     set_module, weights_fingerprint)
 from .budget import Budget, matching_plan, network_plan
 from .layer import (METHODS, SolverSettings, approximate_layer, cannot_take, check_sparsity,
                     columns_per_channel, layer_bias, lowered_weight)
 from .results import CompressionReport, LayerReport
 from .speed import FALLBACKS, realize, revert_until_faster, with_speedup_target
-from .trace import set_module, trace
+from .trace import trace
 
 
 def compress(model, calibration_data, budget=None, *, method="lrsa", response="relu",
@@ -97,7 +97,7 @@ def compress(model, calibration_data, budget=None, *, method="lrsa", response="r
     first = batch_input(batches[0])
     start = time.perf_counter()
     original = fold_batchnorm(copy.deepcopy(model).eval())
-    attention_kept = split_attention(original)
+    attention_kept = split_attention(original).kept
     layers = find_layers(original, first[:1])
     in_shapes, relu_after = trace(original, first[:1])
     plan, predicted = network_plan(layers, in_shapes, budget, original=original,

@@ -20,8 +20,8 @@ from torch import nn
 from ..layers import (EntrySparseLowRankLinear, SparseLowRankConv2d, SparseLowRankLinear,
                       estimate_macs)
 from ..timing import compare_latency, measure_latency
+from ..utils import set_module
 from .layer import log_energy, lowered_weight, rank_at
-from .trace import set_module
 
 FALLBACKS = ("macs", "time", None)
 TIME_REPEATS = 7  # median of this many forward passes per layer for a speed-up budget

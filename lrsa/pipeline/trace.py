@@ -57,10 +57,3 @@ def trace(model, x):
         for h in hooks:
             h.remove()
     return shapes, {name for name, out in outputs.items() if out.data_ptr() in relus.ptrs}
-
-
-def set_module(model, name, new):
-    """Put ``new`` in place of ``model``'s submodule ``name`` (dotted)."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)

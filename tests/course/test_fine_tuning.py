@@ -53,8 +53,9 @@ def test_grad_norm_trace_matches_finetune_with_the_cap():
 
     torch.manual_seed(0)
     student, teacher = _Linear(), _Linear()
-    tr = fine_tuning.grad_norm_trace(copy.deepcopy(student), teacher, _batches(), lr=0.1,
-                                     max_grad_norm=0.5)
+    before = copy.deepcopy(student.state_dict())
+    tr = fine_tuning.grad_norm_trace(student, teacher, _batches(), lr=0.1, max_grad_norm=0.5)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # a copy
     hist = finetune(copy.deepcopy(student), _batches(), epochs=1, lr=0.1, teacher=teacher,
                     max_grad_norm=0.5)
     assert tr["grad_norm"] == pytest.approx(hist.grad_norm)
