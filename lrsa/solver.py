@@ -182,14 +182,9 @@ class LayerProblem:
     """
 
     def __init__(self, X, Y, bias=None, response="relu", chunk=4096):
-        if response not in RESPONSES:
-            raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
         X, Y, bias = check_layer_data(X, Y, bias)
         self.xp = xp = array_namespace(X)
-        if response == "relu" and bool(xp.any(Y < 0)):
-            raise ValueError("response='relu' needs targets Y >= 0 (they are post-ReLU "
-                             "responses); pass the pre-activation with response='linear'")
-        self.X, self.bias, self.response = X, bias, response
+        self.X, self.bias, self.response = X, bias, _check_response(response, Y)
         d, N = X.shape
         self.N = N
         G = xp.zeros((d, d), dtype=xp.float64, device=device(X))
@@ -219,22 +214,16 @@ class LayerProblem:
         """The same inputs with other targets: shares X, G and the factorizations of
         G + tI (the expensive parts), recomputes only C. E.g. post-ReLU targets for the
         ReLU stage after a linear solve on the pre-activation."""
-        if response not in RESPONSES:
-            raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
         _, Y, _ = check_layer_data(self.X, Y, self.bias)
-        if response == "relu" and bool(self.xp.any(Y < 0)):
-            raise ValueError("response='relu' needs targets Y >= 0")
         other = copy.copy(self)
-        other.response = response
+        other.response = _check_response(response, Y)
         other._set_targets(Y)
         return other
 
     def with_response(self, response):
         """The same data and statistics for the other response (targets must suit it)."""
         other = copy.copy(self)
-        if response == "relu" and bool(self.xp.any(self.Y < 0)):
-            raise ValueError("response='relu' needs targets Y >= 0")
-        other.response = response
+        other.response = _check_response(response, self.Y)
         return other
 
     def factor(self, t):
@@ -255,16 +244,20 @@ class LayerProblem:
                 return self._factors[t]
         raise ValueError(f"G + tI is not positive definite for t={t:g}")
 
-    def solve(self, lam1, lam2, *, W0=None, progress=False, callback=None, **options):
+    def solve(self, lam1, lam2, options=None, *, W0=None, progress=False, callback=None,
+              **fields):
         """Solve for A + B: Algorithm 1, one prediction and one correction per iteration.
 
-        ``options`` are the fields of :class:`ADMMOptions`; the other parameters are those
-        of :func:`solve_layer`. ``callback(k, step)`` is called after iteration k with its
-        :class:`ADMMStep`.
+        ``options`` is an :class:`ADMMOptions`, or give its fields as keywords; the other
+        parameters are those of :func:`solve_layer`. ``callback(k, step)`` is called after
+        iteration k with its :class:`ADMMStep`.
         """
         lam1 = check_number("lam1", lam1, allow_inf=True)
         lam2 = check_number("lam2", lam2, allow_inf=True)
-        opts = ADMMOptions(**options)
+        if options is not None and fields:
+            raise ValueError(f"give ADMMOptions or its fields, not both (got options and "
+                             f"{sorted(fields)})")
+        opts = options if options is not None else ADMMOptions(**fields)
         state = self._start(W0, lam1, lam2, opts)
         history = {k: [] for k in HISTORY}
         converged, message = False, f"stopped after max_iter={opts.max_iter} iterations"
@@ -298,8 +291,8 @@ class LayerProblem:
         on the same data (ReLU)."""
         n, d, xp = self.Y.shape[0], self.X.shape[0], self.xp
         if W0 is None and self.response == "relu":
-            W0 = self.with_response("linear").solve(lam1, lam2, **dataclasses.asdict(
-                dataclasses.replace(opts, debias=False, inner_iter=1)))
+            W0 = self.with_response("linear").solve(
+                lam1, lam2, dataclasses.replace(opts, debias=False, inner_iter=1))
         if isinstance(W0, LayerSolution):
             check_floating(W0.A, "W0.A")
             check_floating(W0.B, "W0.B")
@@ -417,8 +410,8 @@ class LayerProblem:
         return f, -((R * (Z > 0)) @ self.X.T) / self.N
 
 
-def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progress=False,
-                callback=None, **options):
+def solve_layer(X, Y, lam1, lam2, options=None, *, response="relu", W0=None, bias=None,
+                progress=False, callback=None, **fields):
     r"""Approximate one layer by A + B (paper Algorithm 1 with the He-Yuan correction).
 
     Parameters
@@ -427,6 +420,8 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progre
         (and on the tensor's device) and returns it.
     Y : (n, N) target responses; for ``response="relu"`` they must be >= 0.
     lam1, lam2 : float >= 0, weights of :math:`\|A\|_{2,1}` and :math:`\|B\|_*`.
+    options : ADMMOptions, optional
+        The ADMM's settings; or give its fields as keywords (below).
     response : {"relu", "linear"}
     W0 : (n, d) array, or a :class:`~lrsa.solution.LayerSolution` to warm-start from (A and B
         taken from it). An array starts the iteration at A = 0, B = M = W0. With ``W0=None``
@@ -436,7 +431,7 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progre
     progress : show a tqdm bar.
     callback : callable or None
         ``callback(k, step)`` after iteration k, with its :class:`ADMMStep`.
-    **options
+    **fields
         The fields of :class:`ADMMOptions`: ``t`` ("auto" or a fixed penalty),
         ``max_iter``, ``tol``, ``correction``, ``tau``, ``alpha``, ``inner_iter``,
         ``debias`` (refit the data term on the structure found, removing the shrinkage bias
@@ -447,8 +442,19 @@ def solve_layer(X, Y, lam1, lam2, *, response="relu", W0=None, bias=None, progre
     -------
     LayerSolution
     """
-    return LayerProblem(X, Y, bias, response).solve(lam1, lam2, W0=W0, progress=progress,
-                                                    callback=callback, **options)
+    return LayerProblem(X, Y, bias, response).solve(lam1, lam2, options, W0=W0,
+                                                    progress=progress, callback=callback,
+                                                    **fields)
+
+
+def _check_response(response, Y):
+    """``response``, checked against the targets Y (post-ReLU ones are >= 0)."""
+    if response not in RESPONSES:
+        raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
+    if response == "relu" and bool(array_namespace(Y).any(Y < 0)):
+        raise ValueError("response='relu' needs targets Y >= 0 (they are post-ReLU "
+                         "responses); pass the pre-activation with response='linear'")
+    return response
 
 
 def _finite(T):

@@ -253,3 +253,16 @@ def test_bad_sparsity_is_named(sparsity, match):
     with pytest.raises(ValueError, match=match):
         solve_layer(X, Y, 0.1, 0.1, response="linear", sparsity=sparsity,
                     debias=sparsity == "2:4")
+
+
+def test_options_given_whole_or_as_fields_solve_the_same():
+    from lrsa.solver import ADMMOptions
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((10, 200))
+    Y = rng.standard_normal((5, 10)) @ X
+    whole = lrsa.solve_layer(X, Y, 0.05, 0.1, ADMMOptions(max_iter=50, t=1.0),
+                             response="linear")
+    fields = lrsa.solve_layer(X, Y, 0.05, 0.1, response="linear", max_iter=50, t=1.0)
+    assert whole.iterations == fields.iterations and whole.objective == fields.objective
+    with pytest.raises(ValueError, match="not both"):
+        lrsa.solve_layer(X, Y, 0.05, 0.1, ADMMOptions(), response="linear", max_iter=5)
