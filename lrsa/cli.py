@@ -86,7 +86,7 @@ def _load_any(path, model_name):
 
 def cmd_train(args):
     from . import distributed
-    from .train import evaluate, train
+    from .train import Recipe, evaluate, train
     from .utils import atomic_torch_save
     dev = _start_processes(args)
     rank0 = distributed.is_main()
@@ -108,8 +108,9 @@ def cmd_train(args):
                   f"{stats['acc']:.2f}% ({time.perf_counter() - t0:.0f} s this run)",
                   flush=True)
 
-    hist = train(model, train_loader, epochs=args.epochs, lr=args.lr, bf16=args.bf16,
-                 warmup_epochs=warmup, progress=rank0, seed=args.seed, checkpoint=state,
+    how = Recipe(epochs=args.epochs, lr=args.lr, bf16=args.bf16, warmup_epochs=warmup,
+                 seed=args.seed)
+    hist = train(model, train_loader, how, progress=rank0, checkpoint=state,
                  on_epoch_end=report)
     if not rank0:
         return
@@ -119,8 +120,9 @@ def cmd_train(args):
     recipe = (f"lrsa train --model {args.model} --epochs {args.epochs} --lr {args.lr} "
               f"--batch-size {args.batch_size} --warmup-epochs {warmup} --seed {args.seed}"
               + (f" --val-images {args.val_images}" if args.model != "small_cnn" else "")
-              + (" --bf16" if args.bf16 else "") + "; SGD Nesterov 0.9, weight decay 5e-4, "
-              "cosine per step, random crop (pad 4) + flip"
+              + (" --bf16" if args.bf16 else "")
+              + f"; SGD{' Nesterov' if how.nesterov else ''} {how.momentum}, weight decay "
+              f"{how.weight_decay:g}, cosine per step, random crop (pad 4) + flip"
               + (f"; {k} processes (torchrun, DDP), global batch {args.batch_size}"
                  if k > 1 else ""))
     atomic_torch_save({"arch": model.arch, "state_dict": model.cpu().state_dict(),
