@@ -211,8 +211,7 @@ def run_compress(args, model):
             "finetune_distill": args.distill, "finetune_processes": distributed.world_size(),
             "finetune_max_grad_norm": max_grad_norm,
             "speed_check": rep.speed,
-            **{f"top1_{k}": v["top1"] for k, v in baselines.items()},
-            **{f"params_{k}": v["params"] for k, v in baselines.items()},
+            "baselines": baselines,
             "settings": {k: str(v) for k, v in _compress_args(args).items()},
             "layers": [dict(r) for r in rep.layers]}
     data["markdown"] = _markdown(data, rep)
@@ -221,7 +220,8 @@ def run_compress(args, model):
 
 
 def _baselines(args, model, calib, rep, test_loader):
-    """Truncated SVD and reduced-rank regression at the per-layer sizes of ``rep``."""
+    """Truncated SVD and reduced-rank regression at the per-layer sizes of ``rep``: method
+    -> {"top1", "params_compressed"}."""
     from .pipeline import compress_like
     from .report import count_parameters
     from .train import evaluate
@@ -231,7 +231,7 @@ def _baselines(args, model, calib, rep, test_loader):
         other, _ = compress_like(model, calib, rep, method=method, response="linear",
                                  strategy=args.strategy, solver=solver, progress=False)
         found[method] = {"top1": evaluate(other, test_loader)["top1"],
-                         "params": count_parameters(other)}
+                         "params_compressed": count_parameters(other)}
     return found
 
 
@@ -255,9 +255,9 @@ def _markdown(data, rep):
              f"{data['top1_compressed']:.2f}%, fine-tuned ({data['finetune_epochs']} epochs) "
              f"{data['top1_finetuned']:.2f}%",
              *[f"- same stored size per layer, before fine-tuning: {name} "
-               f"{data['top1_' + k]:.2f}%" for k, name in
+               f"{data['baselines'][k]['top1']:.2f}%" for k, name in
                (("svd", "truncated SVD"), ("rrr", "reduced-rank regression"))
-               if "top1_" + k in data],
+               if k in data.get("baselines", {})],
              f"- approximation time: {data['approx_seconds']:.0f} s",
              f"- CPU latency against the BN-folded original (median, interleaved runs): "
              f"{lat}; the MAC ratio alone would give {data['macs_ratio']:.2f}x, so the "

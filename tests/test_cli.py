@@ -17,6 +17,10 @@ def test_cli_demo_writes_a_report(tmp_path):
     assert data["finetune_distill"] == "features"
     assert data["params_ratio"] > 1.5
     assert {"top1_baseline", "top1_compressed", "top1_finetuned", "approx_seconds"} <= set(data)
+    for method in ("svd", "rrr"):  # the baselines at lrsa's per-layer sizes (rank steps)
+        stored = data["baselines"][method]["params_compressed"]
+        assert 0.95 * data["params_compressed"] <= stored <= data["params_compressed"]
+        assert f"{data['baselines'][method]['top1']:.2f}%" in data["markdown"]
     assert (tmp_path / "compressed.pt").exists() and (tmp_path / "report.md").exists()
 
 
