@@ -3,9 +3,11 @@
 The solver (:mod:`lrsa.solver`, :mod:`lrsa.objective`, :mod:`lrsa.structured_fit`) is written
 once against the standard through ``array_api_compat``, as :mod:`lrsa.prox` is: it computes in
 NumPy when given NumPy arrays (torch need not be installed) and in torch when given tensors
-(any device), as in the pipeline. The standard has a Cholesky factorization but no triangular
-solve; SciPy gives NumPy one and torch has its own. Each helper takes its namespace from its
-arguments and imports torch only when it is handed a tensor.
+(any device), as in the pipeline. Only these two: the solver also assigns into arrays and
+indexes with masks beside other indices, which both allow and the standard does not promise
+(``check_floating`` refuses other arrays). The standard has a Cholesky factorization but no
+triangular solve; SciPy gives NumPy one and torch has its own. Each helper takes its
+namespace from its arguments and imports torch only when it is handed a tensor.
 """
 
 from __future__ import annotations
