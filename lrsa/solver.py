@@ -58,7 +58,7 @@ from .objective import check_layer_data, n_m_indicator, sparse_penalty, weighted
 from .prox import svt_factors
 from .solution import Array, HISTORY, LayerSolution, record_iteration
 from .structured_fit import refit_svd
-from .utils import check_floating, check_number, progress_bar
+from .utils import check_floating, check_number, given_or_built, progress_bar
 
 __all__ = ["ADMMOptions", "ADMMStep", "LayerProblem", "relu_nonconvexity_example",
            "solve_layer"]
@@ -254,10 +254,7 @@ class LayerProblem:
         """
         lam1 = check_number("lam1", lam1, allow_inf=True)
         lam2 = check_number("lam2", lam2, allow_inf=True)
-        if options is not None and fields:
-            raise ValueError(f"give ADMMOptions or its fields, not both (got options and "
-                             f"{sorted(fields)})")
-        opts = options if options is not None else ADMMOptions(**fields)
+        opts = given_or_built(ADMMOptions, options, fields)
         state = self._start(W0, lam1, lam2, opts)
         history = {k: [] for k in HISTORY}
         converged, message = False, f"stopped after max_iter={opts.max_iter} iterations"

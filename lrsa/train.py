@@ -18,7 +18,7 @@ from torch import nn
 
 from . import distributed
 from .data import TensorLoader
-from .utils import atomic_torch_save, device_and_dtype, evaluating, progress_bar
+from .utils import atomic_torch_save, device_and_dtype, evaluating, given_or_built, progress_bar
 
 __all__ = ["Distillation", "Recipe", "TrainHistory", "cosine_lr", "evaluate", "train"]
 
@@ -175,11 +175,7 @@ def train(model: nn.Module, train_loader, recipe: Recipe | None = None, *,
     ValueError
         On bad arguments, an empty loader, or a non-finite loss.
     """
-    if recipe is None:
-        recipe = Recipe(**recipe_fields)
-    elif recipe_fields:
-        raise ValueError(f"give a Recipe or its fields, not both (got recipe and "
-                         f"{sorted(recipe_fields)})")
+    recipe = given_or_built(Recipe, recipe, recipe_fields)
     try:
         steps_per_epoch = len(train_loader)
     except TypeError:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # text are used by lrsa.viz and the NumPy-only lessons, which run without torch
 __all__ = ["as_numpy", "atomic_torch_save", "atomic_write_text", "call_model", "check_floating",
            "check_number", "code_version", "device_and_dtype", "evaluating", "format_table",
-           "progress_bar", "set_module", "weights_fingerprint"]
+           "given_or_built", "progress_bar", "set_module", "weights_fingerprint"]
 
 
 def check_floating(V, name="V"):
@@ -51,6 +51,21 @@ def check_number(name, value, *, positive=False, allow_inf=False):
         raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number "
                          f"{'> 0' if positive else '>= 0'}, got {value}")
     return value
+
+
+def given_or_built(cls, given, fields):
+    """``given`` (an instance of the settings dataclass ``cls``), or ``cls(**fields)``; a
+    ValueError when both are given or ``given`` is something else (e.g. a misplaced
+    positional argument)."""
+    if given is None:
+        return cls(**fields)
+    if not isinstance(given, cls):
+        raise ValueError(f"expected a {cls.__name__} (or its fields as keywords), got "
+                         f"{given!r}")
+    if fields:
+        raise ValueError(f"give a {cls.__name__} or its fields, not both (got one and "
+                         f"{sorted(fields)})")
+    return given
 
 
 def as_numpy(x):

@@ -78,3 +78,21 @@ def test_set_module_replaces_a_dotted_submodule_and_returns_the_old_one():
     model = nn.Sequential(nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
     old, new = model[0][0], nn.Linear(2, 3)
     assert set_module(model, "0.0", new) is old and model[0][0] is new
+
+
+def test_given_or_built_takes_an_instance_or_its_fields_never_both_nor_garbage():
+    from dataclasses import dataclass
+
+    from lrsa.utils import given_or_built
+
+    @dataclass
+    class Settings:
+        a: int = 1
+
+    assert given_or_built(Settings, None, {"a": 2}) == Settings(2)
+    mine = Settings(3)
+    assert given_or_built(Settings, mine, {}) is mine
+    with pytest.raises(ValueError, match="not both"):
+        given_or_built(Settings, mine, {"a": 2})
+    with pytest.raises(ValueError, match="expected a Settings"):
+        given_or_built(Settings, "linear", {})  # e.g. a misplaced positional argument

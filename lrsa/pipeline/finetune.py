@@ -6,6 +6,7 @@ from torch import nn
 
 from ..layers import FACTORED_MODULES, keep_structure_hook
 from ..train import Distillation, Recipe, train
+from ..utils import given_or_built
 
 #: :func:`finetune`'s default gradient-norm cap
 MAX_GRAD_NORM = 10.0
@@ -53,10 +54,8 @@ def finetune(model, loader, recipe=None, *, teacher=None, alpha=0.5, temperature
     process keeps the structure and runs its own copy of the teacher on its share of a batch.
     """
     if recipe is None:
-        recipe = Recipe(**{**FINETUNE_DEFAULTS, **recipe_fields})
-    elif recipe_fields:
-        raise ValueError(f"give a Recipe or its fields, not both (got recipe and "
-                         f"{sorted(recipe_fields)})")
+        recipe_fields = {**FINETUNE_DEFAULTS, **recipe_fields}
+    recipe = given_or_built(Recipe, recipe, recipe_fields)
     criterion = None
     if teacher is not None:
         approximated = [n for n, m in model.named_modules()
