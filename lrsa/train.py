@@ -175,7 +175,7 @@ def train(model: nn.Module, train_loader, recipe: Recipe | None = None, *,
     ValueError
         On bad arguments, an empty loader, or a non-finite loss.
     """
-    recipe = given_or_built(Recipe, recipe, recipe_fields)
+    r = given_or_built(Recipe, recipe, recipe_fields)
     try:
         steps_per_epoch = len(train_loader)
     except TypeError:
@@ -191,7 +191,6 @@ def train(model: nn.Module, train_loader, recipe: Recipe | None = None, *,
         raise ValueError(f"{distributed.world_size()} processes are training, but the loader "
                          f"is split for {train_loader.world_size}: make it with "
                          "make_loader(..., shard=True) after lrsa.distributed.setup()")
-    r = recipe
     opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum,
                           nesterov=r.nesterov and r.momentum > 0, weight_decay=r.weight_decay)
     dev, hist = device_and_dtype(model)[0], TrainHistory(optimizer=opt)
